@@ -1,0 +1,55 @@
+"""gscore: model compression for MindSpore, with every algorithm a plugin picked by name.
+
+``gscore.get("rtn")`` returns the class a plugin registered. Importing this package imports
+neither MindSpore nor mindformers and discovers no plugin; discovery happens on first use.
+"""
+
+from gscore.algorithm import Algorithm, PTQAlgorithm
+from gscore.config import (
+    BackendTarget,
+    OutliersSuppressionType,
+    PrecisionRecovery,
+    PTQConfig,
+    PTQMode,
+    QuantDtype,
+    QuantGranularity,
+)
+from gscore.errors import (
+    AlgorithmConflictError,
+    CalibrationDataError,
+    CheckpointMismatchError,
+    ConfigError,
+    GscoreError,
+    NoQuantizableLayerError,
+    PluginLoadError,
+    UnknownAlgorithmError,
+)
+from gscore.hookspecs import hookimpl
+from gscore.plugins import algorithms, get, plugin_failures
+from gscore.version import API_VERSION, __version__
+
+__all__ = [
+    "API_VERSION",
+    "Algorithm",
+    "AlgorithmConflictError",
+    "BackendTarget",
+    "CalibrationDataError",
+    "CheckpointMismatchError",
+    "ConfigError",
+    "GscoreError",
+    "NoQuantizableLayerError",
+    "OutliersSuppressionType",
+    "PTQAlgorithm",
+    "PTQConfig",
+    "PTQMode",
+    "PluginLoadError",
+    "PrecisionRecovery",
+    "QuantDtype",
+    "QuantGranularity",
+    "UnknownAlgorithmError",
+    "__version__",
+    "algorithms",
+    "get",
+    "hookimpl",
+    "plugin_failures",
+]

@@ -1,0 +1,237 @@
+"""PTQConfig and its enums: the Golden Stick field set, validated strictly.
+
+Differences from the reference, on purpose:
+
+* An unknown enum string raises :class:`~gscore.errors.ConfigError` listing the valid values
+  (the reference maps unknown strings to NONE, so a typo silently disables an algorithm).
+* ``BackendTarget.CPU`` exists and is the default: this toolkit runs on ordinary CPUs.
+  ``ASCEND`` is accepted so Golden Stick programs port unchanged; where no Ascend device is
+  present the portable CPU kernels run.
+* Dtypes are accepted as MindSpore dtypes (``ms.int8``, ``ms.qint4x2``), as strings
+  (``"int8"``, ``"int4"``) or as :class:`QuantDtype`, and are stored as :class:`QuantDtype`
+  so that reading a config never needs MindSpore.
+* Configs round-trip through a versioned dict and YAML form (:meth:`PTQConfig.to_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+from gscore.errors import ConfigError
+from gscore.quant import Granularity
+
+CONFIG_FORMAT_VERSION = 1
+
+QuantGranularity = Granularity
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+class StrictEnum(str, enum.Enum):
+    """A string enum whose :meth:`from_str` raises on unknown input and lists the valid values."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def from_str(cls, value: Any) -> Any:
+        return coerce_enum(cls, value, cls.__name__)
+
+
+def coerce_enum(cls: type[E], value: Any, what: str) -> E:
+    """``value`` as a member of ``cls``: a member, its value or its name (case-insensitive)."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        wanted = value.strip().lower()
+        for member in cls:
+            if wanted in (str(member.value).lower(), member.name.lower()):
+                return member
+    valid = ", ".join(repr(m.value) for m in cls)
+    raise ConfigError(f"{what}: {value!r} is not valid; choose one of {valid}")
+
+
+class PTQMode(StrictEnum):
+    """QUANTIZE calibrates and quantizes; DEPLOY only rebuilds the quantized structure."""
+
+    QUANTIZE = "quantize"
+    DEPLOY = "deploy"
+
+
+class BackendTarget(StrictEnum):
+    """Where the quantized network will run (kernel choice); CPU is the portable path."""
+
+    NONE = "none"
+    CPU = "cpu"
+    ASCEND = "ascend"
+
+
+class OutliersSuppressionType(StrictEnum):
+    """How activation outliers are moved into weights before quantization."""
+
+    NONE = "none"
+    SMOOTH = "smooth"
+    AWQ = "awq"
+    OUTLIER_SUPPRESSION_PLUS = "outlier-suppression+"
+    OUTLIER_SUPPRESSION_LITE = "outlier-suppression-lite"
+
+
+class PrecisionRecovery(StrictEnum):
+    """Error-compensating weight quantization."""
+
+    NONE = "none"
+    GPTQ = "gptq"
+
+
+class QuantDtype(StrictEnum):
+    """The integer types gscore quantizes to; int4 is stored packed two per int8."""
+
+    INT8 = "int8"
+    INT4 = "int4"
+
+    @property
+    def bits(self) -> int:
+        return 8 if self is QuantDtype.INT8 else 4
+
+
+_DTYPE_ALIASES = {"int8": QuantDtype.INT8, "int4": QuantDtype.INT4, "qint4x2": QuantDtype.INT4}
+
+
+def coerce_dtype(value: Any, field_name: str, allowed: tuple[QuantDtype | None, ...]) -> QuantDtype | None:
+    """Normalise a dtype given as MindSpore dtype, string, :class:`QuantDtype` or ``None``."""
+    if value is None or isinstance(value, QuantDtype):
+        dtype = value
+    else:
+        dtype = _DTYPE_ALIASES.get(str(value).strip().lower())
+        if dtype is None:
+            dtype = _invalid_dtype(value, field_name, allowed)
+    if dtype not in allowed:
+        _invalid_dtype(value, field_name, allowed)
+    return dtype
+
+
+def _invalid_dtype(value: Any, field_name: str, allowed: tuple[QuantDtype | None, ...]) -> Any:
+    names = ", ".join("None" if a is None else f"{a.value} (ms.{'qint4x2' if a is QuantDtype.INT4 else 'int8'})" for a in allowed)
+    raise ConfigError(f"{field_name}: {value!r} is not supported; allowed: {names}")
+
+
+ALLOWED_GROUP_SIZES = (64, 128, 256)
+
+
+@dataclass
+class PTQConfig:
+    """What to quantize, how, and in which mode (fields as in Golden Stick's PTQConfig).
+
+    ``opname_blacklist`` entries are substrings of full cell names; a match leaves the layer
+    in float. ``algo_args`` holds algorithm knobs (e.g. ``{"alpha": 0.5}`` for SmoothQuant).
+    """
+
+    mode: PTQMode = PTQMode.QUANTIZE
+    backend: BackendTarget = BackendTarget.CPU
+    opname_blacklist: list[str] = field(default_factory=list)
+    algo_args: dict[str, Any] = field(default_factory=dict)
+    weight_quant_dtype: QuantDtype | None = QuantDtype.INT8
+    kvcache_quant_dtype: QuantDtype | None = None
+    act_quant_dtype: QuantDtype | None = None
+    precision_recovery: PrecisionRecovery = PrecisionRecovery.NONE
+    outliers_suppression: OutliersSuppressionType = OutliersSuppressionType.NONE
+    weight_quant_granularity: Granularity = Granularity.PER_CHANNEL
+    kvcache_quant_granularity: Granularity = Granularity.PER_CHANNEL
+    act_quant_granularity: Granularity = Granularity.PER_TENSOR
+    group_size: int = 0
+    weight_clip: bool = False
+
+    def __post_init__(self) -> None:
+        self.mode = coerce_enum(PTQMode, self.mode, "mode")
+        self.backend = coerce_enum(BackendTarget, self.backend, "backend")
+        self.precision_recovery = coerce_enum(PrecisionRecovery, self.precision_recovery, "precision_recovery")
+        self.outliers_suppression = coerce_enum(OutliersSuppressionType, self.outliers_suppression, "outliers_suppression")
+        self.weight_quant_dtype = coerce_dtype(self.weight_quant_dtype, "weight_quant_dtype", (QuantDtype.INT8, QuantDtype.INT4, None))
+        self.kvcache_quant_dtype = coerce_dtype(self.kvcache_quant_dtype, "kvcache_quant_dtype", (QuantDtype.INT8, None))
+        self.act_quant_dtype = coerce_dtype(self.act_quant_dtype, "act_quant_dtype", (QuantDtype.INT8, None))
+        self.weight_quant_granularity = self._granularity("weight_quant_granularity", (Granularity.PER_CHANNEL, Granularity.PER_GROUP))
+        self.kvcache_quant_granularity = self._granularity("kvcache_quant_granularity", (Granularity.PER_CHANNEL, Granularity.PER_TOKEN))
+        self.act_quant_granularity = self._granularity("act_quant_granularity", (Granularity.PER_TENSOR, Granularity.PER_TOKEN))
+        self._check_types()
+        self._check_combinations()
+
+    def _granularity(self, name: str, allowed: tuple[Granularity, ...]) -> Granularity:
+        value = coerce_enum(Granularity, getattr(self, name), name)
+        if value not in allowed:
+            raise ConfigError(f"{name}: {value.value!r} is not allowed here; choose one of {', '.join(repr(a.value) for a in allowed)}")
+        return value
+
+    def _check_types(self) -> None:
+        if not isinstance(self.opname_blacklist, (list, tuple)) or not all(isinstance(s, str) for s in self.opname_blacklist):
+            raise ConfigError(f"opname_blacklist must be a list of strings (substrings of cell names), got {self.opname_blacklist!r}")
+        self.opname_blacklist = list(self.opname_blacklist)
+        if dataclasses.is_dataclass(self.algo_args) and not isinstance(self.algo_args, type):
+            self.algo_args = dataclasses.asdict(self.algo_args)
+        if not isinstance(self.algo_args, Mapping):
+            raise ConfigError(f"algo_args must be a dict or a dataclass instance, got {type(self.algo_args).__name__}")
+        self.algo_args = dict(self.algo_args)
+        if not isinstance(self.group_size, int) or isinstance(self.group_size, bool):
+            raise ConfigError(f"group_size must be an int, got {self.group_size!r}")
+        if not isinstance(self.weight_clip, bool):
+            raise ConfigError(f"weight_clip must be a bool, got {self.weight_clip!r}")
+
+    def _check_combinations(self) -> None:
+        int8, int4 = QuantDtype.INT8, QuantDtype.INT4
+        if self.weight_quant_dtype is None and self.act_quant_dtype is None and self.kvcache_quant_dtype is None:
+            raise ConfigError("nothing to quantize: set weight_quant_dtype, act_quant_dtype or kvcache_quant_dtype")
+        if self.act_quant_granularity is Granularity.PER_TOKEN and (self.act_quant_dtype is not int8 or self.weight_quant_dtype is None):
+            raise ConfigError("act_quant_granularity=per_token (dynamic activations) needs act_quant_dtype=int8 and int8 or int4 weights")
+        if self.weight_quant_dtype is int8 and self.act_quant_dtype is int8 and self.weight_quant_granularity is not Granularity.PER_CHANNEL:
+            raise ConfigError("A8W8 needs weight_quant_granularity=per_channel (the int8 matmul rescales by one scale per output channel)")
+        if self.kvcache_quant_granularity is Granularity.PER_TOKEN and self.kvcache_quant_dtype is not int8:
+            raise ConfigError("kvcache_quant_granularity=per_token needs kvcache_quant_dtype=int8")
+        if self.weight_quant_granularity is Granularity.PER_GROUP:
+            if self.group_size not in ALLOWED_GROUP_SIZES:
+                raise ConfigError(f"weight_quant_granularity=per_group needs group_size in {ALLOWED_GROUP_SIZES}, got {self.group_size}")
+        elif self.group_size != 0:
+            raise ConfigError(f"group_size={self.group_size} only applies to weight_quant_granularity=per_group; leave it 0")
+        if self.weight_quant_dtype is int4 and self.act_quant_dtype is int8 and self.precision_recovery is not PrecisionRecovery.GPTQ:
+            raise ConfigError("A8W4 (int4 weights with int8 activations) needs precision_recovery=gptq")
+        if self.outliers_suppression is OutliersSuppressionType.SMOOTH and self.act_quant_dtype is None:
+            raise ConfigError("outliers_suppression=smooth (SmoothQuant) moves activation outliers into weights; it needs act_quant_dtype=int8")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, versioned dict (enums and dtypes as strings) that :meth:`from_dict` reads back."""
+        out: dict[str, Any] = {"type": type(self).__name__, "version": CONFIG_FORMAT_VERSION}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.value if isinstance(value, enum.Enum) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PTQConfig:
+        """Build a config from :meth:`to_dict` output; unknown keys or versions are errors."""
+        data = dict(data)
+        kind = data.pop("type", cls.__name__)
+        version = data.pop("version", CONFIG_FORMAT_VERSION)
+        if kind != cls.__name__:
+            raise ConfigError(f"this is a {kind!r} description, not a {cls.__name__}")
+        if version != CONFIG_FORMAT_VERSION:
+            raise ConfigError(f"config format version {version!r} is not supported; this gscore reads version {CONFIG_FORMAT_VERSION}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(known)}")
+        return cls(**data)
+
+    def to_yaml(self) -> str:
+        """The :meth:`to_dict` form as YAML."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> PTQConfig:
+        """Read the YAML written by :meth:`to_yaml`."""
+        data = yaml.safe_load(text)
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a {cls.__name__} YAML document must be a mapping, got {type(data).__name__}")
+        return cls.from_dict(data)

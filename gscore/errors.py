@@ -1,0 +1,36 @@
+"""Every error gscore raises on purpose, so callers can catch the family at once."""
+
+
+class GscoreError(Exception):
+    """Base of all deliberate gscore errors."""
+
+
+class ConfigError(GscoreError, ValueError):
+    """A configuration value or combination is invalid; the message lists what is allowed."""
+
+
+class UnknownAlgorithmError(GscoreError, KeyError):
+    """``gscore.get(name)`` found no algorithm of that name."""
+
+    def __str__(self) -> str:  # KeyError would otherwise print the message with quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class AlgorithmConflictError(GscoreError):
+    """Two plugins registered the same algorithm name or alias."""
+
+
+class PluginLoadError(GscoreError):
+    """A plugin failed to import or register (raised only in strict mode)."""
+
+
+class NoQuantizableLayerError(GscoreError):
+    """An algorithm found no layer it can work on (after the blacklist)."""
+
+
+class CheckpointMismatchError(GscoreError):
+    """A checkpoint does not fit the network: a missing, extra, mis-shaped or mis-typed parameter."""
+
+
+class CalibrationDataError(GscoreError):
+    """A phase needs calibration data (a network helper or datasets) that was not given."""

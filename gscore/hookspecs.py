@@ -1,0 +1,57 @@
+"""The hooks of gscore: what a plugin may implement and when each one fires.
+
+Two kinds of hooks:
+
+* ``gscore_register_algorithms`` is how an algorithm becomes reachable by name. Pluggy
+  calls every implementation, so it only *adds to a registry*; selecting one algorithm by
+  name is the registry's job, never a plugin checking a name.
+* The phase hooks (``gscore_calibrate``, ``gscore_quantize``, ``gscore_deploy``,
+  ``gscore_prune``) are ``firstresult``: the core's default implementation (``trylast``)
+  calls the algorithm's own method for that phase. A plugin can wrap a phase
+  (``@hookimpl(wrapper=True)``) to time it, report on it or gate it, or answer it first for
+  a case it knows better by returning the network; returning ``None`` passes it on.
+
+Every phase hook returns the network it produced (possibly the same object).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from gscore.algorithm import Algorithm
+    from gscore.registry import PluginRegistrar
+
+PROJECT_NAME = "gscore"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def gscore_register_algorithms(registry: PluginRegistrar) -> None:
+    """Add this plugin's algorithm classes with ``registry.add(cls, name=..., aliases=[...])``; fires once, at discovery."""
+
+
+@hookspec(firstresult=True)
+def gscore_calibrate(algorithm: Algorithm, network: Any, network_helper: Any, datasets: Any) -> Any:
+    """Collect the statistics a quantizer needs and return the simulated (fake-quant) network; fires in ``apply`` in QUANTIZE mode."""
+
+
+@hookspec(firstresult=True)
+def gscore_quantize(algorithm: Algorithm, network: Any) -> Any:
+    """Turn a calibrated network into one holding real low-bit parameters; fires in ``convert`` in QUANTIZE mode."""
+
+
+@hookspec(firstresult=True)
+def gscore_deploy(algorithm: Algorithm, network: Any) -> Any:
+    """Build the quantized structure with placeholder values, ready for ``load_checkpoint``; fires in ``apply`` in DEPLOY mode."""
+
+
+@hookspec(firstresult=True)
+def gscore_prune(algorithm: Algorithm, network: Any) -> Any:
+    """Return a network with the pruned structure physically removed; fires in ``convert`` of a pruning algorithm."""
+
+
+PHASE_HOOKS = ("gscore_calibrate", "gscore_quantize", "gscore_deploy", "gscore_prune")

@@ -1,0 +1,5 @@
+"""Checkpoints that explain themselves and are written atomically."""
+
+from gscore.io.checkpoint import DESCRIPTION_KEY, load_checkpoint, read_description, save_checkpoint
+
+__all__ = ["DESCRIPTION_KEY", "load_checkpoint", "read_description", "save_checkpoint"]

@@ -1,0 +1,1 @@
+"""MindSpore cells and network surgery shared by the plugins (imports MindSpore)."""

@@ -1,0 +1,1 @@
+"""Observer plugins shipped with the core: they wrap phases and record what happened."""

@@ -1,0 +1,93 @@
+"""Quantize, dequantize and fake-quantize arrays with given parameters.
+
+All arithmetic is float32 (float16 inputs are upcast, float64 inputs computed in float32, the
+precision deployed kernels use). Each function allocates one full-size float32 working buffer
+and then works in place on it; the caller's array is only read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from gscore.quant.checks import require_finite
+from gscore.quant.layout import fit
+from gscore.quant.params import QuantParams, quant_params
+from gscore.quant.scheme import QuantScheme
+
+
+def _codes(x: np.ndarray, params: QuantParams) -> np.ndarray:
+    """``clip(rint(x / scale + zero_point), qmin, qmax)`` as a new float32 array in the layout view.
+
+    ``rint`` rounds half to even (numpy's and the IEEE default), which has no bias over many
+    values, unlike round-half-away-from-zero.
+    """
+    scheme = params.scheme
+    view = fit(x.shape, params.scale.shape, scheme)
+    # Finite values far outside the range may overflow x / scale to +/-inf (tiny scales, or
+    # float64 data beyond float32); the clip below maps those to qmin/qmax, the right code.
+    with np.errstate(over="ignore"):
+        codes = np.divide(x.reshape(view), params.scale, dtype=np.float32)
+    if not scheme.symmetric:
+        np.add(codes, params.zero_point, out=codes)
+    np.rint(codes, out=codes)
+    np.clip(codes, scheme.qmin, scheme.qmax, out=codes)
+    return codes
+
+
+def _to_real(codes: np.ndarray, params: QuantParams) -> None:
+    """In place: ``codes <- (codes - zero_point) * scale`` on a float32 array in the layout view."""
+    if not params.scheme.symmetric:
+        np.subtract(codes, params.zero_point, out=codes)
+    np.multiply(codes, params.scale, out=codes)
+
+
+def quantize(x: npt.ArrayLike, params: QuantParams) -> np.ndarray:
+    """Integer codes of ``x``: ``clip(rint(x / scale + zero_point), qmin, qmax)``.
+
+    ``x`` must fit ``params``: same rank (for PER_GROUP, same grouping) and the same size on
+    every axis that keeps its own scale; reduced axes may differ in size, e.g. params observed
+    on a calibration slice. Returns ``x.shape``, dtype int8 for signed schemes and uint8 for unsigned
+    ones (both hold every code of up to 8 bits), each value in ``[qmin, qmax]``; values outside
+    the observed range clip to the end codes.
+
+    Raises ValueError for NaN/±Inf in ``x`` (with their count) or params that do not fit.
+    """
+    x = np.asarray(x)
+    require_finite(x, "quantize input")
+    codes = _codes(x, params)
+    return codes.astype(np.int8 if params.scheme.signed else np.uint8).reshape(x.shape)
+
+
+def dequantize(q: npt.ArrayLike, params: QuantParams, dtype: npt.DTypeLike = np.float32) -> np.ndarray:
+    """Real values ``(q - zero_point) * scale`` of codes ``q``, computed in float32, returned in
+    ``q.shape`` as ``dtype``."""
+    q = np.asarray(q)
+    view = fit(q.shape, params.scale.shape, params.scheme)
+    real = q.reshape(view).astype(np.float32)  # always a copy: the working buffer
+    _to_real(real, params)
+    return real.reshape(q.shape).astype(dtype, copy=False)
+
+
+def fake_quantize(x: npt.ArrayLike, scheme_or_params: QuantScheme | QuantParams) -> np.ndarray:
+    """``dequantize(quantize(x))`` in one pass: the values ``x`` takes after quantization.
+
+    With a :class:`QuantScheme` the params are observed from ``x`` itself; with
+    :class:`QuantParams` those are used (e.g. calibrated on other data). The result has
+    ``x.shape`` and ``x``'s dtype when it is floating (float16 in, float16 out; computed in
+    float32), float32 otherwise. No integer array is built.
+
+    Raises ValueError for NaN/±Inf in ``x``, TypeError for a second argument of another type.
+    """
+    x = np.asarray(x)
+    if isinstance(scheme_or_params, QuantScheme):
+        params = quant_params(x, scheme_or_params)  # checks finiteness while observing
+    elif isinstance(scheme_or_params, QuantParams):
+        params = scheme_or_params
+        require_finite(x, "fake_quantize input")
+    else:
+        raise TypeError(f"expected a QuantScheme or QuantParams, got {type(scheme_or_params).__name__}")
+    real = _codes(x, params)
+    _to_real(real, params)
+    out_dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
+    return real.reshape(x.shape).astype(out_dtype, copy=False)

@@ -1,0 +1,63 @@
+"""gscore-rtn: round-to-nearest weight quantization, registered as ``rtn``.
+
+A16W8: every ``nn.Dense`` / mindformers ``Linear`` weight becomes int8 with one symmetric
+scale per output channel, computed from the weight itself. Unlike Golden Stick, no forward
+pass is needed to observe the weights, so ``apply`` works with or without a network helper
+(the helper, if given, is not called).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gscore import PTQAlgorithm, PTQConfig, hookimpl
+from gscore.config import QuantDtype
+from gscore.errors import ConfigError
+
+GSCORE_API_VERSION = 1
+
+
+class RoundToNearest(PTQAlgorithm):
+    """Round-to-nearest A16W8: int8 weights, symmetric, per output channel; no data needed."""
+
+    config_cls = PTQConfig
+
+    def validate_config(self) -> None:
+        cfg = self.config
+        if cfg.weight_quant_dtype is not QuantDtype.INT8:
+            raise ConfigError(f"rtn quantizes weights to int8 only, got weight_quant_dtype={cfg.weight_quant_dtype}; use 'ptq' for int4")
+        if cfg.act_quant_dtype is not None:
+            raise ConfigError("rtn is weight-only (A16W8); activation quantization (A8W8) is in the 'ptq' algorithm")
+        if cfg.kvcache_quant_dtype is not None:
+            raise ConfigError("rtn does not quantize the KV cache yet; the 'ptq' algorithm brings KV-cache int8")
+        if cfg.weight_quant_granularity.value != "per_channel":
+            raise ConfigError("rtn quantizes weights per output channel only; use 'ptq' for per_group")
+
+    def calibrate(self, network: Any, network_helper: Any = None, datasets: Any = None) -> Any:
+        from gscore.nn.weight_only import calibrate_weights
+
+        self.layers = calibrate_weights(network, self.config.opname_blacklist)
+        return network
+
+    def quantize(self, network: Any) -> Any:
+        from gscore.nn.weight_only import quantize_weights
+
+        self.layers = quantize_weights(network)
+        return network
+
+    def deploy(self, network: Any) -> Any:
+        from gscore.nn.weight_only import deploy_weights
+
+        self.layers = deploy_weights(network, self.config.opname_blacklist)
+        return network
+
+    def describe(self, network: Any) -> dict[str, Any]:
+        """The checkpoint description: algorithm, config and per-layer quantization."""
+        from gscore.nn.weight_only import describe_weights
+
+        return {"algorithm": "rtn", "config": self.config.to_dict(), "layers": describe_weights(network)}
+
+
+@hookimpl
+def gscore_register_algorithms(registry: Any) -> None:
+    registry.add(RoundToNearest, name="rtn", aliases=["round-to-nearest", "RoundToNearest", "a16w8-rtn"])
