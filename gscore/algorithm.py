@@ -102,3 +102,9 @@ class PTQAlgorithm(Algorithm):
         from gscore.config import PTQMode
 
         return "quantize" if self.config.mode is PTQMode.QUANTIZE else None
+
+    def describe(self, network: Any) -> dict[str, Any]:
+        """What a checkpoint of ``network`` should say about itself: algorithm, config, layers."""
+        from gscore.nn.weight_only import describe_weights
+
+        return {"algorithm": type(self).__name__, "config": self.config.to_dict(), "layers": describe_weights(network)}

@@ -1,5 +1,7 @@
 """Finding cells in a network and replacing them in place, keeping parameter names right.
 
+Containers (``SequentialCell``, ``CellList``) are replaced into through their item assignment,
+because their forward iterates a list that plain attribute assignment would not update.
 MindSpore names a parameter by the attribute path at the time a cell is attached, so a cell
 put deep into a tree would get a short name (``0.weight`` instead of ``block.0.weight``).
 :func:`replace_cell` therefore renames every parameter of the new cell to its full path,
@@ -46,7 +48,11 @@ def replace_cell(network: nn.Cell, full_name: str, new_cell: nn.Cell) -> None:
     parent = get_cell(network, parent_name) if parent_name else network
     if leaf not in parent.name_cells():
         raise KeyError(f"{type(parent).__name__} has no sub-cell {leaf!r} (replacing {full_name!r})")
-    setattr(parent, leaf, new_cell)
+    if isinstance(parent, (nn.SequentialCell, nn.CellList)):
+        # their forward runs a list of cells kept beside ``_cells``; only __setitem__ updates both
+        parent[list(parent.name_cells()).index(leaf)] = new_cell
+    else:
+        setattr(parent, leaf, new_cell)
     for relative, param in new_cell.parameters_and_names():
         param.name = f"{full_name}.{relative}"
 

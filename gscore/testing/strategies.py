@@ -25,10 +25,17 @@ def finite_floats(
     allow_subnormal: bool = True,
 ) -> st.SearchStrategy[float]:
     """Finite floats exactly representable in ``dtype`` (float16/32/64), in
-    ``[-max_magnitude, max_magnitude]`` (``[0, max_magnitude]`` if ``non_negative``)."""
+    ``[-max_magnitude, max_magnitude]`` (``[0, max_magnitude]`` if ``non_negative``).
+
+    ``max_magnitude`` is rounded toward zero to ``dtype`` first (hypothesis needs exact bounds).
+    """
+    kind = np.dtype(dtype).type
+    bound = kind(max_magnitude)
+    if bound > max_magnitude:
+        bound = np.nextafter(bound, kind(0))
     return st.floats(
-        min_value=0.0 if non_negative else -max_magnitude,
-        max_value=max_magnitude,
+        min_value=0.0 if non_negative else -float(bound),
+        max_value=float(bound),
         width=8 * np.dtype(dtype).itemsize,
         allow_nan=False,
         allow_infinity=False,

@@ -51,12 +51,6 @@ class RoundToNearest(PTQAlgorithm):
         self.layers = deploy_weights(network, self.config.opname_blacklist)
         return network
 
-    def describe(self, network: Any) -> dict[str, Any]:
-        """The checkpoint description: algorithm, config and per-layer quantization."""
-        from gscore.nn.weight_only import describe_weights
-
-        return {"algorithm": "rtn", "config": self.config.to_dict(), "layers": describe_weights(network)}
-
 
 @hookimpl
 def gscore_register_algorithms(registry: Any) -> None:

@@ -1,0 +1,74 @@
+"""The conformance suite every gscore algorithm plugin should pass.
+
+Subclass :class:`AlgorithmConformance` in a test module of your plugin, set
+``algorithm_name``, and pytest collects the checks. For a quantization algorithm also set
+``make_network`` (a zero-argument callable returning a fresh float MindSpore network with
+deterministic weights) and ``make_input``; the suite then runs QUANTIZE → save → DEPLOY →
+load and demands the deployed outputs equal the quantized network's exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import gscore
+from gscore.algorithm import Algorithm
+from gscore.registry import normalise_name
+
+
+class AlgorithmConformance:
+    """Checks that hold for any registered algorithm."""
+
+    algorithm_name: ClassVar[str] = ""
+    make_network: ClassVar[Callable[[], Any] | None] = None
+    make_input: ClassVar[Callable[[], Any] | None] = None
+    quantize_config: ClassVar[dict[str, Any]] = {}
+
+    def _info(self) -> Any:
+        from gscore.plugins import host
+
+        return host().get(self.algorithm_name)
+
+    def test_resolves_by_name_and_aliases(self) -> None:
+        info = self._info()
+        for name in (info.name, *info.aliases, info.name.upper(), info.name.replace("-", "_")):
+            assert gscore.get(name) is info.cls, name
+        assert normalise_name(self.algorithm_name) in {normalise_name(n) for n in (info.name, *info.aliases)}
+
+    def test_is_an_algorithm_with_a_summary(self) -> None:
+        info = self._info()
+        assert issubclass(info.cls, Algorithm)
+        assert info.summary, "the algorithm class needs a docstring; its first line is shown by `gscore list`"
+
+    def test_default_config_round_trips(self) -> None:
+        cls = self._info().cls
+        if cls.config_cls is None:
+            return
+        config = cls.config_cls(**self.quantize_config)
+        assert cls.config_cls.from_dict(config.to_dict()) == config
+        assert cls.config_cls.from_yaml(config.to_yaml()) == config
+
+    def test_quantize_save_deploy_load_reproduces_outputs(self, tmp_path: Path) -> None:
+        if type(self).make_network is None:
+            return
+        import numpy as np
+
+        from gscore.config import PTQMode
+        from gscore.io import load_checkpoint, save_checkpoint
+
+        cls = self._info().cls
+        make_network = type(self).make_network
+        x = type(self).make_input()
+        algo = cls(cls.config_cls(mode=PTQMode.QUANTIZE, **self.quantize_config))
+        net = make_network()
+        algo.convert(algo.apply(net))
+        expected = net(x).asnumpy()
+        path = save_checkpoint(net, tmp_path / "q.ckpt", description=algo.describe(net))
+
+        deploy = cls(cls.config_cls(mode=PTQMode.DEPLOY, **self.quantize_config))
+        fresh = make_network()
+        deploy.convert(deploy.apply(fresh))
+        description = load_checkpoint(path, fresh)
+        assert description is not None and description["layers"]
+        np.testing.assert_array_equal(fresh(x).asnumpy(), expected)
