@@ -1,5 +1,6 @@
 """The seed tutorial's two code blocks, ported by changing only their import lines, run as-is."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,8 @@ def test_seed_quantize_then_deploy(tmp_path):
     assert set(contents) == {"linear.weight", "linear.bias", "linear._weight_quantizer.scale", "linear._weight_quantizer.zp_neg"}
 
     printed = _run("seed_rtn_deploy.py", tmp_path)
-    rows = np.array([[float(v) for v in line.strip(" []").split()] for line in printed.strip().splitlines()])
+    matrix_lines = [line for line in printed.splitlines() if re.fullmatch(r"\s*\[*[-+\d.e ]+\]*", line)]
+    rows = np.array([[float(v) for v in line.strip(" []").split()] for line in matrix_lines])
     # input is all ones: each output row is bias + dequantised weight row sums
     q = contents["linear.weight"].asnumpy().astype(np.float32)
     scale = contents["linear._weight_quantizer.scale"].asnumpy().astype(np.float32)

@@ -139,7 +139,7 @@ def compute_params(lo: np.ndarray, hi: np.ndarray, scheme: QuantScheme) -> Quant
         scale = span.astype(np.float32)
     if not np.isfinite(scale).all():
         raise ValueError("the observed range is too wide for a float32 scale (values beyond ~3.4e38)")
-    scale = np.maximum(scale, np.float32(_SCALE_FLOOR))
+    scale = np.where(span == 0, np.float32(1.0), np.maximum(scale, np.float32(_SCALE_FLOOR)))
     if scheme.symmetric:
         zero = np.zeros_like(scale)
     else:

@@ -1,0 +1,175 @@
+"""Helpers shared by the benchmarks: timing, memory, machine facts and result files.
+
+The benchmarks run on small, noisy shared machines, so every number they publish is either a
+best-of-N wall time or a ratio between two things measured in the same process. Times are
+seconds (``time.perf_counter``), memory is MiB (2**20 bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------- time
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Run ``fn()`` once; return ``(wall seconds, its result)``."""
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def summary(samples: list[float]) -> dict[str, Any]:
+    """Best (the least disturbed run on a noisy machine), median and every sample, in seconds."""
+    ordered = sorted(samples)
+    return {"best_s": ordered[0], "median_s": ordered[len(ordered) // 2], "samples_s": samples}
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _status_kib(field: str) -> int | None:
+    """A ``/proc/self/status`` field such as ``VmRSS`` or ``VmHWM``, in KiB (None off Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def rss_mib() -> float:
+    """Current resident set size, MiB."""
+    kib = _status_kib("VmRSS")
+    return float("nan") if kib is None else kib / 1024
+
+
+def hwm_mib() -> float:
+    """Peak resident set size since start or the last :func:`reset_peak_rss`, MiB."""
+    kib = _status_kib("VmHWM")
+    return float("nan") if kib is None else kib / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to ``/proc/self/clear_refs``).
+
+    Returns True only if the reset demonstrably worked (HWM equals RSS right after), so a
+    peak measured after it belongs to the code that ran since, not to earlier setup.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return abs(hwm_mib() - rss_mib()) < 4.0  # a few pages may be touched in between
+
+
+class PeakRss:
+    """Peak RSS growth over a block, MiB: ``with PeakRss() as m: ...; m.delta_mib``.
+
+    Uses the VmHWM reset when it works (exact peak, however short). Otherwise the peak is only
+    known if it exceeds every earlier peak of the process (``ru_maxrss``), so ``exact`` is False.
+    """
+
+    def __enter__(self) -> "PeakRss":
+        self.exact = reset_peak_rss()
+        self.before_mib = rss_mib()
+        self._hwm_before = hwm_mib()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.after_mib = rss_mib()
+        self.peak_mib = hwm_mib()
+        self.delta_mib = max(0.0, self.peak_mib - (self.before_mib if self.exact else self._hwm_before))
+        self.retained_mib = self.after_mib - self.before_mib
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rss_before_mib": round(self.before_mib, 1),
+            "peak_rss_mib": round(self.peak_mib, 1),
+            "peak_over_baseline_mib": round(self.delta_mib, 1),
+            "rss_after_minus_before_mib": round(self.retained_mib, 1),
+            "peak_is_exact": self.exact,
+        }
+
+
+# --------------------------------------------------------------------------- facts
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, memory, kernel and transparent-hugepage mode (it changes copy speed)."""
+    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines() if line.startswith("model name")), platform.processor())
+    mem_kib = next((int(line.split()[1]) for line in _read("/proc/meminfo").splitlines() if line.startswith("MemTotal:")), 0)
+    return {
+        "cpu_model": cpu,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "mem_total_gib": round(mem_kib / 2**20, 1),
+        "kernel": platform.release(),
+        "transparent_hugepage": _read("/sys/kernel/mm/transparent_hugepage/enabled"),
+        "python": platform.python_version(),
+    }
+
+
+def git_revision() -> str:
+    """``HEAD`` commit of the checkout, with ``+dirty`` when tracked files differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def command_line() -> str:
+    """The command that ran this benchmark, as typed from the repository root."""
+    script = os.path.relpath(sys.argv[0], REPO) if os.path.isabs(sys.argv[0]) else sys.argv[0]
+    return shlex.join(["python", script, *sys.argv[1:]])
+
+
+# --------------------------------------------------------------------------- output
+
+
+def write_json(name: str, data: dict[str, Any]) -> Path:
+    """Write ``bench/results/<name>.json`` (indented, stable key order)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def write_text(name: str, text: str) -> Path:
+    """Write ``bench/results/<name>`` as is."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(text)
+    return path
+
+
+def md_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub markdown table; cells are str()-ed."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
