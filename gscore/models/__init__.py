@@ -1,0 +1,1 @@
+"""Adapters for the real networks used in tests, demos and benchmarks."""
