@@ -4,7 +4,7 @@
 neither MindSpore nor mindformers and discovers no plugin; discovery happens on first use.
 """
 
-from gscore.algorithm import Algorithm, PTQAlgorithm
+from gscore.algorithm import Algorithm, PruningAlgorithm, PTQAlgorithm, QATAlgorithm
 from gscore.config import (
     BackendTarget,
     OutliersSuppressionType,
@@ -40,6 +40,8 @@ __all__ = [
     "NoQuantizableLayerError",
     "OutliersSuppressionType",
     "PTQAlgorithm",
+    "PruningAlgorithm",
+    "QATAlgorithm",
     "PTQConfig",
     "PTQMode",
     "PluginLoadError",

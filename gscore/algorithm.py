@@ -108,3 +108,25 @@ class PTQAlgorithm(Algorithm):
         from gscore.nn.weight_only import describe_weights
 
         return {"algorithm": type(self).__name__, "config": self.config.to_dict(), "layers": describe_weights(network)}
+
+
+class QATAlgorithm(Algorithm):
+    """Quantization-aware training: ``apply`` = quantize (insert fake quantization to train
+    with), ``convert`` = deploy (a network holding real low-bit weights)."""
+
+    def apply_phase(self) -> str:
+        return "quantize"
+
+    def convert_phase(self) -> str:
+        return "deploy"
+
+
+class PruningAlgorithm(Algorithm):
+    """Structured pruning: ``apply`` = calibrate (prepare the network whose training scores
+    channels), ``convert`` = prune (build the physically smaller network)."""
+
+    def apply_phase(self) -> str:
+        return "calibrate"
+
+    def convert_phase(self) -> str:
+        return "prune"

@@ -36,17 +36,17 @@ def gscore_register_algorithms(registry: PluginRegistrar) -> None:
 
 @hookspec(firstresult=True)
 def gscore_calibrate(algorithm: Algorithm, network: Any, network_helper: Any, datasets: Any) -> Any:
-    """Collect the statistics a quantizer needs and return the simulated (fake-quant) network; fires in ``apply`` in QUANTIZE mode."""
+    """Collect statistics (PTQ) or prepare channel scoring (pruning); fires in ``apply`` of PTQ QUANTIZE mode and of pruning."""
 
 
 @hookspec(firstresult=True)
 def gscore_quantize(algorithm: Algorithm, network: Any) -> Any:
-    """Turn a calibrated network into one holding real low-bit parameters; fires in ``convert`` in QUANTIZE mode."""
+    """Quantize the network: real low-bit parameters (PTQ ``convert``) or fake quantization to train with (QAT ``apply``)."""
 
 
 @hookspec(firstresult=True)
 def gscore_deploy(algorithm: Algorithm, network: Any) -> Any:
-    """Build the quantized structure with placeholder values, ready for ``load_checkpoint``; fires in ``apply`` in DEPLOY mode."""
+    """Build the deployable network: placeholders to load into (PTQ DEPLOY ``apply``) or real low-bit weights (QAT ``convert``)."""
 
 
 @hookspec(firstresult=True)
