@@ -123,8 +123,52 @@ def _invalid_dtype(value: Any, field_name: str, allowed: tuple[QuantDtype | None
 ALLOWED_GROUP_SIZES = (64, 128, 256)
 
 
+class VersionedConfig:
+    """Mixin for config dataclasses: a versioned dict / YAML form that refuses unknown input.
+
+    Subclasses are dataclasses whose ``__post_init__`` validates; enums are written as their
+    string values and read back through that validation.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, versioned dict (enums and dtypes as strings) that :meth:`from_dict` reads back."""
+        out: dict[str, Any] = {"type": type(self).__name__, "version": CONFIG_FORMAT_VERSION}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.value if isinstance(value, enum.Enum) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        """Build a config from :meth:`to_dict` output; unknown keys or versions are errors."""
+        data = dict(data)
+        kind = data.pop("type", cls.__name__)
+        version = data.pop("version", CONFIG_FORMAT_VERSION)
+        if kind != cls.__name__:
+            raise ConfigError(f"this is a {kind!r} description, not a {cls.__name__}")
+        if version != CONFIG_FORMAT_VERSION:
+            raise ConfigError(f"config format version {version!r} is not supported; this gscore reads version {CONFIG_FORMAT_VERSION}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(known)}")
+        return cls(**data)
+
+    def to_yaml(self) -> str:
+        """The :meth:`to_dict` form as YAML."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> Any:
+        """Read the YAML written by :meth:`to_yaml`."""
+        data = yaml.safe_load(text)
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a {cls.__name__} YAML document must be a mapping, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+
 @dataclass
-class PTQConfig:
+class PTQConfig(VersionedConfig):
     """What to quantize, how, and in which mode (fields as in Golden Stick's PTQConfig).
 
     ``opname_blacklist`` entries are substrings of full cell names; a match leaves the layer
@@ -199,39 +243,3 @@ class PTQConfig:
             raise ConfigError("A8W4 (int4 weights with int8 activations) needs precision_recovery=gptq")
         if self.outliers_suppression is OutliersSuppressionType.SMOOTH and self.act_quant_dtype is None:
             raise ConfigError("outliers_suppression=smooth (SmoothQuant) moves activation outliers into weights; it needs act_quant_dtype=int8")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain, versioned dict (enums and dtypes as strings) that :meth:`from_dict` reads back."""
-        out: dict[str, Any] = {"type": type(self).__name__, "version": CONFIG_FORMAT_VERSION}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = value.value if isinstance(value, enum.Enum) else value
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PTQConfig:
-        """Build a config from :meth:`to_dict` output; unknown keys or versions are errors."""
-        data = dict(data)
-        kind = data.pop("type", cls.__name__)
-        version = data.pop("version", CONFIG_FORMAT_VERSION)
-        if kind != cls.__name__:
-            raise ConfigError(f"this is a {kind!r} description, not a {cls.__name__}")
-        if version != CONFIG_FORMAT_VERSION:
-            raise ConfigError(f"config format version {version!r} is not supported; this gscore reads version {CONFIG_FORMAT_VERSION}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(known)}")
-        return cls(**data)
-
-    def to_yaml(self) -> str:
-        """The :meth:`to_dict` form as YAML."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    @classmethod
-    def from_yaml(cls, text: str) -> PTQConfig:
-        """Read the YAML written by :meth:`to_yaml`."""
-        data = yaml.safe_load(text)
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"a {cls.__name__} YAML document must be a mapping, got {type(data).__name__}")
-        return cls.from_dict(data)
