@@ -162,7 +162,8 @@ def test_per_group_with_whole_rows_equals_per_channel_on_axis_0(
     if symmetric and not signed:
         w = np.abs(w)
     grouped = quant_params(w, QuantScheme(**common, granularity="per_group", group_size=w.shape[1]))
-    for other in (QuantScheme(**common, granularity="per_channel", axis=0), QuantScheme(**common, granularity="per_token")):
+    for granularity in ("per_channel", "per_token"):
+        other = QuantScheme(**common, granularity=granularity)  # per_channel keeps axis 0
         params = quant_params(w, other)
         np.testing.assert_array_equal(grouped.flat_scale()[:, 0], params.flat_scale())
         np.testing.assert_array_equal(grouped.flat_zero_point()[:, 0], params.flat_zero_point())
@@ -248,7 +249,10 @@ SCHEMES = [
 def test_zero_and_constant_channels(scheme: QuantScheme) -> None:
     # rows: all zero, constant, subnormal (scale would be subnormal), smallest subnormal
     # (scale would underflow to 0)
-    x = np.array([[0.0, 0.0, 0.0, 0.0], [3.0, 3.0, 3.0, 3.0], [1e-42, 0.0, 1e-42, 0.0], [1e-45, 0.0, 0.0, 1e-45]], np.float32)
+    x = np.array(
+        [[0.0, 0.0, 0.0, 0.0], [3.0, 3.0, 3.0, 3.0], [1e-42, 0.0, 1e-42, 0.0], [1e-45, 0.0, 0.0, 1e-45]],
+        np.float32,
+    )
     params = quant_params(x, scheme)
     assert np.all(np.isfinite(params.scale)) and np.all(params.scale >= np.finfo(np.float32).tiny)
     fq = fake_quantize(x, params)

@@ -38,7 +38,8 @@ def layout(shape: tuple[int, ...], scheme: QuantScheme) -> tuple[tuple[int, ...]
     if granularity is Granularity.PER_CHANNEL:
         if not -ndim <= scheme.axis < ndim:
             raise ConfigError(
-                f"axis {scheme.axis} does not exist in an array of shape {shape}; allowed: {-ndim}..{ndim - 1}"
+                f"axis {scheme.axis} does not exist in an array of shape {shape}; "
+                f"allowed: {-ndim}..{ndim - 1}"
             )
         kept = scheme.axis % ndim
         return shape, tuple(a for a in range(ndim) if a != kept)

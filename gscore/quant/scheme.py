@@ -90,7 +90,8 @@ class QuantScheme:
             granularity = Granularity(self.granularity)
         except ValueError:
             allowed = _allowed(g.value for g in Granularity)
-            raise ConfigError(f"granularity must be one of {allowed}, got {self.granularity!r}") from None
+            message = f"granularity must be one of {allowed}, got {self.granularity!r}"
+            raise ConfigError(message) from None
         object.__setattr__(self, "granularity", granularity)
         if isinstance(self.axis, bool) or not isinstance(self.axis, int):
             raise ConfigError(f"axis must be an int (negative counts from the end), got {self.axis!r}")
