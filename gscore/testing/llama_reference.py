@@ -1,0 +1,53 @@
+"""An independent float32 numpy forward of a Llama, to check MindSpore ports against.
+
+Written from the architecture (RMSNorm, rotate-half RoPE, grouped-query causal attention,
+SwiGLU, tied embeddings) and the HF parameter names, sharing no code with
+:mod:`gscore.models.llama`. ``weights`` are float32 ``[out, in]`` arrays by HF name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def _rope(x: np.ndarray, theta: float) -> np.ndarray:
+    """x: ``[heads, T, head_dim]``; rotate-half RoPE at positions 0..T-1."""
+    t, d = x.shape[1], x.shape[2]
+    freqs = theta ** (-np.arange(0, d, 2) / d)
+    ang = np.arange(t)[:, None] * freqs[None, :]
+    cos, sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+    a, b = x[..., : d // 2], x[..., d // 2 :]
+    return np.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)
+
+
+def reference_logits(weights: dict[str, np.ndarray], config: dict[str, Any], ids: np.ndarray, num_layers: int | None = None) -> np.ndarray:
+    """Logits ``[T, vocab]`` (float32) of token ids ``[T]``, using the first ``num_layers`` layers."""
+    h_dim, n_h, n_kv = config["hidden_size"], config["num_heads"], config["num_kv_heads"]
+    hd, eps, theta = h_dim // n_h, config["rms_norm_eps"], config["rope_theta"]
+    emb = weights["model.embed_tokens.weight"]
+    x = emb[ids].astype(np.float32)
+    t = len(ids)
+    causal = np.triu(np.full((t, t), -np.inf, np.float32), k=1)
+    for i in range(config["num_layers"] if num_layers is None else num_layers):
+        p = f"model.layers.{i}."
+        h = _rms_norm(x, weights[p + "input_layernorm.weight"], eps)
+        q = (h @ weights[p + "self_attn.q_proj.weight"].T).reshape(t, n_h, hd).transpose(1, 0, 2)
+        k = (h @ weights[p + "self_attn.k_proj.weight"].T).reshape(t, n_kv, hd).transpose(1, 0, 2)
+        v = (h @ weights[p + "self_attn.v_proj.weight"].T).reshape(t, n_kv, hd).transpose(1, 0, 2)
+        q, k = _rope(q, theta), _rope(k, theta)
+        k, v = np.repeat(k, n_h // n_kv, axis=0), np.repeat(v, n_h // n_kv, axis=0)
+        s = q @ k.transpose(0, 2, 1) / np.sqrt(hd) + causal
+        s = np.exp(s - s.max(axis=-1, keepdims=True))
+        a = (s / s.sum(axis=-1, keepdims=True)) @ v
+        x = x + a.transpose(1, 0, 2).reshape(t, h_dim) @ weights[p + "self_attn.o_proj.weight"].T
+        h = _rms_norm(x, weights[p + "post_attention_layernorm.weight"], eps)
+        gate = h @ weights[p + "mlp.gate_proj.weight"].T
+        up = h @ weights[p + "mlp.up_proj.weight"].T
+        x = x + (gate / (1 + np.exp(-gate)) * up) @ weights[p + "mlp.down_proj.weight"].T
+    return _rms_norm(x, weights["model.norm.weight"], eps) @ emb.T
