@@ -1,0 +1,161 @@
+"""The ``scop`` algorithm: ``apply`` = knockoff stage, ``convert`` = physical pruning.
+
+``apply(network, datasets=(images, labels))`` traces the network on two of the images to find
+the prunable convolutions (:func:`gscore.nn.trace.channel_groups`), wraps each in a
+:class:`~gscore_scop.knockoff.KnockoffConv2d` and, if ``knockoff_epochs > 0``, trains the
+coefficients. ``convert(network)`` scores the channels, chooses the ones to keep, puts the
+plain convolutions back into ``network`` (which is thus the float network again) and returns a
+NEW, physically smaller network (:func:`gscore.nn.shrink.shrink`). Fine-tune that one with any
+MindSpore training; :meth:`SCOP.describe` is the checkpoint description from which
+:func:`load_pruned` rebuilds it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gscore import PruningAlgorithm
+from gscore.errors import CalibrationDataError
+from gscore_scop.config import SCOPConfig
+from gscore_scop.scoring import channel_scores, select_channels
+
+if TYPE_CHECKING:  # MindSpore is imported when a phase runs, not when gscore lists algorithms
+    from mindspore import nn
+
+    from gscore.nn.shrink import ShrinkPlan
+    from gscore.nn.trace import ChannelGroup, ChannelGroups
+    from gscore.train.classifier import TrainResult
+
+DESCRIPTION_KEY = "pruning"
+
+
+class SCOP(PruningAlgorithm):
+    """SCOP channel pruning: knockoff-scored channels physically removed from Conv2d, BN and consumers."""
+
+    config_cls = SCOPConfig
+
+    def __init__(self, config: SCOPConfig | dict[str, Any] | None = None) -> None:
+        super().__init__(config)
+        self.groups: dict[str, ChannelGroup] = {}
+        self.skipped: dict[str, str] = {}
+        self.scores: dict[str, np.ndarray] = {}
+        self.kept: dict[str, np.ndarray] = {}
+        self.plan: ShrinkPlan | None = None
+
+    # ------------------------------------------------------------------ apply: knockoff stage
+
+    def calibrate(self, network: nn.Cell, network_helper: Any = None, datasets: Any = None) -> nn.Cell:
+        from gscore.nn.trace import channel_groups
+        from gscore.nn.walk import get_cell, replace_cell
+        from gscore_scop.knockoff import KnockoffConv2d
+
+        images, labels = _images_and_labels(datasets)
+        if any(isinstance(c, KnockoffConv2d) for _, c in network.cells_and_names()):
+            raise ValueError("this network already holds knockoff coefficients: apply runs once per network")
+        self.groups, self.skipped = self._choose(channel_groups(network, images[:2]))
+        for name in self.groups:
+            replace_cell(network, name, KnockoffConv2d(get_cell(network, name)))
+        if self.config.knockoff_epochs:
+            self.train_knockoff(network, images, labels)
+        return network
+
+    def train_knockoff(self, network: nn.Cell, images: np.ndarray, labels: np.ndarray, progress: bool = True) -> TrainResult:
+        """Train the knockoff coefficients with the config's epochs, batch size and learning rate."""
+        from gscore_scop.knockoff import train_knockoff
+
+        cfg = self.config
+        return train_knockoff(network, images, labels, cfg.knockoff_epochs or 1, cfg.knockoff_batch_size, cfg.knockoff_learning_rate, cfg.seed, progress)
+
+    def _choose(self, found: ChannelGroups) -> tuple[dict[str, ChannelGroup], dict[str, str]]:
+        """The groups to prune under ``layers`` / ``opname_blacklist``, and the skipped convolutions with why."""
+        from gscore.nn.trace import UnsupportedStructureError
+        from gscore.nn.walk import matches_blacklist
+
+        cfg = self.config
+        skipped = dict(found.unsupported)
+        if cfg.layers:
+            convolutions = set(found.groups) | set(found.unsupported)
+            for name in cfg.layers:
+                if name not in convolutions:
+                    raise UnsupportedStructureError(f"layers names {name!r}, which is not a Conv2d the network calls; its Conv2d layers: {sorted(convolutions)}")
+                if name in found.unsupported:
+                    raise UnsupportedStructureError(f"cannot prune {name}: {found.unsupported[name]}")
+            chosen = {name: found.groups[name] for name in cfg.layers}
+            skipped.update({name: "not listed in layers" for name in found.groups if name not in chosen})
+        else:
+            chosen = dict(found.groups)
+        for name in [n for n in chosen if matches_blacklist(n, cfg.opname_blacklist)]:
+            skipped[name] = "excluded by opname_blacklist"
+            del chosen[name]
+        if not chosen:
+            reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items()) or "the network calls no Conv2d"
+            raise UnsupportedStructureError(f"found no convolution to prune. {reasons}")
+        return chosen, skipped
+
+    # ------------------------------------------------------------------ convert: physical pruning
+
+    def prune(self, network: nn.Cell) -> nn.Cell:
+        from gscore.nn.shrink import plan_from_groups, shrink
+        from gscore.nn.walk import get_cell, replace_cell
+        from gscore_scop.knockoff import KnockoffConv2d
+
+        if not self.groups:
+            raise RuntimeError("convert needs the knockoff network: run apply(network, datasets=(images, labels)) first")
+        wrapped = {}
+        for name, group in self.groups.items():
+            cell = get_cell(network, name)
+            if not isinstance(cell, KnockoffConv2d):
+                raise ValueError(f"{name} is a {type(cell).__name__}, not the KnockoffConv2d apply put there: convert the network apply returned")
+            gamma = get_cell(network, group.norms[0]).gamma.asnumpy() if group.norms else None
+            self.scores[name] = channel_scores(cell.kfscale.asnumpy(), gamma)
+            wrapped[name] = cell
+        cfg = self.config
+        self.kept = select_channels(self.scores, cfg.prune_rate, cfg.selection, cfg.min_channels)
+        self.plan = plan_from_groups(self.groups, self.kept)
+        for name, cell in wrapped.items():
+            replace_cell(network, name, cell.conv)
+        return shrink(network, self.plan)
+
+    def describe(self, network: nn.Cell | None = None) -> dict[str, Any]:
+        """The checkpoint description of the pruned network: config, kept channels, shrink plan."""
+        if self.plan is None:
+            raise RuntimeError("nothing pruned yet: describe() follows convert()")
+        return {
+            "algorithm": type(self).__name__,
+            "config": self.config.to_dict(),
+            "kept_channels": {name: int(len(k)) for name, k in self.kept.items()},
+            DESCRIPTION_KEY: self.plan.to_dict(),
+        }
+
+
+def load_pruned(path: str | Path, network: nn.Cell) -> nn.Cell:
+    """Rebuild the pruned network from a fresh ``network`` of the original definition and load ``path``.
+
+    ``path`` is a checkpoint written with ``gscore.io.save_checkpoint(pruned, path,
+    description=algo.describe())``; its shrink plan gives the pruned structure, then the
+    parameters load strictly. No data or tracing is needed.
+    """
+    from gscore.io import load_checkpoint, read_description
+    from gscore.nn.shrink import ShrinkPlan, shrink
+
+    description = read_description(path)
+    if not description or DESCRIPTION_KEY not in description:
+        raise ValueError(f"{str(path)!r} holds no pruning description; save it with description=algo.describe()")
+    pruned = shrink(network, ShrinkPlan.from_dict(description[DESCRIPTION_KEY]))
+    load_checkpoint(path, pruned)
+    return pruned
+
+
+def _images_and_labels(datasets: Any) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(datasets, (tuple, list)) or len(datasets) != 2:
+        raise CalibrationDataError(
+            "scop's apply needs datasets=(images, labels): numpy arrays of training images (at least 2, "
+            "shaped as the network takes them) and their int labels"
+        )
+    images, labels = (np.asarray(a) for a in datasets)
+    if len(images) < 2 or len(images) != len(labels):
+        raise CalibrationDataError(f"scop needs at least 2 images and one label per image, got {len(images)} images and {len(labels)} labels")
+    return images.astype(np.float32, copy=False), labels.astype(np.int32, copy=False)

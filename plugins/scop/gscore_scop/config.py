@@ -1,0 +1,69 @@
+"""SCOPConfig: how many channels to remove, how to choose them, how to train the knockoff stage.
+
+Fields (all validated in ``__post_init__``; a bad value raises ``ConfigError`` saying what is
+allowed):
+
+* ``prune_rate`` -- fraction of the prunable convolutions' output channels to remove, in [0, 1).
+  0 keeps every channel (the network is still rebuilt, unchanged in size).
+* ``selection`` -- ``"layer"`` removes ``int(prune_rate * C)`` channels of every convolution
+  (Golden Stick's rule); ``"global"`` removes the ``int(prune_rate * sum C)`` lowest scores over
+  all prunable convolutions together, so layers with many useless channels lose more.
+* ``min_channels`` -- every pruned convolution keeps at least this many channels (>= 1).
+* ``layers`` -- full names of the convolutions to prune; empty means every convolution that
+  tracing finds prunable (the others are skipped and listed in ``SCOP.skipped``). A named
+  convolution that cannot be pruned is an error with the reason.
+* ``opname_blacklist`` -- substrings of convolution names never to prune (Golden Stick's rule).
+* ``knockoff_epochs`` / ``knockoff_batch_size`` / ``knockoff_learning_rate`` -- the knockoff stage
+  run by ``apply`` when it is given data: epochs over the images, real images per step (the
+  step sees twice as many: the batch and its knockoff), Adam learning rate of the coefficients.
+  ``knockoff_epochs=0`` only inserts the coefficients; train them with ``SCOP.train_knockoff``.
+* ``seed`` -- seeds the batch order and the knockoff permutations (numpy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gscore.config import StrictEnum, VersionedConfig, coerce_enum
+from gscore.errors import ConfigError
+
+
+class Selection(StrictEnum):
+    """Where the prune rate applies: to every layer alone, or to all prunable layers together."""
+
+    LAYER = "layer"
+    GLOBAL = "global"
+
+
+@dataclass
+class SCOPConfig(VersionedConfig):
+    """Options of the ``scop`` algorithm (see the module docstring for each field)."""
+
+    prune_rate: float = 0.0
+    selection: Selection = Selection.LAYER
+    min_channels: int = 1
+    layers: list[str] = field(default_factory=list)
+    opname_blacklist: list[str] = field(default_factory=list)
+    knockoff_epochs: int = 1
+    knockoff_batch_size: int = 64
+    knockoff_learning_rate: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.selection = coerce_enum(Selection, self.selection, "selection")
+        if isinstance(self.prune_rate, bool) or not isinstance(self.prune_rate, (int, float)) or not 0.0 <= self.prune_rate < 1.0:
+            raise ConfigError(f"prune_rate must be a number in [0, 1), got {self.prune_rate!r}")
+        self.prune_rate = float(self.prune_rate)
+        for name, low in (("min_channels", 1), ("knockoff_epochs", 0), ("knockoff_batch_size", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
+        rate = self.knockoff_learning_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+            raise ConfigError(f"knockoff_learning_rate must be a positive number, got {rate!r}")
+        self.knockoff_learning_rate = float(rate)
+        for name in ("layers", "opname_blacklist"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) and s for s in value):
+                raise ConfigError(f"{name} must be a list of non-empty strings (cell names), got {value!r}")
+            setattr(self, name, list(value))
