@@ -105,9 +105,9 @@ class PTQAlgorithm(Algorithm):
 
     def describe(self, network: Any) -> dict[str, Any]:
         """What a checkpoint of ``network`` should say about itself: algorithm, config, layers."""
-        from gscore.nn.weight_only import describe_weights
+        from gscore.nn.passes import describe_linears
 
-        return {"algorithm": type(self).__name__, "config": self.config.to_dict(), "layers": describe_weights(network)}
+        return {"algorithm": type(self).__name__, "config": self.config.to_dict(), "layers": describe_linears(network)}
 
 
 class QATAlgorithm(Algorithm):

@@ -156,6 +156,7 @@ class LlamaForCausalLM(nn.Cell):
         self.config = config
         self.model = LlamaModel(config)
         self.cos, self.sin = rope_tables(config)
+        self.tied_head = ops.MatMul(transpose_b=True)
 
     def reset_cache(self) -> None:
         """Empty every layer's KV cache."""
@@ -182,7 +183,7 @@ class LlamaForCausalLM(nn.Cell):
 
     def head(self, hidden: Tensor, batch: int) -> Tensor:
         """Final norm and tied output projection: logits ``[batch, tokens, vocab]``."""
-        logits = ops.matmul(self.model.norm(hidden), ops.transpose(self.model.embed_tokens.embedding_table, (1, 0)))
+        logits = self.tied_head(self.model.norm(hidden), self.model.embed_tokens.embedding_table)
         return ops.reshape(logits, (batch, -1, self.config.vocab_size))
 
     def construct(self, input_ids: Tensor, start: int = 0) -> Tensor:

@@ -1,60 +1,37 @@
-"""Weight-quantized linear cells: the simulated (fake-quant) form and the deployed int8 form.
+"""Quantized linear cells: the simulated (fake-quant) form and the deployed integer form.
 
-Both hold a ``_weight_quantizer`` sub-cell with ``scale`` and ``zp_neg`` parameters (one per
-output channel, in the layer's compute dtype), so checkpoints use the Golden Stick names
-``<linear>.weight``, ``<linear>._weight_quantizer.scale`` and ``<linear>._weight_quantizer.zp_neg``.
-The dequantised weight is ``(q + zp_neg) * scale``; ``zp_neg`` is minus the zero point.
+Both hold a weight quantizer (``_weight_quantizer``: per channel int8, or per group int4
+packed two per int8), optionally an input quantizer (``_input_quantizer``: static per tensor
+or dynamic per token) and optionally ``smooth_scale`` (``[in]``, multiplies the input first:
+SmoothQuant's ``1/s`` where it could not be folded into a preceding norm).
 
-* :class:`SimQuantLinear` keeps the float weight and fake-quantizes it on each forward.
-* :class:`QuantLinear` holds the int8 weight and dequantises it before the matmul (the
-  portable CPU path). The scale multiply happens in the compute dtype; the simulated cell
-  computes ``q`` in float32 and the same product, so both produce the same weight bit for bit
-  when ``q`` rounds the same way (``ops.round`` and ``np.rint`` both round half to even).
+* :class:`SimQuantLinear` keeps the float weight and fake-quantizes weight and input on
+  each forward.
+* :class:`QuantLinear` holds the real int8 weight. Weight-only: it dequantises the weight
+  and multiplies (the portable CPU path). With an input quantizer it multiplies the integer
+  codes (as float32, exact below 2^24) and rescales the result by input x weight scales.
+
+Without an input quantizer both forms compute ``(q + zp_neg) * scale`` in the compute dtype
+the same way, so their outputs are bit-identical. With one, they differ only by float
+rounding order (tested to 1e-5 relative).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
-import mindspore as ms
 
 from gscore.nn.linear_view import LinearView
-
-
-class WeightQuantizer(nn.Cell):
-    """Per-output-channel ``scale`` and ``zp_neg`` and the dequantisation that uses them.
-
-    ``scale``/``zp_neg`` have shape ``[out]``; ``out_axis`` says which weight axis they index.
-    """
-
-    def __init__(self, scale: np.ndarray, zp_neg: np.ndarray, dtype: Any, out_axis: int, qmin: int, qmax: int) -> None:
-        super().__init__()
-        self.scale = Parameter(Tensor(scale, dtype), name="scale", requires_grad=False)
-        self.zp_neg = Parameter(Tensor(zp_neg, dtype), name="zp_neg", requires_grad=False)
-        self.dtype = dtype
-        self.qmin, self.qmax = qmin, qmax
-        self.param_shape = (-1, 1) if out_axis == 0 else (1, -1)
-
-    def dequantize(self, q: Tensor) -> Tensor:
-        """``(q + zp_neg) * scale`` in the compute dtype; ``q`` holds integers (int8 or float)."""
-        scale = ops.reshape(self.scale, self.param_shape)
-        zp_neg = ops.reshape(self.zp_neg, self.param_shape)
-        return (ops.cast(q, self.dtype) + zp_neg) * scale
-
-    def fake_quantize(self, w: Tensor) -> Tensor:
-        """Round ``w`` onto the integer grid in float32 and dequantise: the simulated weight."""
-        scale = ops.cast(ops.reshape(self.scale, self.param_shape), ms.float32)
-        zp_neg = ops.cast(ops.reshape(self.zp_neg, self.param_shape), ms.float32)
-        q = ops.clamp(ops.round(ops.cast(w, ms.float32) / scale - zp_neg), self.qmin, self.qmax)
-        return self.dequantize(q)
+from gscore.nn.quantizers import GroupWeightQuantizer, WeightQuantizer
 
 
 class _QuantLinearBase(nn.Cell):
-    """The linear forward shared by both forms: reshape to 2-D, matmul, bias, activation."""
+    """What both forms share: the layer's shape, bias, activation and quantizers."""
 
-    def __init__(self, view: LinearView, quantizer: WeightQuantizer) -> None:
+    def __init__(self, view: LinearView, weight_quantizer: WeightQuantizer, input_quantizer: nn.Cell | None, smooth_scale: np.ndarray | None) -> None:
         super().__init__()
         self.in_channels, self.out_channels = view.in_channels, view.out_channels
         self.compute_dtype = view.compute_dtype
@@ -64,16 +41,25 @@ class _QuantLinearBase(nn.Cell):
         if self.has_bias:
             self.bias = view.bias
         self.activation = view.activation
-        self._weight_quantizer = quantizer
+        self._weight_quantizer = weight_quantizer
+        self.has_input_quantizer = input_quantizer is not None
+        if self.has_input_quantizer:
+            self._input_quantizer = input_quantizer
+        self.has_smooth = smooth_scale is not None
+        if self.has_smooth:
+            self.smooth_scale = Parameter(Tensor(smooth_scale.astype(np.float32)), name="smooth_scale", requires_grad=False)
 
-    def effective_weight(self) -> Tensor:
+    def project(self, x: Tensor) -> Tensor:
+        """``x [n, in]`` (compute dtype) -> ``[n, out]``; the form-specific matmul."""
         raise NotImplementedError
 
     def construct(self, x: Tensor) -> Tensor:
         out_shape = x.shape[:-1] + (self.out_channels,)
         ori_dtype = x.dtype
         x = ops.cast(ops.reshape(x, (-1, self.in_channels)), self.compute_dtype)
-        y = self.matmul(x, self.effective_weight())
+        if self.has_smooth:
+            x = x * ops.cast(self.smooth_scale, self.compute_dtype)
+        y = self.project(x)
         if self.has_bias:
             y = ops.bias_add(y, ops.cast(self.bias, self.compute_dtype))
         if self.activation is not None:
@@ -82,27 +68,38 @@ class _QuantLinearBase(nn.Cell):
 
 
 class SimQuantLinear(_QuantLinearBase):
-    """Simulated quantization: float ``weight`` kept, fake-quantized in every forward."""
+    """Simulated quantization: float ``weight`` kept, weight and input fake-quantized."""
 
-    def __init__(self, view: LinearView, quantizer: WeightQuantizer) -> None:
-        super().__init__(view, quantizer)
+    def __init__(self, view: LinearView, weight_quantizer: WeightQuantizer, input_quantizer: nn.Cell | None = None, smooth_scale: np.ndarray | None = None) -> None:
+        super().__init__(view, weight_quantizer, input_quantizer, smooth_scale)
         self.weight = view.weight
 
-    def effective_weight(self) -> Tensor:
-        return self._weight_quantizer.fake_quantize(self.weight)
+    def project(self, x: Tensor) -> Tensor:
+        w = self._weight_quantizer.fake_quantize(self.weight)
+        if self.has_input_quantizer:
+            y = self.matmul(self._input_quantizer.fake_quantize(ops.cast(x, ms.float32)), ops.cast(w, ms.float32))
+            return ops.cast(y, self.compute_dtype)
+        return self.matmul(x, w)
 
 
 class QuantLinear(_QuantLinearBase):
-    """Deployed form: ``weight`` is real int8 data, dequantised before the matmul."""
+    """Deployed form: ``weight`` is real int8 storage (int4 codes packed for group quantizers)."""
 
-    def __init__(self, view: LinearView, quantizer: WeightQuantizer, q: np.ndarray) -> None:
-        super().__init__(view, quantizer)
-        if q.dtype != np.int8:
-            raise TypeError(f"QuantLinear expects an int8 weight, got {q.dtype}")
-        self.weight = Parameter(Tensor.from_numpy(q), name="weight", requires_grad=False)
+    def __init__(self, view: LinearView, weight_quantizer: WeightQuantizer, stored: np.ndarray, input_quantizer: nn.Cell | None = None, smooth_scale: np.ndarray | None = None) -> None:
+        super().__init__(view, weight_quantizer, input_quantizer, smooth_scale)
+        if stored.dtype != np.int8:
+            raise TypeError(f"QuantLinear stores its weight as int8, got {stored.dtype}")
+        self.weight = Parameter(Tensor.from_numpy(stored), name="weight", requires_grad=False)
 
-    def effective_weight(self) -> Tensor:
-        return self._weight_quantizer.dequantize(self.weight)
+    def project(self, x: Tensor) -> Tensor:
+        wq = self._weight_quantizer
+        codes = wq.unpack(self.weight)
+        if not self.has_input_quantizer:
+            return self.matmul(x, wq.dequantize(codes))
+        x_codes, x_scale = self._input_quantizer.deploy(ops.cast(x, ms.float32))
+        w_codes = ops.cast(codes, ms.float32) + ops.cast(ops.reshape(wq.zp_neg, wq.param_shape), ms.float32)
+        y = self.matmul(x_codes, w_codes) * x_scale * ops.cast(ops.reshape(wq.scale, (1, -1)), ms.float32)
+        return ops.cast(y, self.compute_dtype)
 
 
 def view_of(cell: _QuantLinearBase) -> LinearView:
@@ -117,3 +114,13 @@ def view_of(cell: _QuantLinearBase) -> LinearView:
         in_channels=cell.in_channels,
         out_channels=cell.out_channels,
     )
+
+
+def quantizers_of(cell: _QuantLinearBase) -> tuple[WeightQuantizer, nn.Cell | None, np.ndarray | None]:
+    """The weight quantizer, input quantizer (or None) and smooth scale (or None) of a cell."""
+    smooth = cell.smooth_scale.asnumpy() if cell.has_smooth else None
+    return cell._weight_quantizer, cell._input_quantizer if cell.has_input_quantizer else None, smooth
+
+
+def is_group_quantizer(quantizer: Any) -> bool:
+    return isinstance(quantizer, GroupWeightQuantizer)

@@ -34,19 +34,19 @@ class RoundToNearest(PTQAlgorithm):
             raise ConfigError("rtn quantizes weights per output channel only; use 'ptq' for per_group")
 
     def calibrate(self, network: Any, network_helper: Any = None, datasets: Any = None) -> Any:
-        from gscore.nn.weight_only import calibrate_weights
+        from gscore.nn.passes import calibrate_weights
 
         self.layers = calibrate_weights(network, self.config.opname_blacklist)
         return network
 
     def quantize(self, network: Any) -> Any:
-        from gscore.nn.weight_only import quantize_weights
+        from gscore.nn.passes import quantize_network
 
-        self.layers = quantize_weights(network)
+        self.layers = quantize_network(network)
         return network
 
     def deploy(self, network: Any) -> Any:
-        from gscore.nn.weight_only import deploy_weights
+        from gscore.nn.passes import deploy_weights
 
         self.layers = deploy_weights(network, self.config.opname_blacklist)
         return network

@@ -1,0 +1,132 @@
+"""Quantizer cells that a quantized linear layer holds: weights (per channel or per group) and
+inputs (static per tensor, dynamic per token).
+
+Every quantizer offers two forms of the same arithmetic:
+
+* *simulate* — ``fake_quantize``: round onto the integer grid and back, in float; used by the
+  calibrated (simulated) network and by QAT.
+* *deploy* — the integers themselves (real int8 storage) plus the scales that rescale the
+  matmul result; used by the converted network.
+
+Parameters carry Golden Stick-style names: weights ``_weight_quantizer.scale`` / ``zp_neg``
+(``zp_neg`` is minus the zero point, so ``w = (q + zp_neg) * scale``), inputs
+``_input_quantizer.scale`` / ``zp`` (``x ≈ (q - zp) * scale``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+
+
+def _param(value: np.ndarray, dtype: Any, name: str) -> Parameter:
+    return Parameter(Tensor(value, dtype), name=name, requires_grad=False)
+
+
+class WeightQuantizer(nn.Cell):
+    """Per-output-channel scale and ``zp_neg`` (shape ``[out]``) in the compute dtype."""
+
+    def __init__(self, scale: np.ndarray, zp_neg: np.ndarray, dtype: Any, out_axis: int, qmin: int, qmax: int) -> None:
+        super().__init__()
+        self.scale = _param(scale, dtype, "scale")
+        self.zp_neg = _param(zp_neg, dtype, "zp_neg")
+        self.dtype = dtype
+        self.qmin, self.qmax = qmin, qmax
+        self.param_shape = (-1, 1) if out_axis == 0 else (1, -1)
+
+    @property
+    def bits(self) -> int:
+        return int(np.log2(self.qmax - self.qmin + 1))
+
+    def unpack(self, stored: Tensor) -> Tensor:
+        """The integer weight from its storage (int8 here: nothing to unpack)."""
+        return stored
+
+    def dequantize(self, q: Tensor) -> Tensor:
+        """``(q + zp_neg) * scale`` in the compute dtype; ``q`` holds integers (int8 or float)."""
+        scale = ops.reshape(self.scale, self.param_shape)
+        zp_neg = ops.reshape(self.zp_neg, self.param_shape)
+        return (ops.cast(q, self.dtype) + zp_neg) * scale
+
+    def fake_quantize(self, w: Tensor) -> Tensor:
+        """Round ``w`` onto the integer grid in float32 and dequantise: the simulated weight."""
+        scale = ops.cast(ops.reshape(self.scale, self.param_shape), ms.float32)
+        zp_neg = ops.cast(ops.reshape(self.zp_neg, self.param_shape), ms.float32)
+        q = ops.clamp(ops.round(ops.cast(w, ms.float32) / scale - zp_neg), self.qmin, self.qmax)
+        return self.dequantize(q)
+
+
+class GroupWeightQuantizer(WeightQuantizer):
+    """Per-group scales ``[out, in/group]`` for a ``[out, in]`` weight; int4 stored packed.
+
+    Storage: two int4 codes per int8 along ``in`` (element ``2k`` in the low nibble, ``2k+1``
+    in the high one), so the ``weight`` parameter is ``[out, in/2]`` int8.
+    """
+
+    def __init__(self, scale: np.ndarray, zp_neg: np.ndarray, dtype: Any, group_size: int, qmin: int, qmax: int) -> None:
+        super().__init__(scale, zp_neg, dtype, out_axis=0, qmin=qmin, qmax=qmax)
+        self.group_size = group_size
+
+    def _grouped(self, fn: Any, w: Tensor) -> Tensor:
+        out, inp = w.shape
+        grouped = ops.reshape(w, (out, inp // self.group_size, self.group_size))
+        return ops.reshape(fn(grouped), (out, inp))
+
+    def unpack(self, stored: Tensor) -> Tensor:
+        """int8 ``[out, in/2]`` -> integer-valued float32 ``[out, in]`` (sign-extended nibbles)."""
+        byte = ops.cast(stored, ms.float32)
+        high = ops.floor(byte / 16.0)
+        low = byte - 16.0 * high
+        low = low - 16.0 * ops.cast(low >= 8.0, ms.float32)
+        out, half = stored.shape
+        return ops.reshape(ops.stack([low, high], axis=-1), (out, 2 * half))
+
+    def dequantize(self, q: Tensor) -> Tensor:
+        scale = ops.expand_dims(self.scale, -1)
+        zp_neg = ops.expand_dims(self.zp_neg, -1)
+        return self._grouped(lambda g: (ops.cast(g, self.dtype) + zp_neg) * scale, q)
+
+    def fake_quantize(self, w: Tensor) -> Tensor:
+        scale = ops.cast(ops.expand_dims(self.scale, -1), ms.float32)
+        zp_neg = ops.cast(ops.expand_dims(self.zp_neg, -1), ms.float32)
+        q = self._grouped(lambda g: ops.clamp(ops.round(g / scale - zp_neg), self.qmin, self.qmax), ops.cast(w, ms.float32))
+        return self.dequantize(q)
+
+
+class StaticInputQuantizer(nn.Cell):
+    """int8 activations with one calibrated scale and zero point for the whole tensor."""
+
+    def __init__(self, scale: float, zp: float) -> None:
+        super().__init__()
+        self.scale = _param(np.array([scale], np.float32), ms.float32, "scale")
+        self.zp = _param(np.array([zp], np.float32), ms.float32, "zp")
+
+    def integers(self, x: Tensor) -> Tensor:
+        """Real int8 codes of ``x``."""
+        return ops.cast(ops.clamp(ops.round(x / self.scale) + self.zp, -128, 127), ms.int8)
+
+    def fake_quantize(self, x: Tensor) -> Tensor:
+        return (ops.cast(self.integers(x), ms.float32) - self.zp) * self.scale
+
+    def deploy(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(codes - zp)`` as float32 and the row scale that multiplies the matmul result."""
+        return ops.cast(self.integers(x), ms.float32) - self.zp, self.scale
+
+
+class DynamicInputQuantizer(nn.Cell):
+    """int8 activations with a symmetric scale per token (row), computed at run time."""
+
+    def _scale(self, x: Tensor) -> Tensor:
+        return ops.maximum(ops.amax(ops.abs(x), axis=-1, keepdims=True) / 127.0, 1e-12)
+
+    def fake_quantize(self, x: Tensor) -> Tensor:
+        scale = self._scale(x)
+        return ops.clamp(ops.round(x / scale), -127, 127) * scale
+
+    def deploy(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        scale = self._scale(x)
+        codes = ops.cast(ops.clamp(ops.round(x / scale), -127, 127), ms.int8)
+        return ops.cast(codes, ms.float32), scale
