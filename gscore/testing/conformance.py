@@ -72,3 +72,62 @@ class AlgorithmConformance:
         description = load_checkpoint(path, fresh)
         assert description is not None and description["layers"]
         np.testing.assert_array_equal(fresh(x).asnumpy(), expected)
+
+
+class QATConformance(AlgorithmConformance):
+    """Checks for quantization-aware-training algorithms (``QATAlgorithm`` subclasses).
+
+    Set ``make_network``/``make_input`` (and ``quantize_config``, the config's keyword
+    arguments) and optionally ``train_steps(network)`` (a callable training the applied
+    network briefly so observers and weights move). The suite runs apply → train → convert
+    → save, then rebuilds the deploy structure on a fresh network (apply → convert), loads
+    the file strictly, and demands bit-equal outputs; it also checks apply returns a network
+    that still computes finite outputs of the float network's shape.
+    """
+
+    train_steps: ClassVar[Callable[[Any], Any] | None] = None
+
+    def _algorithm(self) -> Any:
+        cls = self._info().cls
+        return cls(cls.config_cls(**self.quantize_config)) if cls.config_cls is not None else cls()
+
+    def test_is_a_qat_algorithm(self) -> None:
+        from gscore.algorithm import QATAlgorithm
+
+        assert issubclass(self._info().cls, QATAlgorithm)
+
+    def test_apply_keeps_the_output_shape(self) -> None:
+        if type(self).make_network is None:
+            return
+        import numpy as np
+
+        x = type(self).make_input()
+        expected = type(self).make_network()(x).shape
+        net = self._algorithm().apply(type(self).make_network())
+        net.set_train(False)
+        out = net(x).asnumpy()
+        assert out.shape == tuple(expected) and np.isfinite(out).all()
+
+    def test_quantize_save_deploy_load_reproduces_outputs(self, tmp_path: Path) -> None:
+        if type(self).make_network is None:
+            return
+        import numpy as np
+
+        from gscore.io import load_checkpoint, save_checkpoint
+
+        x = type(self).make_input()
+        algo = self._algorithm()
+        net = algo.apply(type(self).make_network())
+        if type(self).train_steps is not None:
+            type(self).train_steps(net)
+        algo.convert(net)
+        net.set_train(False)
+        expected = net(x).asnumpy()
+        description = algo.describe(net) if hasattr(algo, "describe") else None
+        path = save_checkpoint(net, tmp_path / "qat.ckpt", description=description)
+
+        deploy = self._algorithm()
+        fresh = deploy.convert(deploy.apply(type(self).make_network()))
+        load_checkpoint(path, fresh)
+        fresh.set_train(False)
+        np.testing.assert_array_equal(fresh(x).asnumpy(), expected)

@@ -1,0 +1,120 @@
+"""Deployed low-bit Conv2d / Dense parts: real integer weights and fixed activation quantizers.
+
+These plug into :class:`gscore.nn.quant_layer.QuantLayer` as its ``weight_source`` and
+``input_quant``. They hold integer data and dequantise it at run time (the portable CPU path:
+dequantise, then the float convolution / matmul):
+
+* :class:`Int8Weight` — int8 codes ``[oc, ...]`` with one float32 scale and zero point per
+  output channel (per-tensor schemes repeat their single value): ``w = (q - zero_point) * scale``.
+* :class:`PackedWeight` — 1/2/4-bit indices packed several per byte
+  (:mod:`gscore.quant.bitpack`) into a table of ``2**bits`` values, times a per-channel scale:
+  ``w = levels[code] * scale``. Weights take exactly ``2**bits`` values per channel.
+* :class:`ActivationQuantizer` — fixed ``scale`` / ``zero_point`` (from a trained observer),
+  quantizes the input to codes in ``[qmin, qmax]`` and dequantises them.
+
+Builders take numpy arrays and compute parameters with :mod:`gscore.quant`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+from gscore.nn.fake_quant import FakeQuantSTE
+from gscore.quant import QuantParams, QuantScheme, compute_params, quantize
+from gscore.quant.bitpack import pack_bits, packed_length
+
+
+def _channel_shape(ndim: int) -> tuple[int, ...]:
+    return (-1,) + (1,) * (ndim - 1)
+
+
+class Int8Weight(nn.Cell):
+    """int8 ``weight`` codes, float32 per-output-channel ``scale`` and ``zero_point`` (integers;
+    0 for symmetric schemes): returns ``(q - zero_point) * scale``."""
+
+    def __init__(self, q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> None:
+        super().__init__()
+        if q.dtype != np.int8:
+            raise TypeError(f"Int8Weight holds int8 codes, got {q.dtype}")
+        for name, value in (("scale", scale), ("zero_point", zero_point)):
+            if value.shape != (q.shape[0],):
+                raise ValueError(f"{name} must have one value per output channel {(q.shape[0],)}, got {value.shape}")
+        self.weight = Parameter(Tensor.from_numpy(np.ascontiguousarray(q)), name="weight", requires_grad=False)
+        self.scale = Parameter(Tensor(scale.astype(np.float32)), name="scale", requires_grad=False)
+        self.zero_point = Parameter(Tensor(zero_point.astype(np.float32)), name="zero_point", requires_grad=False)
+        self.channel_shape = _channel_shape(q.ndim)
+
+    def construct(self) -> Tensor:
+        q = ops.cast(self.weight, ms.float32) - ops.reshape(self.zero_point, self.channel_shape)
+        return q * ops.reshape(self.scale, self.channel_shape)
+
+    @classmethod
+    def from_params(cls, w: np.ndarray, params: QuantParams) -> "Int8Weight":
+        """Quantize float ``w`` with signed ``params`` (per tensor, or per channel on axis 0)."""
+        if not params.scheme.signed:
+            raise ValueError("Int8Weight stores signed int8 codes; got an unsigned scheme")
+        oc = (w.shape[0],)
+        scale = np.broadcast_to(params.scale.reshape(-1), oc) if params.scale.size == 1 else params.scale.reshape(-1)
+        zero = np.broadcast_to(params.zero_point.reshape(-1), oc) if params.zero_point.size == 1 else params.zero_point.reshape(-1)
+        return cls(quantize(w, params).astype(np.int8), np.ascontiguousarray(scale), np.ascontiguousarray(zero))
+
+
+class PackedWeight(nn.Cell):
+    """Weights that take one of ``2**bits`` values per output channel, stored bit-packed.
+
+    ``packed``: uint8 ``[oc, ceil(k / (8 // bits))]`` where ``k`` is the number of weights per
+    output channel; ``levels``: float32 ``[2**bits]``; ``scale``: float32 ``[oc]``. The forward
+    unpacks with integer floor-division and modulo (no CPU-unsupported bit op), looks the codes
+    up in ``levels`` and multiplies by ``scale``.
+    """
+
+    def __init__(self, codes: np.ndarray, levels: np.ndarray, scale: np.ndarray, bits: int) -> None:
+        super().__init__()
+        if levels.shape != (1 << bits,):
+            raise ValueError(f"{bits}-bit weights need {1 << bits} levels, got shape {levels.shape}")
+        if scale.shape != (codes.shape[0],):
+            raise ValueError(f"scale must have one value per output channel {(codes.shape[0],)}, got {scale.shape}")
+        self.bits = bits
+        self.shape = tuple(int(d) for d in codes.shape)
+        self.per_channel = int(np.prod(self.shape[1:]))
+        flat = codes.reshape(self.shape[0], -1)
+        self.packed = Parameter(Tensor.from_numpy(pack_bits(flat, bits)), name="packed", requires_grad=False)
+        self.levels = Parameter(Tensor(levels.astype(np.float32)), name="levels", requires_grad=False)
+        self.scale = Parameter(Tensor(scale.astype(np.float32)), name="scale", requires_grad=False)
+        per_byte = 8 // bits
+        self.divisors = Tensor(np.left_shift(1, bits * np.arange(per_byte)).astype(np.int32))
+        self.n_packed = packed_length(self.per_channel, bits)
+
+    def codes(self) -> Tensor:
+        """int32 codes ``[oc, k]`` unpacked from ``packed`` (bit-pack layout of gscore.quant.bitpack)."""
+        b = ops.expand_dims(ops.cast(self.packed, ms.int32), -1)
+        codes = ops.floor_divide(b, self.divisors) % (1 << self.bits)
+        return ops.reshape(codes, (self.shape[0], -1))[:, : self.per_channel]
+
+    def construct(self) -> Tensor:
+        w = ops.gather(self.levels, self.codes(), 0)
+        return ops.reshape(w * ops.reshape(self.scale, (-1, 1)), self.shape)
+
+
+class ActivationQuantizer(nn.Cell):
+    """Fixed per-tensor quantization of a layer input: ``(clip(round(x/s + z)) - z) * s``."""
+
+    def __init__(self, params: QuantParams) -> None:
+        super().__init__()
+        if params.scale.size != 1:
+            raise ValueError(f"activations are quantized per tensor; got {params.scale.size} scales")
+        self.scale = Parameter(Tensor(np.float32(params.scale.item())), name="scale", requires_grad=False)
+        self.zero_point = Parameter(Tensor(np.float32(params.zero_point.item())), name="zero_point", requires_grad=False)
+        self.quant = FakeQuantSTE(params.scheme.qmin, params.scheme.qmax, params.scheme.symmetric)
+        self.scheme = params.scheme
+        self.bits = params.scheme.bits
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.quant(x, self.scale, self.zero_point)
+
+
+def activation_params(minimum: float, maximum: float, scheme: QuantScheme) -> QuantParams:
+    """Per-tensor params for an observed activation range ``[minimum, maximum]``."""
+    return compute_params(np.array([minimum], np.float64), np.array([maximum], np.float64), scheme)

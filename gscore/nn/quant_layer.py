@@ -1,0 +1,105 @@
+"""One cell shape for every quantized Conv2d / Dense, in training and in deploy form.
+
+A quantized layer is ``activation(op(input_quant(x), weight_source()) + bias)``:
+
+* ``op`` (:class:`LayerOp`) is the layer's own computation: the original ``Conv2d``'s
+  convolution primitive (stride, padding, dilation, groups kept) or a Dense matmul;
+* ``weight_source`` is a cell returning the weight tensor to use: a fake-quantized float
+  weight (SimQAT), a soft/hard choice among discrete values (SLB), or int8 / bit-packed
+  codes dequantised at run time (deploy, :mod:`gscore.nn.quant_conv`);
+* ``input_quant`` optionally quantizes the layer's input (8-bit activations).
+
+Algorithms differ only in the weight source and input quantizer they plug in, so training
+and deploy cells share this forward and a deployed network computes what training simulated.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+from mindspore import Parameter, Tensor, nn, ops
+
+from gscore.nn.walk import iter_cells, matches_blacklist
+
+
+class LayerOp(nn.Cell):
+    """The linear computation of a Conv2d (NCHW, OIHW weight) or Dense (``[out, in]`` weight)."""
+
+    def __init__(self, cell: nn.Conv2d | nn.Dense) -> None:
+        super().__init__()
+        self.is_conv = isinstance(cell, nn.Conv2d)
+        if self.is_conv:
+            if cell.data_format != "NCHW":
+                raise ValueError(f"only NCHW Conv2d layers can be quantized, got data_format={cell.data_format!r}")
+            self.conv2d = cell.conv2d
+        else:
+            self.matmul = ops.MatMul(transpose_b=True)
+        self.out_channels = cell.out_channels
+
+    def construct(self, x: Tensor, weight: Tensor) -> Tensor:
+        if self.is_conv:
+            return self.conv2d(x, weight)
+        shape = x.shape
+        y = self.matmul(ops.reshape(x, (-1, shape[-1])), weight)
+        return ops.reshape(y, shape[:-1] + (self.out_channels,))
+
+
+class QuantLayer(nn.Cell):
+    """``activation(op(input_quant(x), weight_source()) + bias)``; see the module docstring.
+
+    ``bias`` is the original layer's bias parameter (or None), ``activation`` a Dense's fused
+    activation cell (or None). Sub-cells keep fixed names (``weight_source``, ``input_quant``)
+    so checkpoints of the same form of the same network always line up.
+    """
+
+    def __init__(
+        self,
+        op: LayerOp,
+        weight_source: nn.Cell,
+        bias: Parameter | None = None,
+        input_quant: nn.Cell | None = None,
+        activation: nn.Cell | None = None,
+    ) -> None:
+        super().__init__()
+        self.op = op
+        self.weight_source = weight_source
+        self.has_bias = bias is not None
+        if self.has_bias:
+            self.bias = bias
+        self.has_input_quant = input_quant is not None
+        if self.has_input_quant:
+            self.input_quant = input_quant
+        self.has_activation = activation is not None
+        if self.has_activation:
+            self.activation = activation
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.has_input_quant:
+            x = self.input_quant(x)
+        y = self.op(x, self.weight_source())
+        if self.has_bias:
+            y = ops.bias_add(y, self.bias)
+        if self.has_activation:
+            y = self.activation(y)
+        return y
+
+
+def float_parts(cell: nn.Conv2d | nn.Dense) -> tuple[LayerOp, Parameter | None, nn.Cell | None]:
+    """``(op, bias, activation)`` of a float Conv2d / Dense, to build a :class:`QuantLayer`."""
+    bias = cell.bias if cell.has_bias else None
+    activation = getattr(cell, "activation", None) if getattr(cell, "activation_flag", False) else None
+    return LayerOp(cell), bias, activation
+
+
+def find_layers(network: nn.Cell, include_dense: bool = True, blacklist: list[str] | None = None) -> list[tuple[str, nn.Cell]]:
+    """``(full_name, cell)`` of every float ``nn.Conv2d`` (and ``nn.Dense`` if asked) to quantize,
+    skipping names that contain a ``blacklist`` entry (Golden Stick's substring rule)."""
+    kinds: tuple[type, ...] = (nn.Conv2d, nn.Dense) if include_dense else (nn.Conv2d,)
+    found = iter_cells(network, lambda c: isinstance(c, kinds))
+    return [(name, cell) for name, cell in found if not matches_blacklist(name, blacklist or [])]
+
+
+def iter_quant_layers(network: nn.Cell, source_type: type | tuple[type, ...] = nn.Cell) -> Iterator[tuple[str, QuantLayer]]:
+    """``(full_name, layer)`` of every :class:`QuantLayer` whose weight source is a ``source_type``."""
+    predicate: Callable[[nn.Cell], bool] = lambda c: isinstance(c, QuantLayer) and isinstance(c.weight_source, source_type)
+    return iter_cells(network, predicate)

@@ -1,0 +1,87 @@
+"""BatchNorm folding for Conv2d + BatchNorm2d during quantization-aware training.
+
+The folded layer quantizes the weight the deployed network will use, ``W * gamma / sigma``
+(``sigma = sqrt(moving_variance + eps)``), as Golden Stick's one-conv fold does:
+
+* training: ``y = conv(x, FQ(W * f)) / f`` with ``f = gamma / sigma`` per output channel,
+  then the real BatchNorm on ``y`` (batch statistics, running averages updated). Since
+  ``FQ(W * f) / f ~ W``, the BN sees the float conv's output up to quantization noise;
+* evaluation: ``conv(x, FQ(W * f)) + (beta + (b - mean) * f)``, which is exactly the
+  deployed folded layer (int8 ``W * f`` codes and a float bias).
+
+Pairs are found structurally: inside one parent cell, a ``Conv2d`` immediately followed (in
+definition order) by a ``BatchNorm2d`` over its output channels. That is how conv+BN is
+written in ResNet-style code (``conv1``/``bn1``, ``SequentialCell([conv, bn])``); a network
+that defines them in that order but does not apply them in sequence must use ``bn_fold=False``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mindspore import Tensor, nn, ops
+
+from gscore.nn.fake_quant import WeightFakeQuant
+from gscore.nn.quant_layer import LayerOp
+
+
+def conv_bn_pairs(network: nn.Cell, conv_names: set[str]) -> dict[str, str]:
+    """``{conv_full_name: bn_full_name}`` for every conv in ``conv_names`` directly followed by
+    its BatchNorm2d in the parent's definition order (see the module docstring)."""
+    pairs: dict[str, str] = {}
+    for prefix, parent in network.cells_and_names():
+        children = list(parent.name_cells().items())
+        for (name, cell), (next_name, nxt) in zip(children, children[1:]):
+            full = f"{prefix}.{name}" if prefix else name
+            if (
+                full in conv_names
+                and isinstance(cell, nn.Conv2d)
+                and isinstance(nxt, nn.BatchNorm2d)
+                and nxt.num_features == cell.out_channels
+            ):
+                pairs[full] = f"{prefix}.{next_name}" if prefix else next_name
+    return pairs
+
+
+class ConvBnFold(nn.Cell):
+    """Conv2d + BatchNorm2d trained with the BN folded into the quantized weight."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, weight_quant: WeightFakeQuant, input_quant: nn.Cell | None) -> None:
+        super().__init__()
+        self.op = LayerOp(conv)
+        self.weight = conv.weight
+        self.has_conv_bias = conv.has_bias
+        if self.has_conv_bias:
+            self.conv_bias = conv.bias
+        self.bn = bn
+        self.eps = float(bn.eps)
+        self.weight_quant = weight_quant
+        self.has_input_quant = input_quant is not None
+        if self.has_input_quant:
+            self.input_quant = input_quant
+
+    def _factor(self) -> Tensor:
+        return self.bn.gamma / ops.sqrt(self.bn.moving_variance + self.eps)
+
+    def _folded_bias(self, factor: Tensor) -> Tensor:
+        shift = -self.bn.moving_mean
+        if self.has_conv_bias:
+            shift = shift + self.conv_bias
+        return self.bn.beta + shift * factor
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.has_input_quant:
+            x = self.input_quant(x)
+        factor = self._factor()
+        y = self.op(x, self.weight_quant(self.weight * ops.reshape(factor, (-1, 1, 1, 1))))
+        if self.training:
+            y = y / ops.reshape(factor, (1, -1, 1, 1))
+            if self.has_conv_bias:
+                y = ops.bias_add(y, self.conv_bias)
+            return self.bn(y)
+        return ops.bias_add(y, self._folded_bias(factor))
+
+    def folded(self) -> tuple[np.ndarray, np.ndarray]:
+        """Float ``(W * f, beta + (b - mean) * f)``: the weight and bias the deployed layer uses."""
+        factor = self._factor()
+        weight = self.weight * ops.reshape(factor, (-1, 1, 1, 1))
+        return weight.asnumpy(), self._folded_bias(factor).asnumpy()

@@ -1,0 +1,82 @@
+"""The MindSpore fake-quant cells agree with gscore.quant's numpy math, and their STE gradient."""
+
+import mindspore as ms
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from mindspore import Tensor
+
+from gscore.errors import ConfigError
+from gscore.nn.fake_quant import ActivationFakeQuant, FakeQuantSTE, WeightFakeQuant, graph_params
+from gscore.nn.quant_conv import ActivationQuantizer, Int8Weight, PackedWeight, activation_params
+from gscore.quant import QuantScheme, compute_params, fake_quantize, quant_params
+from gscore.quant.bitpack import unpack_bits
+
+ms.runtime.launch_blocking()
+
+schemes = st.builds(
+    QuantScheme,
+    bits=st.integers(2, 8),
+    symmetric=st.booleans(),
+    signed=st.booleans(),
+    narrow=st.just(False),
+    granularity=st.just("per_tensor"),
+)
+ranges = hnp.arrays(np.float32, 6, elements=st.floats(-50, 50, width=32))
+
+
+@settings(max_examples=40, deadline=None)
+@given(schemes, ranges, ranges)
+def test_in_graph_params_equal_the_numpy_params(scheme, a, b):
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    scale, zero = graph_params(Tensor(lo), Tensor(hi), scheme)
+    expected = compute_params(lo, hi, scheme)
+    np.testing.assert_allclose(scale.asnumpy(), expected.scale, rtol=2e-7)
+    np.testing.assert_array_equal(zero.asnumpy(), expected.zero_point)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 8), st.booleans(), hnp.arrays(np.float32, (4, 7), elements=st.floats(-3, 3, width=32)))
+def test_weight_fake_quant_equals_numpy_fake_quantize(bits, symmetric, w):
+    scheme = QuantScheme(bits=bits, symmetric=symmetric, granularity="per_channel", axis=0)
+    out = WeightFakeQuant(scheme)(Tensor(w)).asnumpy()
+    np.testing.assert_allclose(out, fake_quantize(w, scheme), rtol=0, atol=1e-6 * max(1.0, np.abs(w).max()))
+
+
+def test_ste_gradient_is_one_inside_the_range_and_zero_outside():
+    fq = FakeQuantSTE(0, 255, symmetric=False)
+    scale, zero = Tensor(np.float32(0.01)), Tensor(np.float32(100.0))  # range [-1.00, 1.55]
+    x = Tensor(np.array([-2.0, -0.999, 0.0, 0.333, 1.55, 1.6], np.float32))
+    grad = ms.grad(lambda v: (fq(v, scale, zero) * Tensor(np.arange(1, 7, dtype=np.float32))).sum())(x).asnumpy()
+    np.testing.assert_array_equal(grad, [0, 2, 3, 4, 5, 0])
+    out = fq(x, scale, zero).asnumpy()
+    np.testing.assert_allclose(out, [-1.0, -1.0, 0.0, 0.33, 1.55, 1.55], atol=1e-6)
+
+
+def test_deployed_parts_reproduce_their_numpy_definition():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((5, 3, 2, 2)).astype(np.float32)
+    params = quant_params(w, QuantScheme(bits=8, symmetric=False, granularity="per_channel", axis=0))
+    weight = Int8Weight.from_params(w, params)
+    np.testing.assert_allclose(weight().asnumpy(), fake_quantize(w, params), atol=1e-6)
+    codes = rng.integers(0, 4, size=(5, 3, 3, 3))
+    levels, scale = np.array([-1.5, -0.5, 0.5, 1.5], np.float32), np.arange(1, 6, dtype=np.float32)
+    packed = PackedWeight(codes, levels, scale, bits=2)
+    assert packed.packed.asnumpy().shape == (5, 7) and packed.packed.dtype == ms.uint8
+    np.testing.assert_array_equal(unpack_bits(packed.packed.asnumpy(), 2, 27).reshape(codes.shape), codes)
+    np.testing.assert_array_equal(packed().asnumpy(), levels[codes] * scale[:, None, None, None])
+    act = ActivationQuantizer(activation_params(-0.5, 2.0, QuantScheme(bits=8, symmetric=False, signed=False, granularity="per_tensor")))
+    x = np.linspace(-1, 3, 11, dtype=np.float32)
+    expected = fake_quantize(x, compute_params(np.array([-0.5]), np.array([2.0]), act.scheme))
+    np.testing.assert_allclose(act(Tensor(x)).asnumpy(), expected, atol=1e-6)
+
+
+def test_bad_quantizer_settings_are_refused():
+    with pytest.raises(ConfigError, match="per_tensor or per_channel with axis 0"):
+        WeightFakeQuant(QuantScheme(granularity="per_channel", axis=1))
+    with pytest.raises(ConfigError, match="ema_decay"):
+        ActivationFakeQuant(QuantScheme(granularity="per_tensor"), ema_decay=1.5)
+    with pytest.raises(ConfigError, match="quant_delay"):
+        ActivationFakeQuant(QuantScheme(granularity="per_tensor"), quant_delay=-2)
