@@ -32,6 +32,7 @@ class Algorithm:
                 )
         self.config = config
         self.phase_records: list[Any] = []
+        self.network_helper: Any = None
         self.validate_config()
 
     def validate_config(self) -> None:
@@ -46,7 +47,12 @@ class Algorithm:
         raise NotImplementedError
 
     def apply(self, network: Any, network_helper: Any = None, datasets: Any = None) -> Any:
-        """Run this algorithm's apply phase on ``network``; returns the resulting network."""
+        """Run this algorithm's apply phase on ``network``; returns the resulting network.
+
+        The helper is kept on ``self.network_helper`` for later phases (DEPLOY needs the
+        same model knowledge as QUANTIZE to rebuild the same structure).
+        """
+        self.network_helper = network_helper
         return self._run(self.apply_phase(), network, network_helper=network_helper, datasets=datasets)
 
     def convert(self, network: Any, ckpt_path: str = "") -> Any:

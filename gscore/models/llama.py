@@ -21,7 +21,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from gscore.models.kv_cache import FloatKVCache
+from gscore.nn.kv_cache import FloatKVCache
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class Attention(nn.Cell):
         self.k_proj = nn.Dense(h, config.num_kv_heads * hd, has_bias=False)
         self.v_proj = nn.Dense(h, config.num_kv_heads * hd, has_bias=False)
         self.o_proj = nn.Dense(config.num_heads * hd, h, has_bias=False)
-        self.kv_cache = FloatKVCache()
+        self.kv_cache = FloatKVCache(config.num_kv_heads, hd)
         self.scale = 1.0 / math.sqrt(hd)
 
     def _heads(self, x: Tensor, batch: int, heads: int) -> Tensor:

@@ -1,4 +1,4 @@
-"""KV caches for the Llama adapter: the float cache and the int8 caches it can be swapped for.
+"""KV caches for decoder models: the float cache and the int8 caches it can be swapped for.
 
 A cache cell is asked once per attention call to *store* the new keys/values (``[batch,
 kv_heads, new_tokens, head_dim]``) and to *return* every cached entry as the attention will
@@ -16,10 +16,15 @@ from mindspore import Parameter, Tensor, nn, ops
 
 
 class FloatKVCache(nn.Cell):
-    """Stores keys and values in the compute dtype (the float baseline)."""
+    """Stores keys and values in the compute dtype (the float baseline).
 
-    def __init__(self) -> None:
+    ``num_heads``/``head_dim`` describe the entries (``[batch, num_heads, tokens, head_dim]``)
+    so a quantizer can build per-channel parameters without running the model.
+    """
+
+    def __init__(self, num_heads: int, head_dim: int) -> None:
         super().__init__()
+        self.num_heads, self.head_dim = num_heads, head_dim
         self.keys: list[Tensor] = []
         self.values: list[Tensor] = []
 
@@ -55,8 +60,8 @@ class StaticInt8KVCache(FloatKVCache):
     centred. Stored entries are ``q = clip(round(x / scale) + zp, -128, 127)``.
     """
 
-    def __init__(self, k_scale: Tensor, k_zp: Tensor, v_scale: Tensor, v_zp: Tensor) -> None:
-        super().__init__()
+    def __init__(self, num_heads: int, head_dim: int, k_scale: Tensor, k_zp: Tensor, v_scale: Tensor, v_zp: Tensor) -> None:
+        super().__init__(num_heads, head_dim)
         self.k_scale = Parameter(k_scale, name="k_scale", requires_grad=False)
         self.k_zp = Parameter(k_zp, name="k_zp", requires_grad=False)
         self.v_scale = Parameter(v_scale, name="v_scale", requires_grad=False)

@@ -63,11 +63,21 @@ def _weight_quantizer(params: QuantParams, view: LinearView, spec: WeightSpec) -
     return WeightQuantizer(scale, zp_neg, view.compute_dtype, view.out_axis, scheme.qmin, scheme.qmax)
 
 
+def padded_to_groups(weight: np.ndarray, spec: WeightSpec) -> np.ndarray:
+    """``weight [out, in]`` with zero columns appended up to whole groups (no copy if none needed).
+
+    A short last group then has its own scale over its real columns plus zeros, which the
+    asymmetric range includes anyway."""
+    if not spec.group_size or weight.shape[1] % spec.group_size == 0:
+        return weight
+    return np.pad(weight, ((0, 0), (0, -weight.shape[1] % spec.group_size)))
+
+
 def stored_params(weight: np.ndarray, view: LinearView, spec: WeightSpec) -> QuantParams:
     """Params of ``weight`` whose scale is rounded to the dtype it is stored in, so the
     integers are computed with the stored value (tiny scales are raised to that dtype's
     smallest normal number)."""
-    params = quant_params(weight, spec.scheme(view))
+    params = quant_params(padded_to_groups(weight, spec), spec.scheme(view))
     store = ms_float_dtype_to_numpy(view.compute_dtype)
     scale = np.maximum(params.scale.astype(store), np.finfo(store).tiny).astype(np.float32)
     return QuantParams(scale=scale, zero_point=params.zero_point, scheme=params.scheme)
@@ -87,7 +97,7 @@ def _integer_weight(cell: SimQuantLinear) -> np.ndarray:
     weight = view.weight.asnumpy()
     if is_group_quantizer(wq):
         spec = WeightSpec(bits=wq.bits, group_size=wq.group_size)
-        shape = (weight.shape[0], weight.shape[1] // wq.group_size)
+        shape = (weight.shape[0], -(-weight.shape[1] // wq.group_size))
     else:
         spec = WeightSpec(bits=wq.bits)
         shape = (-1, 1) if view.out_axis == 0 else (1, -1)
@@ -96,7 +106,7 @@ def _integer_weight(cell: SimQuantLinear) -> np.ndarray:
         zero_point=-wq.zp_neg.asnumpy().astype(np.float32).reshape(shape if not spec.group_size else shape + (1,)),
         scheme=spec.scheme(view),
     )
-    q = quantize(weight, params).astype(np.int8, copy=False)
+    q = quantize(padded_to_groups(weight, spec), params)[:, : weight.shape[1]].astype(np.int8, copy=False)
     return pack_int4(q) if spec.group_size and wq.bits == 4 else q
 
 
@@ -116,7 +126,7 @@ def deployed_linear(view: LinearView, spec: WeightSpec, input_quantizer: nn.Cell
     """The integer form of ``view`` with placeholders (zeros, scale 1) to load a checkpoint into."""
     out, inp = view.out_channels, view.in_channels
     scheme = spec.scheme(view)
-    groups = (out, inp // spec.group_size, 1) if spec.group_size else ((out, 1) if view.out_axis == 0 else (1, out))
+    groups = (out, -(-inp // spec.group_size), 1) if spec.group_size else ((out, 1) if view.out_axis == 0 else (1, out))
     params = QuantParams(scale=np.ones(groups, np.float32), zero_point=np.zeros(groups, np.float32), scheme=scheme)
     packed = spec.group_size and spec.bits == 4
     stored = np.zeros((view.weight.shape[0], view.weight.shape[1] // 2) if packed else view.weight.shape, np.int8)

@@ -60,7 +60,11 @@ class WeightQuantizer(nn.Cell):
 
 
 class GroupWeightQuantizer(WeightQuantizer):
-    """Per-group scales ``[out, in/group]`` for a ``[out, in]`` weight; int4 stored packed.
+    """Per-group scales ``[out, ceil(in/group)]`` for a ``[out, in]`` weight; int4 stored packed.
+
+    When ``group`` does not divide ``in`` (SmolLM2's 576 with groups of 128), the last group
+    is shorter: the weight is padded with zeros to whole groups for the arithmetic and cut
+    back afterwards, so no storage is spent on padding.
 
     Storage: two int4 codes per int8 along ``in`` (element ``2k`` in the low nibble, ``2k+1``
     in the high one), so the ``weight`` parameter is ``[out, in/2]`` int8.
@@ -72,8 +76,12 @@ class GroupWeightQuantizer(WeightQuantizer):
 
     def _grouped(self, fn: Any, w: Tensor) -> Tensor:
         out, inp = w.shape
-        grouped = ops.reshape(w, (out, inp // self.group_size, self.group_size))
-        return ops.reshape(fn(grouped), (out, inp))
+        groups = -(-inp // self.group_size)
+        pad = groups * self.group_size - inp
+        if pad:
+            w = ops.cat([w, ops.zeros((out, pad), w.dtype)], axis=1)
+        grouped = ops.reshape(w, (out, groups, self.group_size))
+        return ops.reshape(fn(grouped), (out, groups * self.group_size))[:, :inp]
 
     def unpack(self, stored: Tensor) -> Tensor:
         """int8 ``[out, in/2]`` -> integer-valued float32 ``[out, in]`` (sign-extended nibbles)."""

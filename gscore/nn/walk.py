@@ -42,8 +42,12 @@ def get_cell(network: nn.Cell, full_name: str) -> nn.Cell:
     return cell
 
 
-def replace_cell(network: nn.Cell, full_name: str, new_cell: nn.Cell) -> None:
-    """Put ``new_cell`` at dotted path ``full_name`` and give its parameters their full names."""
+def replace_cell(network: nn.Cell, full_name: str, new_cell: nn.Cell, name_prefix: str = "") -> None:
+    """Put ``new_cell`` at dotted path ``full_name`` and give its parameters their full names.
+
+    ``name_prefix`` is the path of ``network`` itself inside the model (``"model.layers.3."``)
+    when replacing within a sub-cell, so parameter names stay those of the whole model.
+    """
     parent_name, _, leaf = full_name.rpartition(".")
     parent = get_cell(network, parent_name) if parent_name else network
     if leaf not in parent.name_cells():
@@ -54,7 +58,7 @@ def replace_cell(network: nn.Cell, full_name: str, new_cell: nn.Cell) -> None:
     else:
         setattr(parent, leaf, new_cell)
     for relative, param in new_cell.parameters_and_names():
-        param.name = f"{full_name}.{relative}"
+        param.name = f"{name_prefix}{full_name}.{relative}"
 
 
 def matches_blacklist(full_name: str, blacklist: list[str]) -> bool:

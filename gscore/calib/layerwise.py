@@ -1,0 +1,76 @@
+"""Layer-by-layer calibration: one block in flight, its inputs from the quantized blocks before it.
+
+A helper that knows the model splits it into blocks (:class:`BlockwiseHelper`). The driver
+captures the first block's inputs once, then for each block lets the algorithm observe and
+quantize it, and runs the *quantized* block to produce the next block's inputs. Peak memory
+is the weights plus one block's activations over the calibration set, whatever the depth,
+and later blocks are calibrated on the activations they will really see.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+from mindspore import nn
+from tqdm import tqdm
+
+
+class BlockwiseHelper(Protocol):
+    """What a network helper provides for layer-by-layer calibration."""
+
+    def blocks(self, network: nn.Cell) -> list[tuple[str, nn.Cell]]:
+        """``(full name, cell)`` of the repeated blocks, in execution order."""
+
+    def block_inputs(self, network: nn.Cell, datasets: Any) -> Any:
+        """The first block's inputs for the whole calibration set (an opaque state)."""
+
+    def run_block(self, block: nn.Cell, state: Any) -> Any:
+        """The next state: ``block`` applied to ``state``."""
+
+
+def calibrate_blockwise(
+    network: nn.Cell,
+    helper: BlockwiseHelper,
+    datasets: Any,
+    process_block: Callable[[str, nn.Cell, Any], None],
+    progress: bool = True,
+) -> int:
+    """Run ``process_block(name, block, state)`` on every block in order; returns the block count.
+
+    ``process_block`` may run the block on ``state`` to observe it and must leave the block
+    in its calibrated (simulated) form; the driver then advances ``state`` through it.
+    """
+    state = helper.block_inputs(network, datasets)
+    blocks = helper.blocks(network)
+    for name, block in tqdm(blocks, desc="calibrate", disable=not progress, leave=False):
+        process_block(name, block, state)
+        state = helper.run_block(block, state)
+    return len(blocks)
+
+
+class WholeNetworkHelper:
+    """The fallback for networks without a block-aware helper: the whole network is one block.
+
+    ``datasets`` is an iterable of network inputs (numpy arrays or Tensors); every linear
+    layer is its own smoothing group (no norm to fold into).
+    """
+
+    def blocks(self, network: nn.Cell) -> list[tuple[str, nn.Cell]]:
+        return [("", network)]
+
+    def block_inputs(self, network: nn.Cell, datasets: Any) -> list[Any]:
+        from mindspore import Tensor
+
+        return [x if isinstance(x, Tensor) else Tensor(x) for x in datasets]
+
+    def run_block(self, block: nn.Cell, state: list[Any]) -> list[Any]:
+        return [block(x) for x in state]
+
+    def smooth_groups(self, block: nn.Cell) -> tuple[tuple[str | None, tuple[str, ...]], ...]:
+        from gscore.nn.linear_view import is_linear
+        from gscore.nn.walk import iter_cells
+
+        return tuple((None, (name,)) for name, _ in iter_cells(block, is_linear))
+
+    def tokens_per_sequence(self) -> int:
+        return 0

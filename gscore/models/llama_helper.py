@@ -1,0 +1,102 @@
+"""The network helper for :class:`~gscore.models.llama.LlamaForCausalLM`.
+
+It tells algorithms what they cannot know from the cells alone: model facts (``get_spec``),
+how to run the model on CPU (a greedy ``generate`` over the model's own KV cache), how to
+split it into blocks for layer-by-layer calibration, and which linear layers share an input
+(for SmoothQuant: q/k/v after ``input_layernorm`` and gate/up after
+``post_attention_layernorm`` can absorb the smoothing into the norm; ``o_proj`` and
+``down_proj`` cannot, so they keep an explicit input scale).
+
+Calibration data (``datasets``) is an int array of token windows ``[n, tokens]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from mindspore import Tensor, nn
+
+from gscore.calib.network_helper import NetworkHelper
+from gscore.models.llama import LlamaForCausalLM
+
+SMOOTH_GROUPS = (
+    ("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+    ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")),
+    (None, ("self_attn.o_proj",)),
+    (None, ("mlp.down_proj",)),
+)
+
+
+@dataclass(frozen=True)
+class BlockState:
+    """Hidden states ``[batch * tokens, hidden]`` plus the per-call inputs every block needs."""
+
+    hidden: Tensor
+    batch: int
+    cos: Tensor
+    sin: Tensor
+    mask: Tensor
+
+
+class LlamaHelper(NetworkHelper):
+    """Drives a :class:`LlamaForCausalLM`; ``tokenizer`` is a ``tokenizers.Tokenizer`` (optional)."""
+
+    def __init__(self, tokenizer: Any = None, seq_length: int = 512, batch_size: int = 1) -> None:
+        self.tokenizer = tokenizer
+        self.specs = {"seq_length": seq_length, "batch_size": batch_size}
+
+    def get_spec(self, name: str) -> Any:
+        return self.specs.get(name)
+
+    def generate(self, network: LlamaForCausalLM, input_ids: Any, max_new_tokens: int = 1, **kwargs: Any) -> np.ndarray:
+        """Greedy decoding with the model's KV cache: prefill once, then one token per step.
+
+        ``input_ids``: int array ``[batch, tokens]`` (or a string when a tokenizer is set).
+        Returns the new token ids ``[batch, max_new_tokens]``; stops early only when every
+        row produced the end-of-sequence token.
+        """
+        ids = np.asarray(self.tokenizer.encode(input_ids).ids if isinstance(input_ids, str) else input_ids, dtype=np.int32)
+        ids = ids.reshape(1, -1) if ids.ndim == 1 else ids
+        network.reset_cache()
+        logits = network(Tensor(ids), 0).asnumpy()
+        position = ids.shape[1]
+        produced = []
+        for _ in range(max_new_tokens):
+            token = logits[:, -1].argmax(axis=-1).astype(np.int32)
+            produced.append(token)
+            if np.all(token == network.config.eos_token_id) or len(produced) == max_new_tokens:
+                break
+            logits = network(Tensor(token[:, None]), position).asnumpy()
+            position += 1
+        network.reset_cache()
+        return np.stack(produced, axis=1)
+
+    def complete(self, network: LlamaForCausalLM, prompt: str, max_new_tokens: int = 8) -> str:
+        """The greedy continuation of ``prompt`` as text."""
+        return self.tokenizer.decode(self.generate(network, prompt, max_new_tokens)[0].tolist())
+
+    def blocks(self, network: LlamaForCausalLM) -> list[tuple[str, nn.Cell]]:
+        return [(f"model.layers.{i}", layer) for i, layer in enumerate(network.model.layers)]
+
+    def block_inputs(self, network: LlamaForCausalLM, datasets: Any) -> BlockState:
+        windows = np.asarray(datasets, dtype=np.int32)
+        if windows.ndim != 2:
+            raise ValueError(f"Llama calibration data must be token windows [n, tokens], got shape {windows.shape}")
+        self.specs["seq_length"] = windows.shape[1]
+        cos, sin, mask = network.position_inputs(windows.shape[1], 0)
+        return BlockState(network.embed(Tensor(windows)), windows.shape[0], cos, sin, mask)
+
+    def run_block(self, block: nn.Cell, state: BlockState) -> BlockState:
+        block.self_attn.kv_cache.reset()
+        hidden = block(state.hidden, state.batch, state.cos, state.sin, state.mask)
+        block.self_attn.kv_cache.reset()
+        return replace(state, hidden=hidden)
+
+    def smooth_groups(self, block: nn.Cell) -> tuple[tuple[str | None, tuple[str, ...]], ...]:
+        """Linear layers (names relative to a block) that share an input, with the norm that produces it."""
+        return SMOOTH_GROUPS
+
+    def tokens_per_sequence(self) -> int:
+        return int(self.specs["seq_length"])
