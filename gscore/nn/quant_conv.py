@@ -21,7 +21,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from gscore.nn.fake_quant import FakeQuantSTE
+from gscore.nn.fake_quant import ActivationFakeQuant, FakeQuantSTE
 from gscore.quant import QuantParams, QuantScheme, compute_params, quantize
 from gscore.quant.bitpack import pack_bits, packed_length
 
@@ -113,6 +113,12 @@ class ActivationQuantizer(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         return self.quant(x, self.scale, self.zero_point)
+
+    @classmethod
+    def from_observer(cls, observer: ActivationFakeQuant) -> "ActivationQuantizer":
+        """The fixed quantizer a trained :class:`ActivationFakeQuant` stands for (its stored range)."""
+        lo, hi = float(observer.minimum.asnumpy()), float(observer.maximum.asnumpy())
+        return cls(activation_params(lo, hi, observer.scheme))
 
 
 def activation_params(minimum: float, maximum: float, scheme: QuantScheme) -> QuantParams:

@@ -24,7 +24,7 @@ from mindspore import Parameter, Tensor, nn
 from gscore import QATAlgorithm, hookimpl
 from gscore.errors import NoQuantizableLayerError
 from gscore.nn.fake_quant import ActivationFakeQuant, FakeQuantizedWeight, WeightFakeQuant
-from gscore.nn.quant_conv import ActivationQuantizer, Int8Weight, activation_params
+from gscore.nn.quant_conv import ActivationQuantizer, Int8Weight
 from gscore.nn.quant_layer import QuantLayer, find_layers, float_parts
 from gscore.nn.walk import get_cell, iter_cells, replace_cell
 from gscore.quant import quant_params
@@ -89,11 +89,7 @@ class SimulatedQuantizationAwareTraining(QATAlgorithm):
                 bias = layer.bias if layer.has_bias else None
                 activation = layer.activation if layer.has_activation else None
             weight = Int8Weight.from_params(w, quant_params(w, scheme))
-            input_quant = None
-            if layer.has_input_quant:
-                observer = layer.input_quant
-                params = activation_params(float(observer.minimum.asnumpy()), float(observer.maximum.asnumpy()), observer.scheme)
-                input_quant = ActivationQuantizer(params)
+            input_quant = ActivationQuantizer.from_observer(layer.input_quant) if layer.has_input_quant else None
             replace_cell(network, name, QuantLayer(layer.op, weight, bias, input_quant, activation))
             self.layers[name] = _describe_layer(scheme, input_quant, folded=isinstance(layer, ConvBnFold))
         return network
