@@ -1,0 +1,204 @@
+"""SCOP end to end on real MNIST digits and the real digit networks (CPU)."""
+
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import Tensor, nn
+
+import gscore
+from gscore import CalibrationDataError, ConfigError, PTQConfig
+from gscore.data.mnist import load_mnist_5k
+from gscore.eval.classification import predict_logits, top1_accuracy
+from gscore.io import read_description, save_checkpoint
+from gscore.models.convnets import DigitsResNet, LeNet5
+from gscore.nn.cost import count_parameters
+from gscore.nn.quant_linear import QuantLinear
+from gscore.nn.trace import UnsupportedStructureError
+from gscore.nn.walk import get_cell
+from gscore.testing.conformance import AlgorithmConformance
+from gscore.train.classifier import train_classifier
+from gscore_scop import SCOPConfig, Selection, load_pruned
+from gscore_scop.knockoff import KnockoffConv2d
+from gscore_scop.scoring import channel_scores, select_channels
+
+ms.runtime.launch_blocking()  # synchronous dispatch: several times faster for small networks on 2 cores
+
+SCOP = gscore.get("scop")
+
+
+class TestConformance(AlgorithmConformance):
+    algorithm_name = "scop"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_mnist_5k()
+
+
+def accuracy(net, data, n=500):
+    return top1_accuracy(predict_logits(net, data.test_x[:n]), data.test_y[:n])
+
+
+# ---------------------------------------------------------------------- config and scoring (no MindSpore run)
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ({"prune_rate": 1.0}, r"prune_rate must be a number in \[0, 1\)"),
+        ({"prune_rate": -0.1}, r"prune_rate must be a number in \[0, 1\)"),
+        ({"prune_rate": "0.5"}, r"prune_rate must be a number"),
+        ({"selection": "network"}, "selection: 'network' is not valid; choose one of 'layer', 'global'"),
+        ({"min_channels": 0}, "min_channels must be an int >= 1"),
+        ({"knockoff_learning_rate": 0}, "knockoff_learning_rate must be a positive number"),
+        ({"layers": "conv1"}, "layers must be a list of non-empty strings"),
+    ],
+)
+def test_config_rejects_bad_values_and_says_what_is_allowed(cfg, message):
+    with pytest.raises(ConfigError, match=message):
+        SCOPConfig(**cfg)
+
+
+def test_config_accepts_its_dict_form_and_strings():
+    cfg = SCOPConfig(prune_rate=0.5, selection="GLOBAL", layers=("a",))
+    assert cfg.selection is Selection.GLOBAL and cfg.layers == ["a"]
+    assert SCOP({"prune_rate": 0.5, "selection": "global", "layers": ["a"]}).config == cfg
+
+
+def test_scores_are_abs_gamma_times_2k_minus_1():
+    np.testing.assert_allclose(channel_scores(np.array([0.5, 1.0, 0.25]), np.array([3.0, -2.0, 4.0])), [0.0, 2.0, -2.0])
+    np.testing.assert_allclose(channel_scores(np.array([0.75, 0.0]), None), [0.5, -1.0])
+
+
+def test_layer_selection_drops_int_rate_times_c_lowest_of_each_layer():
+    scores = {"a": np.array([0.3, -1.0, 0.9, 0.1, 0.5]), "b": np.array([5.0, 4.0])}
+    kept = select_channels(scores, 0.5, Selection.LAYER, min_channels=1)
+    np.testing.assert_array_equal(kept["a"], [0, 2, 4])  # int(2.5) = 2 lowest (-1.0, 0.1) go
+    np.testing.assert_array_equal(kept["b"], [0])
+
+
+def test_global_selection_drops_the_lowest_over_all_layers_but_keeps_min_channels():
+    scores = {"a": np.array([0.1, 0.2, 0.3, 0.4]), "b": np.array([5.0, 6.0, 7.0, 8.0])}
+    kept = select_channels(scores, 0.5, Selection.GLOBAL, min_channels=1)
+    np.testing.assert_array_equal(kept["a"], [3])  # 4 of 8 go; all from "a" but one stays
+    np.testing.assert_array_equal(kept["b"], [0, 1, 2, 3])
+    kept = select_channels(scores, 0.25, Selection.GLOBAL, min_channels=1)
+    np.testing.assert_array_equal(kept["a"], [2, 3])
+
+
+# ---------------------------------------------------------------------- knockoff cell
+
+
+def test_knockoff_mixes_the_real_half_in_training_and_is_the_plain_conv_in_eval():
+    ms.set_seed(0)
+    conv = nn.Conv2d(1, 3, 3)
+    cell = KnockoffConv2d(conv)
+    k = np.array([0.0, 0.5, 1.0], np.float32)
+    cell.kfscale.set_data(Tensor(k.reshape(1, 3, 1, 1)))
+    x = np.random.default_rng(0).random((4, 1, 6, 6)).astype(np.float32)
+    plain = conv(Tensor(x)).asnumpy()
+    cell.set_train(False)
+    np.testing.assert_array_equal(cell(Tensor(x)).asnumpy(), plain)
+    cell.set_train(True)
+    mixed = cell(Tensor(x)).asnumpy()
+    kk = k.reshape(1, 3, 1, 1)
+    np.testing.assert_allclose(mixed[:2], kk * plain[:2] + (1 - kk) * plain[2:], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(mixed[2:], plain[2:])
+
+
+# ---------------------------------------------------------------------- structure errors
+
+
+def test_naming_a_convolution_that_feeds_a_residual_addition_is_a_clear_error(digits):
+    algo = SCOP(SCOPConfig(prune_rate=0.5, layers=["layers.1.conv2"], knockoff_epochs=0))
+    with pytest.raises(UnsupportedStructureError, match=r"cannot prune layers.1.conv2: .*residual addition"):
+        algo.apply(DigitsResNet(), datasets=(digits.train_x[:4], digits.train_y[:4]))
+
+
+class ConvToOutput(nn.Cell):
+    """A convolution whose channels are the network output: nothing can be pruned."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 10, 28, pad_mode="valid")
+        self.flatten = nn.Flatten()
+
+    def construct(self, x):
+        return self.flatten(self.conv(ms.ops.expand_dims(x, 1)))
+
+
+def test_a_network_with_nothing_prunable_is_an_error_listing_every_reason(digits):
+    with pytest.raises(UnsupportedStructureError, match=r"found no convolution to prune\. conv: the flattened output of flatten feeds"):
+        SCOP(SCOPConfig(knockoff_epochs=0)).apply(ConvToOutput(), datasets=(digits.train_x[:4], digits.train_y[:4]))
+
+
+def test_apply_without_data_and_convert_without_apply_say_what_to_do():
+    with pytest.raises(CalibrationDataError, match=r"datasets=\(images, labels\)"):
+        SCOP().apply(LeNet5())
+    with pytest.raises(RuntimeError, match="run apply"):
+        SCOP().convert(LeNet5())
+
+
+# ---------------------------------------------------------------------- pruning, checkpoint, composition
+
+
+def prune_lenet(digits, rate=0.5, **cfg):
+    ms.set_seed(0)
+    net = LeNet5()
+    algo = SCOP(SCOPConfig(prune_rate=rate, knockoff_epochs=0, **cfg))
+    algo.apply(net, datasets=(digits.train_x[:8], digits.train_y[:8]))
+    return algo, net, algo.convert(net)
+
+
+def test_convert_returns_a_physically_smaller_lenet_and_restores_the_original(digits):
+    algo, net, pruned = prune_lenet(digits, 0.5)
+    assert isinstance(net.conv1, nn.Conv2d) and net.conv1.out_channels == 6  # unwrapped, full size again
+    assert (pruned.conv1.out_channels, pruned.conv2.in_channels, pruned.conv2.out_channels) == (3, 3, 8)
+    assert pruned.fc1.in_channels == 8 * 16 and pruned.fc1.weight.shape == (120, 128)
+    assert count_parameters(pruned) < count_parameters(net)
+    assert pruned(Tensor(digits.test_x[:3])).shape == (3, 10)
+    assert algo.describe()["kept_channels"] == {"conv1": 3, "conv2": 8}
+
+
+def test_checkpoint_of_the_pruned_network_rebuilds_and_loads_into_the_original_definition(digits, tmp_path: Path):
+    algo, _, pruned = prune_lenet(digits, 0.3, selection="global")
+    expected = pruned(Tensor(digits.test_x[:5])).asnumpy()
+    path = save_checkpoint(pruned, tmp_path / "pruned.ckpt", description=algo.describe())
+    assert read_description(path)["kept_channels"] == algo.describe()["kept_channels"]
+    ms.set_seed(7)
+    rebuilt = load_pruned(path, LeNet5())
+    np.testing.assert_array_equal(rebuilt(Tensor(digits.test_x[:5])).asnumpy(), expected)
+
+
+def test_a_pruned_network_quantizes_with_rtn(digits):
+    _, _, pruned = prune_lenet(digits, 0.5)
+    pruned.set_train(False)
+    x = Tensor(digits.test_x[:16])
+    reference = pruned(x).asnumpy()
+    rtn = gscore.get("rtn")(PTQConfig())
+    rtn.convert(rtn.apply(pruned))
+    assert isinstance(pruned.fc1, QuantLinear) and pruned.fc1.weight.shape == (120, 128) and pruned.fc1.weight.dtype == ms.int8
+    out = pruned(x).asnumpy()
+    assert np.linalg.norm(out - reference) / np.linalg.norm(reference) < 0.02
+
+
+@pytest.mark.slow
+def test_pruned_resnet_has_the_promised_channels_and_fine_tunes_well_above_chance(digits):
+    """Train briefly, knockoff, prune half of every inner block channel, fine-tune one epoch."""
+    ms.set_seed(0)
+    net = DigitsResNet((8, 16, 32))
+    train_classifier(net, digits.train_x, digits.train_y, epochs=1, batch_size=32, progress=False)
+    algo = SCOP(SCOPConfig(prune_rate=0.5, knockoff_epochs=1, knockoff_batch_size=32))
+    algo.apply(net, datasets=(digits.train_x[:256], digits.train_y[:256]))
+    kfscales = {name: get_cell(net, name).kfscale.asnumpy().ravel() for name in algo.groups}
+    assert all(not np.allclose(k, 0.5) for k in kfscales.values()), "knockoff coefficients did not train"
+    pruned = algo.convert(net)
+    assert sorted(algo.groups) == ["layers.0.conv1", "layers.1.conv1", "layers.2.conv1"]
+    for i, width in enumerate((8, 16, 32)):
+        block = pruned.layers[i]
+        assert block.conv1.out_channels == block.bn1.num_features == block.conv2.in_channels == width - width // 2
+        assert block.conv2.out_channels == width  # residual channels untouched
+    train_classifier(pruned, digits.train_x[:2000], digits.train_y[:2000], epochs=1, batch_size=32, progress=False, seed=1)
+    assert accuracy(pruned, digits) > 0.6  # chance is 0.1

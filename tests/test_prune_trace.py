@@ -1,0 +1,125 @@
+"""Core structure tracing, channel shrinking and cost counting on the real digit networks."""
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import Tensor, nn, ops
+
+from gscore.models.convnets import DigitsResNet, LeNet5
+from gscore.nn.cost import network_cost
+from gscore.nn.shrink import ShrinkError, ShrinkPlan, plan_from_groups, shrink
+from gscore.nn.trace import Consumer, channel_groups
+from gscore.nn.walk import get_cell
+
+ms.runtime.launch_blocking()  # synchronous dispatch: much faster for small networks on 2 cores
+
+SAMPLE = np.random.default_rng(0).random((2, 1, 28, 28)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def resnet_groups():
+    net = DigitsResNet()
+    return net, channel_groups(net, SAMPLE)
+
+
+def test_resnet_inner_block_channels_are_prunable_and_follow_to_conv2(resnet_groups):
+    _, found = resnet_groups
+    assert sorted(found.groups) == ["layers.0.conv1", "layers.1.conv1", "layers.2.conv1"]
+    group = found.groups["layers.1.conv1"]
+    assert group.channels == 32 and group.norms == ("layers.1.bn1",)
+    assert group.consumers == (Consumer("layers.1.conv2", "conv"),)
+
+
+def test_resnet_channels_that_feed_residual_additions_are_refused_with_the_reason(resnet_groups):
+    _, found = resnet_groups
+    assert set(found.unsupported) == {
+        "conv1", "layers.0.conv2", "layers.1.conv2", "layers.2.conv2", "layers.1.downsample.0", "layers.2.downsample.0",
+    }
+    # the stem reaches the first block's conv1 (a cell) AND its identity shortcut (an add outside
+    # any cell): only the data-flow check can see the second path
+    assert "layers.0.relu (call 2)" in found.unsupported["conv1"] and "residual addition" in found.unsupported["conv1"]
+    assert "layers.2.bn2 is used by an operation outside the traced cells" in found.unsupported["layers.2.conv2"]
+
+
+def test_lenet_conv_feeds_conv_and_flattened_dense():
+    found = channel_groups(LeNet5(), SAMPLE)
+    assert found.groups["conv1"].consumers == (Consumer("conv2", "conv"),)
+    assert found.groups["conv2"].consumers == (Consumer("fc1", "dense", 16),)
+    assert found.groups["conv2"].norms == () and not found.unsupported
+
+
+class PReLUNet(nn.Cell):
+    """conv -> PReLU (per-channel parameters the tracer does not know how to cut) -> conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3)
+        self.act = nn.PReLU(4)
+        self.conv2 = nn.Conv2d(4, 2, 3)
+
+    def construct(self, x):
+        return ops.mean(self.conv2(self.act(self.conv1(x))), (2, 3))
+
+
+def test_an_unknown_layer_between_convolutions_is_refused_by_name():
+    found = channel_groups(PReLUNet(), SAMPLE)
+    assert not found.groups
+    assert found.unsupported["conv1"] == "it feeds act (PReLU), which cannot be shrunk along channels"
+
+
+def _masked_reference(net, plan_kept, found, x):
+    """Outputs of ``net`` with the pruned channels zeroed right before each consumer."""
+    handles = []
+    for producer, kept in plan_kept.items():
+        for consumer in found.groups[producer].consumers:
+            mask = np.zeros(found.groups[producer].channels, np.float32)
+            mask[kept] = 1
+            if consumer.kind == "dense":
+                mask = np.repeat(mask, consumer.features_per_channel)[None, :]
+            else:
+                mask = mask[None, :, None, None]
+            m = Tensor(mask)
+            handles.append(get_cell(net, consumer.name).register_forward_pre_hook(lambda cell, inputs, m=m: (inputs[0] * m,)))
+    try:
+        return net(Tensor(x)).asnumpy()
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@pytest.mark.parametrize("make", [DigitsResNet, LeNet5], ids=["resnet", "lenet"])
+def test_shrunk_network_computes_what_the_masked_original_computes(make):
+    net = make()
+    net.set_train(False)
+    found = channel_groups(net, SAMPLE)
+    rng = np.random.default_rng(1)
+    kept = {name: np.sort(rng.choice(g.channels, g.channels // 2 + 1, replace=False)) for name, g in found.groups.items()}
+    small = shrink(net, plan_from_groups(found.groups, kept))
+    small.set_train(False)
+    for name, idx in kept.items():
+        assert get_cell(small, name).out_channels == len(idx)
+        for consumer in found.groups[name].consumers:
+            assert get_cell(small, consumer.name).in_channels == len(idx) * consumer.features_per_channel
+    expected = _masked_reference(net, kept, found, SAMPLE)
+    np.testing.assert_allclose(small(Tensor(SAMPLE)).asnumpy(), expected, rtol=1e-4, atol=1e-5)
+    assert get_cell(net, next(iter(kept))).out_channels == found.groups[next(iter(kept))].channels  # original untouched
+
+
+def test_plan_round_trips_and_bad_plans_say_what_is_wrong():
+    found = channel_groups(LeNet5(), SAMPLE)
+    plan = plan_from_groups(found.groups, {"conv2": np.array([0, 3, 5])})
+    assert plan.to_dict()["cells"]["fc1"] == {"in": [*range(0, 16), *range(48, 64), *range(80, 96)]}
+    assert ShrinkPlan.from_dict(plan.to_dict()) == plan
+    with pytest.raises(ShrinkError, match="'fc9', which LeNet5 does not have"):
+        shrink(LeNet5(), ShrinkPlan.from_dict({"cells": {"fc9": {"in": [0]}}}))
+    with pytest.raises(ShrinkError, match=r"conv1: output indices must be a non-empty increasing subset of range\(6\)"):
+        shrink(LeNet5(), ShrinkPlan.from_dict({"cells": {"conv1": {"out": [2, 6]}}}))
+    with pytest.raises(ShrinkError, match="not a prunable convolution"):
+        plan_from_groups(found.groups, {"fc1": np.array([0])})
+
+
+def test_cost_counts_parameters_and_macs_from_the_traced_shapes():
+    cost = network_cost(LeNet5(), SAMPLE)
+    # conv1 24*24*6*1*25 + conv2 8*8*16*6*25 + fc 256*120 + 120*84 + 84*10
+    assert cost.macs == 86400 + 153600 + 30720 + 10080 + 840
+    assert cost.parameters == 156 + 2416 + 30840 + 10164 + 850 and cost.flops == 2 * cost.macs
