@@ -91,20 +91,24 @@ class Trace:
         return [c for c in self.calls if any(t is tensor for t in c.inputs)]
 
     def calls_of(self, name: str) -> list[CellCall]:
+        """Every call of the cell named ``name``."""
         return [c for c in self.calls if c.name == name]
 
 
 class _Hooks:
-    """Forward hooks on every atomic cell for the duration of a ``with`` block, eval mode."""
+    """Forward hooks on every atomic cell for the duration of a ``with`` block, in eval mode.
 
-    def __init__(self, network: nn.Cell, on_call: Any, before_call: Any = None) -> None:
+    ``on_call(name, cell, call_index, inputs, output)`` runs after each call; what it returns
+    (unless None) replaces the output. Every cell's own train/eval mode is restored afterwards.
+    """
+
+    def __init__(self, network: nn.Cell, on_call: Any) -> None:
         self.network = network
         self.on_call = on_call
-        self.before_call = before_call
         self.handles: list[Any] = []
 
     def __enter__(self) -> "_Hooks":
-        self.was_training = self.network.training
+        self.modes = [(cell, cell.training) for _, cell in self.network.cells_and_names()]  # outermost first
         self.network.set_train(False)  # BN must not update its statistics while we probe
         for name, cell in iter_cells(self.network, is_atomic):
             counter = {"n": 0}
@@ -120,7 +124,8 @@ class _Hooks:
     def __exit__(self, *exc: object) -> None:
         for handle in self.handles:
             handle.remove()
-        self.network.set_train(self.was_training)
+        for cell, training in self.modes:
+            cell.set_train(training)
 
 
 def trace_calls(network: nn.Cell, sample: np.ndarray) -> Trace:

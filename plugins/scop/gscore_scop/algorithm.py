@@ -62,12 +62,19 @@ class SCOP(PruningAlgorithm):
             self.train_knockoff(network, images, labels)
         return network
 
-    def train_knockoff(self, network: nn.Cell, images: np.ndarray, labels: np.ndarray, progress: bool = True) -> TrainResult:
-        """Train the knockoff coefficients with the config's epochs, batch size and learning rate."""
+    def train_knockoff(self, network: nn.Cell, images: np.ndarray, labels: np.ndarray, epochs: int | None = None, progress: bool = True) -> TrainResult:
+        """Train the knockoff coefficients of the network ``apply`` prepared.
+
+        ``epochs`` defaults to the config's ``knockoff_epochs``; batch size, learning rate and
+        seed come from the config. Call it again to train longer.
+        """
         from gscore_scop.knockoff import train_knockoff
 
         cfg = self.config
-        return train_knockoff(network, images, labels, cfg.knockoff_epochs or 1, cfg.knockoff_batch_size, cfg.knockoff_learning_rate, cfg.seed, progress)
+        epochs = cfg.knockoff_epochs if epochs is None else epochs
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"knockoff training needs epochs >= 1, got {epochs!r}")
+        return train_knockoff(network, images, labels, epochs, cfg.knockoff_batch_size, cfg.knockoff_learning_rate, cfg.seed, progress)
 
     def _choose(self, found: ChannelGroups) -> tuple[dict[str, ChannelGroup], dict[str, str]]:
         """The groups to prune under ``layers`` / ``opname_blacklist``, and the skipped convolutions with why."""

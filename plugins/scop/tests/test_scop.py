@@ -202,3 +202,24 @@ def test_pruned_resnet_has_the_promised_channels_and_fine_tunes_well_above_chanc
         assert block.conv2.out_channels == width  # residual channels untouched
     train_classifier(pruned, digits.train_x[:2000], digits.train_y[:2000], epochs=1, batch_size=32, progress=False, seed=1)
     assert accuracy(pruned, digits) > 0.6  # chance is 0.1
+
+
+def test_a_pruned_network_quantizes_with_simqat(digits):
+    try:
+        simqat = gscore.get("simqat")
+    except gscore.UnknownAlgorithmError:
+        pytest.skip("the gscore-simqat plugin is not installed")
+    _, _, pruned = prune_lenet(digits, 0.5)
+    pruned.set_train(False)
+    x = Tensor(digits.test_x[:64])
+    reference = pruned(x).asnumpy()
+    qat = simqat()
+    qat.apply(pruned)
+    pruned.set_train(True)
+    pruned(x)  # one training-mode forward lets the activation observers see real ranges
+    qat.convert(pruned)
+    params = {p.name: p for p in pruned.get_parameters()}
+    assert params["conv2.weight_source.weight"].shape == (8, 3, 5, 5) and params["conv2.weight_source.weight"].dtype == ms.int8
+    pruned.set_train(False)
+    out = pruned(x).asnumpy()
+    assert np.linalg.norm(out - reference) / np.linalg.norm(reference) < 0.05
