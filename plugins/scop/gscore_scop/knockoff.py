@@ -31,7 +31,11 @@ KFSCALE = "kfscale"
 
 
 class KnockoffConv2d(nn.Cell):
-    """A ``Conv2d`` plus one knockoff coefficient per output channel (``kfscale``, ``[1, C, 1, 1]``)."""
+    """A ``Conv2d`` plus one knockoff coefficient per output channel (``kfscale``, ``[1, C, 1, 1]``).
+
+    In training mode its batch must be ``[real; knockoff]`` halves, as :func:`train_knockoff`
+    builds it; in eval mode it is the plain convolution.
+    """
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
@@ -42,6 +46,8 @@ class KnockoffConv2d(nn.Cell):
         out = self.conv(x)
         if not self.training:
             return out
+        if out.shape[0] % 2:
+            raise ValueError(f"knockoff training needs a doubled batch [real; knockoff], got an odd batch of {out.shape[0]}; use train_knockoff")
         half = out.shape[0] // 2
         real, knockoff = out[:half], out[half:]
         return ops.concat((self.kfscale * real + (1 - self.kfscale) * knockoff, knockoff), 0)
