@@ -67,16 +67,16 @@ class StaticInt8KVCache(FloatKVCache):
         self.v_scale = Parameter(v_scale, name="v_scale", requires_grad=False)
         self.v_zp = Parameter(v_zp, name="v_zp", requires_grad=False)
 
-    def _params(self, which: int) -> tuple[Tensor, Tensor]:
+    def _scale_zp(self, which: int) -> tuple[Tensor, Tensor]:
         return (self.k_scale, self.k_zp) if which == 0 else (self.v_scale, self.v_zp)
 
     def encode(self, x: Tensor, which: int) -> tuple[Tensor, ...]:
-        scale, zp = self._params(which)
+        scale, zp = self._scale_zp(which)
         q = ops.clamp(ops.round(ops.cast(x, ms.float32) / scale) + zp, -128, 127)
         return (ops.cast(q, ms.int8),)
 
     def decode(self, stored: tuple[Tensor, ...], which: int) -> Tensor:
-        scale, zp = self._params(which)
+        scale, zp = self._scale_zp(which)
         return (ops.cast(stored[0], ms.float32) - zp) * scale
 
 

@@ -95,19 +95,16 @@ def _integer_weight(cell: SimQuantLinear) -> np.ndarray:
     """The int8 storage of a simulated layer's weight, from its stored scales."""
     wq, view = cell._weight_quantizer, view_of(cell)
     weight = view.weight.asnumpy()
-    if is_group_quantizer(wq):
-        spec = WeightSpec(bits=wq.bits, group_size=wq.group_size)
-        shape = (weight.shape[0], -(-weight.shape[1] // wq.group_size))
+    zero_point = -wq.zp_neg.asnumpy().astype(np.float32)
+    grouped = is_group_quantizer(wq)
+    spec = WeightSpec(bits=wq.bits, group_size=wq.group_size if grouped else 0, symmetric=not zero_point.any())
+    if grouped:
+        shape = (weight.shape[0], -(-weight.shape[1] // wq.group_size), 1)
     else:
-        spec = WeightSpec(bits=wq.bits)
         shape = (-1, 1) if view.out_axis == 0 else (1, -1)
-    params = QuantParams(
-        scale=wq.scale.asnumpy().astype(np.float32).reshape(shape if not spec.group_size else shape + (1,)),
-        zero_point=-wq.zp_neg.asnumpy().astype(np.float32).reshape(shape if not spec.group_size else shape + (1,)),
-        scheme=spec.scheme(view),
-    )
+    params = QuantParams(scale=wq.scale.asnumpy().astype(np.float32).reshape(shape), zero_point=zero_point.reshape(shape), scheme=spec.scheme(view))
     q = quantize(padded_to_groups(weight, spec), params)[:, : weight.shape[1]].astype(np.int8, copy=False)
-    return pack_int4(q) if spec.group_size and wq.bits == 4 else q
+    return pack_int4(q) if grouped and wq.bits == 4 else q
 
 
 def quantize_network(network: nn.Cell) -> list[str]:
