@@ -67,6 +67,28 @@ def test_an_unknown_layer_between_convolutions_is_refused_by_name():
     assert found.unsupported["conv1"] == "it feeds act (PReLU), which cannot be shrunk along channels"
 
 
+class GlobalPoolNet(nn.Cell):
+    """conv -> BN -> ReLU -> global average pool -> Flatten -> Dense (one feature per channel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 3, stride=2)
+        self.bn = nn.BatchNorm2d(6)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Dense(6, 10)
+
+    def construct(self, x):
+        return self.fc(self.flatten(self.pool(self.relu(self.bn(self.conv(x))))))
+
+
+def test_dense_after_global_pooling_consumes_one_feature_per_channel():
+    found = channel_groups(GlobalPoolNet(), SAMPLE)
+    assert found.groups["conv"].norms == ("bn",)
+    assert found.groups["conv"].consumers == (Consumer("fc", "dense", 1),)
+
+
 def _masked_reference(net, plan_kept, found, x):
     """Outputs of ``net`` with the pruned channels zeroed right before each consumer."""
     handles = []
@@ -87,9 +109,20 @@ def _masked_reference(net, plan_kept, found, x):
             h.remove()
 
 
-@pytest.mark.parametrize("make", [DigitsResNet, LeNet5], ids=["resnet", "lenet"])
+def _randomise_norms(net):
+    """Distinct BatchNorm statistics and affine parameters per channel, so a mis-sliced one shows."""
+    rng = np.random.default_rng(2)
+    for param in net.get_parameters():
+        if param.name.endswith(("moving_mean", "gamma", "beta")):
+            param.set_data(Tensor(rng.normal(0.5, 0.5, param.shape).astype(np.float32)))
+        elif param.name.endswith("moving_variance"):
+            param.set_data(Tensor(rng.uniform(0.5, 2.0, param.shape).astype(np.float32)))
+
+
+@pytest.mark.parametrize("make", [DigitsResNet, LeNet5, GlobalPoolNet], ids=["resnet", "lenet", "global-pool"])
 def test_shrunk_network_computes_what_the_masked_original_computes(make):
     net = make()
+    _randomise_norms(net)
     net.set_train(False)
     found = channel_groups(net, SAMPLE)
     rng = np.random.default_rng(1)
