@@ -1,0 +1,219 @@
+"""PTQ on SmolLM2-135M: perplexity, size, memory, calibration time and latency of every option.
+
+Each configuration runs in its own subprocess (so peak RSS is its own); all of them run in
+one bench invocation so the latency ratios against FP32 are measured on the same machine
+state. Windows: ``--eval`` windows of ``--tokens`` tokens from the evaluation articles,
+``--calib`` windows from the calibration articles (see gscore.data.wikipedia for the split).
+
+Also measures layer-by-layer calibration memory on synthetic Llamas of two depths: peak RSS
+minus the weights' bytes must not grow with depth.
+
+Usage: python bench/ptq.py [--eval 16] [--calib 16] [--tokens 512] [--rows fp32,a16w8,...]
+Writes bench/results/ptq.json and bench/results/ptq.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+ROWS = {
+    "fp32": None,
+    "a16w8": {},
+    "a16w4-g128": {"weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128},
+    "a8w8-static": {"act_quant_dtype": "int8"},
+    "a8w8-smooth": {"act_quant_dtype": "int8", "outliers_suppression": "smooth"},
+    "a8w8-smooth-a0.75": {"act_quant_dtype": "int8", "outliers_suppression": "smooth", "algo_args": {"alpha": 0.75}},
+    "a8w8-dynamic": {"act_quant_dtype": "int8", "act_quant_granularity": "per_token"},
+    "kv-int8-static": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8"},
+    "kv-int8-dynamic": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8", "kvcache_quant_granularity": "per_token"},
+    "a8w8-smooth-kv-int8": {"act_quant_dtype": "int8", "outliers_suppression": "smooth", "kvcache_quant_dtype": "int8"},
+}
+
+
+def windows_file(args: argparse.Namespace) -> Path:
+    """Token windows computed once per bench run and shared by the row subprocesses."""
+    import numpy as np
+
+    from gscore.data.wikipedia import load_articles, split_articles, token_windows
+    from gscore.models.smollm2 import load_smollm2
+
+    _, _, tokenizer = load_smollm2()
+    articles = load_articles()
+    path = RESULTS / ".ptq-windows.npz"
+    np.savez(
+        path,
+        calibration=token_windows(tokenizer, split_articles(articles, "calibration"), args.tokens, args.calib),
+        evaluation=token_windows(tokenizer, split_articles(articles, "evaluation"), args.tokens, args.eval),
+    )
+    return path
+
+
+def run_row(name: str, windows: str, out: str) -> None:
+    """One configuration, in a fresh process: quantize, save, deploy from the file, measure."""
+    import mindspore as ms
+    import numpy as np
+    from mindspore import Tensor
+
+    import gscore
+    from gscore import PTQConfig
+    from gscore.eval.perplexity import llama_forward, perplexity
+    from gscore.io import load_checkpoint, save_checkpoint
+    from gscore.models.llama import LlamaConfig, build_llama
+    from gscore.models.llama_helper import LlamaHelper
+    from gscore.models.smollm2 import load_smollm2
+    from gscore.observers.phase_timer import peak_rss_mib
+
+    ms.runtime.launch_blocking()
+    data = np.load(windows)
+    calibration, evaluation = data["calibration"], data["evaluation"]
+    weights, config, tokenizer = load_smollm2()
+    model_config = LlamaConfig(**config)
+    net = build_llama(model_config, weights)
+    row: dict = {"name": name}
+    kwargs = ROWS[name]
+    ckpt = Path(out).with_suffix(".ckpt")
+    if kwargs is None:
+        start = time.perf_counter()
+        for window in calibration:
+            net.reset_cache()
+            net(Tensor(window[None]), 0)
+        row["float_calibration_forward_s"] = time.perf_counter() - start
+        save_checkpoint(net, ckpt)
+        deployed = net
+    else:
+        algo = gscore.get("ptq")(PTQConfig(**kwargs))
+        start = time.perf_counter()
+        algo.apply(net, LlamaHelper(tokenizer), datasets=calibration)
+        row["calibration_s"] = time.perf_counter() - start
+        algo.convert(net)
+        save_checkpoint(net, ckpt, description=algo.describe(net))
+        del net
+        deployed = build_llama(model_config, weights)
+        deploy = gscore.get("ptq")(PTQConfig(mode="deploy", **kwargs))
+        deploy.convert(deploy.apply(deployed, LlamaHelper(tokenizer)))
+        load_checkpoint(ckpt, deployed)
+    row["ckpt_bytes"] = ckpt.stat().st_size
+    row["weight_bytes"] = int(sum(p.nbytes for p in deployed.get_parameters()))
+    row["ppl"] = perplexity(llama_forward(deployed), evaluation)
+    latencies = []
+    for _ in range(3):
+        deployed.reset_cache()
+        start = time.perf_counter()
+        deployed(Tensor(evaluation[:1]), 0).asnumpy()
+        latencies.append(time.perf_counter() - start)
+    row["kv_cache_bytes_per_window"] = deployed.cache_bytes()
+    deployed.reset_cache()
+    row["forward_s"] = sorted(latencies)[1]
+    row["greedy"] = LlamaHelper(tokenizer).complete(deployed, "The capital of France is", max_new_tokens=4)
+    row["peak_rss_mib"] = peak_rss_mib()
+    ckpt.unlink()
+    Path(out).write_text(json.dumps(row))
+
+
+def memory_probe(depth: int, out: str) -> None:
+    """Static A8W8+SmoothQuant calibration of a random SmolLM2-shaped Llama of ``depth`` blocks."""
+    import mindspore as ms
+    import numpy as np
+
+    import gscore
+    from gscore import PTQConfig
+    from gscore.models.llama import LlamaConfig, build_llama
+    from gscore.models.llama_helper import LlamaHelper
+    from gscore.observers.phase_timer import peak_rss_mib
+
+    ms.runtime.launch_blocking()
+    net = build_llama(LlamaConfig(num_layers=depth))
+    weight_mib = sum(p.nbytes for p in net.get_parameters()) / 2**20
+    before = peak_rss_mib()
+    calibration = np.random.default_rng(0).integers(0, 49152, (8, 256), dtype=np.int32)
+    algo = gscore.get("ptq")(PTQConfig(act_quant_dtype="int8", outliers_suppression="smooth", algo_args={"progress": False}))
+    algo.apply(net, LlamaHelper(), datasets=calibration)
+    Path(out).write_text(json.dumps({"depth": depth, "weights_mib": weight_mib, "rss_before_mib": before, "peak_rss_mib": peak_rss_mib()}))
+
+
+def _child(args: list[str], out: Path) -> dict:
+    subprocess.run([sys.executable, __file__, *args, "--out", str(out)], check=True)
+    return json.loads(out.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--eval", type=int, default=16)
+    parser.add_argument("--calib", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=512)
+    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--row", help=argparse.SUPPRESS)
+    parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--windows", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.row:
+        return run_row(args.row, args.windows, args.out)
+    if args.probe:
+        return memory_probe(args.probe, args.out)
+
+    RESULTS.mkdir(exist_ok=True)
+    windows = windows_file(args)
+    rows = []
+    for name in args.rows.split(","):
+        print(f"bench ptq: {name}", flush=True)
+        rows.append(_child(["--row", name, "--windows", str(windows)], RESULTS / f".ptq-{name}.json"))
+    probes = [_child(["--probe", str(depth)], RESULTS / f".ptq-probe-{depth}.json") for depth in (4, 16)]
+    for tmp in RESULTS.glob(".ptq-*"):
+        tmp.unlink()
+    report = {
+        "command": "python bench/ptq.py " + " ".join(sys.argv[1:]),
+        "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "windows": {"eval": args.eval, "calib": args.calib, "tokens": args.tokens},
+        "rows": rows,
+        "memory_probe": probes,
+    }
+    (RESULTS / "ptq.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / "ptq.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def _cpu() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
+def markdown(report: dict) -> str:
+    rows = report["rows"]
+    fp32 = next(r for r in rows if r["name"] == "fp32")
+    w = report["windows"]
+    lines = [
+        f"# PTQ on SmolLM2-135M ({w['eval']} eval windows x {w['tokens']} tokens, {w['calib']} calibration windows)",
+        "",
+        f"Command: `{report['command']}` on {report['machine']['cpu']} ({report['machine']['cores']} cores).",
+        "",
+        "| config | PPL | Δ vs FP32 | checkpoint MiB | weights MiB | KV cache KiB / window | calibration s (× float fwd) | peak RSS MiB | forward s (× FP32) | greedy |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        delta = (r["ppl"] / fp32["ppl"] - 1) * 100
+        calib = f"{r['calibration_s']:.1f} ({r['calibration_s'] / fp32['float_calibration_forward_s']:.2f}×)" if "calibration_s" in r else f"({fp32['float_calibration_forward_s']:.1f} s float fwd)"
+        lines.append(
+            f"| {r['name']} | {r['ppl']:.3f} | {delta:+.2f} % | {r['ckpt_bytes'] / 2**20:.1f} | {r['weight_bytes'] / 2**20:.1f} | "
+            f"{r['kv_cache_bytes_per_window'] / 1024:.0f} | {calib} | {r['peak_rss_mib']:.0f} | {r['forward_s']:.2f} ({r['forward_s'] / fp32['forward_s']:.2f}×) | {r['greedy']!r} |"
+        )
+    lines += ["", "Layer-by-layer calibration memory (random SmolLM2-shaped weights, static A8W8 + SmoothQuant, 8 × 256 tokens):", "",
+              "| depth | weights MiB | peak RSS MiB | peak − weights MiB |", "|---|---|---|---|"]
+    for p in report["memory_probe"]:
+        lines.append(f"| {p['depth']} | {p['weights_mib']:.0f} | {p['peak_rss_mib']:.0f} | {p['peak_rss_mib'] - p['weights_mib']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
