@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec "${GSCORE_VENV:-.venv}/bin/python" examples/rtn_mnist.py "$@"
+exec "${GSCORE_VENV:-.venv}/bin/python" examples/ptq_smollm2.py "$@"

@@ -1,4 +1,4 @@
-"""The README's main job, shortened: real MNIST training, RTN, deploy from checkpoint, report."""
+"""The main jobs, shortened: RTN on a real MNIST classifier, PTQ on SmolLM2; each deploys from its checkpoint."""
 
 import json
 import subprocess
@@ -24,3 +24,16 @@ def test_main_job_reports_a_deployed_int8_classifier(tmp_path):
     assert report["deployed_equals_quantized"] is True
     assert report["rtn_ckpt_bytes"] < 0.3 * report["float_ckpt_bytes"]
     assert report["quantized_layers"] == ["body.0", "body.2", "head"]
+
+
+@pytest.mark.slow
+def test_main_job_quantizes_smollm2_and_deploys_it_from_the_checkpoint(tmp_path):
+    script = SCRIPT.with_name("ptq_smollm2.py")
+    args = ["--preset", "a8w8-dynamic", "--eval", "1", "--calib", "1", "--tokens", "64", "--out", str(tmp_path)]
+    result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| a8w8-dynamic, deployed from smollm2-a8w8-dynamic.ckpt" in result.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["quant_ppl"] < 1.1 * report["fp32_ppl"]
+    assert report["quant_text"].startswith(" Paris")
+    assert report["checkpoint_bytes"] < 0.5 * 513 * 2**20
