@@ -48,6 +48,11 @@ class SCOP(PruningAlgorithm):
     # ------------------------------------------------------------------ apply: knockoff stage
 
     def calibrate(self, network: nn.Cell, network_helper: Any = None, datasets: Any = None) -> nn.Cell:
+        """Trace ``network`` (in place), wrap its prunable convolutions, train the coefficients.
+
+        ``datasets`` is ``(images, labels)``: two images are the tracing probe, all of them train
+        the knockoff stage. ``network_helper`` is not used (the network is an image classifier).
+        """
         from gscore.nn.trace import channel_groups
         from gscore.nn.walk import get_cell, replace_cell
         from gscore_scop.knockoff import KnockoffConv2d
@@ -105,6 +110,7 @@ class SCOP(PruningAlgorithm):
     # ------------------------------------------------------------------ convert: physical pruning
 
     def prune(self, network: nn.Cell) -> nn.Cell:
+        """Score and select channels, restore ``network``'s plain convolutions, return the smaller copy."""
         from gscore.nn.shrink import plan_from_groups, shrink
         from gscore.nn.walk import get_cell, replace_cell
         from gscore_scop.knockoff import KnockoffConv2d
