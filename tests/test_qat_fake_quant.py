@@ -24,7 +24,8 @@ schemes = st.builds(
     narrow=st.just(False),
     granularity=st.just("per_tensor"),
 )
-ranges = hnp.arrays(np.float32, 6, elements=st.floats(-50, 50, width=32))
+# MindSpore's CPU kernels may flush subnormal float32 to zero, so ranges are drawn without them
+ranges = hnp.arrays(np.float32, 6, elements=st.floats(-50, 50, width=32, allow_subnormal=False))
 
 
 @settings(max_examples=40, deadline=None)

@@ -29,23 +29,76 @@ from gscore.quant import Granularity, QuantScheme
 _SCALE_FLOOR = float(np.finfo(np.float32).tiny)
 
 
-def graph_params(lo: Tensor, hi: Tensor, scheme: QuantScheme) -> tuple[Tensor, Tensor]:
-    """``(scale, zero_point)`` float32 tensors shaped like ``lo``/``hi``: the in-graph twin of
-    :func:`gscore.quant.compute_params` (same formulas, computed in float32)."""
-    qmin, qmax = float(scheme.qmin), float(scheme.qmax)
-    if scheme.symmetric:
+def _params(lo: Tensor, hi: Tensor, qmin: float, qmax: float, symmetric: bool) -> tuple[Tensor, Tensor]:
+    if symmetric:
         span = ops.maximum(ops.abs(lo), ops.abs(hi)) / qmax
     else:
-        lo = ops.minimum(lo, 0.0)
+        lo = ops.clamp(lo, None, 0.0)
         steps = qmax - qmin
-        span = ops.maximum(hi, 0.0) / steps - lo / steps
-    scale = ops.maximum(span, _SCALE_FLOOR)
+        span = ops.clamp(hi, 0.0, None) / steps - lo / steps
+    scale = ops.clamp(span, _SCALE_FLOOR, None)  # ops.maximum(tensor, float) fails to compile at random
     scale = ops.where(span == 0, ops.ones_like(span), scale)
-    if scheme.symmetric:
+    if symmetric:
         zero = ops.zeros_like(scale)
     else:
         zero = ops.clamp(ops.round(qmin - lo / scale), qmin, qmax)
     return ops.stop_gradient(scale), ops.stop_gradient(zero)
+
+
+def graph_params(lo: Tensor, hi: Tensor, scheme: QuantScheme) -> tuple[Tensor, Tensor]:
+    """``(scale, zero_point)`` float32 tensors shaped like ``lo``/``hi``: the in-graph twin of
+    :func:`gscore.quant.compute_params` (same formulas, computed in float32)."""
+    return _params(lo, hi, float(scheme.qmin), float(scheme.qmax), scheme.symmetric)
+
+
+def _ste(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: float, qmax: float, symmetric: bool) -> Tensor:
+    u = x / scale
+    if not symmetric:
+        u = u + zero_point
+    codes = ops.stop_gradient(ops.clamp(ops.round(u), qmin, qmax))
+    u = ops.clamp(u, qmin - 0.5, qmax + 0.5)
+    codes = codes + (u - ops.stop_gradient(u))
+    if not symmetric:
+        codes = codes - zero_point
+    return codes * scale
+
+
+# The two training-time paths run as compiled graphs: op-by-op PYNATIVE dispatch made a
+# quantizer cost several times a small layer's own forward and backward. Module-level
+# functions with constant scheme arguments share MindSpore's compile cache across cells; a
+# compiled method, or a Parameter passed in, would be recompiled for every cell instance, so
+# parameters enter as ``param + 0`` (a new plain tensor, gradient intact; ``ops.identity``
+# returns the parameter itself).
+
+
+@ms.jit
+def _fake_quant_observed(w: Tensor, qmin: float, qmax: float, symmetric: bool, per_channel: bool) -> Tensor:
+    observed = ops.stop_gradient(w)
+    if per_channel:
+        axes = tuple(range(1, w.ndim))
+        lo, hi = ops.amin(observed, axes, True), ops.amax(observed, axes, True)
+    else:
+        lo, hi = observed.min(), observed.max()
+    scale, zero = _params(lo, hi, qmin, qmax, symmetric)
+    return _ste(w, scale, zero, qmin, qmax, symmetric)
+
+
+@ms.jit
+def _observe_fake_quant(
+    x: Tensor, lo: Tensor, hi: Tensor, keep: Tensor, qmin: float, qmax: float, symmetric: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """EMA range update ``keep * old + (1 - keep) * batch``, then fake quantization with it."""
+    observed = ops.stop_gradient(x)
+    lo = keep * lo + (1.0 - keep) * ops.cast(observed.min(), ms.float32)
+    hi = keep * hi + (1.0 - keep) * ops.cast(observed.max(), ms.float32)
+    scale, zero = _params(lo, hi, qmin, qmax, symmetric)
+    return _ste(x, scale, zero, qmin, qmax, symmetric), lo, hi
+
+
+@ms.jit
+def _fake_quant_range(x: Tensor, lo: Tensor, hi: Tensor, qmin: float, qmax: float, symmetric: bool) -> Tensor:
+    scale, zero = _params(lo, hi, qmin, qmax, symmetric)
+    return _ste(x, scale, zero, qmin, qmax, symmetric)
 
 
 class FakeQuantSTE(nn.Cell):
@@ -67,15 +120,7 @@ class FakeQuantSTE(nn.Cell):
         self.symmetric = symmetric
 
     def construct(self, x: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
-        u = x / scale
-        if not self.symmetric:
-            u = u + zero_point
-        codes = ops.stop_gradient(ops.clamp(ops.round(u), self.qmin, self.qmax))
-        u = ops.clamp(u, self.qmin - 0.5, self.qmax + 0.5)
-        codes = codes + (u - ops.stop_gradient(u))
-        if not self.symmetric:
-            codes = codes - zero_point
-        return codes * scale
+        return _ste(x, scale, zero_point, self.qmin, self.qmax, self.symmetric)
 
 
 def _check_non_negative_int(value: int, name: str) -> int:
@@ -122,6 +167,7 @@ class WeightFakeQuant(_DelayedFakeQuant):
                 f"weight fake quantization supports per_tensor or per_channel with axis 0, got {scheme.granularity.value} axis {scheme.axis}"
             )
         super().__init__(scheme, quant_delay)
+        self.per_channel = scheme.granularity is Granularity.PER_CHANNEL
 
     def observe(self, w: Tensor) -> tuple[Tensor, Tensor]:
         """Per-channel (shape ``[oc, 1, ...]``) or per-tensor (shape ``()``) min and max of ``w``."""
@@ -129,13 +175,13 @@ class WeightFakeQuant(_DelayedFakeQuant):
         if self.scheme.granularity is Granularity.PER_TENSOR:
             return w.min(), w.max()
         axes = tuple(range(1, w.ndim))
-        return w.amin(axes, keepdims=True), w.amax(axes, keepdims=True)
+        return ops.amin(w, axes, True), ops.amax(w, axes, True)
 
     def construct(self, w: Tensor) -> Tensor:
         if self._count_and_check_delay():
             return w
-        scale, zero = graph_params(*self.observe(w), self.scheme)
-        return self.fake_quant(w, scale, zero)
+        scheme = self.scheme
+        return _fake_quant_observed(w + 0, float(scheme.qmin), float(scheme.qmax), scheme.symmetric, self.per_channel)
 
 
 class ActivationFakeQuant(_DelayedFakeQuant):
@@ -158,22 +204,17 @@ class ActivationFakeQuant(_DelayedFakeQuant):
         self.minimum = Parameter(Tensor(0.0, ms.float32), name="minimum", requires_grad=False)
         self.maximum = Parameter(Tensor(0.0, ms.float32), name="maximum", requires_grad=False)
 
-    def _update_range(self, x: Tensor) -> None:
-        x = ops.stop_gradient(x)
-        lo, hi = ops.cast(x.min(), ms.float32), ops.cast(x.max(), ms.float32)
-        first = self.step == 1
-        keep = ops.where(first, 0.0, self.ema_decay)
-        ops.assign(self.minimum, keep * self.minimum + (1.0 - keep) * lo)
-        ops.assign(self.maximum, keep * self.maximum + (1.0 - keep) * hi)
-
     def construct(self, x: Tensor) -> Tensor:
+        scheme = self.scheme
+        qmin, qmax = float(scheme.qmin), float(scheme.qmax)
+        if not self.training:
+            return _fake_quant_range(x, self.minimum + 0, self.maximum + 0, qmin, qmax, scheme.symmetric)
         delayed = self._count_and_check_delay()
-        if self.training:
-            self._update_range(x)
-        if delayed:
-            return x
-        scale, zero = graph_params(self.minimum, self.maximum, self.scheme)
-        return self.fake_quant(x, scale, zero)
+        keep = self.ema_decay * ops.cast(self.step > 1, ms.float32)  # the first step takes the batch range
+        out, lo, hi = _observe_fake_quant(x, self.minimum + 0, self.maximum + 0, keep, qmin, qmax, scheme.symmetric)
+        ops.assign(self.minimum, lo)
+        ops.assign(self.maximum, hi)
+        return x if delayed else out
 
 
 class FakeQuantizedWeight(nn.Cell):

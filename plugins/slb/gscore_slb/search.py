@@ -48,6 +48,13 @@ def init_random(shape: tuple[int, ...], bits: int, seed: int) -> tuple[np.ndarra
     return logits, alpha
 
 
+@ms.jit
+def _soft_weight(logits: Tensor, temperature: Tensor, values: Tensor) -> Tensor:
+    """``sum_k softmax(T * logits)_k * v_k`` over the last axis, as one compiled graph (module
+    level and fed plain tensors, so every layer of the same shape shares the compilation)."""
+    return ops.reduce_sum(ops.softmax(logits * temperature, -1) * values, -1)
+
+
 class SlbWeight(nn.Cell):
     """Weight source of an SLB layer: soft (temperature softmax) or hard (argmax) values.
 
@@ -72,8 +79,7 @@ class SlbWeight(nn.Cell):
 
     def construct(self) -> Tensor:
         if self.training and not self.hard:
-            probs = ops.softmax(self.logits * self.temperature, -1)
-            w = ops.reduce_sum(probs * self.levels, -1)
+            w = _soft_weight(self.logits + 0, self.temperature + 0, self.levels)
         else:
             w = ops.gather(self.levels, self.codes(), 0)
         return w * ops.reshape(self.alpha, self.channel_shape)
