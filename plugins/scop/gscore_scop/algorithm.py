@@ -5,7 +5,8 @@ the prunable convolutions (:func:`gscore.nn.trace.channel_groups`), wraps each i
 :class:`~gscore_scop.knockoff.KnockoffConv2d` and, if ``knockoff_epochs > 0``, trains the
 coefficients. ``convert(network)`` scores the channels, chooses the ones to keep, puts the
 plain convolutions back into ``network`` (which is thus the float network again) and returns a
-NEW, physically smaller network (:func:`gscore.nn.shrink.shrink`). Fine-tune that one with any
+NEW, physically smaller network (:func:`gscore.nn.shrink.shrink`) whose BatchNorm statistics are
+re-estimated on the ``apply`` images (``recalibrate_batches``). Fine-tune that one with any
 MindSpore training; :meth:`SCOP.describe` is the checkpoint description from which
 :func:`load_pruned` rebuilds it.
 """
@@ -44,6 +45,7 @@ class SCOP(PruningAlgorithm):
         self.scores: dict[str, np.ndarray] = {}
         self.kept: dict[str, np.ndarray] = {}
         self.plan: ShrinkPlan | None = None
+        self._images: np.ndarray | None = None  # the apply images, for BatchNorm recalibration in convert
 
     # ------------------------------------------------------------------ apply: knockoff stage
 
@@ -65,6 +67,7 @@ class SCOP(PruningAlgorithm):
             replace_cell(network, name, KnockoffConv2d(get_cell(network, name)))
         if self.config.knockoff_epochs:
             self.train_knockoff(network, images, labels)
+        self._images = images
         return network
 
     def train_knockoff(self, network: nn.Cell, images: np.ndarray, labels: np.ndarray, epochs: int | None = None, progress: bool = True) -> TrainResult:
@@ -111,6 +114,9 @@ class SCOP(PruningAlgorithm):
 
     def prune(self, network: nn.Cell) -> nn.Cell:
         """Score and select channels, restore ``network``'s plain convolutions, return the smaller copy."""
+        from mindspore import nn
+
+        from gscore.nn.bn_recalib import recalibrate_batchnorm
         from gscore.nn.shrink import plan_from_groups, shrink
         from gscore.nn.walk import get_cell, replace_cell
         from gscore_scop.knockoff import KnockoffConv2d
@@ -130,7 +136,12 @@ class SCOP(PruningAlgorithm):
         self.plan = plan_from_groups(self.groups, self.kept)
         for name, cell in wrapped.items():
             replace_cell(network, name, cell.conv)
-        return shrink(network, self.plan)
+        pruned = shrink(network, self.plan)
+        has_norms = any(isinstance(c, nn.BatchNorm2d) for _, c in pruned.cells_and_names())
+        if cfg.recalibrate_batches and has_norms:
+            batch = min(cfg.knockoff_batch_size, len(self._images))
+            recalibrate_batchnorm(pruned, self._images, max(batch, 2), cfg.recalibrate_batches, cfg.seed)
+        return pruned
 
     def describe(self, network: nn.Cell | None = None) -> dict[str, Any]:
         """The checkpoint description of the pruned network: config, kept channels, shrink plan."""

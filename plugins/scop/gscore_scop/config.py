@@ -17,7 +17,12 @@ allowed):
   run by ``apply`` when it is given data: epochs over the images, real images per step (the
   step sees twice as many: the batch and its knockoff), Adam learning rate of the coefficients.
   ``knockoff_epochs=0`` only inserts the coefficients; train them with ``SCOP.train_knockoff``.
-* ``seed`` -- seeds the batch order and the knockoff permutations (numpy).
+* ``recalibrate_batches`` -- after pruning, ``convert`` re-estimates the BatchNorm statistics of
+  the smaller network from this many batches of the ``apply`` images (forward passes only;
+  :func:`gscore.nn.bn_recalib.recalibrate_batchnorm`). The layers after a pruned convolution see
+  different inputs, and stale statistics cost far more accuracy than the removed channels.
+  0 turns it off (fine-tuning re-estimates them too).
+* ``seed`` -- seeds the batch order, the knockoff permutations and the recalibration batches (numpy).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class SCOPConfig(VersionedConfig):
     knockoff_epochs: int = 1
     knockoff_batch_size: int = 64
     knockoff_learning_rate: float = 0.01
+    recalibrate_batches: int = 50
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -54,7 +60,7 @@ class SCOPConfig(VersionedConfig):
         if isinstance(self.prune_rate, bool) or not isinstance(self.prune_rate, (int, float)) or not 0.0 <= self.prune_rate < 1.0:
             raise ConfigError(f"prune_rate must be a number in [0, 1), got {self.prune_rate!r}")
         self.prune_rate = float(self.prune_rate)
-        for name, low in (("min_channels", 1), ("knockoff_epochs", 0), ("knockoff_batch_size", 1), ("seed", 0)):
+        for name, low in (("min_channels", 1), ("knockoff_epochs", 0), ("knockoff_batch_size", 1), ("recalibrate_batches", 0), ("seed", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
