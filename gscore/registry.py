@@ -10,6 +10,7 @@ raises an error naming both distributions, while every other name keeps working.
 from __future__ import annotations
 
 import difflib
+import importlib
 import re
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -39,17 +40,41 @@ class PluginSource:
 
 @dataclass(frozen=True)
 class AlgorithmInfo:
-    """One registered algorithm, as ``gscore.algorithms()`` and ``gscore list`` show it."""
+    """One registered algorithm, as ``gscore.algorithms()`` and ``gscore list`` show it.
+
+    ``target`` is the class, or ``"module:Class"`` imported on first access of :attr:`cls`:
+    a plugin registering by path keeps listing free of MindSpore imports.
+    """
 
     name: str
-    cls: type
+    target: type | str
     aliases: tuple[str, ...]
     source: PluginSource
+    given_summary: str = ""
+    _resolved: list[type] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def cls(self) -> type:
+        """The algorithm class (imported now if registered by path)."""
+        if isinstance(self.target, type):
+            return self.target
+        if not self._resolved:
+            module_name, _, attr = self.target.partition(":")
+            try:
+                cls = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError) as exc:
+                raise ImportError(f"algorithm {self.name!r} of {self.source} points at {self.target!r}, which does not import: {exc}") from exc
+            if not isinstance(cls, type):
+                raise TypeError(f"algorithm {self.name!r} of {self.source}: {self.target!r} is not a class")
+            self._resolved.append(cls)
+        return self._resolved[0]
 
     @property
     def summary(self) -> str:
-        """First line of the class docstring."""
-        doc = (self.cls.__doc__ or "").strip()
+        """The summary given at registration, else the first line of the class docstring."""
+        if self.given_summary or not isinstance(self.target, type):
+            return self.given_summary
+        doc = (self.target.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
 
 
@@ -118,15 +143,19 @@ class PluginRegistrar:
         self._source = source
         self._staged: list[AlgorithmInfo] = []
 
-    def add(self, cls: type, name: str, aliases: Iterable[str] = ()) -> None:
-        """Register ``cls`` under ``name`` and ``aliases`` (all normalised for lookup)."""
-        if not isinstance(cls, type):
-            raise TypeError(f"registry.add expects a class, got {cls!r}")
+    def add(self, cls: type | str, name: str, aliases: Iterable[str] = (), summary: str = "") -> None:
+        """Register ``cls`` under ``name`` and ``aliases`` (all normalised for lookup).
+
+        ``cls`` may be ``"module:Class"``: it is imported only when the algorithm is used,
+        so ``gscore list`` stays fast and MindSpore-free; give ``summary`` for the listing.
+        """
+        if not isinstance(cls, type) and not (isinstance(cls, str) and re.fullmatch(r"[\w.]+:\w+", cls)):
+            raise TypeError(f"registry.add expects a class or a 'module:Class' path, got {cls!r}")
         normalise_name(name)
         aliases = tuple(aliases)
         for alias in aliases:
             normalise_name(alias)
-        self._staged.append(AlgorithmInfo(name=normalise_name(name), cls=cls, aliases=aliases, source=self._source))
+        self._staged.append(AlgorithmInfo(name=normalise_name(name), target=cls, aliases=aliases, source=self._source, given_summary=summary))
 
     def commit(self) -> None:
         """Publish everything staged; called by the core after the plugin's hook returned."""

@@ -7,7 +7,8 @@ from gscore.cli import main
 def test_list_shows_rtn_with_its_distribution(capsys, gscore_host):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("rtn") and "gscore-rtn" in out and "Round-to-nearest" in out
+    rtn_line = next(line for line in out.splitlines() if line.startswith("rtn "))
+    assert "gscore-rtn" in rtn_line and "Round-to-nearest" in rtn_line
 
 
 def test_info_describes_an_algorithm_by_alias(capsys, gscore_host):

@@ -59,7 +59,7 @@ def test_installed_rtn_is_found(gscore_host):
 def test_disable_switch_skips_a_plugin(monkeypatch, gscore_host):
     monkeypatch.setenv("GSCORE_DISABLE_PLUGINS", "rtn")
     gscore.plugins.reset_host()
-    with pytest.raises(gscore.UnknownAlgorithmError, match="Installed algorithms: none"):
+    with pytest.raises(gscore.UnknownAlgorithmError, match="no gscore algorithm named 'rtn'"):
         gscore.get("rtn")
     assert "rtn" in gscore.plugins.host().skipped
 

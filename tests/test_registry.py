@@ -76,5 +76,16 @@ def test_staged_registrations_vanish_unless_committed():
 
 def test_add_rejects_non_classes():
     registrar = AlgorithmRegistry().registrar(PluginSource("p"))
-    with pytest.raises(TypeError, match="expects a class"):
+    with pytest.raises(TypeError, match="expects a class or a 'module:Class' path"):
         registrar.add(Alpha(), name="alpha")
+
+
+def test_a_class_registered_by_path_is_imported_only_when_used():
+    registry = _registry_with(("decimal:Decimal", "dec", [], "gscore-dec"), ("decimal:nothing_here", "gone", [], "gscore-gone"))
+    info = registry.get("dec")
+    assert info.summary == "" and not info._resolved
+    import decimal
+
+    assert info.cls is decimal.Decimal and info._resolved
+    with pytest.raises(ImportError, match="'decimal:nothing_here', which does not import"):
+        registry.get("gone").cls
