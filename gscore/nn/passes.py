@@ -59,8 +59,8 @@ def _weight_quantizer(params: QuantParams, view: LinearView, spec: WeightSpec) -
     zp_neg = (-params.flat_zero_point()).astype(store)
     scheme = params.scheme
     if spec.group_size:
-        return GroupWeightQuantizer(scale, zp_neg, view.compute_dtype, spec.group_size, scheme.qmin, scheme.qmax)
-    return WeightQuantizer(scale, zp_neg, view.compute_dtype, view.out_axis, scheme.qmin, scheme.qmax)
+        return GroupWeightQuantizer(scale, zp_neg, view.compute_dtype, spec.group_size, scheme.qmin, scheme.qmax, spec.symmetric)
+    return WeightQuantizer(scale, zp_neg, view.compute_dtype, view.out_axis, scheme.qmin, scheme.qmax, spec.symmetric)
 
 
 def padded_to_groups(weight: np.ndarray, spec: WeightSpec) -> np.ndarray:
@@ -97,7 +97,7 @@ def _integer_weight(cell: SimQuantLinear) -> np.ndarray:
     weight = view.weight.asnumpy()
     zero_point = -wq.zp_neg.asnumpy().astype(np.float32)
     grouped = is_group_quantizer(wq)
-    spec = WeightSpec(bits=wq.bits, group_size=wq.group_size if grouped else 0, symmetric=not zero_point.any())
+    spec = WeightSpec(bits=wq.bits, group_size=wq.group_size if grouped else 0, symmetric=wq.symmetric)
     if grouped:
         shape = (weight.shape[0], -(-weight.shape[1] // wq.group_size), 1)
     else:
@@ -161,7 +161,7 @@ def describe_linears(network: nn.Cell) -> dict[str, dict[str, object]]:
             "bits": wq.bits,
             "granularity": Granularity.PER_GROUP.value if group else Granularity.PER_CHANNEL.value,
             "axis": 0 if cell.transpose_b else 1,
-            "symmetric": bool(np.all(wq.zp_neg.asnumpy() == 0)),
+            "symmetric": wq.symmetric,
             "scale_dtype": str(wq.dtype),
         }
         if group:

@@ -49,6 +49,17 @@ class _QuantLinearBase(nn.Cell):
         if self.has_smooth:
             self.smooth_scale = Parameter(Tensor(smooth_scale.astype(np.float32)), name="smooth_scale", requires_grad=False)
 
+    def codes(self) -> Tensor:
+        """The weight's integer codes (float32 values): computed (simulated) or stored (deployed)."""
+        raise NotImplementedError
+
+    def project_weight_only(self, x: Tensor) -> Tensor:
+        """``x @ W.T`` with the quantized weight, in the compute dtype (same ops in both forms)."""
+        wq = self._weight_quantizer
+        if wq.rescales_output:
+            return self.matmul(x, wq.shifted(self.codes())) * wq.output_scale()
+        return self.matmul(x, wq.dequantize(self.codes()))
+
     def project(self, x: Tensor) -> Tensor:
         """``x [n, in]`` (compute dtype) -> ``[n, out]``; the form-specific matmul."""
         raise NotImplementedError
@@ -74,12 +85,15 @@ class SimQuantLinear(_QuantLinearBase):
         super().__init__(view, weight_quantizer, input_quantizer, smooth_scale)
         self.weight = view.weight
 
+    def codes(self) -> Tensor:
+        return self._weight_quantizer.codes_of(self.weight)
+
     def project(self, x: Tensor) -> Tensor:
-        w = self._weight_quantizer.fake_quantize(self.weight)
-        if self.has_input_quantizer:
-            y = self.matmul(self._input_quantizer.fake_quantize(ops.cast(x, ms.float32)), ops.cast(w, ms.float32))
-            return ops.cast(y, self.compute_dtype)
-        return self.matmul(x, w)
+        if not self.has_input_quantizer:
+            return self.project_weight_only(x)
+        w = self._weight_quantizer.dequantize(self.codes())
+        y = self.matmul(self._input_quantizer.fake_quantize(ops.cast(x, ms.float32)), ops.cast(w, ms.float32))
+        return ops.cast(y, self.compute_dtype)
 
 
 class QuantLinear(_QuantLinearBase):
@@ -91,14 +105,16 @@ class QuantLinear(_QuantLinearBase):
             raise TypeError(f"QuantLinear stores its weight as int8, got {stored.dtype}")
         self.weight = Parameter(Tensor.from_numpy(stored), name="weight", requires_grad=False)
 
+    def codes(self) -> Tensor:
+        return ops.cast(self._weight_quantizer.unpack(self.weight), ms.float32)
+
     def project(self, x: Tensor) -> Tensor:
-        wq = self._weight_quantizer
-        codes = wq.unpack(self.weight)
         if not self.has_input_quantizer:
-            return self.matmul(x, wq.dequantize(codes))
+            return self.project_weight_only(x)
+        wq = self._weight_quantizer
         x_codes, x_scale = self._input_quantizer.deploy(ops.cast(x, ms.float32))
-        w_codes = ops.cast(codes, ms.float32) + ops.cast(ops.reshape(wq.zp_neg, wq.param_shape), ms.float32)
-        y = self.matmul(x_codes, w_codes) * x_scale * ops.cast(ops.reshape(wq.scale, (1, -1)), ms.float32)
+        w_codes = ops.cast(wq.shifted(self.codes()), ms.float32)
+        y = self.matmul(x_codes, w_codes) * x_scale * ops.cast(wq.output_scale(), ms.float32)
         return ops.cast(y, self.compute_dtype)
 
 

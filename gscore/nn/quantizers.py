@@ -27,15 +27,44 @@ def _param(value: np.ndarray, dtype: Any, name: str) -> Parameter:
 
 
 class WeightQuantizer(nn.Cell):
-    """Per-output-channel scale and ``zp_neg`` (shape ``[out]``) in the compute dtype."""
+    """Per-output-channel scale and ``zp_neg`` (shape ``[out]``) in the compute dtype.
 
-    def __init__(self, scale: np.ndarray, zp_neg: np.ndarray, dtype: Any, out_axis: int, qmin: int, qmax: int) -> None:
+    ``symmetric`` is structural (known before any checkpoint is loaded): a symmetric
+    quantizer never adds ``zp_neg``. In float32 compute the per-channel scale is applied to
+    the matmul *output* (``(x @ q.T) * scale``): elementwise work on the weight is what
+    costs on CPU (MindSpore's elementwise ops on a 4096x4096 weight take longer than the
+    matmul itself), and the output is usually smaller. In float16 compute the weight is
+    dequantised first, so the integer matmul cannot overflow float16.
+    """
+
+    def __init__(self, scale: np.ndarray, zp_neg: np.ndarray, dtype: Any, out_axis: int, qmin: int, qmax: int, symmetric: bool = True) -> None:
         super().__init__()
         self.scale = _param(scale, dtype, "scale")
         self.zp_neg = _param(zp_neg, dtype, "zp_neg")
         self.dtype = dtype
         self.qmin, self.qmax = qmin, qmax
+        self.symmetric = symmetric
         self.param_shape = (-1, 1) if out_axis == 0 else (1, -1)
+
+    @property
+    def rescales_output(self) -> bool:
+        """True when the scale multiplies the matmul output instead of the weight."""
+        return self.dtype == ms.float32
+
+    def codes_of(self, w: Tensor) -> Tensor:
+        """Integer codes (as float32) of the float weight ``w``: what :meth:`unpack` gives after convert."""
+        scale = ops.cast(ops.reshape(self.scale, self.param_shape), ms.float32)
+        zp_neg = ops.cast(ops.reshape(self.zp_neg, self.param_shape), ms.float32)
+        return ops.clamp(ops.round(ops.cast(w, ms.float32) / scale - zp_neg), self.qmin, self.qmax)
+
+    def shifted(self, codes: Tensor) -> Tensor:
+        """``codes + zp_neg`` in the compute dtype (no add for a symmetric quantizer)."""
+        codes = ops.cast(codes, self.dtype)
+        return codes if self.symmetric else codes + ops.reshape(self.zp_neg, self.param_shape)
+
+    def output_scale(self) -> Tensor:
+        """The per-output-channel scale shaped ``[1, out]`` to multiply a matmul result."""
+        return ops.reshape(self.scale, (1, -1))
 
     @property
     def bits(self) -> int:
@@ -53,10 +82,7 @@ class WeightQuantizer(nn.Cell):
 
     def fake_quantize(self, w: Tensor) -> Tensor:
         """Round ``w`` onto the integer grid in float32 and dequantise: the simulated weight."""
-        scale = ops.cast(ops.reshape(self.scale, self.param_shape), ms.float32)
-        zp_neg = ops.cast(ops.reshape(self.zp_neg, self.param_shape), ms.float32)
-        q = ops.clamp(ops.round(ops.cast(w, ms.float32) / scale - zp_neg), self.qmin, self.qmax)
-        return self.dequantize(q)
+        return self.dequantize(self.codes_of(w))
 
 
 class GroupWeightQuantizer(WeightQuantizer):
@@ -70,9 +96,13 @@ class GroupWeightQuantizer(WeightQuantizer):
     in the high one), so the ``weight`` parameter is ``[out, in/2]`` int8.
     """
 
-    def __init__(self, scale: np.ndarray, zp_neg: np.ndarray, dtype: Any, group_size: int, qmin: int, qmax: int) -> None:
-        super().__init__(scale, zp_neg, dtype, out_axis=0, qmin=qmin, qmax=qmax)
+    def __init__(self, scale: np.ndarray, zp_neg: np.ndarray, dtype: Any, group_size: int, qmin: int, qmax: int, symmetric: bool = False) -> None:
+        super().__init__(scale, zp_neg, dtype, out_axis=0, qmin=qmin, qmax=qmax, symmetric=symmetric)
         self.group_size = group_size
+
+    @property
+    def rescales_output(self) -> bool:
+        return False
 
     def _grouped(self, fn: Any, w: Tensor) -> Tensor:
         out, inp = w.shape
@@ -97,11 +127,10 @@ class GroupWeightQuantizer(WeightQuantizer):
         zp_neg = ops.expand_dims(self.zp_neg, -1)
         return self._grouped(lambda g: (ops.cast(g, self.dtype) + zp_neg) * scale, q)
 
-    def fake_quantize(self, w: Tensor) -> Tensor:
+    def codes_of(self, w: Tensor) -> Tensor:
         scale = ops.cast(ops.expand_dims(self.scale, -1), ms.float32)
         zp_neg = ops.cast(ops.expand_dims(self.zp_neg, -1), ms.float32)
-        q = self._grouped(lambda g: ops.clamp(ops.round(g / scale - zp_neg), self.qmin, self.qmax), ops.cast(w, ms.float32))
-        return self.dequantize(q)
+        return self._grouped(lambda g: ops.clamp(ops.round(g / scale - zp_neg), self.qmin, self.qmax), ops.cast(w, ms.float32))
 
 
 class StaticInputQuantizer(nn.Cell):
