@@ -4,8 +4,8 @@ Golden Stick's fake-quant kernels (``MinMaxUpdatePerLayer`` and friends) have no
 these cells compute the same thing with element-wise ops:
 
 * :class:`FakeQuantSTE` — ``(clip(round(x / scale + zp), qmin, qmax) - zp) * scale`` forward,
-  straight-through gradient inside the representable range and 0 outside (a custom
-  ``bprop``, so the forward value is exactly the dequantised code the deployed network uses).
+  exactly the dequantised code the deployed network uses, with a straight-through gradient
+  inside the representable range and 0 outside.
 * :class:`WeightFakeQuant` — scales observed from the current weight on every forward
   (per tensor or per output channel), with an optional quantization delay.
 * :class:`ActivationFakeQuant` — a per-tensor EMA min/max observer (``minimum``/``maximum``
@@ -73,6 +73,7 @@ def _ste(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: float, qmax: float,
 
 @ms.jit
 def _fake_quant_observed(w: Tensor, qmin: float, qmax: float, symmetric: bool, per_channel: bool) -> Tensor:
+    """Fake-quantize ``w`` with the range of ``w`` itself, per output channel (axis 0) or per tensor."""
     observed = ops.stop_gradient(w)
     if per_channel:
         axes = tuple(range(1, w.ndim))
@@ -97,6 +98,7 @@ def _observe_fake_quant(
 
 @ms.jit
 def _fake_quant_range(x: Tensor, lo: Tensor, hi: Tensor, qmin: float, qmax: float, symmetric: bool) -> Tensor:
+    """Fake-quantize ``x`` with a stored range (evaluation)."""
     scale, zero = _params(lo, hi, qmin, qmax, symmetric)
     return _ste(x, scale, zero, qmin, qmax, symmetric)
 
@@ -133,15 +135,14 @@ class _DelayedFakeQuant(nn.Cell):
     """Shared by both quantizers: a training-step counter and the quantization delay.
 
     ``step`` counts training forwards of this quantizer (a parameter, so it is saved and
-    restored with the network: a resumed run keeps its delay). While ``step < quant_delay``
-    in training mode the input passes through unchanged; evaluation always quantizes.
+    restored with the network: a resumed run keeps its delay). The first ``quant_delay``
+    training forwards pass the input through unchanged; evaluation always quantizes.
     """
 
     def __init__(self, scheme: QuantScheme, quant_delay: int) -> None:
         super().__init__()
         self.scheme = scheme
         self.quant_delay = _check_non_negative_int(quant_delay, "quant_delay")
-        self.fake_quant = FakeQuantSTE(scheme.qmin, scheme.qmax, scheme.symmetric)
         self.step = Parameter(Tensor(0, ms.int32), name="step", requires_grad=False)
 
     def _count_and_check_delay(self) -> bool:
@@ -168,14 +169,6 @@ class WeightFakeQuant(_DelayedFakeQuant):
             )
         super().__init__(scheme, quant_delay)
         self.per_channel = scheme.granularity is Granularity.PER_CHANNEL
-
-    def observe(self, w: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-channel (shape ``[oc, 1, ...]``) or per-tensor (shape ``()``) min and max of ``w``."""
-        w = ops.stop_gradient(w)
-        if self.scheme.granularity is Granularity.PER_TENSOR:
-            return w.min(), w.max()
-        axes = tuple(range(1, w.ndim))
-        return ops.amin(w, axes, True), ops.amax(w, axes, True)
 
     def construct(self, w: Tensor) -> Tensor:
         if self._count_and_check_delay():

@@ -23,7 +23,7 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from gscore.nn.fake_quant import ActivationFakeQuant, FakeQuantSTE
 from gscore.quant import QuantParams, QuantScheme, compute_params, quantize
-from gscore.quant.bitpack import pack_bits, packed_length
+from gscore.quant.bitpack import pack_bits
 
 
 def _channel_shape(ndim: int) -> tuple[int, ...]:
@@ -78,20 +78,19 @@ class PackedWeight(nn.Cell):
             raise ValueError(f"scale must have one value per output channel {(codes.shape[0],)}, got {scale.shape}")
         self.bits = bits
         self.shape = tuple(int(d) for d in codes.shape)
-        self.per_channel = int(np.prod(self.shape[1:]))
+        self.row_length = int(np.prod(self.shape[1:]))  # weights per output channel
         flat = codes.reshape(self.shape[0], -1)
         self.packed = Parameter(Tensor.from_numpy(pack_bits(flat, bits)), name="packed", requires_grad=False)
         self.levels = Parameter(Tensor(levels.astype(np.float32)), name="levels", requires_grad=False)
         self.scale = Parameter(Tensor(scale.astype(np.float32)), name="scale", requires_grad=False)
         per_byte = 8 // bits
         self.divisors = Tensor(np.left_shift(1, bits * np.arange(per_byte)).astype(np.int32))
-        self.n_packed = packed_length(self.per_channel, bits)
 
     def codes(self) -> Tensor:
         """int32 codes ``[oc, k]`` unpacked from ``packed`` (bit-pack layout of gscore.quant.bitpack)."""
         b = ops.expand_dims(ops.cast(self.packed, ms.int32), -1)
         codes = ops.floor_divide(b, self.divisors) % (1 << self.bits)
-        return ops.reshape(codes, (self.shape[0], -1))[:, : self.per_channel]
+        return ops.reshape(codes, (self.shape[0], -1))[:, : self.row_length]
 
     def construct(self) -> Tensor:
         w = ops.gather(self.levels, self.codes(), 0)
