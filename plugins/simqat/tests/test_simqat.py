@@ -25,7 +25,8 @@ from gscore.nn.quant_conv import ActivationQuantizer, Int8Weight
 from gscore.nn.quant_layer import QuantLayer
 from gscore.testing.conformance import QATConformance
 from gscore.train.classifier import train_classifier
-from gscore_simqat import SimQATConfig, SimulatedQuantizationAwareTraining
+from gscore_simqat.algorithm import SimulatedQuantizationAwareTraining
+from gscore_simqat.config import SimQATConfig
 from gscore_simqat.bn_fold import ConvBnFold
 
 ms.runtime.launch_blocking()

@@ -22,7 +22,9 @@ from gscore.nn.quant_layer import QuantLayer
 from gscore.quant.bitpack import unpack_bits
 from gscore.testing.conformance import QATConformance
 from gscore.train.classifier import train_classifier
-from gscore_slb import SLBConfig, SlbQuantAwareTraining, TemperatureSchedule
+from gscore_slb.algorithm import SlbQuantAwareTraining
+from gscore_slb.config import SLBConfig
+from gscore_slb.schedule import TemperatureSchedule
 from gscore_slb.search import SlbWeight, levels
 
 ms.runtime.launch_blocking()
