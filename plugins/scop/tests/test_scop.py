@@ -207,6 +207,7 @@ def test_pruned_resnet_has_the_promised_channels_and_fine_tunes_well_above_chanc
     assert accuracy(pruned, digits) > 0.6  # chance is 0.1
 
 
+@pytest.mark.slow
 def test_a_pruned_network_quantizes_with_simqat(digits):
     try:
         simqat = gscore.get("simqat")
