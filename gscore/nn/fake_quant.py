@@ -47,7 +47,12 @@ def _params(lo: Tensor, hi: Tensor, qmin: float, qmax: float, symmetric: bool) -
 
 def graph_params(lo: Tensor, hi: Tensor, scheme: QuantScheme) -> tuple[Tensor, Tensor]:
     """``(scale, zero_point)`` float32 tensors shaped like ``lo``/``hi``: the in-graph twin of
-    :func:`gscore.quant.compute_params` (same formulas, computed in float32)."""
+    :func:`gscore.quant.compute_params` (same formulas, computed in float32).
+
+    One known difference: for ranges below ~1e-36, whose scale would be a subnormal float32,
+    MindSpore's CPU kernels may flush the scale to zero (so it becomes 1.0 here) where numpy
+    floors it at the smallest normal float32. Either way such values quantize to within 1e-36 of 0.
+    """
     return _params(lo, hi, float(scheme.qmin), float(scheme.qmax), scheme.symmetric)
 
 
