@@ -18,7 +18,7 @@ import gscore
 from gscore import ConfigError, NoQuantizableLayerError
 from gscore.data.mnist import load_mnist_5k
 from gscore.eval.classification import predict_logits, top1_accuracy
-from gscore.io import load_checkpoint, read_description, save_checkpoint
+from gscore.io import read_description, save_checkpoint
 from gscore.models.convnets import DigitsResNet, LeNet5
 from gscore.nn.fake_quant import ActivationFakeQuant
 from gscore.nn.quant_conv import ActivationQuantizer, Int8Weight
