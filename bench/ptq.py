@@ -8,7 +8,7 @@ state. Windows: ``--eval`` windows of ``--tokens`` tokens from the evaluation ar
 Also measures layer-by-layer calibration memory on synthetic Llamas of two depths: peak RSS
 minus the weights' bytes must not grow with depth.
 
-Usage: python bench/ptq.py [--eval 16] [--calib 16] [--tokens 512] [--rows fp32,a16w8,...]
+Usage: python bench/ptq.py [--eval 16] [--calib 16] [--tokens 512] [--rows fp32,a16w8,...] [--resume]
 Writes bench/results/ptq.json and bench/results/ptq.md.
 """
 
@@ -31,7 +31,6 @@ ROWS = {
     "a16w4-g128": {"weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128},
     "a8w8-static": {"act_quant_dtype": "int8"},
     "a8w8-smooth": {"act_quant_dtype": "int8", "outliers_suppression": "smooth"},
-    "a8w8-smooth-a0.75": {"act_quant_dtype": "int8", "outliers_suppression": "smooth", "algo_args": {"alpha": 0.75}},
     "a8w8-dynamic": {"act_quant_dtype": "int8", "act_quant_granularity": "per_token"},
     "kv-int8-static": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8"},
     "kv-int8-dynamic": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8", "kvcache_quant_granularity": "per_token"},
@@ -140,8 +139,10 @@ def memory_probe(depth: int, out: str) -> None:
     Path(out).write_text(json.dumps({"depth": depth, "weights_mib": weight_mib, "rss_before_mib": before, "peak_rss_mib": peak_rss_mib()}))
 
 
-def _child(args: list[str], out: Path) -> dict:
-    subprocess.run([sys.executable, __file__, *args, "--out", str(out)], check=True)
+def _child(args: list[str], out: Path, resume: bool) -> dict:
+    """Run one measurement in a fresh process; with ``resume``, reuse a result already on disk."""
+    if not (resume and out.exists()):
+        subprocess.run([sys.executable, __file__, *args, "--out", str(out)], check=True)
     return json.loads(out.read_text())
 
 
@@ -151,6 +152,7 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--resume", action="store_true", help="keep rows measured by an interrupted run (same windows)")
     parser.add_argument("--row", help=argparse.SUPPRESS)
     parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--windows", help=argparse.SUPPRESS)
@@ -162,12 +164,14 @@ def main() -> None:
         return memory_probe(args.probe, args.out)
 
     RESULTS.mkdir(exist_ok=True)
-    windows = windows_file(args)
+    windows = RESULTS / ".ptq-windows.npz"
+    if not (args.resume and windows.exists()):
+        windows = windows_file(args)
     rows = []
     for name in args.rows.split(","):
         print(f"bench ptq: {name}", flush=True)
-        rows.append(_child(["--row", name, "--windows", str(windows)], RESULTS / f".ptq-{name}.json"))
-    probes = [_child(["--probe", str(depth)], RESULTS / f".ptq-probe-{depth}.json") for depth in (4, 16)]
+        rows.append(_child(["--row", name, "--windows", str(windows)], RESULTS / f".ptq-{name}.json", args.resume))
+    probes = [_child(["--probe", str(depth)], RESULTS / f".ptq-probe-{depth}.json", args.resume) for depth in (4, 16)]
     for tmp in RESULTS.glob(".ptq-*"):
         tmp.unlink()
     report = {
