@@ -31,6 +31,17 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
+def clocked(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Run ``fn()`` once; return ``(wall seconds, CPU seconds of this process, its result)``.
+
+    CPU time (all threads) is less sensitive than wall time to other tenants of a shared
+    machine taking turns on the cores, so a ratio that holds in both is trustworthy.
+    """
+    cpu0, start = time.process_time(), time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, time.process_time() - cpu0, result
+
+
 def summary(samples: list[float]) -> dict[str, Any]:
     """Best (the least disturbed run on a noisy machine), median and every sample, in seconds."""
     ordered = sorted(samples)
@@ -131,6 +142,14 @@ def machine_info() -> dict[str, Any]:
         "transparent_hugepage": _read("/sys/kernel/mm/transparent_hugepage/enabled"),
         "python": platform.python_version(),
     }
+
+
+def load_info() -> dict[str, Any]:
+    """1/5/15-minute load average and CPU pressure (share of time some task waited for a core)."""
+    load = _read("/proc/loadavg").split()[:3]
+    pressure = _read("/proc/pressure/cpu").splitlines()
+    some = dict(kv.split("=") for kv in pressure[0].split()[1:]) if pressure else {}
+    return {"loadavg_1_5_15": [float(v) for v in load], "cpu_pressure_some_avg10_pct": float(some.get("avg10", "nan"))}
 
 
 def git_revision() -> str:
