@@ -171,3 +171,14 @@ def describe_linears(network: nn.Cell) -> dict[str, dict[str, object]]:
             layers[name]["input"] = type(iq).__name__
             layers[name]["smooth_scale"] = cell.has_smooth
     return layers
+
+
+def dynamic_kv_caches(network: nn.Cell) -> list[str]:
+    """Swap every float KV cache for a dynamic per-token int8 cache (no calibration needed)."""
+    from gscore.nn.kv_cache import DynamicInt8KVCache, FloatKVCache
+
+    names = []
+    for name, cache in list(iter_cells(network, lambda c: type(c) is FloatKVCache)):
+        replace_cell(network, name, DynamicInt8KVCache(cache.num_heads, cache.head_dim))
+        names.append(name)
+    return names

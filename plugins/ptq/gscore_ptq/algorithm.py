@@ -29,7 +29,7 @@ from gscore.config import OutliersSuppressionType, PrecisionRecovery, PTQConfig,
 from gscore.errors import CalibrationDataError, ConfigError, NoQuantizableLayerError
 from gscore.nn.kv_cache import DynamicInt8KVCache, FloatKVCache, StaticInt8KVCache
 from gscore.nn.linear_view import is_linear, linear_view
-from gscore.nn.passes import deployed_linear, quantize_network, simulated_linear
+from gscore.nn.passes import deployed_linear, dynamic_kv_caches, quantize_network, simulated_linear
 from gscore.nn.quantizers import DynamicInputQuantizer, StaticInputQuantizer
 from gscore.nn.walk import get_cell, iter_cells, replace_cell
 from gscore.quant import Granularity, QuantScheme, compute_params
@@ -108,8 +108,7 @@ class PTQ(PTQAlgorithm):
                 iq = DynamicInputQuantizer() if policy.act == "dynamic" else None
                 replace_cell(network, name, simulated_linear(linear_view(cell), policy.weight, input_quantizer=iq))
         if self.config.kvcache_quant_dtype is not None:
-            for name, cache in list(iter_cells(network, lambda c: isinstance(c, FloatKVCache))):
-                replace_cell(network, name, DynamicInt8KVCache(cache.num_heads, cache.head_dim))
+            dynamic_kv_caches(network)
 
     def _process_block(self, block_name: str, block: nn.Cell, state: Any) -> None:
         helper = self._helper_in_use

@@ -1,7 +1,9 @@
 """gscore-rtn: round-to-nearest weight quantization, registered as ``rtn``.
 
 A16W8: every ``nn.Dense`` / mindformers ``Linear`` weight becomes int8 with one symmetric
-scale per output channel, computed from the weight itself. Unlike Golden Stick, no forward
+scale per output channel, computed from the weight itself. KV-cache int8 (dynamic, per
+token and head, ``kvcache_quant_granularity=per_token``) swaps every float KV cache of a
+gscore decoder for an int8 one; static per-channel KV scales need calibration: use ``ptq``. Unlike Golden Stick, no forward
 pass is needed to observe the weights, so ``apply`` works with or without a network helper
 (the helper, if given, is not called).
 """
@@ -24,31 +26,40 @@ class RoundToNearest(PTQAlgorithm):
 
     def validate_config(self) -> None:
         cfg = self.config
-        if cfg.weight_quant_dtype is not QuantDtype.INT8:
+        if cfg.weight_quant_dtype not in (QuantDtype.INT8, None):
             raise ConfigError(f"rtn quantizes weights to int8 only, got weight_quant_dtype={cfg.weight_quant_dtype}; use 'ptq' for int4")
         if cfg.act_quant_dtype is not None:
             raise ConfigError("rtn is weight-only (A16W8); activation quantization (A8W8) is in the 'ptq' algorithm")
-        if cfg.kvcache_quant_dtype is not None:
-            raise ConfigError("rtn does not quantize the KV cache yet; the 'ptq' algorithm brings KV-cache int8")
+        if cfg.kvcache_quant_dtype is not None and cfg.kvcache_quant_granularity.value != "per_token":
+            raise ConfigError("rtn quantizes the KV cache dynamically only (kvcache_quant_granularity=per_token); static per-channel KV scales need calibration data: use 'ptq'")
         if cfg.weight_quant_granularity.value != "per_channel":
             raise ConfigError("rtn quantizes weights per output channel only; use 'ptq' for per_group")
 
     def calibrate(self, network: Any, network_helper: Any = None, datasets: Any = None) -> Any:
         from gscore.nn.passes import calibrate_weights
 
-        self.layers = calibrate_weights(network, self.config.opname_blacklist)
+        self.layers = calibrate_weights(network, self.config.opname_blacklist) if self.config.weight_quant_dtype else []
+        self._quantize_kv_cache(network)
         return network
+
+    def _quantize_kv_cache(self, network: Any) -> None:
+        from gscore.errors import NoQuantizableLayerError
+        from gscore.nn.passes import dynamic_kv_caches
+
+        if self.config.kvcache_quant_dtype is not None and not dynamic_kv_caches(network):
+            raise NoQuantizableLayerError(f"kvcache_quant_dtype is set but {type(network).__name__} has no gscore KV cache (gscore.nn.kv_cache.FloatKVCache)")
 
     def quantize(self, network: Any) -> Any:
         from gscore.nn.passes import quantize_network
 
-        self.layers = quantize_network(network)
+        self.layers = quantize_network(network) if self.config.weight_quant_dtype else []
         return network
 
     def deploy(self, network: Any) -> Any:
         from gscore.nn.passes import deploy_weights
 
-        self.layers = deploy_weights(network, self.config.opname_blacklist)
+        self.layers = deploy_weights(network, self.config.opname_blacklist) if self.config.weight_quant_dtype else []
+        self._quantize_kv_cache(network)
         return network
 
 

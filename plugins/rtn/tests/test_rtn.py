@@ -132,7 +132,7 @@ def test_convert_without_apply_says_what_to_do():
     "cfg, message",
     [
         ({"act_quant_dtype": "int8"}, "weight-only"),
-        ({"kvcache_quant_dtype": "int8"}, "KV cache"),
+        ({"kvcache_quant_dtype": "int8"}, "static per-channel KV scales need calibration"),
         ({"weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 64}, "int8 only"),
     ],
 )
