@@ -1,10 +1,11 @@
-"""Deployed forward latency of PTQ options against FP32, interleaved in one process.
+"""Deployed forward latency (and calibration time) of PTQ options against FP32, in one process.
 
 bench/ptq.py measures each option in its own process, minutes apart, so machine load moves
 between them; this script keeps FP32 and every quantized network in memory together and
-times them round-robin on the same 512-token window, so each ratio shares the load.
+times them round-robin on the same 512-token window, so each ratio shares the load. Calibration time is also put next to plain float forwards
+over the same calibration windows, measured in this process.
 
-Usage: python bench/ptq_latency.py [--repeat 5] [--tokens 512]
+Usage: python bench/ptq_latency.py [--repeat 5] [--tokens 512] [--calib 8]
 Writes bench/results/ptq_latency.json and .md.
 """
 
@@ -42,18 +43,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=512)
+    parser.add_argument("--calib", type=int, default=8)
     args = parser.parse_args()
     ms.runtime.launch_blocking()
     weights, config, tokenizer = load_smollm2()
     articles = load_articles()
-    calibration = token_windows(tokenizer, split_articles(articles, "calibration"), args.tokens, 2)
+    calibration = token_windows(tokenizer, split_articles(articles, "calibration"), args.tokens, args.calib)
     window = Tensor(token_windows(tokenizer, split_articles(articles, "evaluation"), args.tokens, 1))
     model_config = LlamaConfig(**config)
     nets = {"fp32": build_llama(model_config, weights)}
+    start = time.perf_counter()
+    for window in calibration:
+        nets["fp32"].reset_cache()
+        nets["fp32"](Tensor(window[None]), 0)
+    nets["fp32"].reset_cache()
+    calibration_s = {"float forwards": time.perf_counter() - start}
     for name, kwargs in CONFIGS.items():
         net = build_llama(model_config, weights)
         algo = gscore.get("ptq")(PTQConfig(**kwargs, algo_args={"progress": False}))
-        algo.convert(algo.apply(net, LlamaHelper(tokenizer), datasets=calibration))
+        start = time.perf_counter()
+        algo.apply(net, LlamaHelper(tokenizer), datasets=calibration)
+        calibration_s[name] = time.perf_counter() - start
+        algo.convert(net)
         nets[name] = net
     times: dict[str, list[float]] = {name: [] for name in nets}
     for _ in range(args.repeat):
@@ -70,6 +81,7 @@ def main() -> None:
         "load_average": os.getloadavg(),
         "median_s": median,
         "ratio_to_fp32": {name: median[name] / median["fp32"] for name in median},
+        "calibration_s": calibration_s,
     }
     (RESULTS / "ptq_latency.json").write_text(json.dumps(report, indent=2))
     lines = [
@@ -81,6 +93,9 @@ def main() -> None:
         "|---|---|---|",
     ]
     lines += [f"| {name} | {median[name]:.2f} | {median[name] / median['fp32']:.2f}× |" for name in median]
+    lines += ["", f"Calibration on {args.calib} windows, same process:", "", "| what | s | × float forwards |", "|---|---|---|"]
+    base = calibration_s["float forwards"]
+    lines += [f"| {name} | {sec:.1f} | {sec / base:.2f}× |" for name, sec in calibration_s.items()]
     (RESULTS / "ptq_latency.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
