@@ -53,9 +53,9 @@ def main() -> None:
     model_config = LlamaConfig(**config)
     nets = {"fp32": build_llama(model_config, weights)}
     start = time.perf_counter()
-    for window in calibration:
+    for ids in calibration:
         nets["fp32"].reset_cache()
-        nets["fp32"](Tensor(window[None]), 0)
+        nets["fp32"](Tensor(ids[None]), 0)
     nets["fp32"].reset_cache()
     calibration_s = {"float forwards": time.perf_counter() - start}
     for name, kwargs in CONFIGS.items():

@@ -36,14 +36,20 @@ class RunningMinMax:
 
 
 class InputObserver(nn.Cell):
-    """Pass-through wrapper of a layer that records per-channel input min/max."""
+    """Pass-through wrapper of a layer that records per-channel input min/max.
 
-    def __init__(self, layer: nn.Cell, tokens_per_sequence: int = 0, skip_leading: int = 0) -> None:
+    With ``sample_rows`` > 0 it also keeps about that many evenly strided input rows
+    (``self.sample``, float32 ``[rows, in]``), for searches scored on the layer's output.
+    """
+
+    def __init__(self, layer: nn.Cell, tokens_per_sequence: int = 0, skip_leading: int = 0, sample_rows: int = 0) -> None:
         super().__init__()
         self.layer = layer
         self.stats = RunningMinMax()
         self.tokens_per_sequence = tokens_per_sequence
         self.skip_leading = skip_leading
+        self.sample_rows = sample_rows
+        self.sample: np.ndarray | None = None
 
     def construct(self, x: Tensor) -> Tensor:
         rows = x.asnumpy().reshape(-1, x.shape[-1])
@@ -51,6 +57,9 @@ class InputObserver(nn.Cell):
             keep = np.arange(len(rows)) % self.tokens_per_sequence >= self.skip_leading
             rows = rows[keep]
         self.stats.update(rows.min(axis=0), rows.max(axis=0))
+        if self.sample_rows:
+            picked = rows[:: max(1, len(rows) // self.sample_rows)].astype(np.float32)
+            self.sample = picked if self.sample is None else np.concatenate([self.sample, picked])
         return self.layer(x)
 
 

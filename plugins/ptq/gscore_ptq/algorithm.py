@@ -6,7 +6,9 @@ Options (from :class:`~gscore.PTQConfig`, per layer overridable with ``layer_pol
   channels (asymmetric; int4 packed two per int8);
 * activations: static int8 per tensor from calibration (asymmetric), or dynamic int8 per
   token (symmetric, computed at run time);
-* ``OutliersSuppressionType.SMOOTH``: SmoothQuant with ``algo_args["alpha"]`` (default 0.5);
+* ``OutliersSuppressionType.SMOOTH``: SmoothQuant with ``algo_args["alpha"]`` (default 0.5;
+  a list of candidates searches, per group of layers sharing an input, the one whose
+  quantized outputs on sampled calibration rows are closest to the float outputs);
   scales are folded into the preceding norm where the helper says a norm feeds the layers,
   and applied as an explicit input scale elsewhere;
 * KV cache int8: static per channel (calibrated, asymmetric) or dynamic per token.
@@ -33,11 +35,12 @@ from gscore.nn.passes import deployed_linear, dynamic_kv_caches, quantize_networ
 from gscore.nn.quantizers import DynamicInputQuantizer, StaticInputQuantizer
 from gscore.nn.walk import get_cell, iter_cells, replace_cell
 from gscore.quant import Granularity, QuantScheme, compute_params
-from gscore.quant.smooth import smooth_scales
+from gscore.quant.smooth import smooth_scales, smoothing_error
 from gscore_ptq.policy import LinearPolicy, PolicyTable
 
 _ACT_SCHEME = QuantScheme(bits=8, symmetric=False, signed=True, granularity=Granularity.PER_TENSOR)
 _KNOWN_ARGS = {"alpha", "skip_leading_tokens", "progress"}
+_SEARCH_SAMPLE_ROWS = 512
 
 
 def _full(block_name: str, relative: str) -> str:
@@ -72,8 +75,9 @@ class PTQ(PTQAlgorithm):
         if unknown:
             raise ConfigError(f"unknown algo_args {sorted(unknown)} for ptq; known: {sorted(_KNOWN_ARGS)}")
         alpha = cfg.algo_args.get("alpha", 0.5)
-        if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-            raise ConfigError(f"algo_args['alpha'] (SmoothQuant migration strength) must be a number in [0, 1], got {alpha!r}")
+        candidates = alpha if isinstance(alpha, list) and alpha else [alpha]
+        if not all(isinstance(a, (int, float)) and not isinstance(a, bool) and 0.0 <= a <= 1.0 for a in candidates):
+            raise ConfigError(f"algo_args['alpha'] (SmoothQuant migration strength) must be a number in [0, 1] or a non-empty list of them, got {alpha!r}")
 
     @property
     def static_kv(self) -> bool:
@@ -138,9 +142,10 @@ class PTQ(PTQAlgorithm):
             return {}
         skip = int(self.config.algo_args.get("skip_leading_tokens", 0))
         prefix = _prefix(block_name)
+        sample = _SEARCH_SAMPLE_ROWS if isinstance(self.config.algo_args.get("alpha"), list) else 0
         originals = {rel: get_cell(block, rel) for rel in observed}
         for rel, cell in originals.items():
-            replace_cell(block, rel, InputObserver(cell, helper.tokens_per_sequence(), skip), prefix)
+            replace_cell(block, rel, InputObserver(cell, helper.tokens_per_sequence(), skip, sample), prefix)
         watchers = {}
         if self.static_kv:
             for name, cache in caches:
@@ -148,6 +153,8 @@ class PTQ(PTQAlgorithm):
                 replace_cell(block, name, watchers[name], prefix)
         helper.run_block(block, state)
         stats: dict[str, Any] = {rel: get_cell(block, rel).stats for rel in observed}
+        for rel in observed:
+            stats[rel].sample = get_cell(block, rel).sample
         stats.update(watchers)
         for rel, cell in originals.items():
             replace_cell(block, rel, cell, prefix)
@@ -173,12 +180,15 @@ class PTQ(PTQAlgorithm):
         """SmoothQuant per group; returns by layer the scale ``s`` its input must be divided
         by, or None where ``1/s`` was folded into the norm. Every smoothed weight column is
         multiplied by ``s`` and the observed input ranges divided by it."""
-        alpha = float(self.config.algo_args.get("alpha", 0.5))
+        alpha = self.config.algo_args.get("alpha", 0.5)
         explicit: dict[str, np.ndarray | None] = {}
         for norm_name, members in self._smoothing_plan(block, helper, block_name):
             act_absmax = np.max([stats[m].absmax for m in members], axis=0)
             weight_absmax = np.max([np.abs(weights[m]).max(axis=0) for m in members], axis=0)
-            s = smooth_scales(act_absmax, weight_absmax, alpha)
+            if isinstance(alpha, list):
+                s = min((smooth_scales(act_absmax, weight_absmax, a) for a in alpha), key=lambda c: self._smoothing_error(c, members, stats, weights))
+            else:
+                s = smooth_scales(act_absmax, weight_absmax, float(alpha))
             for m in members:
                 weights[m] = weights[m] * s[None, :]
                 stats[m].lo, stats[m].hi = stats[m].lo / s, stats[m].hi / s
@@ -187,6 +197,14 @@ class PTQ(PTQAlgorithm):
                 norm.weight.set_data(Tensor((norm.weight.asnumpy() / s).astype(np.float32)))
             explicit.update({m: None if norm_name is not None else s for m in members})
         return explicit
+
+    def _smoothing_error(self, scales: np.ndarray, members: list[str], stats: dict[str, Any], weights: dict[str, np.ndarray]) -> float:
+        """Output error of a group smoothed by ``scales`` (static per-tensor input range)."""
+        first = stats[members[0]]
+        lo, hi = (first.lo / scales).min(), (first.hi / scales).max()
+        act = compute_params(np.array([[lo]]), np.array([[hi]]), _ACT_SCHEME)
+        weight_scheme = QuantScheme(bits=8, symmetric=True, granularity=Granularity.PER_CHANNEL, axis=0)
+        return smoothing_error(first.sample, [weights[m] for m in members], scales, act, weight_scheme)
 
     def _input_quantizer(self, policy: LinearPolicy, stats: Any) -> nn.Cell | None:
         if policy.act == "dynamic":
