@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 from mindspore import Parameter, Tensor, nn, ops
 
+from gscore.errors import NoQuantizableLayerError
 from gscore.nn.walk import iter_cells, matches_blacklist
 
 
@@ -91,12 +92,18 @@ def float_parts(cell: nn.Conv2d | nn.Dense) -> tuple[LayerOp, Parameter | None, 
     return LayerOp(cell), bias, activation
 
 
-def find_layers(network: nn.Cell, include_dense: bool = True, blacklist: list[str] | None = None) -> list[tuple[str, nn.Cell]]:
+def find_layers(network: nn.Cell, include_dense: bool = True, blacklist: list[str] | None = None, algorithm: str = "gscore") -> list[tuple[str, nn.Cell]]:
     """``(full_name, cell)`` of every float ``nn.Conv2d`` (and ``nn.Dense`` if asked) to quantize,
-    skipping names that contain a ``blacklist`` entry (Golden Stick's substring rule)."""
+    skipping names that contain a ``blacklist`` entry (Golden Stick's substring rule).
+
+    Finding none is an error (naming ``algorithm``), never a silent no-op."""
     kinds: tuple[type, ...] = (nn.Conv2d, nn.Dense) if include_dense else (nn.Conv2d,)
     found = iter_cells(network, lambda c: isinstance(c, kinds))
-    return [(name, cell) for name, cell in found if not matches_blacklist(name, blacklist or [])]
+    layers = [(name, cell) for name, cell in found if not matches_blacklist(name, blacklist or [])]
+    if not layers:
+        what = "nn.Conv2d or nn.Dense" if include_dense else "nn.Conv2d (set include_dense=True for Dense)"
+        raise NoQuantizableLayerError(f"{algorithm} found no {what} layer to quantize (opname_blacklist={blacklist or []})")
+    return layers
 
 
 def iter_quant_layers(network: nn.Cell, source_type: type | tuple[type, ...] = nn.Cell) -> Iterator[tuple[str, QuantLayer]]:

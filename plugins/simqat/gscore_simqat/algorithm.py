@@ -52,10 +52,7 @@ class SimulatedQuantizationAwareTraining(QATAlgorithm):
     def quantize(self, network: nn.Cell) -> nn.Cell:
         """Insert fake quantization into every Conv2d/Dense not blacklisted (see module doc)."""
         cfg = self.config
-        layers = find_layers(network, cfg.include_dense, cfg.opname_blacklist)
-        if not layers:
-            kinds = "nn.Conv2d or nn.Dense" if cfg.include_dense else "nn.Conv2d"
-            raise NoQuantizableLayerError(f"simqat found no {kinds} layer to quantize (opname_blacklist={cfg.opname_blacklist})")
+        layers = find_layers(network, cfg.include_dense, cfg.opname_blacklist, algorithm="simqat")
         pairs = conv_bn_pairs(network, {n for n, c in layers if isinstance(c, nn.Conv2d)}) if cfg.bn_fold else {}
         for name, cell in layers:
             weight_quant = WeightFakeQuant(cfg.weight_scheme(), quant_delay=cfg.quant_delay)

@@ -45,10 +45,7 @@ class SlbQuantAwareTraining(QATAlgorithm):
     def quantize(self, network: nn.Cell) -> nn.Cell:
         """Put an SLB weight search (and input fake quantization if asked) into every layer."""
         cfg = self.config
-        layers = find_layers(network, cfg.include_dense, cfg.opname_blacklist)
-        if not layers:
-            kinds = "nn.Conv2d or nn.Dense" if cfg.include_dense else "nn.Conv2d (set include_dense=True for Dense)"
-            raise NoQuantizableLayerError(f"slb found no {kinds} layer to quantize (opname_blacklist={cfg.opname_blacklist})")
+        layers = find_layers(network, cfg.include_dense, cfg.opname_blacklist, algorithm="slb")
         act_scheme = cfg.act_scheme()
         for index, (name, cell) in enumerate(layers):
             w = cell.weight.asnumpy()
