@@ -11,13 +11,23 @@ rotate-half. Every projection is an ``nn.Dense`` (q/k/v/o with a bias when the c
 as Qwen2's q/k/v), so weight quantizers find them; each attention owns a ``kv_cache`` cell that
 quantizers can swap for an int8 one. The output head is the embedding table (tied) or its own
 ``lm_head.weight`` (untied); either way it is not an ``nn.Dense`` and stays float.
+
+Two optional structures serve quantization (both absent in a plain model):
+
+* a fixed *prefix*: every attention can hold float keys/values of a few leading tokens
+  (``prefix_key``/``prefix_value``, ``[1, kv_heads, P, head_dim]``) that every sequence
+  starts with, computed once by the float model (:meth:`LlamaForCausalLM.set_prefix`). The
+  attention-sink activations then live in those float entries and never in the quantized
+  layers; positions of the real tokens start at ``P``.
+* an online rotation of the ``down_proj`` input (``mlp.down_rotation``), the part of a
+  QuaRot-style rotation that cannot be folded into weights.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mindspore as ms
 import numpy as np
@@ -99,6 +109,17 @@ class Attention(nn.Cell):
         self.o_proj = nn.Dense(config.num_heads * hd, h, has_bias=config.o_proj_bias)
         self.kv_cache = FloatKVCache(config.num_kv_heads, hd)
         self.scale = 1.0 / math.sqrt(hd)
+        self.prefix_length = 0
+
+    def set_prefix(self, keys: np.ndarray, values: np.ndarray, name_prefix: str) -> None:
+        """Keep float ``keys``/``values`` ``[1, kv_heads, P, head_dim]`` (after RoPE) before every
+        sequence's own entries; ``name_prefix`` is this cell's path (``model.layers.3.self_attn.``)."""
+        expected = (1, self.num_kv_heads, keys.shape[2], self.head_dim)
+        if keys.shape != expected or values.shape != expected:
+            raise ValueError(f"prefix keys/values must be {expected}, got {keys.shape} and {values.shape}")
+        self.prefix_key = Parameter(Tensor(keys.astype(np.float32)), name=f"{name_prefix}prefix_key", requires_grad=False)
+        self.prefix_value = Parameter(Tensor(values.astype(np.float32)), name=f"{name_prefix}prefix_value", requires_grad=False)
+        self.prefix_length = int(keys.shape[2])
 
     def _heads(self, x: Tensor, batch: int, heads: int) -> Tensor:
         return ops.transpose(ops.reshape(x, (batch, -1, heads, self.head_dim)), (0, 2, 1, 3))
@@ -110,6 +131,10 @@ class Attention(nn.Cell):
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         k, v = self.kv_cache(k, v)
+        if self.prefix_length:
+            shape = (batch, self.num_kv_heads, self.prefix_length, self.head_dim)
+            k = ops.cat([ops.broadcast_to(self.prefix_key, shape), k], axis=2)
+            v = ops.cat([ops.broadcast_to(self.prefix_value, shape), v], axis=2)
         group = self.num_heads // self.num_kv_heads
         if group > 1:
             k = ops.repeat_interleave(k, group, axis=1)
@@ -121,16 +146,24 @@ class Attention(nn.Cell):
 
 
 class MLP(nn.Cell):
-    """SwiGLU feed-forward: ``down(silu(gate(x)) * up(x))``."""
+    """SwiGLU feed-forward: ``down(silu(gate(x)) * up(x))``.
+
+    ``down_rotation`` (None unless a rotation installed one) is a parameter-free cell applied to
+    ``down_proj``'s input; ``down_proj``'s weight then carries the inverse rotation.
+    """
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         self.gate_proj = nn.Dense(config.hidden_size, config.intermediate_size, has_bias=False)
         self.up_proj = nn.Dense(config.hidden_size, config.intermediate_size, has_bias=False)
         self.down_proj = nn.Dense(config.intermediate_size, config.hidden_size, has_bias=False)
+        self.down_rotation = None
 
     def construct(self, x: Tensor) -> Tensor:
-        return self.down_proj(ops.silu(self.gate_proj(x)) * self.up_proj(x))
+        h = ops.silu(self.gate_proj(x)) * self.up_proj(x)
+        if self.down_rotation is not None:
+            h = self.down_rotation(h)
+        return self.down_proj(h)
 
 
 class DecoderLayer(nn.Cell):
@@ -187,6 +220,50 @@ class LlamaForCausalLM(nn.Cell):
         if not config.tie_word_embeddings:
             self.lm_head = LMHead(config)
 
+    @property
+    def prefix_length(self) -> int:
+        """Positions taken by the fixed float prefix (0 without one); real tokens start after it."""
+        return self.model.layers[0].self_attn.prefix_length if len(self.model.layers) else 0
+
+    def set_prefix(self, token_ids: np.ndarray) -> None:
+        """Make ``token_ids`` (int ``[P]``) a fixed prefix of every sequence: run them once through
+        this network as it is now (the float model) and keep every layer's keys/values.
+
+        Perplexity and generation are unchanged in meaning: logits are for the caller's tokens,
+        which now see the prefix as context. Setting a prefix again replaces the old one.
+        """
+        ids = np.asarray(token_ids, np.int32).reshape(1, -1)
+        if ids.shape[1] == 0:
+            raise ValueError("a prefix needs at least one token")
+        for layer in self.model.layers:
+            layer.self_attn.prefix_length = 0
+        self.reset_cache()
+        self(Tensor(ids), 0)
+        for i, layer in enumerate(self.model.layers):
+            cache = layer.self_attn.kv_cache
+            keys = ops.cat([cache.decode(s, 0) for s in cache.keys], axis=2).asnumpy()
+            values = ops.cat([cache.decode(s, 1) for s in cache.values], axis=2).asnumpy()
+            layer.self_attn.set_prefix(keys, values, f"model.layers.{i}.self_attn.")
+        self.reset_cache()
+
+    def prefix_placeholders(self, length: int) -> None:
+        """Zero prefix entries of ``length`` positions in every layer, for a checkpoint to fill."""
+        for i, layer in enumerate(self.model.layers):
+            attn = layer.self_attn
+            zeros = np.zeros((1, attn.num_kv_heads, length, attn.head_dim), np.float32)
+            attn.set_prefix(zeros, zeros, f"model.layers.{i}.self_attn.")
+
+    def untie_head(self) -> None:
+        """Give the output head its own weight (a copy of the embedding table), so the two can
+        change independently (a rotation folds the final norm into the head only)."""
+        if not self.config.tie_word_embeddings:
+            return
+        head = LMHead(self.config)
+        head.weight.set_data(self.model.embed_tokens.embedding_table.value().copy())
+        self.lm_head = head
+        head.weight.name = "lm_head.weight"
+        self.config = replace(self.config, tie_word_embeddings=False)
+
     def reset_cache(self) -> None:
         """Empty every layer's KV cache."""
         for layer in self.model.layers:
@@ -201,7 +278,11 @@ class LlamaForCausalLM(nn.Cell):
         return ops.reshape(self.model.embed_tokens(input_ids), (-1, self.config.hidden_size))
 
     def position_inputs(self, tokens: int, start: int) -> tuple[Tensor, Tensor, Tensor]:
-        """cos, sin ``[tokens, head_dim]`` and the additive causal mask ``[tokens, start+tokens]``."""
+        """cos, sin ``[tokens, head_dim]`` and the additive causal mask ``[tokens, P+start+tokens]``.
+
+        ``start`` counts the caller's positions; a fixed prefix of ``P`` positions comes first.
+        """
+        start += self.prefix_length
         if start + tokens > self.config.max_positions:
             raise ValueError(f"sequence of {start + tokens} positions exceeds max_positions={self.config.max_positions}")
         cos, sin = self.cos[start : start + tokens], self.sin[start : start + tokens]

@@ -5,7 +5,8 @@ how to run the model on CPU (a greedy ``generate`` over the model's own KV cache
 split it into blocks for layer-by-layer calibration, and which linear layers share an input
 (for SmoothQuant: q/k/v after ``input_layernorm`` and gate/up after
 ``post_attention_layernorm`` can absorb the smoothing into the norm; ``o_proj`` and
-``down_proj`` cannot, so they keep an explicit input scale).
+``down_proj`` cannot, so they keep an explicit input scale), where its residual stream is
+read and written (for rotation), and how to give it a fixed float prefix.
 
 Calibration data (``datasets``) is an int array of token windows ``[n, tokens]``.
 """
@@ -20,6 +21,7 @@ from mindspore import Tensor, nn
 
 from gscore.calib.network_helper import NetworkHelper
 from gscore.models.llama import LlamaForCausalLM
+from gscore.nn.rotation import OnlineHadamard, ResidualStream
 
 SMOOTH_GROUPS = (
     ("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
@@ -100,3 +102,34 @@ class LlamaHelper(NetworkHelper):
 
     def tokens_per_sequence(self) -> int:
         return int(self.specs["seq_length"])
+
+    def residual_stream(self, network: LlamaForCausalLM) -> ResidualStream:
+        """Where the residual stream is read and written; needs an untied head (see :meth:`prepare_rotation`)."""
+        if network.config.tie_word_embeddings:
+            raise ValueError("rotating the residual stream needs an untied output head: call prepare_rotation(network) first")
+        readers, writers, online = [], [], []
+        for i in range(len(network.model.layers)):
+            p = f"model.layers.{i}."
+            readers.append((p + "input_layernorm.weight", tuple(p + f"self_attn.{n}_proj.weight" for n in "qkv")))
+            readers.append((p + "post_attention_layernorm.weight", (p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight")))
+            o_bias = p + "self_attn.o_proj.bias" if network.config.o_proj_bias else None
+            writers += [(p + "self_attn.o_proj.weight", o_bias), (p + "mlp.down_proj.weight", None)]
+            online.append(p + "mlp.down_proj.weight")
+        readers.append(("model.norm.weight", ("lm_head.weight",)))
+        return ResidualStream(
+            size=network.config.hidden_size,
+            embeddings=("model.embed_tokens.embedding_table",),
+            readers=tuple(readers),
+            writers=tuple(writers),
+            online=tuple(online),
+        )
+
+    def prepare_rotation(self, network: LlamaForCausalLM) -> None:
+        """The structure a rotated model needs: an untied head and an online Hadamard before every
+        ``down_proj``. The network computes the same function again only once
+        :func:`~gscore.nn.rotation.rotate_residual_stream` has rotated the weights (or a rotated
+        checkpoint is loaded: DEPLOY mode calls only this)."""
+        network.untie_head()
+        for layer in network.model.layers:
+            if layer.mlp.down_rotation is None:
+                layer.mlp.down_rotation = OnlineHadamard(network.config.intermediate_size)
