@@ -72,11 +72,17 @@ class BackendTarget(StrictEnum):
 
 
 class OutliersSuppressionType(StrictEnum):
-    """How activation outliers are moved into weights before quantization."""
+    """How activation outliers are moved into weights before quantization.
+
+    ``ROTATION`` is gscore's extension (not in Golden Stick): a QuaRot-style orthogonal
+    rotation of the residual stream fused into the weights, plus an online Hadamard rotation
+    of the ``down_proj`` input; it needs a network helper that describes the residual stream.
+    """
 
     NONE = "none"
     SMOOTH = "smooth"
     AWQ = "awq"
+    ROTATION = "rotation"
     OUTLIER_SUPPRESSION_PLUS = "outlier-suppression+"
     OUTLIER_SUPPRESSION_LITE = "outlier-suppression-lite"
 
@@ -243,3 +249,9 @@ class PTQConfig(VersionedConfig):
             raise ConfigError("A8W4 (int4 weights with int8 activations) needs precision_recovery=gptq")
         if self.outliers_suppression is OutliersSuppressionType.SMOOTH and self.act_quant_dtype is None:
             raise ConfigError("outliers_suppression=smooth (SmoothQuant) moves activation outliers into weights; it needs act_quant_dtype=int8")
+        if self.outliers_suppression is OutliersSuppressionType.AWQ and self.weight_quant_dtype is None:
+            raise ConfigError("outliers_suppression=awq protects salient weight channels; it needs weight_quant_dtype int8 or int4")
+        if self.precision_recovery is PrecisionRecovery.GPTQ and self.weight_quant_dtype is None:
+            raise ConfigError("precision_recovery=gptq quantizes weights; it needs weight_quant_dtype int8 or int4")
+        if self.weight_clip and self.weight_quant_dtype is None:
+            raise ConfigError("weight_clip searches weight clipping ranges; it needs weight_quant_dtype int8 or int4")

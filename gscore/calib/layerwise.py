@@ -66,6 +66,14 @@ class WholeNetworkHelper:
     def run_block(self, block: nn.Cell, state: list[Any]) -> list[Any]:
         return [block(x) for x in state]
 
+    def take(self, state: list[Any], count: int) -> list[Any]:
+        return state[:count]
+
+    def block_output(self, state: list[Any]) -> Any:
+        import numpy as np
+
+        return np.concatenate([x.asnumpy().reshape(-1) for x in state])
+
     def smooth_groups(self, block: nn.Cell) -> tuple[tuple[str | None, tuple[str, ...]], ...]:
         from gscore.nn.linear_view import is_linear
         from gscore.nn.walk import iter_cells

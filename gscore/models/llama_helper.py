@@ -96,6 +96,24 @@ class LlamaHelper(NetworkHelper):
         block.self_attn.kv_cache.reset()
         return replace(state, hidden=hidden)
 
+    def take(self, state: BlockState, windows: int) -> BlockState:
+        """The first ``windows`` sequences of ``state`` (a cheaper state to score searches on)."""
+        count = min(windows, state.batch)
+        rows = state.hidden.shape[0] // state.batch * count
+        return replace(state, hidden=state.hidden[:rows], batch=count)
+
+    def block_output(self, state: BlockState) -> np.ndarray:
+        """The hidden states of ``state`` as float32 numpy ``[rows, hidden]``."""
+        return state.hidden.asnumpy()
+
+    def set_prefix(self, network: LlamaForCausalLM, token_ids: np.ndarray) -> None:
+        """Give ``network`` the fixed float prefix ``token_ids`` (see :meth:`LlamaForCausalLM.set_prefix`)."""
+        network.set_prefix(token_ids)
+
+    def prefix_placeholders(self, network: LlamaForCausalLM, length: int) -> None:
+        """Room for a prefix of ``length`` tokens, for a checkpoint to fill (DEPLOY mode)."""
+        network.prefix_placeholders(length)
+
     def smooth_groups(self, block: nn.Cell) -> tuple[tuple[str | None, tuple[str, ...]], ...]:
         """Linear layers (names relative to a block) that share an input, with the norm that produces it."""
         return SMOOTH_GROUPS

@@ -83,11 +83,25 @@ def stored_params(weight: np.ndarray, view: LinearView, spec: WeightSpec) -> Qua
     return QuantParams(scale=scale, zero_point=params.zero_point, scheme=params.scheme)
 
 
-def simulated_linear(view: LinearView, spec: WeightSpec, weight: np.ndarray | None = None, input_quantizer: nn.Cell | None = None, smooth_scale: np.ndarray | None = None) -> SimQuantLinear:
-    """The simulated form of ``view``; ``weight`` overrides its float weight (e.g. smoothed)."""
+def simulated_linear(
+    view: LinearView,
+    spec: WeightSpec,
+    weight: np.ndarray | None = None,
+    input_quantizer: nn.Cell | None = None,
+    smooth_scale: np.ndarray | None = None,
+    params: QuantParams | None = None,
+) -> SimQuantLinear:
+    """The simulated form of ``view``; ``weight`` overrides its float weight (e.g. smoothed).
+
+    ``params`` (the layout :func:`stored_params` gives, scales already in the stored dtype)
+    replace the params observed from the weight: an algorithm that chose the integer codes
+    itself (GPTQ) passes its params with the dequantized weight, whose re-quantization then
+    gives exactly its codes.
+    """
     if weight is not None:
         view.weight.set_data(Tensor(np.ascontiguousarray(weight, dtype=np.float32)))
-    params = stored_params(view.weight.asnumpy(), view, spec)
+    if params is None:
+        params = stored_params(view.weight.asnumpy(), view, spec)
     return SimQuantLinear(view, _weight_quantizer(params, view, spec), input_quantizer, smooth_scale)
 
 

@@ -8,12 +8,7 @@ columns. Dividing input channel ``j`` by ``s_j`` and multiplying weight column `
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
-
-if TYPE_CHECKING:
-    from gscore.quant import QuantParams, QuantScheme
 
 _FLOOR = 1e-5
 
@@ -31,21 +26,3 @@ def smooth_scales(act_absmax: np.ndarray, weight_absmax: np.ndarray, alpha: floa
     scales = act**alpha / weight ** (1.0 - alpha)
     dead = (np.asarray(act_absmax) <= 0) | (np.asarray(weight_absmax) <= 0)
     return np.where(dead, 1.0, scales).astype(np.float32)
-
-
-def smoothing_error(x: np.ndarray, weights: list[np.ndarray], scales: np.ndarray, act_params: "QuantParams", weight_scheme: "QuantScheme") -> float:
-    """Relative squared output error of smoothing by ``scales`` then quantizing, summed over layers.
-
-    ``x``: sample inputs ``[rows, in]``; ``weights``: the float ``[out, in]`` weights sharing
-    that input; ``act_params``: the input quantization after smoothing. Used to pick the
-    migration strength per group of layers by what it does to their outputs.
-    """
-    from gscore.quant import fake_quantize
-
-    x_q = fake_quantize(x / scales, act_params)
-    error = 0.0
-    for w in weights:
-        reference = x @ w.T
-        out = x_q @ fake_quantize(w * scales, weight_scheme).T
-        error += float(np.sum((out - reference) ** 2) / max(np.sum(reference**2), 1e-30))
-    return error

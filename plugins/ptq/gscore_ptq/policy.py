@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from gscore.config import OutliersSuppressionType, PTQConfig, QuantGranularity
+from gscore.config import OutliersSuppressionType, PrecisionRecovery, PTQConfig, QuantGranularity
 from gscore.errors import ConfigError
 from gscore.nn.passes import WeightSpec
 from gscore.nn.walk import matches_blacklist
@@ -14,15 +14,24 @@ from gscore.nn.walk import matches_blacklist
 
 @dataclass(frozen=True)
 class LinearPolicy:
-    """One linear layer's treatment: weight spec, input quantization and smoothing."""
+    """One linear layer's treatment: weight spec, input quantization, outlier suppression
+    (``smooth``: SmoothQuant, ``awq``: AWQ scales), weight clipping search and GPTQ."""
 
     weight: WeightSpec
     act: str | None  # "static" (per tensor, calibrated) | "dynamic" (per token) | None
     smooth: bool
+    awq: bool = False
+    clip: bool = False
+    gptq: bool = False
+
+    @property
+    def scales_input(self) -> bool:
+        """True when the layer's input channels get migration scales (SmoothQuant or AWQ)."""
+        return self.smooth or self.awq
 
     @property
     def needs_input_stats(self) -> bool:
-        return self.act == "static" or self.smooth
+        return self.act == "static" or self.scales_input or self.clip or self.gptq
 
 
 def linear_policy(cfg: PTQConfig) -> LinearPolicy | None:
@@ -35,7 +44,14 @@ def linear_policy(cfg: PTQConfig) -> LinearPolicy | None:
     act = None
     if cfg.act_quant_dtype is not None:
         act = "dynamic" if cfg.act_quant_granularity is QuantGranularity.PER_TOKEN else "static"
-    return LinearPolicy(weight=weight, act=act, smooth=cfg.outliers_suppression is OutliersSuppressionType.SMOOTH)
+    return LinearPolicy(
+        weight=weight,
+        act=act,
+        smooth=cfg.outliers_suppression is OutliersSuppressionType.SMOOTH,
+        awq=cfg.outliers_suppression is OutliersSuppressionType.AWQ,
+        clip=cfg.weight_clip,
+        gptq=cfg.precision_recovery is PrecisionRecovery.GPTQ,
+    )
 
 
 class PolicyTable:

@@ -1,0 +1,146 @@
+"""``PTQConfig.algo_args`` of the ``ptq`` algorithm, parsed once into a frozen, validated form.
+
+Golden Stick's names are kept where it has the knob:
+
+=====================  ==========================================  ==========================
+key                    meaning                                     used with
+=====================  ==========================================  ==========================
+``alpha``              SmoothQuant migration strength, or a list   ``outliers_suppression=
+                       searched per block on its output            smooth``
+``smooth_alpha``       AWQ strengths searched per group of layers  ``awq``
+``duo_scaling``        AWQ scales from activations *and* weights   ``awq``
+``weight_clip_ratio``  clipping ratios searched per (row, group)   ``weight_clip=True``
+``block_size``         GPTQ columns per lazy update                ``precision_recovery=gptq``
+``damp_percent``       GPTQ damping, fraction of mean(diag H)      ``gptq``
+``desc_act``           GPTQ in order of decreasing activation      ``gptq``
+``static_groups``      GPTQ group params from the original weight  ``gptq``
+``rotation_seed``      seed of the randomized Hadamard rotation    ``rotation``
+``prefix``             token ids kept as a float KV prefix         any config (see README)
+``skip_leading_tokens`` leading positions left out of statistics   calibrated configs
+``search_windows``     calibration windows that score a search     ``alpha`` list
+``progress``           show progress bars                          any
+=====================  ==========================================  ==========================
+
+A key that the config does not use is a warning (it would silently do nothing); an unknown key
+or a bad value is a :class:`~gscore.errors.ConfigError` naming what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from gscore.config import OutliersSuppressionType, PrecisionRecovery, PTQConfig
+from gscore.errors import ConfigError
+
+DEFAULT_AWQ_ALPHAS = tuple(i / 20 for i in range(20))
+DEFAULT_CLIP_RATIOS = tuple(1.0 - i / 20 for i in range(10))
+
+
+def _number(key: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        raise ConfigError(f"algo_args[{key!r}] must be a finite number in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def _numbers(key: str, value: Any, low: float, high: float) -> tuple[float, ...]:
+    """A number or a non-empty list of numbers, as a tuple."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not values:
+        raise ConfigError(f"algo_args[{key!r}] must be a number or a non-empty list of numbers in [{low}, {high}], got {value!r}")
+    return tuple(_number(key, v, low, high) for v in values)
+
+
+def _integer(key: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"algo_args[{key!r}] must be an int >= {low}, got {value!r}")
+    return value
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"algo_args[{key!r}] must be True or False, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class GPTQArgs:
+    """Golden Stick's ``GPTQQuantConfig`` fields."""
+
+    block_size: int = 128
+    damp_percent: float = 0.01
+    desc_act: bool = False
+    static_groups: bool = False
+
+
+@dataclass(frozen=True)
+class PTQArgs:
+    """Every ``algo_args`` knob of ``ptq``, validated (see the module table)."""
+
+    alpha: tuple[float, ...] = (0.5,)
+    smooth_alpha: tuple[float, ...] = DEFAULT_AWQ_ALPHAS
+    duo_scaling: bool = True
+    weight_clip_ratio: tuple[float, ...] = DEFAULT_CLIP_RATIOS
+    gptq: GPTQArgs = GPTQArgs()
+    rotation_seed: int = 0
+    prefix: tuple[int, ...] = ()
+    skip_leading_tokens: int = 0
+    search_windows: int = 2
+    progress: bool = True
+
+    @property
+    def alpha_search(self) -> bool:
+        """True when SmoothQuant searches among several strengths."""
+        return len(self.alpha) > 1
+
+
+_USED_BY = {
+    "alpha": lambda c: c.outliers_suppression is OutliersSuppressionType.SMOOTH,
+    "search_windows": lambda c: c.outliers_suppression is OutliersSuppressionType.SMOOTH,
+    "smooth_alpha": lambda c: c.outliers_suppression is OutliersSuppressionType.AWQ,
+    "duo_scaling": lambda c: c.outliers_suppression is OutliersSuppressionType.AWQ,
+    "weight_clip_ratio": lambda c: c.weight_clip,
+    "block_size": lambda c: c.precision_recovery is PrecisionRecovery.GPTQ,
+    "damp_percent": lambda c: c.precision_recovery is PrecisionRecovery.GPTQ,
+    "desc_act": lambda c: c.precision_recovery is PrecisionRecovery.GPTQ,
+    "static_groups": lambda c: c.precision_recovery is PrecisionRecovery.GPTQ,
+    "rotation_seed": lambda c: c.outliers_suppression is OutliersSuppressionType.ROTATION,
+    "prefix": lambda c: True,
+    "skip_leading_tokens": lambda c: True,
+    "progress": lambda c: True,
+}
+KNOWN_ARGS = frozenset(_USED_BY)
+
+
+def parse_args(config: PTQConfig) -> PTQArgs:
+    """The validated :class:`PTQArgs` of ``config.algo_args``; warns about keys without effect."""
+    raw: Mapping[str, Any] = config.algo_args
+    unknown = sorted(set(raw) - KNOWN_ARGS)
+    if unknown:
+        raise ConfigError(f"unknown algo_args {unknown} for ptq; known: {sorted(KNOWN_ARGS)}")
+    idle = sorted(key for key in raw if not _USED_BY[key](config))
+    if idle:
+        warnings.warn(f"ptq ignores algo_args {idle} with this config (they belong to another option; see gscore_ptq.args)", stacklevel=3)
+    gptq = GPTQArgs(
+        block_size=_integer("block_size", raw.get("block_size", 128), 1),
+        damp_percent=_number("damp_percent", raw.get("damp_percent", 0.01), 0.0, 1.0),
+        desc_act=_flag("desc_act", raw.get("desc_act", False)),
+        static_groups=_flag("static_groups", raw.get("static_groups", False)),
+    )
+    prefix = raw.get("prefix", ())
+    if not isinstance(prefix, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prefix):
+        raise ConfigError(f"algo_args['prefix'] must be a list of token ids (ints >= 0), got {prefix!r}")
+    return PTQArgs(
+        alpha=_numbers("alpha", raw.get("alpha", 0.5), 0.0, 1.0),
+        smooth_alpha=_numbers("smooth_alpha", raw.get("smooth_alpha", list(DEFAULT_AWQ_ALPHAS)), 0.0, 1.0),
+        duo_scaling=_flag("duo_scaling", raw.get("duo_scaling", True)),
+        weight_clip_ratio=_numbers("weight_clip_ratio", raw.get("weight_clip_ratio", list(DEFAULT_CLIP_RATIOS)), 1e-6, 1.0),
+        gptq=gptq,
+        rotation_seed=_integer("rotation_seed", raw.get("rotation_seed", 0), 0),
+        prefix=tuple(prefix),
+        skip_leading_tokens=_integer("skip_leading_tokens", raw.get("skip_leading_tokens", 0), 0),
+        search_windows=_integer("search_windows", raw.get("search_windows", 2), 1),
+        progress=_flag("progress", raw.get("progress", True)),
+    )
