@@ -269,6 +269,74 @@ def _quantize_columns(
     return codes, dequant, grids
 
 
+Quantized = tuple[np.ndarray, np.ndarray, QuantParams]
+"""A quantized ``[out, n]`` weight: codes (int8/uint8), dequantized float32 values, params."""
+
+
+def _round_to_nearest(padded: np.ndarray, scheme: QuantScheme, params: QuantParams | None, scale_dtype: np.dtype) -> Quantized:
+    """RTN of the float32 (padded) weight with the given params, or its own, scales rounded to
+    ``scale_dtype``: the baseline, and GPTQ's params when they are static."""
+    if params is None:
+        params = quant_params(padded, scheme)
+    else:
+        if params.scheme != scheme:
+            raise ValueError(f"params were computed for {params.scheme}, not for {scheme}")
+        fit(padded.shape, params.scale.shape, scheme)
+    params = round_scale(params, scale_dtype)
+    codes = quantize(padded, params)
+    return codes, dequantize(codes, params), params
+
+
+def _gptq(
+    original: np.ndarray, hessian: np.ndarray, base: QuantParams, group: int, dynamic: bool, block: int,
+    act_order: bool, damp_percent: float, scale_dtype: np.dtype,
+) -> tuple[Quantized, float, int, np.ndarray]:
+    """GPTQ proper on the padded float64 weight ``[out, n]``: ``(result, damp, retries, dead)``.
+
+    ``base``: the static params (used unless ``dynamic``); ``dead``: the boolean ``[n]`` mask
+    of inputs with ``H_ii == 0``.
+    """
+    scheme = base.scheme
+    n = original.shape[1]
+    dead = np.diag(hessian) == 0
+    work_hessian = hessian.copy()
+    work_hessian[dead, dead] = 1.0
+    work = original.copy()
+    work[:, dead] = 0.0
+    column_group = np.arange(n) // group if group else np.zeros(n, np.intp)
+    perm = np.argsort(-np.diag(work_hessian), kind="stable") if act_order else np.arange(n)
+    upper, damp, retries = _upper_cholesky_of_inverse(work_hessian[np.ix_(perm, perm)], damp_percent)
+    fixed = None if dynamic else _grids(base)
+    codes, dequant, grids = _quantize_columns(work.T[perm], upper, fixed, column_group[perm], group, scheme, block, scale_dtype)
+    inverse = np.argsort(perm)
+    if dynamic:
+        scale = np.stack([s for s, _ in grids], axis=1)[:, :, None]
+        zero = np.stack([z for _, z in grids], axis=1)[:, :, None]
+        params = QuantParams(scale=scale, zero_point=zero, scheme=scheme)
+    else:
+        params = base
+    int_codes = codes[inverse].T.astype(np.int8 if scheme.signed else np.uint8)
+    return (int_codes, dequant[inverse].T, params), damp, retries, dead
+
+
+def _pick_rows(use_rtn: np.ndarray, gptq: Quantized, rtn: Quantized) -> Quantized:
+    """Row by row, GPTQ's codes, values and params, or RTN's where ``use_rtn``."""
+    rows = use_rtn.reshape(-1, *(1,) * (gptq[2].scale.ndim - 1))
+    params = QuantParams(
+        scale=np.where(rows, rtn[2].scale, gptq[2].scale),
+        zero_point=np.where(rows, rtn[2].zero_point, gptq[2].zero_point),
+        scheme=gptq[2].scheme,
+    )
+    return np.where(use_rtn[:, None], rtn[0], gptq[0]), np.where(use_rtn[:, None], rtn[1], gptq[1]), params
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """``a`` (an array built here, not the caller's) contiguous and read-only."""
+    a = np.ascontiguousarray(a)
+    a.setflags(write=False)
+    return a
+
+
 def gptq_quantize(
     weight: npt.ArrayLike,
     hessian: npt.ArrayLike,
@@ -329,53 +397,15 @@ def gptq_quantize(
     pad = -n_in % group if group else 0
     original = np.pad(weight.astype(np.float64), ((0, 0), (0, pad)))
     full_hessian = np.pad(hessian, ((0, pad), (0, pad)))
-    n = n_in + pad
-
-    padded32 = original.astype(np.float32)
-    if params is None:
-        base = round_scale(quant_params(padded32, scheme), scale_dtype)
-    else:
-        if params.scheme != scheme:
-            raise ValueError(f"params were computed for {params.scheme}, not for {scheme}")
-        fit((out, n), params.scale.shape, scheme)
-        base = round_scale(params, scale_dtype)
-
-    dead = np.diag(full_hessian) == 0
-    work_hessian = full_hessian.copy()
-    work_hessian[dead, dead] = 1.0
-    work = original.copy()
-    work[:, dead] = 0.0
-    column_group = np.arange(n) // group if group else np.zeros(n, np.intp)
-    perm = np.argsort(-np.diag(work_hessian), kind="stable") if act_order else np.arange(n)
-    upper, damp, retries = _upper_cholesky_of_inverse(work_hessian[np.ix_(perm, perm)], damp_percent)
-
+    rtn = _round_to_nearest(original.astype(np.float32), scheme, params, scale_dtype)
     dynamic = bool(group) and not static_groups and params is None
     block = -(-block_size // group) * group if dynamic else block_size
-    fixed = None if dynamic else _grids(base)
-    codes_p, dequant_p, grids = _quantize_columns(work.T[perm], upper, fixed, column_group[perm], group, scheme, block, scale_dtype)
-    inverse = np.argsort(perm)
-    gptq_codes, gptq_dequant = codes_p[inverse].T, dequant_p[inverse].T
-    if dynamic:
-        gptq_scale = np.stack([scale for scale, _ in grids], axis=1)[:, :, None]
-        gptq_zero = np.stack([zero for _, zero in grids], axis=1)[:, :, None]
-    else:
-        gptq_scale, gptq_zero = base.scale, base.zero_point
+    gptq, damp, retries, dead = _gptq(original, full_hessian, rtn[2], group, dynamic, block, act_order, damp_percent, scale_dtype)
 
-    rtn_codes = quantize(padded32, base)
-    rtn_dequant = dequantize(rtn_codes, base)
-    gptq_err = _row_errors(original, gptq_dequant.astype(np.float64), full_hessian)
-    rtn_err = _row_errors(original, rtn_dequant.astype(np.float64), full_hessian)
+    gptq_err = _row_errors(original, gptq[1].astype(np.float64), full_hessian)
+    rtn_err = _row_errors(original, rtn[1].astype(np.float64), full_hessian)
     fallback = rtn_err < gptq_err
-    rows_only = (slice(None),) + (None,) * (base.scale.ndim - 1)
-    chosen = QuantParams(
-        scale=np.where(fallback[rows_only], base.scale, gptq_scale),
-        zero_point=np.where(fallback[rows_only], base.zero_point, gptq_zero),
-        scheme=scheme,
-    )
-    final_dequant = np.ascontiguousarray(np.where(fallback[:, None], rtn_dequant, gptq_dequant)[:, :n_in])
-    final_codes = np.ascontiguousarray(np.where(fallback[:, None], rtn_codes, gptq_codes.astype(rtn_codes.dtype))[:, :n_in])
-    final_dequant.setflags(write=False)
-    final_codes.setflags(write=False)
+    codes, dequant, chosen = _pick_rows(fallback, gptq, rtn)
     diagnostics = GPTQDiagnostics(
         error=float(np.where(fallback, rtn_err, gptq_err).sum()),
         error_gptq=float(gptq_err.sum()),
@@ -386,4 +416,5 @@ def gptq_quantize(
         damp_retries=retries,
         dead_inputs=int(dead[:n_in].sum()),
     )
-    return GPTQResult(weight=final_dequant, codes=final_codes, params=chosen, diagnostics=diagnostics)
+    return GPTQResult(weight=_frozen(dequant[:, :n_in]), codes=_frozen(codes[:, :n_in]), params=chosen, diagnostics=diagnostics)
+
