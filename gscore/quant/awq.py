@@ -24,8 +24,9 @@ from gscore.errors import ConfigError
 from gscore.quant.checks import require_finite
 from gscore.quant.core import fake_quantize
 from gscore.quant.params import quant_params
-from gscore.quant.scheme import Granularity, QuantScheme
+from gscore.quant.scheme import QuantScheme
 from gscore.quant.stored import round_scale, store_dtype
+from gscore.quant.weights import pad_to_groups, weight_group_size
 
 DEFAULT_CLIP_RATIOS: tuple[float, ...] = tuple(1.0 - i / 20 for i in range(10))
 """Golden Stick's default ``weight_clip_ratio``: 1.0, 0.95, ..., 0.55."""
@@ -34,24 +35,14 @@ _ROW_MAX_EPS = 1e-6  # added to a row's (group's) max |w| before normalising, as
 _SCALE_EPS = 1e-4  # added to w_mean^(1-alpha), and the floor of every scale, as in the reference
 
 
-def _group_width(scheme: QuantScheme, columns: int) -> int:
-    """Columns per (row, group): ``group_size`` per group, the whole row per output channel."""
-    if scheme.granularity is Granularity.PER_GROUP:
-        return scheme.group_size
-    if scheme.granularity is Granularity.PER_CHANNEL and scheme.axis in (0, -2):
-        return columns
-    raise ConfigError(
-        "AWQ quantizes [out, in] weights per output channel (granularity 'per_channel', axis 0) or per group "
-        f"('per_group'); got granularity {scheme.granularity.value!r}, axis {scheme.axis}"
-    )
-
-
 def _grouped(a: np.ndarray, width: int) -> np.ndarray:
     """``a [rows, in]`` zero-padded to whole groups and viewed ``[rows, groups, width]``."""
-    pad = -a.shape[1] % width
-    if pad:
-        a = np.pad(a, ((0, 0), (0, pad)))
-    return a.reshape(a.shape[0], -1, width)
+    return pad_to_groups(a, width).reshape(a.shape[0], -1, width)
+
+
+def _group_width(scheme: QuantScheme, columns: int) -> int:
+    """Columns per (row, group): ``group_size`` per group, the whole row per output channel."""
+    return weight_group_size(scheme, "AWQ") or columns
 
 
 def _check_weight(weight: npt.ArrayLike, what: str) -> np.ndarray:

@@ -42,6 +42,7 @@ from gscore.quant.layout import fit
 from gscore.quant.params import QuantParams, quant_params
 from gscore.quant.scheme import Granularity, QuantScheme
 from gscore.quant.stored import round_scale, store_dtype
+from gscore.quant.weights import pad_to_groups, weight_group_size
 
 MAX_DAMP_RETRIES = 10
 """How many times the damping is multiplied by 10 when ``H`` + damping is not positive definite."""
@@ -100,18 +101,6 @@ class GPTQResult:
     codes: np.ndarray
     params: QuantParams
     diagnostics: GPTQDiagnostics
-
-
-def _group_size(scheme: QuantScheme) -> int:
-    """Columns per parameter group: ``group_size``, or 0 for per-output-channel params."""
-    if scheme.granularity is Granularity.PER_GROUP:
-        return scheme.group_size
-    if scheme.granularity is Granularity.PER_CHANNEL and scheme.axis in (0, -2):
-        return 0
-    raise ConfigError(
-        "GPTQ quantizes an [out, in] weight per output channel (granularity 'per_channel', axis 0) or "
-        f"per group of input columns ('per_group'); got granularity {scheme.granularity.value!r}, axis {scheme.axis}"
-    )
 
 
 def _check_weight_and_hessian(weight: npt.ArrayLike, hessian: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -389,13 +378,13 @@ def gptq_quantize(
         ValueError: bad shapes, non-finite values, ``params`` that do not fit, a Hessian that is
             not symmetric with non-negative diagonal, or that stays singular after every retry.
     """
-    group = _group_size(scheme)
+    group = weight_group_size(scheme, "GPTQ")
     _check_options(block_size, damp_percent, act_order, static_groups, group, params)
     scale_dtype = store_dtype(scale_dtype)
     weight, hessian = _check_weight_and_hessian(weight, hessian)
     out, n_in = weight.shape
-    pad = -n_in % group if group else 0
-    original = np.pad(weight.astype(np.float64), ((0, 0), (0, pad)))
+    original = pad_to_groups(weight.astype(np.float64), group)
+    pad = original.shape[1] - n_in
     full_hessian = np.pad(hessian, ((0, pad), (0, pad)))
     rtn = _round_to_nearest(original.astype(np.float32), scheme, params, scale_dtype)
     dynamic = bool(group) and not static_groups and params is None
