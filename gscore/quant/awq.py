@@ -26,7 +26,7 @@ from gscore.quant.core import fake_quantize
 from gscore.quant.params import quant_params
 from gscore.quant.scheme import QuantScheme
 from gscore.quant.stored import round_scale, store_dtype
-from gscore.quant.weights import pad_to_groups, weight_group_size
+from gscore.quant.weights import checked_weight, pad_to_groups, weight_group_size
 
 DEFAULT_CLIP_RATIOS: tuple[float, ...] = tuple(1.0 - i / 20 for i in range(10))
 """Golden Stick's default ``weight_clip_ratio``: 1.0, 0.95, ..., 0.55."""
@@ -45,14 +45,6 @@ def _group_width(scheme: QuantScheme, columns: int) -> int:
     return weight_group_size(scheme, "AWQ") or columns
 
 
-def _check_weight(weight: npt.ArrayLike, what: str) -> np.ndarray:
-    weight = np.asarray(weight)
-    if weight.ndim != 2 or 0 in weight.shape or not np.issubdtype(weight.dtype, np.floating):
-        raise ValueError(f"{what} must be a non-empty floating [out, in] array, got {weight.dtype} {weight.shape}")
-    require_finite(weight, what)
-    return weight
-
-
 def awq_weight_mean(weights: Sequence[npt.ArrayLike], group_size: int = 0) -> np.ndarray:
     """Mean normalised weight magnitude per input channel, float64 ``[in]``.
 
@@ -64,7 +56,7 @@ def awq_weight_mean(weights: Sequence[npt.ArrayLike], group_size: int = 0) -> np
     """
     if not weights:
         raise ValueError("awq_weight_mean needs at least one weight")
-    checked = [_check_weight(w, "AWQ weight") for w in weights]
+    checked = [checked_weight(w, "AWQ weight") for w in weights]
     if len({w.shape[1] for w in checked}) != 1:
         raise ValueError(f"weights sharing one input must have the same in size, got shapes {[w.shape for w in checked]}")
     stacked = np.abs(np.concatenate([w.astype(np.float64) for w in checked], axis=0))
@@ -116,7 +108,7 @@ def scaled_fake_quantize(weight: npt.ArrayLike, scales: npt.ArrayLike, scheme: Q
     The quantization scales come from ``W · s`` itself, rounded to ``scale_dtype`` as stored.
     Per group with ``in`` not a multiple of ``g`` the scaled weight is padded with zero columns.
     """
-    weight = _check_weight(weight, "AWQ weight")
+    weight = checked_weight(weight, "AWQ weight")
     s = np.asarray(scales, dtype=np.float32)
     if s.shape != (weight.shape[1],) or not (np.isfinite(s).all() and s.min() > 0):
         raise ValueError(f"scales must be finite, > 0 and shaped [in] = [{weight.shape[1]}], got shape {s.shape}")
@@ -183,7 +175,7 @@ def search_weight_clip(
     Raises ConfigError for an unsupported scheme or ratios outside (0, 1]; ValueError for bad
     shapes or non-finite values.
     """
-    weight = _check_weight(weight, "clip search weight")
+    weight = checked_weight(weight, "clip search weight")
     samples = np.asarray(x)
     if samples.ndim != 2 or samples.shape[1] != weight.shape[1] or samples.shape[0] == 0:
         raise ValueError(f"x must be non-empty sample inputs [rows, {weight.shape[1]}], got {samples.shape}")

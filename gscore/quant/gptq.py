@@ -42,7 +42,7 @@ from gscore.quant.layout import fit
 from gscore.quant.params import QuantParams, quant_params
 from gscore.quant.scheme import Granularity, QuantScheme
 from gscore.quant.stored import round_scale, store_dtype
-from gscore.quant.weights import pad_to_groups, weight_group_size
+from gscore.quant.weights import checked_weight, pad_to_groups, weight_group_size
 
 MAX_DAMP_RETRIES = 10
 """How many times the damping is multiplied by 10 when ``H`` + damping is not positive definite."""
@@ -104,10 +104,7 @@ class GPTQResult:
 
 
 def _check_weight_and_hessian(weight: npt.ArrayLike, hessian: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    weight = np.asarray(weight)
-    if weight.ndim != 2 or 0 in weight.shape or not np.issubdtype(weight.dtype, np.floating):
-        raise ValueError(f"weight must be a non-empty floating [out, in] array, got {weight.dtype} {weight.shape}")
-    require_finite(weight, "GPTQ weight")
+    weight = checked_weight(weight, "GPTQ weight")
     hessian = np.asarray(hessian, dtype=np.float64)
     n = weight.shape[1]
     if hessian.shape != (n, n):

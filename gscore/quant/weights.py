@@ -10,8 +10,10 @@ range (the range always includes 0) nor any dot product.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from gscore.errors import ConfigError
+from gscore.quant.checks import require_finite
 from gscore.quant.scheme import Granularity, QuantScheme
 
 
@@ -36,3 +38,13 @@ def pad_to_groups(a: np.ndarray, group: int) -> np.ndarray:
     if not group or a.shape[1] % group == 0:
         return a
     return np.pad(a, ((0, 0), (0, -a.shape[1] % group)))
+
+
+def checked_weight(weight: npt.ArrayLike, what: str) -> np.ndarray:
+    """``weight`` as an array, after checking it is a non-empty, finite, floating ``[out, in]``
+    matrix (ValueError naming ``what`` otherwise)."""
+    weight = np.asarray(weight)
+    if weight.ndim != 2 or 0 in weight.shape or not np.issubdtype(weight.dtype, np.floating):
+        raise ValueError(f"{what} must be a non-empty floating [out, in] array, got {weight.dtype} {weight.shape}")
+    require_finite(weight, what)
+    return weight
