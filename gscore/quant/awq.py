@@ -24,8 +24,9 @@ from gscore.errors import ConfigError
 from gscore.quant.checks import require_finite
 from gscore.quant.core import fake_quantize
 from gscore.quant.params import quant_params
-from gscore.quant.scheme import Granularity, QuantScheme
+from gscore.quant.scheme import QuantScheme
 from gscore.quant.stored import round_scale, store_dtype
+from gscore.quant.weights import checked_weight, pad_to_groups, weight_group_size
 
 DEFAULT_CLIP_RATIOS: tuple[float, ...] = tuple(1.0 - i / 20 for i in range(10))
 """Golden Stick's default ``weight_clip_ratio``: 1.0, 0.95, ..., 0.55."""
@@ -34,32 +35,14 @@ _ROW_MAX_EPS = 1e-6  # added to a row's (group's) max |w| before normalising, as
 _SCALE_EPS = 1e-4  # added to w_mean^(1-alpha), and the floor of every scale, as in the reference
 
 
-def _group_width(scheme: QuantScheme, columns: int) -> int:
-    """Columns per (row, group): ``group_size`` per group, the whole row per output channel."""
-    if scheme.granularity is Granularity.PER_GROUP:
-        return scheme.group_size
-    if scheme.granularity is Granularity.PER_CHANNEL and scheme.axis in (0, -2):
-        return columns
-    raise ConfigError(
-        "AWQ quantizes [out, in] weights per output channel (granularity 'per_channel', axis 0) or per group "
-        f"('per_group'); got granularity {scheme.granularity.value!r}, axis {scheme.axis}"
-    )
-
-
 def _grouped(a: np.ndarray, width: int) -> np.ndarray:
     """``a [rows, in]`` zero-padded to whole groups and viewed ``[rows, groups, width]``."""
-    pad = -a.shape[1] % width
-    if pad:
-        a = np.pad(a, ((0, 0), (0, pad)))
-    return a.reshape(a.shape[0], -1, width)
+    return pad_to_groups(a, width).reshape(a.shape[0], -1, width)
 
 
-def _check_weight(weight: npt.ArrayLike, what: str) -> np.ndarray:
-    weight = np.asarray(weight)
-    if weight.ndim != 2 or 0 in weight.shape or not np.issubdtype(weight.dtype, np.floating):
-        raise ValueError(f"{what} must be a non-empty floating [out, in] array, got {weight.dtype} {weight.shape}")
-    require_finite(weight, what)
-    return weight
+def _group_width(scheme: QuantScheme, columns: int) -> int:
+    """Columns per (row, group): ``group_size`` per group, the whole row per output channel."""
+    return weight_group_size(scheme, "AWQ") or columns
 
 
 def awq_weight_mean(weights: Sequence[npt.ArrayLike], group_size: int = 0) -> np.ndarray:
@@ -73,7 +56,7 @@ def awq_weight_mean(weights: Sequence[npt.ArrayLike], group_size: int = 0) -> np
     """
     if not weights:
         raise ValueError("awq_weight_mean needs at least one weight")
-    checked = [_check_weight(w, "AWQ weight") for w in weights]
+    checked = [checked_weight(w, "AWQ weight") for w in weights]
     if len({w.shape[1] for w in checked}) != 1:
         raise ValueError(f"weights sharing one input must have the same in size, got shapes {[w.shape for w in checked]}")
     stacked = np.abs(np.concatenate([w.astype(np.float64) for w in checked], axis=0))
@@ -125,7 +108,7 @@ def scaled_fake_quantize(weight: npt.ArrayLike, scales: npt.ArrayLike, scheme: Q
     The quantization scales come from ``W · s`` itself, rounded to ``scale_dtype`` as stored.
     Per group with ``in`` not a multiple of ``g`` the scaled weight is padded with zero columns.
     """
-    weight = _check_weight(weight, "AWQ weight")
+    weight = checked_weight(weight, "AWQ weight")
     s = np.asarray(scales, dtype=np.float32)
     if s.shape != (weight.shape[1],) or not (np.isfinite(s).all() and s.min() > 0):
         raise ValueError(f"scales must be finite, > 0 and shaped [in] = [{weight.shape[1]}], got shape {s.shape}")
@@ -192,7 +175,7 @@ def search_weight_clip(
     Raises ConfigError for an unsupported scheme or ratios outside (0, 1]; ValueError for bad
     shapes or non-finite values.
     """
-    weight = _check_weight(weight, "clip search weight")
+    weight = checked_weight(weight, "clip search weight")
     samples = np.asarray(x)
     if samples.ndim != 2 or samples.shape[1] != weight.shape[1] or samples.shape[0] == 0:
         raise ValueError(f"x must be non-empty sample inputs [rows, {weight.shape[1]}], got {samples.shape}")

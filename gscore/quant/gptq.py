@@ -9,7 +9,8 @@ rest of the row by the optimal compensation, which needs only row ``i`` of ``U``
 Cholesky factor of ``H⁻¹`` (``H⁻¹ = UᵀU``): ``W[:, i+1:] -= err ⊗ U[i, i+1:]`` with
 ``err = (w_i - ŵ_i) / U[i, i]``. Columns are processed in blocks of ``block_size`` and the
 columns after a block are updated once per block (lazy batch updates: the same arithmetic,
-as one matrix product).
+as one matrix product); inside a block the same is done again for sub-blocks of 16 columns,
+which is what keeps numpy's per-column work small.
 
 Why a diagonal ``H`` gives plain round-to-nearest: then ``U`` is diagonal (damping only adds
 to the diagonal), every ``U[i, i+1:]`` is exactly 0, no column is ever moved, and each column
@@ -37,16 +38,19 @@ import numpy.typing as npt
 
 from gscore.errors import ConfigError
 from gscore.quant.checks import require_finite
-from gscore.quant.core import _codes, _to_real, dequantize, quantize
+from gscore.quant.core import dequantize, quantize
 from gscore.quant.layout import fit
 from gscore.quant.params import QuantParams, quant_params
 from gscore.quant.scheme import Granularity, QuantScheme
 from gscore.quant.stored import round_scale, store_dtype
+from gscore.quant.weights import checked_weight, pad_to_groups, weight_group_size
 
 MAX_DAMP_RETRIES = 10
 """How many times the damping is multiplied by 10 when ``H`` + damping is not positive definite."""
 
 _FIRST_RETRY_DAMP = 1e-6  # retry damping (fraction of mean diag) when damp_percent is 0
+_SUB_BLOCK = 16  # columns per inner lazy block: small rank-1 updates, the rest as matrix products
+_DENSE_INVERSE = 128  # triangular blocks up to this size are inverted directly
 _ASYMMETRY_TOLERANCE = 1e-6  # |H - Hᵀ| allowed, relative to max |diag H| (float rounding of XᵀX)
 
 
@@ -100,23 +104,8 @@ class GPTQResult:
     diagnostics: GPTQDiagnostics
 
 
-def _group_size(scheme: QuantScheme) -> int:
-    """Columns per parameter group: ``group_size``, or 0 for per-output-channel params."""
-    if scheme.granularity is Granularity.PER_GROUP:
-        return scheme.group_size
-    if scheme.granularity is Granularity.PER_CHANNEL and scheme.axis in (0, -2):
-        return 0
-    raise ConfigError(
-        "GPTQ quantizes an [out, in] weight per output channel (granularity 'per_channel', axis 0) or "
-        f"per group of input columns ('per_group'); got granularity {scheme.granularity.value!r}, axis {scheme.axis}"
-    )
-
-
 def _check_weight_and_hessian(weight: npt.ArrayLike, hessian: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    weight = np.asarray(weight)
-    if weight.ndim != 2 or 0 in weight.shape or not np.issubdtype(weight.dtype, np.floating):
-        raise ValueError(f"weight must be a non-empty floating [out, in] array, got {weight.dtype} {weight.shape}")
-    require_finite(weight, "GPTQ weight")
+    weight = checked_weight(weight, "GPTQ weight")
     hessian = np.asarray(hessian, dtype=np.float64)
     n = weight.shape[1]
     if hessian.shape != (n, n):
@@ -128,7 +117,7 @@ def _check_weight_and_hessian(weight: npt.ArrayLike, hessian: npt.ArrayLike) -> 
     asymmetry = float(np.abs(hessian - hessian.T).max())
     if asymmetry > _ASYMMETRY_TOLERANCE * max(float(diag.max()), np.finfo(np.float64).tiny):
         raise ValueError(f"hessian is not symmetric (max |H - Hᵀ| = {asymmetry:.3g}); it must be 2XᵀX/rows")
-    return weight, (hessian + hessian.T) * 0.5
+    return weight, hessian
 
 
 def _check_options(block_size: int, damp_percent: float, act_order: bool, static_groups: bool, group: int, params: QuantParams | None) -> None:
@@ -144,26 +133,42 @@ def _check_options(block_size: int, damp_percent: float, act_order: bool, static
         )
 
 
+def _lower_triangular_inverse(lower: np.ndarray) -> np.ndarray:
+    """Inverse of a lower triangular matrix by 2x2 block recursion,
+    ``[[A, 0], [C, D]]⁻¹ = [[A⁻¹, 0], [-D⁻¹ C A⁻¹, D⁻¹]]``: about n³/3 flops in matrix products,
+    where ``np.linalg.inv`` (LU, unaware of the structure) costs several times more."""
+    n = lower.shape[0]
+    if n <= _DENSE_INVERSE:
+        return np.linalg.inv(lower)
+    half = n // 2
+    top, bottom = _lower_triangular_inverse(lower[:half, :half]), _lower_triangular_inverse(lower[half:, half:])
+    inverse = np.zeros_like(lower)
+    inverse[:half, :half] = top
+    inverse[half:, half:] = bottom
+    inverse[half:, :half] = -(bottom @ (lower[half:, :half] @ top))
+    return inverse
+
+
 def _upper_cholesky_of_inverse(hessian: np.ndarray, damp_percent: float) -> tuple[np.ndarray, float, int]:
     """``(U, damp used, retries)`` with ``UᵀU = (H + damp·mean(diag H)·I)⁻¹``, U upper triangular.
 
     Computed from one Cholesky factorization: with ``J`` the reversal permutation and
     ``JHJ = LLᵀ``, ``H = RRᵀ`` for the upper triangular ``R = JLJ``, so ``H⁻¹ = R⁻ᵀR⁻¹`` and
-    ``U = R⁻¹ = J L⁻¹ J``. If the damped ``H`` is not positive definite (to float64
-    precision), the damping is multiplied by 10, up to :data:`MAX_DAMP_RETRIES` times.
+    ``U = R⁻¹ = J L⁻¹ J``. Only the upper triangle of ``H`` is read. If the damped ``H`` is
+    not positive definite (to float64 precision), the damping is multiplied by 10, up to
+    :data:`MAX_DAMP_RETRIES` times.
     """
     mean_diag = float(np.mean(np.diag(hessian)))
     damp = float(damp_percent)
     for retry in range(MAX_DAMP_RETRIES + 1):
-        damped = hessian.copy()
+        damped = hessian[::-1, ::-1].copy()
         damped[np.diag_indices_from(damped)] += damp * mean_diag
         try:
-            lower = np.linalg.cholesky(damped[::-1, ::-1])
-            upper = np.triu(np.linalg.inv(lower)[::-1, ::-1])
+            upper = _lower_triangular_inverse(np.linalg.cholesky(damped))[::-1, ::-1]
         except np.linalg.LinAlgError:
             upper = None
         if upper is not None and np.isfinite(upper).all():
-            return upper, damp, retry
+            return np.ascontiguousarray(upper), damp, retry
         damp = (damp if damp > 0 else _FIRST_RETRY_DAMP) * 10.0
     raise ValueError(
         f"the damped Hessian is not positive definite even with damping {damp / 10:.3g} x mean(diag H) after "
@@ -176,11 +181,31 @@ def _column_scheme(scheme: QuantScheme) -> QuantScheme:
     return dataclasses.replace(scheme, granularity=Granularity.PER_CHANNEL, axis=0, group_size=0)
 
 
-def _group_columns(params: QuantParams, column_scheme: QuantScheme) -> list[QuantParams]:
-    """Per-channel ``[out, 1]`` params of every parameter group (one for per-channel params)."""
-    if params.scale.ndim == 2:
-        return [QuantParams(params.scale, params.zero_point, column_scheme)]
-    return [QuantParams(params.scale[:, k, :], params.zero_point[:, k, :], column_scheme) for k in range(params.scale.shape[1])]
+Grid = tuple[np.ndarray, np.ndarray]
+"""One parameter group's ``(scale, zero_point)``, float32 ``[out]`` each."""
+
+
+def _grids(params: QuantParams) -> list[Grid]:
+    """``(scale, zero_point)`` of every parameter group (one for per-channel params)."""
+    scale, zero = params.scale.reshape(params.scale.shape[0], -1), params.zero_point.reshape(params.scale.shape[0], -1)
+    return [(np.ascontiguousarray(scale[:, k]), np.ascontiguousarray(zero[:, k])) for k in range(scale.shape[1])]
+
+
+def _round_to_grid(values: np.ndarray, grid: Grid, scheme: QuantScheme) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, dequantized)`` float32 of one weight column: the arithmetic of
+    :func:`gscore.quant.quantize` / :func:`gscore.quant.dequantize` operation for operation
+    (float32 divide, add zero point, round half to even, clip; then ``(q - z)·s``), without
+    their per-call checks, which would cost more than the rounding itself in a loop that runs
+    once per input column (the tests check the results bit for bit against them)."""
+    scale, zero = grid
+    codes = np.divide(values, scale, dtype=np.float32)
+    if not scheme.symmetric:
+        codes += zero
+    np.rint(codes, out=codes)
+    np.clip(codes, scheme.qmin, scheme.qmax, out=codes)
+    real = codes - zero if not scheme.symmetric else codes.copy()
+    real *= scale
+    return codes, real
 
 
 def _row_errors(weight: np.ndarray, approx: np.ndarray, hessian: np.ndarray) -> np.ndarray:
@@ -190,39 +215,113 @@ def _row_errors(weight: np.ndarray, approx: np.ndarray, hessian: np.ndarray) -> 
 
 
 def _quantize_columns(
-    work: np.ndarray, upper: np.ndarray, fixed: list[QuantParams] | None, column_group: np.ndarray,
-    group: int, column_scheme: QuantScheme, block: int, scale_dtype: np.dtype,
-) -> tuple[np.ndarray, np.ndarray, list[QuantParams]]:
-    """The GPTQ column loop on ``work [out, n]`` (float64, modified in place).
+    work: np.ndarray, upper: np.ndarray, fixed: list[Grid] | None, column_group: np.ndarray,
+    group: int, scheme: QuantScheme, block: int, scale_dtype: np.dtype,
+) -> tuple[np.ndarray, np.ndarray, list[Grid]]:
+    """The GPTQ column loop on ``work = Wᵀ [n, out]`` (float64, permuted; modified in place).
 
-    ``fixed``: the params of every group, or None to compute each group's params from its
-    columns when the loop reaches it (``block`` is then a multiple of ``group`` so that a group
-    never straddles a block and its columns already carry all earlier error feedback).
+    Transposed so that a weight column is a contiguous row of memory. Updates are lazy at two
+    levels: within a sub-block of :data:`_SUB_BLOCK` columns by rank-1 updates, then for the
+    rest of the ``block`` and, at its end, for all later columns, by matrix products (the same
+    arithmetic as column-by-column updates, in fewer passes over memory).
+
+    ``fixed``: the grid of every group, or None to compute each group's grid from its columns
+    when the loop reaches the group's first column (``block`` is then a multiple of ``group``
+    and sub-blocks start at group starts, so all earlier feedback has reached the group).
     ``column_group[j]``: the group of (permuted) column ``j``. Returns float32 codes and
-    dequantized values ``[out, n]`` in ``work``'s column order, and the params per group.
+    dequantized values ``[n, out]`` in ``work``'s order, and the grid of every group.
     """
-    out, n = work.shape
-    codes = np.empty((out, n), np.float32)
-    dequant = np.empty((out, n), np.float32)
-    groups = list(fixed) if fixed is not None else []
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        cols = work[:, start:stop]  # a view: in-block feedback goes straight into ``work``
-        errors = np.empty((out, stop - start), np.float64)
-        for j in range(start, stop):
-            c = j - start
-            if fixed is None and j % group == 0:
-                groups.append(round_scale(quant_params(cols[:, c : c + group], column_scheme), scale_dtype))
-            params = groups[column_group[j]]
-            q = _codes(cols[:, c : c + 1], params)
-            codes[:, j : j + 1] = q
-            _to_real(q, params)
-            dequant[:, j : j + 1] = q
-            err = (cols[:, c] - q[:, 0]) / upper[j, j]
-            cols[:, c + 1 :] -= np.outer(err, upper[j, j + 1 : stop])
-            errors[:, c] = err
-        work[:, stop:] -= errors @ upper[start:stop, stop:]
-    return codes, dequant, groups
+    n, out = work.shape
+    codes = np.empty((n, out), np.float32)
+    dequant = np.empty((n, out), np.float32)
+    errors = np.empty((n, out), np.float64)
+    grids = list(fixed) if fixed is not None else []
+    sub = group if fixed is None and group % _SUB_BLOCK else _SUB_BLOCK
+    column_scheme = _column_scheme(scheme)
+    with np.errstate(over="ignore"):  # huge finite values overflow w / scale; the clip maps them right
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            for first in range(start, stop, sub):
+                last = min(first + sub, stop)
+                for j in range(first, last):
+                    if fixed is None and j % group == 0:
+                        params = round_scale(quant_params(work[j : j + group].T, column_scheme), scale_dtype)
+                        grids.append((params.scale[:, 0].copy(), params.zero_point[:, 0].copy()))
+                    codes[j], dequant[j] = _round_to_grid(work[j], grids[column_group[j]], scheme)
+                    err = np.subtract(work[j], dequant[j], out=errors[j])
+                    err /= upper[j, j]
+                    work[j + 1 : last] -= upper[j, j + 1 : last, None] * err
+                work[last:stop] -= upper[first:last, last:stop].T @ errors[first:last]
+            work[stop:] -= upper[start:stop, stop:].T @ errors[start:stop]
+    return codes, dequant, grids
+
+
+Quantized = tuple[np.ndarray, np.ndarray, QuantParams]
+"""A quantized ``[out, n]`` weight: codes (int8/uint8), dequantized float32 values, params."""
+
+
+def _round_to_nearest(padded: np.ndarray, scheme: QuantScheme, params: QuantParams | None, scale_dtype: np.dtype) -> Quantized:
+    """RTN of the float32 (padded) weight with the given params, or its own, scales rounded to
+    ``scale_dtype``: the baseline, and GPTQ's params when they are static."""
+    if params is None:
+        params = quant_params(padded, scheme)
+    else:
+        if params.scheme != scheme:
+            raise ValueError(f"params were computed for {params.scheme}, not for {scheme}")
+        fit(padded.shape, params.scale.shape, scheme)
+    params = round_scale(params, scale_dtype)
+    codes = quantize(padded, params)
+    return codes, dequantize(codes, params), params
+
+
+def _gptq(
+    original: np.ndarray, hessian: np.ndarray, base: QuantParams, group: int, dynamic: bool, block: int,
+    act_order: bool, damp_percent: float, scale_dtype: np.dtype,
+) -> tuple[Quantized, float, int, np.ndarray]:
+    """GPTQ proper on the padded float64 weight ``[out, n]``: ``(result, damp, retries, dead)``.
+
+    ``base``: the static params (used unless ``dynamic``); ``dead``: the boolean ``[n]`` mask
+    of inputs with ``H_ii == 0``.
+    """
+    scheme = base.scheme
+    n = original.shape[1]
+    dead = np.diag(hessian) == 0
+    work_hessian = hessian.copy()
+    work_hessian[dead, dead] = 1.0
+    work = original.copy()
+    work[:, dead] = 0.0
+    column_group = np.arange(n) // group if group else np.zeros(n, np.intp)
+    perm = np.argsort(-np.diag(work_hessian), kind="stable") if act_order else np.arange(n)
+    upper, damp, retries = _upper_cholesky_of_inverse(work_hessian[np.ix_(perm, perm)], damp_percent)
+    fixed = None if dynamic else _grids(base)
+    codes, dequant, grids = _quantize_columns(work.T[perm], upper, fixed, column_group[perm], group, scheme, block, scale_dtype)
+    inverse = np.argsort(perm)
+    if dynamic:
+        scale = np.stack([s for s, _ in grids], axis=1)[:, :, None]
+        zero = np.stack([z for _, z in grids], axis=1)[:, :, None]
+        params = QuantParams(scale=scale, zero_point=zero, scheme=scheme)
+    else:
+        params = base
+    int_codes = codes[inverse].T.astype(np.int8 if scheme.signed else np.uint8)
+    return (int_codes, dequant[inverse].T, params), damp, retries, dead
+
+
+def _pick_rows(use_rtn: np.ndarray, gptq: Quantized, rtn: Quantized) -> Quantized:
+    """Row by row, GPTQ's codes, values and params, or RTN's where ``use_rtn``."""
+    rows = use_rtn.reshape(-1, *(1,) * (gptq[2].scale.ndim - 1))
+    params = QuantParams(
+        scale=np.where(rows, rtn[2].scale, gptq[2].scale),
+        zero_point=np.where(rows, rtn[2].zero_point, gptq[2].zero_point),
+        scheme=gptq[2].scheme,
+    )
+    return np.where(use_rtn[:, None], rtn[0], gptq[0]), np.where(use_rtn[:, None], rtn[1], gptq[1]), params
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """``a`` (an array built here, not the caller's) contiguous and read-only."""
+    a = np.ascontiguousarray(a)
+    a.setflags(write=False)
+    return a
 
 
 def gptq_quantize(
@@ -277,62 +376,23 @@ def gptq_quantize(
         ValueError: bad shapes, non-finite values, ``params`` that do not fit, a Hessian that is
             not symmetric with non-negative diagonal, or that stays singular after every retry.
     """
-    group = _group_size(scheme)
+    group = weight_group_size(scheme, "GPTQ")
     _check_options(block_size, damp_percent, act_order, static_groups, group, params)
     scale_dtype = store_dtype(scale_dtype)
     weight, hessian = _check_weight_and_hessian(weight, hessian)
     out, n_in = weight.shape
-    pad = -n_in % group if group else 0
-    original = np.pad(weight.astype(np.float64), ((0, 0), (0, pad)))
+    original = pad_to_groups(weight.astype(np.float64), group)
+    pad = original.shape[1] - n_in
     full_hessian = np.pad(hessian, ((0, pad), (0, pad)))
-    n = n_in + pad
-
-    padded32 = original.astype(np.float32)
-    if params is None:
-        base = round_scale(quant_params(padded32, scheme), scale_dtype)
-    else:
-        if params.scheme != scheme:
-            raise ValueError(f"params were computed for {params.scheme}, not for {scheme}")
-        fit((out, n), params.scale.shape, scheme)
-        base = round_scale(params, scale_dtype)
-
-    dead = np.diag(full_hessian) == 0
-    work_hessian = full_hessian.copy()
-    work_hessian[dead, dead] = 1.0
-    work = original.copy()
-    work[:, dead] = 0.0
-    column_group = np.arange(n) // group if group else np.zeros(n, np.intp)
-    perm = np.argsort(-np.diag(work_hessian), kind="stable") if act_order else np.arange(n)
-    upper, damp, retries = _upper_cholesky_of_inverse(work_hessian[np.ix_(perm, perm)], damp_percent)
-
-    column_scheme = _column_scheme(scheme)
+    rtn = _round_to_nearest(original.astype(np.float32), scheme, params, scale_dtype)
     dynamic = bool(group) and not static_groups and params is None
     block = -(-block_size // group) * group if dynamic else block_size
-    fixed = None if dynamic else _group_columns(base, column_scheme)
-    codes_p, dequant_p, groups = _quantize_columns(work[:, perm], upper, fixed, column_group[perm], group, column_scheme, block, scale_dtype)
-    inverse = np.argsort(perm)
-    gptq_codes, gptq_dequant = codes_p[:, inverse], dequant_p[:, inverse]
-    if dynamic:
-        gptq_scale = np.stack([p.scale for p in groups], axis=1)
-        gptq_zero = np.stack([p.zero_point for p in groups], axis=1)
-    else:
-        gptq_scale, gptq_zero = base.scale, base.zero_point
+    gptq, damp, retries, dead = _gptq(original, full_hessian, rtn[2], group, dynamic, block, act_order, damp_percent, scale_dtype)
 
-    rtn_codes = quantize(padded32, base)
-    rtn_dequant = dequantize(rtn_codes, base)
-    gptq_err = _row_errors(original, gptq_dequant.astype(np.float64), full_hessian)
-    rtn_err = _row_errors(original, rtn_dequant.astype(np.float64), full_hessian)
+    gptq_err = _row_errors(original, gptq[1].astype(np.float64), full_hessian)
+    rtn_err = _row_errors(original, rtn[1].astype(np.float64), full_hessian)
     fallback = rtn_err < gptq_err
-    rows_only = (slice(None),) + (None,) * (base.scale.ndim - 1)
-    chosen = QuantParams(
-        scale=np.where(fallback[rows_only], base.scale, gptq_scale),
-        zero_point=np.where(fallback[rows_only], base.zero_point, gptq_zero),
-        scheme=scheme,
-    )
-    final_dequant = np.ascontiguousarray(np.where(fallback[:, None], rtn_dequant, gptq_dequant)[:, :n_in])
-    final_codes = np.ascontiguousarray(np.where(fallback[:, None], rtn_codes, gptq_codes.astype(rtn_codes.dtype))[:, :n_in])
-    final_dequant.setflags(write=False)
-    final_codes.setflags(write=False)
+    codes, dequant, chosen = _pick_rows(fallback, gptq, rtn)
     diagnostics = GPTQDiagnostics(
         error=float(np.where(fallback, rtn_err, gptq_err).sum()),
         error_gptq=float(gptq_err.sum()),
@@ -343,4 +403,5 @@ def gptq_quantize(
         damp_retries=retries,
         dead_inputs=int(dead[:n_in].sum()),
     )
-    return GPTQResult(weight=final_dequant, codes=final_codes, params=chosen, diagnostics=diagnostics)
+    return GPTQResult(weight=_frozen(dequant[:, :n_in]), codes=_frozen(codes[:, :n_in]), params=chosen, diagnostics=diagnostics)
+
