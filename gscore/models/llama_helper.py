@@ -110,6 +110,10 @@ class LlamaHelper(NetworkHelper):
         """Give ``network`` the fixed float prefix ``token_ids`` (see :meth:`LlamaForCausalLM.set_prefix`)."""
         network.set_prefix(token_ids)
 
+    def bos_token_id(self, network: LlamaForCausalLM) -> int | None:
+        """The model's beginning-of-sequence token (a natural fixed prefix)."""
+        return network.config.bos_token_id
+
     def prefix_placeholders(self, network: LlamaForCausalLM, length: int) -> None:
         """Room for a prefix of ``length`` tokens, for a checkpoint to fill (DEPLOY mode)."""
         network.prefix_placeholders(length)

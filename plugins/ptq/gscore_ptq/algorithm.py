@@ -77,13 +77,14 @@ class PTQ(PTQAlgorithm):
 
     def _helper(self, network_helper: Any) -> Any:
         helper = network_helper if hasattr(network_helper, "blocks") else WholeNetworkHelper()
-        needs = (["prepare_rotation", "residual_stream"] if self.rotates else []) + (["set_prefix", "prefix_placeholders"] if self.args.prefix else [])
-        missing = [name for name in needs if not hasattr(helper, name)]
+        needs = {}
+        if self.rotates:
+            needs["rotation"] = ("prepare_rotation", "residual_stream")
+        if self.args.prefix:
+            needs["a token prefix"] = ("set_prefix", "prefix_placeholders", "bos_token_id")
+        missing = [method for methods in needs.values() for method in methods if not hasattr(helper, method)]
         if missing:
-            raise ConfigError(
-                f"this config ({'rotation' if self.rotates else ''}{' and ' if self.rotates and self.args.prefix else ''}{'a token prefix' if self.args.prefix else ''}) "
-                f"needs a network helper that knows the model's structure; {type(helper).__name__} lacks {missing} (LlamaHelper has them)"
-            )
+            raise ConfigError(f"{' and '.join(needs)} need a network helper that knows the model's structure; {type(helper).__name__} lacks {missing} (LlamaHelper has them)")
         return helper
 
     def calibrate(self, network: nn.Cell, network_helper: Any = None, datasets: Any = None) -> nn.Cell:
@@ -116,10 +117,21 @@ class PTQ(PTQAlgorithm):
                 stream = helper.residual_stream(network)
                 rotate_residual_stream(network, stream, randomized_hadamard(stream.size, self.args.rotation_seed))
         if self.args.prefix:
+            ids = self._prefix_ids(network, helper)
             if deploy:
-                helper.prefix_placeholders(network, len(self.args.prefix))
+                helper.prefix_placeholders(network, len(ids))
             else:
-                helper.set_prefix(network, np.asarray(self.args.prefix, np.int32))
+                helper.set_prefix(network, ids)
+
+    def _prefix_ids(self, network: nn.Cell, helper: Any) -> np.ndarray:
+        """The prefix token ids (``"bos"`` asks the helper for the model's BOS token)."""
+        prefix = self.args.prefix
+        if prefix == "bos":
+            bos = helper.bos_token_id(network)
+            if bos is None:
+                raise ConfigError(f"algo_args prefix='bos' but {type(helper).__name__} knows no BOS token for this model; give the token ids instead")
+            prefix = (bos,)
+        return np.asarray(prefix, np.int32)
 
     def _quantize_without_data(self, network: nn.Cell) -> None:
         for name, cell in list(iter_cells(network, is_linear)):

@@ -15,7 +15,8 @@ key                    meaning                                     used with
 ``desc_act``           GPTQ in order of decreasing activation      ``gptq``
 ``static_groups``      GPTQ group params from the original weight  ``gptq``
 ``rotation_seed``      seed of the randomized Hadamard rotation    ``rotation``
-``prefix``             token ids kept as a float KV prefix         any config (see README)
+``prefix``             token ids kept as a float KV prefix, or     any config (see README)
+                       ``"bos"`` for the model's BOS token
 ``skip_leading_tokens`` leading positions left out of statistics   calibrated configs
 ``search_windows``     calibration windows that score a search     ``alpha`` list
 ``progress``           show progress bars                          any
@@ -85,7 +86,7 @@ class PTQArgs:
     weight_clip_ratio: tuple[float, ...] = DEFAULT_CLIP_RATIOS
     gptq: GPTQArgs = GPTQArgs()
     rotation_seed: int = 0
-    prefix: tuple[int, ...] = ()
+    prefix: tuple[int, ...] | str = ()
     skip_leading_tokens: int = 0
     search_windows: int = 2
     progress: bool = True
@@ -130,8 +131,8 @@ def parse_args(config: PTQConfig) -> PTQArgs:
         static_groups=_flag("static_groups", raw.get("static_groups", False)),
     )
     prefix = raw.get("prefix", ())
-    if not isinstance(prefix, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prefix):
-        raise ConfigError(f"algo_args['prefix'] must be a list of token ids (ints >= 0), got {prefix!r}")
+    if prefix != "bos" and (not isinstance(prefix, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prefix)):
+        raise ConfigError(f"algo_args['prefix'] must be a list of token ids (ints >= 0) or 'bos' (the model's BOS token), got {prefix!r}")
     return PTQArgs(
         alpha=_numbers("alpha", raw.get("alpha", 0.5), 0.0, 1.0),
         smooth_alpha=_numbers("smooth_alpha", raw.get("smooth_alpha", list(DEFAULT_AWQ_ALPHAS)), 0.0, 1.0),
@@ -139,7 +140,7 @@ def parse_args(config: PTQConfig) -> PTQArgs:
         weight_clip_ratio=_numbers("weight_clip_ratio", raw.get("weight_clip_ratio", list(DEFAULT_CLIP_RATIOS)), 1e-6, 1.0),
         gptq=gptq,
         rotation_seed=_integer("rotation_seed", raw.get("rotation_seed", 0), 0),
-        prefix=tuple(prefix),
+        prefix=prefix if isinstance(prefix, str) else tuple(prefix),
         skip_leading_tokens=_integer("skip_leading_tokens", raw.get("skip_leading_tokens", 0), 0),
         search_windows=_integer("search_windows", raw.get("search_windows", 2), 1),
         progress=_flag("progress", raw.get("progress", True)),
