@@ -7,25 +7,37 @@ Why our own: mindformers' ``LlamaForCausalLM`` runs a full-sequence forward on C
 
 Shapes: hidden states travel as 2-D ``[batch * tokens, hidden]`` (``nn.Dense`` is several times
 faster on 2-D input); attention reshapes to ``[batch, heads, tokens, head_dim]``. RoPE is
-rotate-half. Every projection is an ``nn.Dense`` without bias, so weight quantizers find them;
-each attention owns a ``kv_cache`` cell that quantizers can swap for an int8 one.
+rotate-half. Every projection is an ``nn.Dense`` (q/k/v/o with a bias when the config says so,
+as Qwen2's q/k/v), so weight quantizers find them; each attention owns a ``kv_cache`` cell that
+quantizers can swap for an int8 one. The output head is the embedding table (tied) or its own
+``lm_head.weight`` (untied); either way it is not an ``nn.Dense`` and stays float.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import Normal, initializer
 
+from gscore.errors import CheckpointMismatchError
 from gscore.nn.kv_cache import FloatKVCache
 
 
 @dataclass(frozen=True)
 class LlamaConfig:
-    """Architecture numbers of a Llama (defaults: SmolLM2-135M)."""
+    """Architecture numbers of a Llama (defaults: SmolLM2-135M).
+
+    ``head_dim`` 0 means ``hidden_size // num_heads`` (set in ``__post_init__``); a model may
+    give it explicitly, then q/k/v project to ``num_heads * head_dim`` whatever the hidden
+    size. ``qkv_bias`` / ``o_proj_bias``: the projections carry a bias (Qwen2: q/k/v;
+    Llama's ``attention_bias``: all four). ``tie_word_embeddings``: the output head is the
+    embedding table; otherwise it is its own ``lm_head.weight``.
+    """
 
     vocab_size: int = 49152
     hidden_size: int = 576
@@ -38,10 +50,14 @@ class LlamaConfig:
     max_positions: int = 2048
     bos_token_id: int = 1
     eos_token_id: int = 2
+    tie_word_embeddings: bool = True
+    qkv_bias: bool = False
+    o_proj_bias: bool = False
+    head_dim: int = 0
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+    def __post_init__(self) -> None:
+        if not self.head_dim:
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
 
 
 class RMSNorm(nn.Cell):
@@ -77,10 +93,10 @@ class Attention(nn.Cell):
         super().__init__()
         h, hd = config.hidden_size, config.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, hd
-        self.q_proj = nn.Dense(h, config.num_heads * hd, has_bias=False)
-        self.k_proj = nn.Dense(h, config.num_kv_heads * hd, has_bias=False)
-        self.v_proj = nn.Dense(h, config.num_kv_heads * hd, has_bias=False)
-        self.o_proj = nn.Dense(config.num_heads * hd, h, has_bias=False)
+        self.q_proj = nn.Dense(h, config.num_heads * hd, has_bias=config.qkv_bias)
+        self.k_proj = nn.Dense(h, config.num_kv_heads * hd, has_bias=config.qkv_bias)
+        self.v_proj = nn.Dense(h, config.num_kv_heads * hd, has_bias=config.qkv_bias)
+        self.o_proj = nn.Dense(config.num_heads * hd, h, has_bias=config.o_proj_bias)
         self.kv_cache = FloatKVCache(config.num_kv_heads, hd)
         self.scale = 1.0 / math.sqrt(hd)
 
@@ -142,8 +158,20 @@ class LlamaModel(nn.Cell):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
 
+class LMHead(nn.Cell):
+    """An untied output projection: ``weight`` ``[vocab, hidden]`` (HF ``lm_head.weight``).
+
+    A bare weight rather than an ``nn.Dense``: like the tied head it is not one of the linear
+    layers quantizers walk, so calibrate and deploy agree that the head stays float.
+    """
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.weight = Parameter(initializer(Normal(0.02), (config.vocab_size, config.hidden_size), ms.float32), name="weight")
+
+
 class LlamaForCausalLM(nn.Cell):
-    """Llama with tied output embeddings; ``construct(input_ids, start)`` returns logits.
+    """Llama with a tied or untied output head; ``construct(input_ids, start)`` returns logits.
 
     ``input_ids``: int32 ``[batch, tokens]``; ``start``: how many positions the KV caches
     already hold (0 for a fresh sequence). Returns float32 logits ``[batch, tokens, vocab]``.
@@ -155,7 +183,9 @@ class LlamaForCausalLM(nn.Cell):
         self.config = config
         self.model = LlamaModel(config)
         self.cos, self.sin = rope_tables(config)
-        self.tied_head = ops.MatMul(transpose_b=True)
+        self.head_matmul = ops.MatMul(transpose_b=True)
+        if not config.tie_word_embeddings:
+            self.lm_head = LMHead(config)
 
     def reset_cache(self) -> None:
         """Empty every layer's KV cache."""
@@ -181,8 +211,9 @@ class LlamaForCausalLM(nn.Cell):
         return cos, sin, mask
 
     def head(self, hidden: Tensor, batch: int) -> Tensor:
-        """Final norm and tied output projection: logits ``[batch, tokens, vocab]``."""
-        logits = self.tied_head(self.model.norm(hidden), self.model.embed_tokens.embedding_table)
+        """Final norm and output projection: logits ``[batch, tokens, vocab]``."""
+        table = self.model.embed_tokens.embedding_table if self.config.tie_word_embeddings else self.lm_head.weight
+        logits = self.head_matmul(self.model.norm(hidden), table)
         return ops.reshape(logits, (batch, -1, self.config.vocab_size))
 
     def construct(self, input_ids: Tensor, start: int = 0) -> Tensor:
@@ -194,29 +225,28 @@ class LlamaForCausalLM(nn.Cell):
         return self.head(hidden, batch)
 
 
-def build_llama(config: LlamaConfig, weights: dict[str, np.ndarray] | None = None) -> LlamaForCausalLM:
+_HF_NAMES = {"model.embed_tokens.embedding_table": "model.embed_tokens.weight"}  # MindSpore name -> HF name where they differ
+
+
+def build_llama(config: LlamaConfig, weights: Mapping[str, np.ndarray] | None = None) -> LlamaForCausalLM:
     """A :class:`LlamaForCausalLM`, loaded from HF-named float32 ``weights`` when given.
 
-    Only the first ``config.num_layers`` layers of ``weights`` are used (a shallower model
-    for fast tests); any missing or mis-shaped tensor is an error naming it.
+    Only the tensors the network has are read, one at a time, so ``weights`` may be a lazy
+    mapping that reads each on access (layers past ``config.num_layers`` are never asked
+    for: a shallower model for fast tests; a tied model ignores ``lm_head.weight``). A
+    missing or mis-shaped tensor is a :class:`CheckpointMismatchError` naming it.
     """
     net = LlamaForCausalLM(config)
     if weights is not None:
-        params = dict(net.parameters_and_names())
-        renamed = {"model.embed_tokens.weight": "model.embed_tokens.embedding_table"}
-        wanted = {renamed.get(k, k): v for k, v in weights.items() if _layer_index(k) < config.num_layers}
-        missing = sorted(set(params) - set(wanted))
+        params = {_HF_NAMES.get(name, name): param for name, param in net.parameters_and_names()}
+        missing = sorted(name for name in params if name not in weights)
         if missing:
-            raise KeyError(f"weights lack {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+            raise CheckpointMismatchError(f"weights lack {missing[:5]}{' ...' if len(missing) > 5 else ''}")
         for name, param in params.items():
-            value = wanted[name]
+            value = weights[name]
             if tuple(value.shape) != tuple(param.shape):
-                raise ValueError(f"{name}: weights have shape {value.shape}, the network expects {tuple(param.shape)}")
+                raise CheckpointMismatchError(f"{name}: weights have shape {value.shape}, the network expects {tuple(param.shape)}")
             param.set_data(Tensor(value, ms.float32))
     net.set_train(False)
     return net
 
-
-def _layer_index(name: str) -> int:
-    parts = name.split(".")
-    return int(parts[2]) if len(parts) > 3 and parts[1] == "layers" else -1
