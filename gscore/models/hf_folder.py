@@ -398,10 +398,11 @@ def load_llama(folder: str | os.PathLike[str], num_layers: int | None = None) ->
 
 
 def save_llama_folder(folder: str | os.PathLike[str], config: LlamaConfig, weights: Mapping[str, np.ndarray], tokenizer_json: str) -> Path:
-    """Write a folder that :func:`open_llama_folder` reads (one float32 ``model.safetensors``).
+    """Write a folder that :func:`open_llama_folder` reads (one float32 ``model.safetensors``
+    holding the tensors ``config`` uses; others in ``weights`` are left out).
 
     Written atomically: into a temporary folder, checked by reading it back, then renamed to
-    ``folder`` (which must not exist yet).
+    ``folder`` (which must not exist yet: ``FileExistsError``).
     """
     from safetensors.numpy import save_file
 
