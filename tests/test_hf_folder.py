@@ -205,9 +205,10 @@ def _without(cfg: dict[str, Any], key: str) -> dict[str, Any]:
         ({**LLAMA_GQA_UNTIED, "rope_parameters": {"rope_type": "yarn", "factor": 4.0}}, UnsupportedModelError, r"rope_parameters .* rope_type 'default'"),
         ({**LLAMA_GQA_UNTIED, "hidden_act": "gelu"}, UnsupportedModelError, r"hidden_act 'gelu' is not supported \(supported: 'silu'\)"),
         ({**LLAMA_GQA_UNTIED, "mlp_bias": True}, UnsupportedModelError, r"mlp_bias true is not supported"),
+        ({**LLAMA_GQA_UNTIED, "partial_rotary_factor": 0.5}, UnsupportedModelError, r"partial_rotary_factor 0.5 is not supported \(supported: 1.0\)"),
         ({**LLAMA_GQA_UNTIED, "quantization_config": {"quant_method": "gptq"}}, UnsupportedModelError, r"pre-quantized checkpoint"),
     ],
-    ids=["missing-field", "string-int", "kv-heads", "bad-flag", "gemma", "classifier", "rope-scaling", "rope-parameters-yarn", "gelu", "mlp-bias", "gptq"],
+    ids=["missing-field", "string-int", "kv-heads", "bad-flag", "gemma", "classifier", "rope-scaling", "rope-parameters-yarn", "gelu", "mlp-bias", "partial-rotary", "gptq"],
 )
 def test_a_bad_or_unsupported_config_is_refused_naming_the_field(tmp_path, cfg, error, message):
     (tmp_path / "config.json").write_text(json.dumps(cfg))

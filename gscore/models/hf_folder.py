@@ -107,7 +107,7 @@ class _Fields:
         return value
 
 
-def _refuse_unsupported(fields: _Fields, model_type: str) -> None:
+def _refuse_unsupported(fields: _Fields) -> None:
     """Raise for anything that would make the network compute other numbers than the model."""
     path, raw = fields.path, fields.raw
     why = "gscore's Llama would compute different numbers, so the folder is refused"
@@ -118,8 +118,9 @@ def _refuse_unsupported(fields: _Fields, model_type: str) -> None:
     rope = raw.get("rope_parameters")
     if rope is not None and (not isinstance(rope, dict) or rope.get("rope_type", "default") != "default"):
         raise UnsupportedModelError(f"{path}: rope_parameters {rope!r} is not supported (supported: rope_type 'default'); {why}")
-    if raw.get("partial_rotary_factor", 1.0) != 1.0:
-        raise UnsupportedModelError(f"{path}: partial_rotary_factor {raw['partial_rotary_factor']!r} is not supported (supported: 1.0); {why}")
+    partial = raw.get("partial_rotary_factor", (rope or {}).get("partial_rotary_factor", 1.0))
+    if partial != 1.0:
+        raise UnsupportedModelError(f"{path}: partial_rotary_factor {partial!r} is not supported (supported: 1.0); {why}")
     if fields.flag("mlp_bias", False):
         raise UnsupportedModelError(f"{path}: mlp_bias true is not supported (supported: false); {why}")
     if raw.get("quantization_config") is not None:
@@ -150,7 +151,7 @@ def read_config(folder: str | os.PathLike[str]) -> LlamaConfig:
     architectures = raw.get("architectures")
     if architectures is not None and architectures != [SUPPORTED_MODEL_TYPES[model_type]]:
         raise UnsupportedModelError(f"{path}: architectures {architectures!r} is not supported for model_type {model_type!r}; {_SUPPORTED}")
-    _refuse_unsupported(fields, model_type)
+    _refuse_unsupported(fields)
 
     hidden = fields.positive_int("hidden_size")
     heads = fields.positive_int("num_attention_heads")
