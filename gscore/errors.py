@@ -34,3 +34,19 @@ class CheckpointMismatchError(GscoreError):
 
 class CalibrationDataError(GscoreError):
     """A phase needs calibration data (a network helper or datasets) that was not given."""
+
+
+class ModelFolderError(GscoreError):
+    """A model folder cannot be loaded: a file or config field is missing or invalid, or a
+    tensor is missing, unexpected, mis-shaped or of a dtype gscore does not read. The message
+    names the file and the field or tensor."""
+
+
+class UnsupportedModelError(ModelFolderError):
+    """A model folder asks for an architecture or feature gscore does not implement (say
+    ``rope_scaling``); the message lists what is supported. Refused rather than computed wrong."""
+
+
+class UnloadedParametersError(CheckpointMismatchError):
+    """A DEPLOY network still holds placeholders that no checkpoint replaced (plain
+    ``mindspore.load_checkpoint`` only warns about names it cannot match); the message names them."""

@@ -73,6 +73,12 @@ def load_checkpoint(path: str | os.PathLike[str], network: nn.Cell) -> dict[str,
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     contents = ms.load_checkpoint(str(path))
     description = _description(contents)
+    load_parameters(contents, network, f"checkpoint {str(path)!r}")
+    return description
+
+
+def load_parameters(contents: dict[str, Any], network: nn.Cell, source: str) -> None:
+    """Load ``contents`` (name -> Parameter) into ``network`` strictly; ``source`` names it in errors."""
     expected = {p.name: p for p in network.get_parameters()}
     problems = [f"missing {name}" for name in expected if name not in contents]
     problems += [f"unexpected {name}" for name in contents if name not in expected]
@@ -85,6 +91,5 @@ def load_checkpoint(path: str | os.PathLike[str], network: nn.Cell) -> dict[str,
                 problems.append(f"{name}: dtype {stored.dtype} in file, {param.dtype} in network")
     if problems:
         shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise CheckpointMismatchError(f"checkpoint {str(path)!r} does not fit {type(network).__name__}: {shown}")
+        raise CheckpointMismatchError(f"{source} does not fit {type(network).__name__}: {shown}")
     ms.load_param_into_net(network, contents, strict_load=True)
-    return description

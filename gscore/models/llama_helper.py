@@ -20,6 +20,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from gscore.calib.network_helper import NetworkHelper
+from gscore.io.loaded import check_loaded
 from gscore.models.llama import LlamaForCausalLM
 from gscore.nn.rotation import OnlineHadamard, ResidualStream
 
@@ -63,6 +64,8 @@ class LlamaHelper(NetworkHelper):
         ids = ids.reshape(1, -1) if ids.ndim == 1 else ids
         network.reset_cache()
         logits = network(Tensor(ids), 0).asnumpy()
+        if np.isnan(logits).any():
+            check_loaded(network)  # a DEPLOY network's unloaded placeholders give NaN: name them
         position = ids.shape[1]
         produced = []
         for _ in range(max_new_tokens):

@@ -5,6 +5,14 @@ Shared by every quantization algorithm: :func:`find_linears` picks the layers,
 :func:`quantize_network` turns every simulated layer into its integer form, and
 :func:`deployed_linear` builds the integer form with placeholders for ``load_checkpoint``.
 
+The placeholders' weight scales and biases are NaN (and the int8 codes zero): a layer whose
+scale or bias no checkpoint filled outputs NaN, and so does everything after it, instead of a
+plausible-looking result. That is what makes a plain ``mindspore.load_checkpoint`` of a file
+whose names do not match (it only logs a warning) hard to miss: a Golden Stick file, whose
+scales share gscore's names but whose weight and bias do not, leaves zero codes and a NaN
+bias. ``gscore.io.check_loaded`` names every such layer (NaN, or int8 codes all zero, which
+no real layer has). Nothing is checked in the forward pass, so it costs nothing at run time.
+
 Weight scales are stored in the layer's compute dtype (float16 for mindformers ``Linear``,
 as Golden Stick stores them) and the integers are computed with exactly that stored scale,
 so the deployed weight ``(q + zp_neg) * scale`` is what the simulated network used.
@@ -134,15 +142,18 @@ def quantize_network(network: nn.Cell) -> list[str]:
 
 
 def deployed_linear(view: LinearView, spec: WeightSpec, input_quantizer: nn.Cell | None = None, smooth: bool = False) -> QuantLinear:
-    """The integer form of ``view`` with placeholders (zeros, scale 1) to load a checkpoint into."""
+    """The integer form of ``view`` with placeholders (zero codes, NaN scales and bias) to load a checkpoint into."""
     out, inp = view.out_channels, view.in_channels
     scheme = spec.scheme(view)
     groups = (out, -(-inp // spec.group_size), 1) if spec.group_size else ((out, 1) if view.out_axis == 0 else (1, out))
     params = QuantParams(scale=np.ones(groups, np.float32), zero_point=np.zeros(groups, np.float32), scheme=scheme)
+    quantizer = _weight_quantizer(params, view, spec)
+    for placeholder in (quantizer.scale, view.bias) if view.bias is not None else (quantizer.scale,):
+        placeholder.set_data(Tensor(np.full(placeholder.shape, np.nan, np.float32), placeholder.dtype))
     packed = spec.group_size and spec.bits == 4
     stored = np.zeros((view.weight.shape[0], view.weight.shape[1] // 2) if packed else view.weight.shape, np.int8)
     smooth_scale = np.ones(inp, np.float32) if smooth else None
-    return QuantLinear(view, _weight_quantizer(params, view, spec), stored, input_quantizer, smooth_scale)
+    return QuantLinear(view, quantizer, stored, input_quantizer, smooth_scale)
 
 
 def calibrate_weights(network: nn.Cell, blacklist: list[str], spec: WeightSpec = WeightSpec()) -> list[str]:
