@@ -247,11 +247,12 @@ class LlamaForCausalLM(nn.Cell):
         self.reset_cache()
 
     def prefix_placeholders(self, length: int) -> None:
-        """Zero prefix entries of ``length`` positions in every layer, for a checkpoint to fill."""
+        """NaN prefix entries of ``length`` positions in every layer, for a checkpoint to fill
+        (NaN, so a network whose prefix was never loaded cannot produce plausible output)."""
         for i, layer in enumerate(self.model.layers):
             attn = layer.self_attn
-            zeros = np.zeros((1, attn.num_kv_heads, length, attn.head_dim), np.float32)
-            attn.set_prefix(zeros, zeros, f"model.layers.{i}.self_attn.")
+            empty = np.full((1, attn.num_kv_heads, length, attn.head_dim), np.nan, np.float32)
+            attn.set_prefix(empty, empty, f"model.layers.{i}.self_attn.")
 
     def untie_head(self) -> None:
         """Give the output head its own weight (a copy of the embedding table), so the two can

@@ -152,7 +152,7 @@ def deployed_linear(view: LinearView, spec: WeightSpec, input_quantizer: nn.Cell
         placeholder.set_data(Tensor(np.full(placeholder.shape, np.nan, np.float32), placeholder.dtype))
     packed = spec.group_size and spec.bits == 4
     stored = np.zeros((view.weight.shape[0], view.weight.shape[1] // 2) if packed else view.weight.shape, np.int8)
-    smooth_scale = np.ones(inp, np.float32) if smooth else None
+    smooth_scale = np.full(inp, np.nan, np.float32) if smooth else None
     return QuantLinear(view, quantizer, stored, input_quantizer, smooth_scale)
 
 

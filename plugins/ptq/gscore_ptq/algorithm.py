@@ -149,7 +149,8 @@ class PTQ(PTQAlgorithm):
         return network
 
     def deploy(self, network: nn.Cell) -> nn.Cell:
-        """Rebuild the quantized structure (placeholders) exactly as QUANTIZE would leave it."""
+        """Rebuild the quantized structure exactly as QUANTIZE would leave it, with NaN placeholders
+        (scales, zero points, prefix entries) that only a loaded checkpoint makes finite."""
         helper = self._helper(self.network_helper)
         self._prepare(network, helper, deploy=True)
         plans = BlockCalibrator(self.policies, self.args, helper, self.static_kv, self.config.kvcache_quant_dtype is not None)
@@ -159,12 +160,11 @@ class PTQ(PTQAlgorithm):
                 policy = self.policies.for_layer(full_name(block_name, rel))
                 if policy is None:
                     continue
-                iq = {"static": StaticInputQuantizer(1.0, 0.0), "dynamic": DynamicInputQuantizer(), None: None}[policy.act]
+                iq = {"static": StaticInputQuantizer(np.nan, np.nan), "dynamic": DynamicInputQuantizer(), None: None}[policy.act]
                 replace_cell(block, rel, deployed_linear(linear_view(cell), policy.weight, iq, smooth=rel in explicit), name_prefix(block_name))
             if self.config.kvcache_quant_dtype is not None:
                 for name, cache in list(iter_cells(block, lambda c: isinstance(c, FloatKVCache))):
-                    ones = Tensor(np.ones((cache.num_heads, 1, cache.head_dim), np.float32))
-                    zeros = Tensor(np.zeros((cache.num_heads, 1, cache.head_dim), np.float32))
-                    new = StaticInt8KVCache(cache.num_heads, cache.head_dim, ones, zeros, ones, zeros) if self.static_kv else DynamicInt8KVCache(cache.num_heads, cache.head_dim)
+                    nan = Tensor(np.full((cache.num_heads, 1, cache.head_dim), np.nan, np.float32))
+                    new = StaticInt8KVCache(cache.num_heads, cache.head_dim, nan, nan, nan, nan) if self.static_kv else DynamicInt8KVCache(cache.num_heads, cache.head_dim)
                     replace_cell(block, name, new, name_prefix(block_name))
         return network
