@@ -112,10 +112,11 @@ class PTQ(PTQAlgorithm):
         In DEPLOY mode only the structure is built (the checkpoint holds the rotated weights
         and the prefix's keys and values)."""
         if self.rotates:
-            helper.prepare_rotation(network)
+            stream = helper.residual_stream(network)
+            rotation = randomized_hadamard(stream.size, self.args.rotation_seed)
+            helper.prepare_rotation(network, rotation)
             if not deploy:
-                stream = helper.residual_stream(network)
-                rotate_residual_stream(network, stream, randomized_hadamard(stream.size, self.args.rotation_seed))
+                rotate_residual_stream(network, stream, rotation)
         if self.args.prefix:
             ids = self._prefix_ids(network, helper)
             if deploy:
