@@ -30,7 +30,8 @@ from gscore.nn.linear_view import LinearView, is_linear, linear_view, ms_float_d
 from gscore.nn.quant_linear import QuantLinear, SimQuantLinear, is_group_quantizer, quantizers_of, view_of
 from gscore.nn.quantizers import GroupWeightQuantizer, WeightQuantizer
 from gscore.nn.walk import iter_cells, matches_blacklist, replace_cell
-from gscore.quant import Granularity, QuantParams, QuantScheme, pack_int4, quant_params, quantize
+from gscore.quant import Granularity, QuantParams, QuantScheme, pack_int4, quant_params, quantize, round_scale
+from gscore.quant.weights import pad_to_groups
 
 
 @dataclass(frozen=True)
@@ -76,19 +77,14 @@ def padded_to_groups(weight: np.ndarray, spec: WeightSpec) -> np.ndarray:
 
     A short last group then has its own scale over its real columns plus zeros, which the
     asymmetric range includes anyway."""
-    if not spec.group_size or weight.shape[1] % spec.group_size == 0:
-        return weight
-    return np.pad(weight, ((0, 0), (0, -weight.shape[1] % spec.group_size)))
+    return pad_to_groups(weight, spec.group_size)
 
 
 def stored_params(weight: np.ndarray, view: LinearView, spec: WeightSpec) -> QuantParams:
     """Params of ``weight`` whose scale is rounded to the dtype it is stored in, so the
     integers are computed with the stored value (tiny scales are raised to that dtype's
     smallest normal number)."""
-    params = quant_params(padded_to_groups(weight, spec), spec.scheme(view))
-    store = ms_float_dtype_to_numpy(view.compute_dtype)
-    scale = np.maximum(params.scale.astype(store), np.finfo(store).tiny).astype(np.float32)
-    return QuantParams(scale=scale, zero_point=params.zero_point, scheme=params.scheme)
+    return round_scale(quant_params(padded_to_groups(weight, spec), spec.scheme(view)), ms_float_dtype_to_numpy(view.compute_dtype))
 
 
 def simulated_linear(
