@@ -1,4 +1,4 @@
-"""Checkpoints that explain themselves and are written atomically."""
+"""Checkpoints that explain and check themselves, written atomically."""
 
 from gscore.io.checkpoint import DESCRIPTION_KEY, load_checkpoint, read_description, save_checkpoint
 

@@ -19,6 +19,7 @@ calibration window out of activation ranges (see :mod:`gscore.calib.observers`).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
@@ -27,11 +28,11 @@ from mindspore import Tensor, nn
 from gscore.algorithm import PTQAlgorithm
 from gscore.calib.layerwise import WholeNetworkHelper, calibrate_blockwise
 from gscore.calib.observers import InputObserver, ObservingKVCache
-from gscore.config import OutliersSuppressionType, PrecisionRecovery, PTQConfig, QuantDtype, QuantGranularity
-from gscore.errors import CalibrationDataError, ConfigError, NoQuantizableLayerError
+from gscore.config import OutliersSuppressionType, PrecisionRecovery, PTQConfig, QuantDtype, QuantGranularity, check_bool, check_number
+from gscore.errors import CalibrationDataError, ConfigError, GscoreWarning, NoQuantizableLayerError
 from gscore.nn.kv_cache import DynamicInt8KVCache, FloatKVCache, StaticInt8KVCache
 from gscore.nn.linear_view import is_linear, linear_view
-from gscore.nn.passes import deployed_linear, dynamic_kv_caches, quantize_network, simulated_linear
+from gscore.nn.passes import deployed_linear, dynamic_kv_caches, quantize_network, require_kv_caches, simulated_linear
 from gscore.nn.quantizers import DynamicInputQuantizer, StaticInputQuantizer
 from gscore.nn.walk import get_cell, iter_cells, replace_cell
 from gscore.quant import Granularity, QuantScheme, compute_params
@@ -39,7 +40,6 @@ from gscore.quant.smooth import smooth_scales, smoothing_error
 from gscore_ptq.policy import LinearPolicy, PolicyTable
 
 _ACT_SCHEME = QuantScheme(bits=8, symmetric=False, signed=True, granularity=Granularity.PER_TENSOR)
-_KNOWN_ARGS = {"alpha", "skip_leading_tokens", "progress"}
 _SEARCH_SAMPLE_ROWS = 512
 
 
@@ -56,6 +56,12 @@ class PTQ(PTQAlgorithm):
     """Post-training quantization: A16W8, A16W4 per group, A8W8 static (SmoothQuant) or dynamic, KV-cache int8."""
 
     config_cls = PTQConfig
+    supported_options = {
+        "precision_recovery": (PrecisionRecovery.NONE,),
+        "outliers_suppression": (OutliersSuppressionType.NONE, OutliersSuppressionType.SMOOTH),
+        "weight_clip": (False,),
+    }
+    known_algo_args = frozenset({"alpha", "skip_leading_tokens", "progress"})
 
     def __init__(self, config: Any = None, layer_policies: Mapping[str, PTQConfig] | None = None) -> None:
         super().__init__(config)
@@ -63,17 +69,12 @@ class PTQ(PTQAlgorithm):
 
     def validate_config(self) -> None:
         cfg = self.config
-        if cfg.precision_recovery is not PrecisionRecovery.NONE:
-            raise ConfigError("precision_recovery=gptq is not implemented yet; weights are rounded to nearest")
-        if cfg.outliers_suppression not in (OutliersSuppressionType.NONE, OutliersSuppressionType.SMOOTH):
-            raise ConfigError(f"outliers_suppression={cfg.outliers_suppression.value} is not implemented yet; use 'smooth' or 'none'")
-        if cfg.weight_clip:
-            raise ConfigError("weight_clip is not implemented yet; leave it False")
         if cfg.weight_quant_dtype is QuantDtype.INT4 and cfg.weight_quant_granularity is not QuantGranularity.PER_GROUP:
             raise ConfigError("int4 weights need weight_quant_granularity=per_group with group_size 64, 128 or 256")
-        unknown = set(cfg.algo_args) - _KNOWN_ARGS
-        if unknown:
-            raise ConfigError(f"unknown algo_args {sorted(unknown)} for ptq; known: {sorted(_KNOWN_ARGS)}")
+        check_number(cfg.algo_args.get("skip_leading_tokens", 0), "algo_args['skip_leading_tokens']", 0, integer=True)
+        check_bool(cfg.algo_args.get("progress", True), "algo_args['progress']")
+        if "alpha" in cfg.algo_args and cfg.outliers_suppression is not OutliersSuppressionType.SMOOTH:
+            warnings.warn("algo_args['alpha'] has no effect: it is SmoothQuant's migration strength and outliers_suppression is not 'smooth'", GscoreWarning, stacklevel=3)
         alpha = cfg.algo_args.get("alpha", 0.5)
         candidates = alpha if isinstance(alpha, list) and alpha else [alpha]
         if not all(isinstance(a, (int, float)) and not isinstance(a, bool) and 0.0 <= a <= 1.0 for a in candidates):
@@ -87,7 +88,15 @@ class PTQ(PTQAlgorithm):
     def _helper(self, network_helper: Any) -> Any:
         return network_helper if hasattr(network_helper, "blocks") else WholeNetworkHelper()
 
+    def _check_network(self, network: nn.Cell) -> None:
+        """Before the first change: policies and blacklist entries matching no layer warn; a
+        KV-cache config needs a network with a gscore KV cache."""
+        self.policies.warn_unmatched([name for name, _ in iter_cells(network, is_linear)])
+        if self.config.kvcache_quant_dtype is not None:
+            require_kv_caches(network, "ptq")
+
     def calibrate(self, network: nn.Cell, network_helper: Any = None, datasets: Any = None) -> nn.Cell:
+        self._check_network(network)
         helper = self._helper(network_helper)
         names = [name for name, _ in iter_cells(network, is_linear) if self.policies.for_layer(name) is not None]
         if not names and self.config.kvcache_quant_dtype is None:
@@ -235,6 +244,7 @@ class PTQ(PTQAlgorithm):
 
     def deploy(self, network: nn.Cell) -> nn.Cell:
         """Rebuild the quantized structure (placeholders) exactly as QUANTIZE would leave it."""
+        self._check_network(network)
         helper = self._helper(self.network_helper)
         for block_name, block in helper.blocks(network):
             unfolded = {m for norm, members in self._smoothing_plan(block, helper, block_name) if norm is None for m in members}
