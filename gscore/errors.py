@@ -4,6 +4,11 @@ Some classes also derive from the built-in exception a caller would have caught 
 (``ValueError``, ``FileNotFoundError``, ...), so catching either works.
 """
 
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
 
 class GscoreError(Exception):
     """Base of all deliberate gscore errors."""
@@ -66,3 +71,20 @@ class CheckpointNotFoundError(CheckpointMismatchError, FileNotFoundError):
 class CalibrationDataError(GscoreError):
     """A phase needs calibration data (a network helper or datasets) that was not given, or the
     data given does not fit the network."""
+
+
+#: What MindSpore raises when a network cannot run on an input (wrong shape, dtype, rank).
+FRAMEWORK_DATA_ERRORS = (TypeError, ValueError, RuntimeError, IndexError)
+
+
+@contextlib.contextmanager
+def data_errors(context: str) -> Iterator[None]:
+    """Turn the framework's errors from running a network on user data into a
+    :class:`CalibrationDataError` that starts with ``context`` (the cause stays chained);
+    GscoreErrors pass unchanged."""
+    try:
+        yield
+    except GscoreError:
+        raise
+    except FRAMEWORK_DATA_ERRORS as exc:
+        raise CalibrationDataError(f"{context}: {exc}") from exc

@@ -16,7 +16,7 @@ import numpy as np
 from mindspore import Tensor, nn
 from tqdm import tqdm
 
-from gscore.errors import CalibrationDataError
+from gscore.errors import CalibrationDataError, data_errors
 
 
 class BlockwiseHelper(Protocol):
@@ -84,10 +84,8 @@ class WholeNetworkHelper:
     def run_block(self, block: nn.Cell, state: list[Tensor]) -> list[Any]:
         outputs = []
         for i, x in enumerate(state):
-            try:
+            with data_errors(f"the network cannot run on calibration input {i} (shape {tuple(x.shape)}, dtype {x.dtype})"):
                 outputs.append(block(x))
-            except (TypeError, ValueError, RuntimeError, IndexError) as exc:  # MindSpore's shape and dtype errors
-                raise CalibrationDataError(f"the network cannot run on calibration input {i} (shape {tuple(x.shape)}, dtype {x.dtype}): {exc}") from exc
         return outputs
 
     def smooth_groups(self, block: nn.Cell) -> tuple[tuple[str | None, tuple[str, ...]], ...]:

@@ -138,8 +138,8 @@ def test_weight_only_and_dynamic_options_need_no_data(make_llama, windows):
 @pytest.mark.parametrize(
     "kwargs, layer_policies, message",
     [
-        ({"precision_recovery": "gptq", "weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128}, None, "gptq is not implemented"),
-        ({"outliers_suppression": "awq"}, None, "awq is not implemented"),
+        ({"precision_recovery": "gptq", "weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128}, None, "does not implement precision_recovery=.gptq."),
+        ({"outliers_suppression": "awq"}, None, "does not implement outliers_suppression=.awq."),
         ({"weight_quant_dtype": "int4"}, None, "int4 weights need weight_quant_granularity=per_group"),
         ({"algo_args": {"alfa": 0.5}}, None, r"unknown algo_args \['alfa'\]"),
         ({"act_quant_dtype": "int8", "outliers_suppression": "smooth", "algo_args": {"alpha": 1.5}}, None, r"must be a number in \[0, 1\]"),

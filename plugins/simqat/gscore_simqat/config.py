@@ -68,8 +68,8 @@ class SimQATConfig(VersionedConfig):
             raise ConfigError(f"weight_granularity: {self.weight_granularity!r} is not supported; allowed: {', '.join(WEIGHT_GRANULARITIES)}")
         for name in ("weight_symmetric", "act_symmetric", "narrow_range", "bn_fold", "include_dense"):
             check_bool(getattr(self, name), name)
-        self.ema_decay = check_number(self.ema_decay, "ema_decay (0 = current batch range)", 0.0, 1.0, high_open=True)
-        self.quant_delay = check_number(self.quant_delay, "quant_delay (training steps)", 0, integer=True)
+        self.ema_decay = check_number(self.ema_decay, "ema_decay", 0.0, 1.0, high_open=True)
+        self.quant_delay = check_number(self.quant_delay, "quant_delay", 0, integer=True)
         self.opname_blacklist = check_names(self.opname_blacklist, "opname_blacklist", "substrings of layer names")
         if self.act_bits is None:
             self.warn_without_effect(("act_symmetric", "ema_decay"), "act_bits is None, so activations are not quantized")

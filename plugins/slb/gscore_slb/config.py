@@ -64,7 +64,7 @@ class SLBConfig(VersionedConfig):
         self.t_start_time = check_number(self.t_start_time, "t_start_time", 0.0, 1.0)
         self.t_end_time = check_number(self.t_end_time, "t_end_time", self.t_start_time, 1.0)
         self.ema_decay = check_number(self.ema_decay, "ema_decay", 0.0, 1.0, high_open=True)
-        self.act_quant_delay = check_number(self.act_quant_delay, "act_quant_delay (training steps)", 0, integer=True)
+        self.act_quant_delay = check_number(self.act_quant_delay, "act_quant_delay", 0, integer=True)
         self.opname_blacklist = check_names(self.opname_blacklist, "opname_blacklist", "substrings of layer names")
         if self.act_bits is None:
             self.warn_without_effect(("ema_decay", "act_quant_delay"), "act_bits is None, so activations are not quantized")
