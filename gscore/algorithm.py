@@ -98,7 +98,9 @@ class Algorithm:
         """
         with transaction(network, owner=self):
             self.network_helper = network_helper
-            return self._run(self.apply_phase(), network, network_helper=network_helper, datasets=datasets)
+            result = self._run(self.apply_phase(), network, network_helper=network_helper, datasets=datasets)
+            self._built(result)
+            return result
 
     def convert(self, network: Any, ckpt_path: str | os.PathLike[str] = "") -> Any:
         """Run the convert phase; with ``ckpt_path``, then load that checkpoint strictly."""
@@ -106,6 +108,7 @@ class Algorithm:
             raise ConfigError(f"ckpt_path must be a path (str or os.PathLike) or '' for none, got {type(ckpt_path).__name__}")
         with transaction(network, owner=self):
             result = self._run(self.convert_phase(), network)
+            self._built(result)
             if ckpt_path:
                 from gscore.io import load_checkpoint
 
@@ -118,10 +121,12 @@ class Algorithm:
         from gscore.plugins import host
 
         kwargs = {"network_helper": extra.get("network_helper"), "datasets": extra.get("datasets")} if phase == "calibrate" else {}
-        result = host().run_phase(phase, self, network, **kwargs)
-        if is_cell(result):
-            _builders[result] = self
-        return result
+        return host().run_phase(phase, self, network, **kwargs)
+
+    def _built(self, network: Any) -> None:
+        """Remember that this algorithm produced ``network`` (see :func:`builder_of`)."""
+        if is_cell(network):
+            _builders[network] = self
 
     def calibrate(self, network: Any, network_helper: Any = None, datasets: Any = None) -> Any:
         raise NotImplementedError(f"{type(self).__name__} has no calibrate phase")

@@ -94,6 +94,10 @@ def _plugin_key(name: str) -> str:
     return name.strip().lower().replace("_", "-").replace(".", "-")
 
 
+def _source_of(ep: metadata.EntryPoint) -> PluginSource:
+    return PluginSource(ep.name, ep.dist.name if ep.dist else "?", ep.dist.version if ep.dist else "?")
+
+
 def _is_first_party(source: PluginSource) -> bool:
     return source.distribution in FIRST_PARTY_DISTRIBUTIONS
 
@@ -130,25 +134,16 @@ class PluginHost:
         """Import and register every entry point of group ``gscore`` that the switches allow."""
         disabled = {_plugin_key(n): n for n in _env_list("GSCORE_DISABLE_PLUGINS")}
         first_party_only = _env_flag("GSCORE_DISABLE_PLUGIN_AUTOLOAD")
-        entry_points = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
-
-        def dist_of(ep: metadata.EntryPoint) -> str:
-            return ep.dist.name if ep.dist else "?"
-
-        entry_points.sort(key=lambda ep: (dist_of(ep) not in FIRST_PARTY_DISTRIBUTIONS, ep.name, dist_of(ep)))
-        for ep in entry_points:
-            if dist_of(ep) in FIRST_PARTY_DISTRIBUTIONS:
-                source = PluginSource(ep.name, dist_of(ep), ep.dist.version if ep.dist else "?")
-                self.reserved.setdefault(lookup_key(ep.name), source)
+        sources = [(ep, _source_of(ep)) for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)]
+        sources.sort(key=lambda pair: (not _is_first_party(pair[1]), pair[1].plugin, pair[1].distribution))
+        self.reserved.update({lookup_key(s.plugin): s for _, s in reversed(sources) if _is_first_party(s)})
         matched: set[str] = set()
-        for ep in entry_points:
-            dist = dist_of(ep)
-            hit = {_plugin_key(ep.name), _plugin_key(dist)} & disabled.keys()
-            if hit or (first_party_only and dist not in FIRST_PARTY_DISTRIBUTIONS):
+        for ep, source in sources:
+            hit = {_plugin_key(source.plugin), _plugin_key(source.distribution)} & disabled.keys()
+            if hit or (first_party_only and not _is_first_party(source)):
                 matched |= hit
                 self.skipped.append(ep.name)
                 continue
-            source = PluginSource(ep.name, dist, ep.dist.version if ep.dist else "?")
             try:
                 module = ep.load()
             except KeyboardInterrupt:
@@ -160,10 +155,10 @@ class PluginHost:
             if declared != API_VERSION:
                 self._fail(source, f"written for gscore API version {declared!r}, this gscore provides {API_VERSION} (set GSCORE_API_VERSION in the plugin module)")
                 continue
-            self._register(module, f"{dist}:{ep.name}", source)
+            self._register(module, f"{source.distribution}:{source.plugin}", source)
         unmatched = sorted(disabled[k] for k in disabled.keys() - matched)
         if unmatched:
-            installed = sorted({ep.name for ep in entry_points} | {dist_of(ep) for ep in entry_points})
+            installed = sorted({s.plugin for _, s in sources} | {s.distribution for _, s in sources})
             warnings.warn(
                 f"GSCORE_DISABLE_PLUGINS names {unmatched}, which match no installed gscore plugin; installed plugins and distributions: {installed}",
                 GscoreWarning,
@@ -184,7 +179,6 @@ class PluginHost:
             self.pm.unregister(plugin)
             self._fail(source, f"registration refused: {problem}")
             return
-        self.sources[name] = source
         staged = []
         for impl in self.pm.hook.gscore_register_algorithms.get_hookimpls():
             if impl.plugin is not plugin:
@@ -200,17 +194,25 @@ class PluginHost:
                 self._fail(source, f"gscore_register_algorithms raised {type(exc).__name__}: {exc}", traceback.format_exc())
                 return
             staged += registrar.staged
-        claims = self.registry.claimed(staged)
-        taken = [(key, holder.source) for key, holder, _ in claims if _is_first_party(holder.source)]
-        taken += [(lookup_key(n), self.reserved[lookup_key(n)]) for info in staged for n in (info.name, *info.aliases) if lookup_key(n) in self.reserved and self.reserved[lookup_key(n)].distribution != source.distribution]
-        if taken and not _is_first_party(source):
+        taken = self._first_party_names_taken(staged, source)
+        if taken:
             self.pm.unregister(plugin)
-            holders = "; ".join(sorted({f"{key!r} of {holder}" for key, holder in taken}))
-            self._fail(source, f"registration refused: it registers algorithm names held by first-party plugins ({holders}); the first-party algorithms keep them. Rename the third-party algorithm, or uninstall {source.distribution}")
+            self._fail(source, f"registration refused: it registers algorithm names held by first-party plugins ({taken}); the first-party algorithms keep them. Rename the third-party algorithm, or uninstall {source.distribution}")
             return
+        self.sources[name] = source
+        claims = self.registry.claimed(staged)
         self.registry.commit(staged)
-        for key, holder, info in claims:
+        for key, holder, _ in claims:
             self._fail(source, f"algorithm name {key!r} is also registered by {holder.source}; gscore.get({key!r}) raises AlgorithmConflictError until one of them is uninstalled or disabled")
+
+    def _first_party_names_taken(self, staged: list[AlgorithmInfo], source: PluginSource) -> str:
+        """The first-party names (registered, or first-party entry point names) a third-party
+        plugin's ``staged`` registrations claim, described; empty when none or first-party."""
+        if _is_first_party(source):
+            return ""
+        taken = {(key, holder.source) for key, holder, _ in self.registry.claimed(staged) if _is_first_party(holder.source)}
+        taken |= {(key, self.reserved[key]) for info in staged for key in info.keys if key in self.reserved}
+        return "; ".join(sorted(f"{key!r} of {holder}" for key, holder in taken))
 
     def _hook_problem(self, plugin: Any) -> str | None:
         """Why ``plugin``'s hook implementations cannot be accepted, or None."""

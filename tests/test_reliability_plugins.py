@@ -232,3 +232,8 @@ def test_a_plugin_module_raising_system_exit_at_import_is_a_recorded_failure(mon
     with pytest.raises(PluginLoadError, match=r"'gscore_quits:Algo', which does not import: SystemExit: 2"):
         gscore.get("quits")
     sys.modules.pop("gscore_quits", None)
+
+
+@pytest.mark.parametrize("spelling, name", [("A16W8-RTN", "rtn"), ("a16w8_rtn", "rtn"), ("PrunerKFCompressAlgo", "scop"), ("PRUNERFTCOMPRESSALGO", "scop"), ("Round_To_Nearest", "rtn")])
+def test_installed_aliases_are_found_in_any_case(gscore_host, spelling, name):
+    assert gscore.get(spelling) is gscore.get(name)

@@ -205,3 +205,23 @@ def test_convert_whose_checkpoint_does_not_fit_is_undone_as_a_whole(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="does not fit"):
         algo.convert(net, ckpt_path=path)
     assert network_state(net) == state
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ((np.zeros((4, 6, 6), np.float32), np.zeros(4, np.int64)), r"the network cannot run on the given images \(each \(6, 6\), float32\)"),
+        ((np.zeros((4, 2, 6, 6), np.float32), np.zeros(4, np.int64)), r"the network cannot run on the given images \(each \(2, 6, 6\), float32\)"),
+        ((np.zeros((4, 1, 6, 6), np.float32), np.zeros(3, np.int64)), "one label per image"),
+        ((np.full((4, 1, 6, 6), np.nan, np.float32), np.zeros(4, np.int64)), "NaN or infinite"),
+        ((np.zeros((4, 1, 6, 6), np.float32), np.full(4, 0.5)), "class indices"),
+        ((np.zeros((4, 1, 6, 6), np.float32), -np.ones(4, np.int64)), "class indices"),
+        (([[1.0], [1.0, 2.0]], np.zeros(2, np.int64)), "not an array"),
+    ],
+)
+def test_scop_images_that_do_not_fit_are_a_calibration_data_error(data, message):
+    net = convnet()
+    state = network_state(net)
+    with pytest.raises(CalibrationDataError, match=message):
+        gscore.get("scop")({"knockoff_epochs": 0}).apply(net, datasets=data)
+    assert network_state(net) == state

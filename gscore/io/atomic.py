@@ -11,7 +11,9 @@ intermediate file). It creates and ``flock``s the ``.lock`` file before any othe
 it after all others, holding the lock the whole time. The kernel drops the lock when its
 process dies, however it dies, so a lock that can be taken belongs to a dead writer, and
 files without a lock file have none. A live concurrent save (another process, or another
-thread of this one) keeps its lock and its files; a reused pid cannot fool the check.
+thread of this one) keeps its lock and its files; a reused pid cannot fool the check. (The
+lock file is created locked, under a ``.new`` name renamed into place, so no cleaner ever
+sees it unlocked; a writer killed in that microsecond leaves an empty ``.lock.new`` behind.)
 Without ``fcntl`` (Windows) saves are still atomic but nothing is cleaned up.
 """
 
