@@ -102,10 +102,10 @@ class Algorithm:
             self._built(result)
             return result
 
-    def convert(self, network: Any, ckpt_path: str | os.PathLike[str] = "") -> Any:
+    def convert(self, network: Any, ckpt_path: str | os.PathLike[str] | None = "") -> Any:
         """Run the convert phase; with ``ckpt_path``, then load that checkpoint strictly."""
-        if not isinstance(ckpt_path, (str, os.PathLike)):
-            raise ConfigError(f"ckpt_path must be a path (str or os.PathLike) or '' for none, got {type(ckpt_path).__name__}")
+        if ckpt_path is not None and not isinstance(ckpt_path, (str, os.PathLike)):
+            raise ConfigError(f"ckpt_path must be a path (str or os.PathLike), or '' or None for none, got {type(ckpt_path).__name__}")
         with transaction(network, owner=self):
             result = self._run(self.convert_phase(), network)
             self._built(result)

@@ -212,7 +212,7 @@ def _install_unbuilt(folder: Path, target: Path) -> None:
 
 
 def _run(site: Path, code: str, **env: str) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONPATH": str(site)}
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     full_env.pop("GSCORE_DISABLE_PLUGINS", None)
     full_env.update(env)
     return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, check=False)

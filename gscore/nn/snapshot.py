@@ -57,6 +57,11 @@ class NetworkSnapshot:
                     params[id(param)] = param
         self._params = [(p, p.name, p.requires_grad, p.is_init, _data_view(p)) for p in params.values()]
 
+    def replaced_bytes(self) -> int:
+        """Bytes of old parameter storage this snapshot keeps alive: the parameters whose data
+        was replaced since it was taken (what a transaction costs in memory until it ends)."""
+        return sum(view.nbytes for param, *_, view in self._params if view is not None and not _same_storage(param, view))
+
     def restore(self) -> None:
         """Every recorded cell gets its attributes back, every parameter its name, flags and data."""
         for cell, state in self._cells:
