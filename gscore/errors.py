@@ -87,4 +87,5 @@ def data_errors(context: str) -> Iterator[None]:
     except GscoreError:
         raise
     except FRAMEWORK_DATA_ERRORS as exc:
-        raise CalibrationDataError(f"{context}: {exc}") from exc
+        first_paragraph = str(exc).strip().split("\n\n")[0]  # MindSpore appends a C++ call stack
+        raise CalibrationDataError(f"{context}: {first_paragraph}") from exc

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from mindspore import Tensor, nn
 
-from gscore.errors import ConfigError, NoQuantizableLayerError
+from gscore.errors import ConfigError, NoQuantizableLayerError, NonFiniteValueError
 from gscore.nn.linear_view import LinearView, is_linear, linear_view, ms_float_dtype_to_numpy
 from gscore.nn.quant_linear import QuantLinear, SimQuantLinear, is_group_quantizer, quantizers_of, view_of
 from gscore.nn.quantizers import GroupWeightQuantizer, WeightQuantizer
@@ -137,7 +137,12 @@ def calibrate_weights(network: nn.Cell, blacklist: list[str], spec: WeightSpec =
 
     Every layer's scales are computed before the first layer is replaced, so a weight that
     cannot be quantized (NaN) fails the call with the network untouched."""
-    simulated = [(name, simulated_linear(linear_view(cell), spec)) for name, cell in find_linears(network, blacklist)]
+    simulated = []
+    for name, cell in find_linears(network, blacklist):
+        try:
+            simulated.append((name, simulated_linear(linear_view(cell), spec)))
+        except NonFiniteValueError as exc:
+            raise NonFiniteValueError(f"the weight of layer {name!r}: {exc}") from exc
     for name, cell in simulated:
         replace_cell(network, name, cell)
     return [name for name, _ in simulated]
