@@ -28,13 +28,16 @@ from gscore.transaction import is_cell, transaction
 
 PHASES = ("calibrate", "quantize", "deploy", "prune")
 
-_builders: weakref.WeakKeyDictionary[Any, Algorithm] = weakref.WeakKeyDictionary()
+# network -> weak reference to the algorithm that built it; weak both ways, so neither is kept
+# alive by this map (an algorithm may hold a helper that holds the network)
+_builders: weakref.WeakKeyDictionary[Any, weakref.ref[Algorithm]] = weakref.WeakKeyDictionary()
 
 
 def builder_of(network: Any) -> Algorithm | None:
-    """The algorithm whose phase last produced ``network`` (None if none did): checkpoint
-    loading checks a file's description against what this algorithm says about the network."""
-    return _builders.get(network) if is_cell(network) else None
+    """The algorithm whose verb last produced ``network``, while that algorithm exists (else
+    None): checkpoint loading checks a file's description against what it says about the network."""
+    ref = _builders.get(network) if is_cell(network) else None
+    return None if ref is None else ref()
 
 
 def _shown(value: Any) -> str:
@@ -126,7 +129,7 @@ class Algorithm:
     def _built(self, network: Any) -> None:
         """Remember that this algorithm produced ``network`` (see :func:`builder_of`)."""
         if is_cell(network):
-            _builders[network] = self
+            _builders[network] = weakref.ref(self)
 
     def calibrate(self, network: Any, network_helper: Any = None, datasets: Any = None) -> Any:
         raise NotImplementedError(f"{type(self).__name__} has no calibrate phase")
