@@ -23,21 +23,21 @@ import os
 import weakref
 from typing import Any, ClassVar, Mapping
 
-from gscore.errors import ConfigError
+from gscore.errors import ConfigError, GscoreError
 from gscore.transaction import is_cell, transaction
 
 PHASES = ("calibrate", "quantize", "deploy", "prune")
 
-# network -> weak reference to the algorithm that built it; weak both ways, so neither is kept
-# alive by this map (an algorithm may hold a helper that holds the network)
-_builders: weakref.WeakKeyDictionary[Any, weakref.ref[Algorithm]] = weakref.WeakKeyDictionary()
+# network -> what the algorithm whose verb last produced it said about it (plain data, so the
+# map keeps neither the network nor the algorithm alive)
+_descriptions: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
-def builder_of(network: Any) -> Algorithm | None:
-    """The algorithm whose verb last produced ``network``, while that algorithm exists (else
-    None): checkpoint loading checks a file's description against what it says about the network."""
-    ref = _builders.get(network) if is_cell(network) else None
-    return None if ref is None else ref()
+def built_description(network: Any) -> dict[str, Any] | None:
+    """``algorithm.describe(network)`` as of the end of the last verb that produced ``network``
+    (None if no algorithm with a ``describe`` did): checkpoint loading checks a file's
+    description against it, even after the algorithm object is gone."""
+    return _descriptions.get(network) if is_cell(network) else None
 
 
 def _shown(value: Any) -> str:
@@ -127,9 +127,13 @@ class Algorithm:
         return host().run_phase(phase, self, network, **kwargs)
 
     def _built(self, network: Any) -> None:
-        """Remember that this algorithm produced ``network`` (see :func:`builder_of`)."""
-        if is_cell(network):
-            _builders[network] = weakref.ref(self)
+        """Remember what this algorithm says about the ``network`` it produced (see :func:`built_description`)."""
+        if not is_cell(network):
+            return
+        try:
+            _descriptions[network] = self.describe(network)
+        except (AttributeError, GscoreError):  # no describe, or nothing to describe yet (SCOP before convert)
+            _descriptions.pop(network, None)
 
     def calibrate(self, network: Any, network_helper: Any = None, datasets: Any = None) -> Any:
         raise NotImplementedError(f"{type(self).__name__} has no calibrate phase")

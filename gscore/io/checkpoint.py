@@ -11,7 +11,7 @@ record, so the file still loads into Golden Stick-layout networks.
 :func:`load_checkpoint` is strict and all-or-nothing. A file that does not exist, cannot be
 parsed, or whose data no longer matches its checksums; a missing, extra, mis-shaped or
 mis-typed parameter; a description that contradicts what the algorithm that built the
-network says about it (:func:`gscore.algorithm.builder_of`): each raises
+network said about it (:func:`gscore.algorithm.built_description`): each raises
 :class:`~gscore.errors.CheckpointMismatchError` naming the file and what is wrong, before
 any parameter changes.
 
@@ -29,7 +29,8 @@ from typing import Any, Mapping
 import mindspore as ms
 from mindspore import nn
 
-from gscore.errors import CheckpointMismatchError, CheckpointNotFoundError, ConfigError, GscoreError
+from gscore.algorithm import built_description
+from gscore.errors import CheckpointMismatchError, CheckpointNotFoundError, ConfigError
 from gscore.io.atomic import atomic_target
 from gscore.io.integrity import CHECKSUM, check_description, checksums, text_crc32, verify_checksums
 from gscore.transaction import is_cell, transaction
@@ -120,18 +121,6 @@ def read_description(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return None if record is None else record["description"]
 
 
-def _expected_description(network: nn.Cell) -> dict[str, Any] | None:
-    from gscore.algorithm import builder_of
-
-    builder = builder_of(network)
-    if builder is None or not hasattr(builder, "describe"):
-        return None
-    try:
-        return builder.describe(network)
-    except GscoreError:
-        return None
-
-
 def load_checkpoint(path: str | os.PathLike[str], network: nn.Cell) -> dict[str, Any] | None:
     """Load ``path`` into ``network`` strictly; returns the file's quantization description."""
     if not is_cell(network):
@@ -156,7 +145,7 @@ def load_checkpoint(path: str | os.PathLike[str], network: nn.Cell) -> dict[str,
         shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
         raise CheckpointMismatchError(f"checkpoint {name!r} does not fit {type(network).__name__}: {shown}")
     description = None if record is None else record["description"]
-    built_as = _expected_description(network)
+    built_as = built_description(network)
     if description is not None and built_as is not None:
         check_description(name, description, built_as)
     with transaction(network):
