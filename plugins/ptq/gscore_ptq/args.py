@@ -101,7 +101,7 @@ def parse_args(config: PTQConfig) -> PTQArgs:
     raw: Mapping[str, Any] = config.algo_args
     idle = sorted(key for key in raw if not _USED_BY[key](config))
     if idle:
-        warnings.warn(f"ptq ignores algo_args {idle} with this config (they belong to another option; see gscore_ptq.args)", GscoreWarning, stacklevel=4)
+        warnings.warn(f"ptq ignores algo_args {idle} with this config (they belong to another option; see gscore_ptq.args)", GscoreWarning, stacklevel=5)
     gptq = GPTQArgs(
         block_size=check_number(raw.get("block_size", 128), "algo_args['block_size']", 1, integer=True),
         damp_percent=check_number(raw.get("damp_percent", 0.01), "algo_args['damp_percent']", 0.0, 1.0),
