@@ -17,11 +17,14 @@ allowed):
   run by ``apply`` when it is given data: epochs over the images, real images per step (the
   step sees twice as many: the batch and its knockoff), Adam learning rate of the coefficients.
   ``knockoff_epochs=0`` only inserts the coefficients; train them with ``SCOP.train_knockoff``.
-* ``recalibrate_batches`` -- after pruning, ``convert`` re-estimates the BatchNorm statistics of
-  the smaller network from this many batches of the ``apply`` images (forward passes only;
-  :func:`gscore.nn.bn_recalib.recalibrate_batchnorm`). The layers after a pruned convolution see
-  different inputs, and stale statistics cost far more accuracy than the removed channels.
-  0 turns it off (fine-tuning re-estimates them too).
+* ``knockoff_separation`` -- final weight of the ramped cost ``mean(k)`` that separates real from
+  knockoff features (:mod:`gscore_scop.knockoff`); 0 is the paper's plain objective.
+* ``recalibrate_batches`` -- after pruning, ``convert`` repairs the smaller network with forward
+  passes over this many batches of the ``apply`` images: consumers with a bias are moved back to
+  the float network's mean outputs (what a BatchNorm-free network needs) and BatchNorm
+  statistics are re-estimated (:mod:`gscore.nn.bn_recalib`). The layers after a pruned
+  convolution see different inputs, and stale statistics or shifted means cost far more accuracy
+  than the removed channels. 0 turns it off (fine-tuning re-learns them too).
 * ``seed`` -- seeds the batch order, the knockoff permutations and the recalibration batches (numpy).
 """
 
@@ -52,6 +55,7 @@ class SCOPConfig(VersionedConfig):
     knockoff_epochs: int = 1
     knockoff_batch_size: int = 64
     knockoff_learning_rate: float = 0.01
+    knockoff_separation: float = 0.0
     recalibrate_batches: int = 50
     seed: int = 0
 
@@ -68,6 +72,10 @@ class SCOPConfig(VersionedConfig):
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
             raise ConfigError(f"knockoff_learning_rate must be a positive number, got {rate!r}")
         self.knockoff_learning_rate = float(rate)
+        separation = self.knockoff_separation
+        if isinstance(separation, bool) or not isinstance(separation, (int, float)) or not separation >= 0:
+            raise ConfigError(f"knockoff_separation must be a number >= 0, got {separation!r}")
+        self.knockoff_separation = float(separation)
         for name in ("layers", "opname_blacklist"):
             value = getattr(self, name)
             if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) and s for s in value):
