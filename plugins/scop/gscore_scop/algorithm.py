@@ -26,7 +26,7 @@ from gscore_scop.config import SCOPConfig
 from gscore_scop.scoring import channel_scale, channel_scores, select_channels
 
 if TYPE_CHECKING:  # MindSpore is imported when a phase runs, not when gscore lists algorithms
-    from mindspore import nn
+    from mindspore import Parameter, nn
 
     from gscore.nn.shrink import ShrinkPlan
     from gscore.nn.trace import ChannelGroup, ChannelGroups
@@ -48,6 +48,7 @@ class SCOP(PruningAlgorithm):
         self.kept: dict[str, np.ndarray] = {}
         self.plan: ShrinkPlan | None = None
         self.recalibration: dict[str, Any] = {}
+        self.coefficients: dict[str, Parameter] = {}  # group name -> its knockoff coefficients
         self._images: np.ndarray | None = None  # the apply images, for BatchNorm recalibration in convert
 
     # ------------------------------------------------------------------ apply: knockoff stage
@@ -66,10 +67,11 @@ class SCOP(PruningAlgorithm):
         if any(isinstance(c, KnockoffConv2d) for _, c in network.cells_and_names()):
             raise ValueError("this network already holds knockoff coefficients: apply runs once per network")
         self.groups, self.skipped = self._choose(channel_groups(network, images[:2]))
+        self.coefficients = {}
         for name, group in self.groups.items():
-            coefficients = new_coefficients(name, group.channels)
+            self.coefficients[name] = new_coefficients(name, group.channels)
             for producer in group.producers:
-                replace_cell(network, producer, KnockoffConv2d(get_cell(network, producer), coefficients))
+                replace_cell(network, producer, KnockoffConv2d(get_cell(network, producer), self.coefficients[name]))
         if self.config.knockoff_epochs:
             self.train_knockoff(network, images, labels)
         self._images = images
@@ -79,7 +81,7 @@ class SCOP(PruningAlgorithm):
         """Train the knockoff coefficients of the network ``apply`` prepared.
 
         ``epochs`` defaults to the config's ``knockoff_epochs``; batch size, learning rate,
-        separation and seed come from the config. Each call is one run of the separation ramp.
+        separation and seed come from the config. Each call is one whole run of the separation ramp.
         """
         from gscore_scop.knockoff import train_knockoff
 
@@ -88,7 +90,7 @@ class SCOP(PruningAlgorithm):
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"knockoff training needs epochs >= 1, got {epochs!r}")
         return train_knockoff(
-            network, images, labels, epochs, cfg.knockoff_batch_size, cfg.knockoff_learning_rate, cfg.knockoff_separation, cfg.seed, progress
+            network, self.coefficients, images, labels, epochs, cfg.knockoff_batch_size, cfg.knockoff_learning_rate, cfg.knockoff_separation, cfg.seed, progress
         )
 
     def _choose(self, found: ChannelGroups) -> tuple[dict[str, ChannelGroup], dict[str, str]]:

@@ -52,11 +52,11 @@ class SCOPConfig(VersionedConfig):
     min_channels: int = 1
     layers: list[str] = field(default_factory=list)
     opname_blacklist: list[str] = field(default_factory=list)
-    knockoff_epochs: int = 1
+    knockoff_epochs: int = 5
     knockoff_batch_size: int = 64
     knockoff_learning_rate: float = 0.01
-    knockoff_separation: float = 0.0
-    recalibrate_batches: int = 50
+    knockoff_separation: float = 1.0
+    recalibrate_batches: int = 16
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -21,11 +21,13 @@ stay in inference mode (per-channel affine maps, so mixing before or after them 
 the network's weights *and* statistics are exactly as before the stage.
 
 What separates real from knockoff features: a channel the network needs is pushed to ``k = 1``
-by the task loss alone, but a redundant one has no gradient and would sit at its start value.
-A ramped cost ``lambda(t) * mean(k)`` (``separation``; ``lambda`` rises linearly from 0 to its
-final value over the run) charges every channel for using its real feature, so channels whose
-real feature is not worth the charge slide to ``k = 0`` (their knockoff serves as well) while the
-necessary ones stay at 1. ``separation=0`` is the paper's plain objective.
+by the task loss alone, but a redundant one has no gradient and sits at its start value, and
+every channel the network uses at all ends at the bound 1, so the ranking among them is left to
+the channel scale. A ramped cost ``lambda(t) * mean(k)`` (``separation``; ``lambda`` rises
+linearly from 0 to ``separation`` over the run) charges every channel for using its real
+feature, so channels whose real feature is not worth the charge slide to ``k = 0`` (their
+knockoff serves as well), and the ones that stay at 1 are those the task needs even when their
+neighbours are already knockoffs. ``separation=0`` is the paper's plain objective.
 
 In eval mode the wrapper is the plain convolution, so the accuracy after the knockoff stage
 equals the float accuracy. The permutations and draws are numpy (MindSpore's ``Randperm`` has
@@ -33,6 +35,8 @@ no CPU kernel).
 """
 
 from __future__ import annotations
+
+from typing import Mapping
 
 import numpy as np
 import mindspore as ms
@@ -103,6 +107,7 @@ def _project(params: list[Parameter]) -> None:
 
 def train_knockoff(
     network: nn.Cell,
+    coefficients: Mapping[str, Parameter],
     x: np.ndarray,
     y: np.ndarray,
     epochs: int,
@@ -112,16 +117,17 @@ def train_knockoff(
     seed: int = 0,
     progress: bool = True,
 ) -> TrainResult:
-    """Train the knockoff coefficients of ``network`` on images ``x`` / int labels ``y``.
+    """Train the knockoff ``coefficients`` (group name -> ``kfscale``) of ``network`` on images
+    ``x`` / int labels ``y``.
 
     Adam (``betas = (0.5, 0.9)``, the paper's) on the coefficients only; loss = cross-entropy of
     the real half + ``separation * t * mean(k)`` with ``t`` rising linearly from 0 to 1 over the
-    run; coefficients clipped to [0, 1] after every step. Batch order and knockoff draws come
-    from ``numpy.random.default_rng(seed)``. Leaves the network in eval mode.
+    run; after every step the coefficients are clipped to [0, 1]. Batch order and knockoff draws
+    come from ``numpy.random.default_rng(seed)``. Leaves the network in eval mode.
     """
-    params = knockoff_params(network)
+    params = list(coefficients.values())
     if not params:
-        raise ValueError("the network holds no KnockoffConv2d; run SCOP.apply on it first")
+        raise ValueError("no knockoff coefficients to train; run SCOP.apply on the network first")
     if len(x) < batch_size:
         raise ValueError(f"knockoff training needs at least one full batch: {len(x)} images < batch size {batch_size}")
     loss_fn = nn.CrossEntropyLoss()
@@ -149,9 +155,9 @@ def train_knockoff(
                 pressure = Tensor(np.float32(separation * steps / max(total - 1, 1)))
                 loss, grads = grad_fn(Tensor(np.concatenate([x[idx], x[knockoff]])), Tensor(y[idx]), pressure)
                 optimizer(grads)
+                steps += 1
                 _project(params)
                 losses.append(float(loss.asnumpy()))
-                steps += 1
             epoch_loss = float(np.mean(losses))
     finally:
         network.set_train(False)

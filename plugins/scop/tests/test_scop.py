@@ -123,7 +123,7 @@ def test_knockoff_coefficients_stay_in_zero_one_and_separation_drives_them_apart
     train_classifier(net, digits.train_x[:1024], digits.train_y[:1024], epochs=1, batch_size=32, progress=False)
     algo = SCOP(SCOPConfig(knockoff_epochs=0))
     algo.apply(net, datasets=(digits.train_x[:512], digits.train_y[:512]))
-    train_knockoff(net, digits.train_x[:512], digits.train_y[:512], epochs=3, batch_size=32, learning_rate=0.05, separation=1.0, progress=False)
+    train_knockoff(net, algo.coefficients, digits.train_x[:512], digits.train_y[:512], epochs=3, batch_size=32, learning_rate=0.05, separation=1.0, progress=False)
     k = np.concatenate([p.asnumpy().ravel() for p in knockoff_params(net)])
     assert k.min() >= 0.0 and k.max() <= 1.0
     assert np.sum(k == 1.0) >= 3 and np.sum(k == 0.0) >= 1, np.round(k, 3)
