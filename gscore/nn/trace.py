@@ -52,9 +52,6 @@ CHANNELWISE_FREE: tuple[type, ...] = (
 
 #: Relative size of the probe perturbation; anything it reaches changes far beyond float noise.
 _PERTURBATION = 10.0
-#: Probes per convolution: a random half of the channels, its complement, another random half
-#: with the opposite sign.
-_PROBES = 3
 
 
 class UnsupportedStructureError(GscoreError, ValueError):
@@ -290,10 +287,11 @@ def _follow(network: nn.Cell, trace: Trace, producer: CellCall) -> _Reach:
     half = np.zeros(channels, bool)
     half[rng.permutation(channels)[: max(1, channels // 2)]] = True
     other = rng.permutation(channels)[: max(1, channels // 2)]
+    # a random half of the channels, its complement, another random half with the opposite sign
     probes = [(half, 1.0), (~half if channels > 1 else half, 1.0), (np.isin(np.arange(channels), other), -1.0)]
     reach = _Reach()
     per_channel: dict[tuple[str, int, int], int] = {}
-    for number, (subset, sign) in enumerate(probes[:_PROBES]):
+    for number, (subset, sign) in enumerate(probes):
         reached, out_changed = _probe(network, trace, producer, subset, sign, seed=number)
         if out_changed:
             raise _Unsupported("its channels reach the network output without passing through a layer that consumes channels")
