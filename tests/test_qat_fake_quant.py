@@ -24,9 +24,9 @@ schemes = st.builds(
     narrow=st.just(False),
     granularity=st.just("per_tensor"),
 )
-# MindSpore's CPU kernels may flush subnormal float32 to zero, so ranges are drawn without
-# values whose scale would be subnormal (|x| < ~1e-36; see graph_params)
-tiny_free = st.floats(-50, 50, width=32, allow_subnormal=False).filter(lambda v: v == 0 or abs(v) > 1e-30)
+# MindSpore's CPU kernels flush subnormal float32 inputs to zero, so ranges are drawn without
+# them (see graph_params); ranges whose *scale* would be subnormal are drawn
+tiny_free = st.floats(-50, 50, width=32, allow_subnormal=False)
 ranges = hnp.arrays(np.float32, 6, elements=tiny_free)
 
 
@@ -36,7 +36,22 @@ def test_in_graph_params_equal_the_numpy_params(scheme, a, b):
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     scale, zero = graph_params(Tensor(lo), Tensor(hi), scheme)
     expected = compute_params(lo, hi, scheme)
-    np.testing.assert_allclose(scale.asnumpy(), expected.scale, rtol=2e-7)
+    np.testing.assert_array_equal(scale.asnumpy(), expected.scale)
+    np.testing.assert_array_equal(zero.asnumpy(), expected.zero_point)
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("signed", [False, True])
+def test_in_graph_zero_points_equal_numpy_near_halves(bits, signed):
+    """Ranges built from short binary fractions put ``qmin - lo / scale`` within float32 rounding
+    of a half (e.g. 3 bits, [-0.0234375, 0.0234375]: float32 arithmetic gives zero point 4,
+    float64 gives 3); every one must match numpy's zero point and scale exactly."""
+    magnitudes = np.array([m * 2.0**e for m in (1, 1.5, 3, 5, 7, 0.1, 0.3, 1.1) for e in range(-8, 6)], np.float32)
+    lo, hi = (g.ravel() for g in np.meshgrid(-magnitudes, magnitudes))
+    scheme = QuantScheme(bits=bits, symmetric=False, signed=signed, narrow=False, granularity="per_tensor")
+    scale, zero = graph_params(Tensor(lo), Tensor(hi), scheme)
+    expected = compute_params(lo, hi, scheme)
+    np.testing.assert_array_equal(scale.asnumpy(), expected.scale)
     np.testing.assert_array_equal(zero.asnumpy(), expected.zero_point)
 
 

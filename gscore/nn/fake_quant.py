@@ -12,14 +12,15 @@ these cells compute the same thing with element-wise ops:
   parameters, saved in checkpoints) followed by fake quantization.
 
 Scales follow :func:`gscore.quant.compute_params` (symmetric ``max|x| / qmax``; asymmetric
-range widened to include 0 and a rounded zero point), re-expressed in float32 MindSpore ops
-because they change every step. :func:`graph_params` is THE activation-scale computation: the
-simulated network in evaluation, the deployed :class:`~gscore.nn.quant_conv.ActivationQuantizer`
-(built by ``convert`` from the stored range) and any fused fake-quant kernel call this one
-compiled function, and quantize with the one compiled :func:`fake_quant_with`, so simulated and
-deployed activations agree bit for bit. (numpy's ``compute_params`` works in float64; for a
-range with a negative minimum, ``hi/255 - lo/255`` rounds differently in float32 in about a
-quarter of cases, a 1-ulp scale difference that moves codes.)
+range widened to include 0 and a rounded zero point), re-expressed in MindSpore ops because
+they change every step, with the same float64 intermediate arithmetic, so they equal numpy's
+bit for bit. :func:`graph_params` is THE activation-scale computation: the simulated network in
+evaluation, the deployed :class:`~gscore.nn.quant_conv.ActivationQuantizer` (built by
+``convert`` from the stored range) and any fused fake-quant kernel call this one compiled
+function, and quantize with the one compiled :func:`fake_quant_with`, so simulated and deployed
+activations agree bit for bit. (In float32, ``hi/255 - lo/255`` for a range with a negative
+minimum rounds differently from float64 in about a quarter of cases, a 1-ulp scale difference
+that moves codes, and zero points near a half flip.)
 
 An activation quantizer whose observer never saw a training-mode forward still holds the
 initial range [0, 0]; evaluating it, or converting it, raises :class:`CalibrationDataError`
@@ -39,18 +40,24 @@ _SCALE_FLOOR = float(np.finfo(np.float32).tiny)
 
 
 def _params(lo: Tensor, hi: Tensor, qmin: float, qmax: float, symmetric: bool) -> tuple[Tensor, Tensor]:
+    """:func:`gscore.quant.compute_params` step for step: float64 range arithmetic, the scale
+    rounded once to float32, the zero point from that float32 scale in float64. Computing in
+    float32 instead moves the scale by 1 ulp in about a quarter of ranges and flips zero points
+    whose ``qmin - lo / scale`` lies within float32 rounding of a half (tested exhaustively)."""
+    lo = ops.cast(lo, ms.float64)
+    hi = ops.cast(hi, ms.float64)
     if symmetric:
         span = ops.maximum(ops.abs(lo), ops.abs(hi)) / qmax
     else:
         lo = ops.clamp(lo, None, 0.0)
         steps = qmax - qmin
         span = ops.clamp(hi, 0.0, None) / steps - lo / steps
-    scale = ops.clamp(span, _SCALE_FLOOR, None)  # ops.maximum(tensor, float) fails to compile at random
-    scale = ops.where(span == 0, ops.ones_like(span), scale)
+    scale = ops.clamp(ops.cast(span, ms.float32), _SCALE_FLOOR, None)  # ops.maximum(tensor, float) fails to compile at random
+    scale = ops.where(span == 0, ops.ones_like(scale), scale)
     if symmetric:
         zero = ops.zeros_like(scale)
     else:
-        zero = ops.clamp(ops.round(qmin - lo / scale), qmin, qmax)
+        zero = ops.cast(ops.clamp(ops.round(qmin - lo / ops.cast(scale, ms.float64)), qmin, qmax), ms.float32)
     return ops.stop_gradient(scale), ops.stop_gradient(zero)
 
 
@@ -61,16 +68,16 @@ def _compiled_params(lo: Tensor, hi: Tensor, qmin: float, qmax: float, symmetric
 
 def graph_params(lo: Tensor, hi: Tensor, scheme: QuantScheme) -> tuple[Tensor, Tensor]:
     """``(scale, zero_point)`` float32 tensors shaped like ``lo``/``hi``: the in-graph twin of
-    :func:`gscore.quant.compute_params` (same formulas, computed in float32).
+    :func:`gscore.quant.compute_params` (same formulas and precisions; equal bit for bit).
 
     This one compiled function computes every activation scale that simulated and deployed
     networks use (see the module docstring); call it, never a copy of its formula, wherever an
     activation range becomes a scale.
 
-    One known difference to numpy: for ranges below ~1e-36, whose scale would be a subnormal
-    float32, MindSpore's CPU kernels may flush the scale to zero (so it becomes 1.0 here) where
-    numpy floors it at the smallest normal float32. Either way such values quantize to within
-    1e-36 of 0.
+    One known difference to numpy: MindSpore's CPU kernels flush subnormal float32 inputs
+    (``|lo|``, ``|hi|`` below ~1.2e-38) to zero, so such a range counts as empty here (scale
+    1.0) where numpy floors its scale at the smallest normal float32. Either way such values
+    quantize to within 1e-38 of 0.
     """
     return _compiled_params(lo, hi, float(scheme.qmin), float(scheme.qmax), scheme.symmetric)
 
