@@ -13,8 +13,8 @@ dequantise, then the float convolution / matmul):
   quantizes the input to codes in ``[qmin, qmax]`` and dequantises them.
 
 Weight builders take numpy arrays and compute parameters with :mod:`gscore.quant`. Activation
-parameters come from :func:`gscore.nn.fake_quant.graph_params`, the same compiled float32
-function the simulated network evaluates with, so deployed and simulated activations agree bit
+parameters come from :func:`gscore.nn.fake_quant.graph_params`, the same compiled function
+the simulated network evaluates with, so deployed and simulated activations agree bit
 for bit.
 """
 
