@@ -32,9 +32,10 @@ One process, fixed seeds:
 4. composition, on the ResNet SCOP network of ``--compose-rate``: RTN (int8 Dense weights) and
    SimQAT (one fake-quant epoch, int8 deploy).
 
-Results: ``bench/results/scop.json`` and ``bench/results/scop.md``.
-Run from the repository root: ``nice -n 10 python bench/scop.py`` (about 2 hours on 2 cores
-shared with other jobs).
+Results: ``bench/results/<name>.json`` and ``.md`` (``--name``, default ``scop``).
+Run from the repository root: ``nice -n 10 python bench/scop.py`` (every network, about 2 hours on
+2 idle cores, far longer when they are shared); ``--networks`` picks the settings, ``--widths`` the
+ResNet's size.
 """
 
 from __future__ import annotations
