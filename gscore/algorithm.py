@@ -175,13 +175,27 @@ class PTQAlgorithm(Algorithm):
 
 class QATAlgorithm(Algorithm):
     """Quantization-aware training: ``apply`` = quantize (insert fake quantization to train
-    with), ``convert`` = deploy (a network holding real low-bit weights)."""
+    with), ``convert`` = deploy (a network holding real low-bit weights).
+
+    During ``convert(network, ckpt_path=...)`` the attribute ``ranges_from_checkpoint`` is True:
+    the deploy phase may then build activation quantizers whose observers never saw data,
+    because the checkpoint loaded right after supplies their values.
+    """
+
+    ranges_from_checkpoint: bool = False
 
     def apply_phase(self) -> str:
         return "quantize"
 
     def convert_phase(self) -> str:
         return "deploy"
+
+    def convert(self, network: Any, ckpt_path: str | os.PathLike[str] | None = "") -> Any:
+        self.ranges_from_checkpoint = bool(ckpt_path)
+        try:
+            return super().convert(network, ckpt_path)
+        finally:
+            self.ranges_from_checkpoint = False
 
 
 class PruningAlgorithm(Algorithm):

@@ -102,6 +102,8 @@ def check_qat(name: str, config: dict[str, Any], case: dict[str, Any], folder: P
         call_all_or_nothing(lambda: algo.convert(net), net)
         return f"apply: {type(error).__name__}"
     x = _valid_images(case)
+    net.set_train(True)
+    net(x)  # one training-mode forward gives the activation observers a range (else convert refuses them)
     net.set_train(False)
     net(x)
     _, error = call_all_or_nothing(lambda: algo.convert(net), net)
@@ -110,8 +112,7 @@ def check_qat(name: str, config: dict[str, Any], case: dict[str, Any], folder: P
     expected = net(x).asnumpy()
     path = save_checkpoint(net, folder / "qat.ckpt", description=algo.describe(net))
     deploy = cls(config)
-    fresh = deploy.convert(deploy.apply(FuzzConvNet(*case["network"])))
-    load_checkpoint(path, fresh)
+    fresh = deploy.convert(deploy.apply(FuzzConvNet(*case["network"])), ckpt_path=str(path))
     fresh.set_train(False)
     np.testing.assert_array_equal(fresh(x).asnumpy(), expected)
     return "finished"

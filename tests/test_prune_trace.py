@@ -24,21 +24,26 @@ def resnet_groups():
 
 def test_resnet_inner_block_channels_are_prunable_and_follow_to_conv2(resnet_groups):
     _, found = resnet_groups
-    assert sorted(found.groups) == ["layers.0.conv1", "layers.1.conv1", "layers.2.conv1"]
     group = found.groups["layers.1.conv1"]
-    assert group.channels == 32 and group.norms == ("layers.1.bn1",)
+    assert group.producers == ("layers.1.conv1",) and group.channels == 32 and group.norms == ("layers.1.bn1",)
     assert group.consumers == (Consumer("layers.1.conv2", "conv"),)
 
 
-def test_resnet_channels_that_feed_residual_additions_are_refused_with_the_reason(resnet_groups):
+def test_resnet_channels_tied_by_residual_additions_form_one_group_each(resnet_groups):
     _, found = resnet_groups
-    assert set(found.unsupported) == {
-        "conv1", "layers.0.conv2", "layers.1.conv2", "layers.2.conv2", "layers.1.downsample.0", "layers.2.downsample.0",
-    }
-    # the stem reaches the first block's conv1 (a cell) AND its identity shortcut (an add outside
-    # any cell): only the data-flow check can see the second path
-    assert "layers.0.relu (call 2)" in found.unsupported["conv1"] and "residual addition" in found.unsupported["conv1"]
-    assert "layers.2.bn2 is used by an operation outside the traced cells" in found.unsupported["layers.2.conv2"]
+    assert not found.unsupported
+    assert list(found.groups) == ["conv1", "layers.0.conv1", "layers.1.conv1", "layers.1.conv2", "layers.2.conv1", "layers.2.conv2"]
+    # the stem reaches block 0's conv1 (a cell) AND its identity shortcut (an add outside any
+    # cell), which block 0's conv2 also feeds: only the data-flow probes can see the tie
+    stem = found.groups["conv1"]
+    assert stem.producers == ("conv1", "layers.0.conv2") and stem.norms == ("bn1", "layers.0.bn2")
+    assert stem.consumers == (Consumer("layers.0.conv1", "conv"), Consumer("layers.1.conv1", "conv"), Consumer("layers.1.downsample.0", "conv"))
+    middle = found.groups["layers.1.conv2"]
+    assert middle.producers == ("layers.1.conv2", "layers.1.downsample.0") and middle.norms == ("layers.1.bn2", "layers.1.downsample.1")
+    # the last block's sum reaches fc through a functional ReduceMean: one feature per channel
+    last = found.groups["layers.2.conv2"]
+    assert last.consumers == (Consumer("fc", "dense", 1),) and last.channels == 64
+    assert found.group_of("layers.2.downsample.0") is last
 
 
 def test_lenet_conv_feeds_conv_and_flattened_dense():
@@ -121,6 +126,8 @@ def _randomise_norms(net):
 
 @pytest.mark.parametrize("make", [DigitsResNet, LeNet5, GlobalPoolNet], ids=["resnet", "lenet", "global-pool"])
 def test_shrunk_network_computes_what_the_masked_original_computes(make):
+    """One keep-plan per group, residual groups included: the smaller network equals the full
+    one with the removed channels zeroed at every consumer's input."""
     net = make()
     _randomise_norms(net)
     net.set_train(False)
@@ -130,12 +137,45 @@ def test_shrunk_network_computes_what_the_masked_original_computes(make):
     small = shrink(net, plan_from_groups(found.groups, kept))
     small.set_train(False)
     for name, idx in kept.items():
-        assert get_cell(small, name).out_channels == len(idx)
+        for producer in found.groups[name].producers:
+            assert get_cell(small, producer).out_channels == len(idx)
+        for norm in found.groups[name].norms:
+            assert get_cell(small, norm).num_features == len(idx)
         for consumer in found.groups[name].consumers:
             assert get_cell(small, consumer.name).in_channels == len(idx) * consumer.features_per_channel
     expected = _masked_reference(net, kept, found, SAMPLE)
     np.testing.assert_allclose(small(Tensor(SAMPLE)).asnumpy(), expected, rtol=1e-4, atol=1e-5)
     assert get_cell(net, next(iter(kept))).out_channels == found.groups[next(iter(kept))].channels  # original untouched
+
+
+def test_a_resnet_shrinks_its_outer_width_too():
+    net = DigitsResNet((8, 16, 32))
+    found = channel_groups(net, SAMPLE)
+    kept = {name: np.arange(g.channels // 2) for name, g in found.groups.items()}
+    small = shrink(net, plan_from_groups(found.groups, kept))
+    assert (small.conv1.out_channels, small.layers[0].conv2.out_channels, small.layers[1].downsample[0].out_channels) == (4, 4, 8)
+    assert small.layers[2].conv2.out_channels == small.fc.in_channels == 16
+    assert small(Tensor(SAMPLE)).shape == (2, 10)
+
+
+class ConcatNet(nn.Cell):
+    """Two convolutions concatenated before a third: channels land at shifted positions."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 3, 3)
+        self.b = nn.Conv2d(1, 3, 3)
+        self.c = nn.Conv2d(6, 2, 3)
+
+    def construct(self, x):
+        return ops.mean(self.c(ops.concat((self.a(x), self.b(x)), 1)), (2, 3))
+
+
+def test_channels_moved_by_a_concat_are_refused_with_the_reason():
+    found = channel_groups(ConcatNet(), SAMPLE)
+    assert set(found.unsupported) == {"a", "b", "c"}
+    assert "reach input 0 of c (Conv2d) at other positions" in found.unsupported["a"]
+    assert "network output" in found.unsupported["c"]
 
 
 def test_plan_round_trips_and_bad_plans_say_what_is_wrong():
@@ -147,7 +187,7 @@ def test_plan_round_trips_and_bad_plans_say_what_is_wrong():
         shrink(LeNet5(), ShrinkPlan.from_dict({"cells": {"fc9": {"in": [0]}}}))
     with pytest.raises(ShrinkError, match=r"conv1: output indices must be a non-empty increasing subset of range\(6\)"):
         shrink(LeNet5(), ShrinkPlan.from_dict({"cells": {"conv1": {"out": [2, 6]}}}))
-    with pytest.raises(ShrinkError, match="not a prunable convolution"):
+    with pytest.raises(ShrinkError, match="not a prunable channel group"):
         plan_from_groups(found.groups, {"fc1": np.array([0])})
 
 

@@ -10,7 +10,7 @@ from mindspore import Tensor
 
 from gscore.errors import ConfigError
 from gscore.nn.fake_quant import ActivationFakeQuant, FakeQuantSTE, WeightFakeQuant, graph_params
-from gscore.nn.quant_conv import ActivationQuantizer, Int8Weight, PackedWeight, activation_params
+from gscore.nn.quant_conv import ActivationQuantizer, Int8Weight, PackedWeight
 from gscore.quant import QuantScheme, compute_params, fake_quantize, quant_params
 from gscore.quant.bitpack import unpack_bits
 
@@ -24,9 +24,9 @@ schemes = st.builds(
     narrow=st.just(False),
     granularity=st.just("per_tensor"),
 )
-# MindSpore's CPU kernels may flush subnormal float32 to zero, so ranges are drawn without
-# values whose scale would be subnormal (|x| < ~1e-36; see graph_params)
-tiny_free = st.floats(-50, 50, width=32, allow_subnormal=False).filter(lambda v: v == 0 or abs(v) > 1e-30)
+# MindSpore's CPU kernels flush subnormal float32 inputs to zero, so ranges are drawn without
+# them (see graph_params); ranges whose *scale* would be subnormal are drawn
+tiny_free = st.floats(-50, 50, width=32, allow_subnormal=False)
 ranges = hnp.arrays(np.float32, 6, elements=tiny_free)
 
 
@@ -36,7 +36,22 @@ def test_in_graph_params_equal_the_numpy_params(scheme, a, b):
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     scale, zero = graph_params(Tensor(lo), Tensor(hi), scheme)
     expected = compute_params(lo, hi, scheme)
-    np.testing.assert_allclose(scale.asnumpy(), expected.scale, rtol=2e-7)
+    np.testing.assert_array_equal(scale.asnumpy(), expected.scale)
+    np.testing.assert_array_equal(zero.asnumpy(), expected.zero_point)
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("signed", [False, True])
+def test_in_graph_zero_points_equal_numpy_near_halves(bits, signed):
+    """Ranges built from short binary fractions put ``qmin - lo / scale`` within float32 rounding
+    of a half (e.g. 3 bits, [-0.0234375, 0.0234375]: float32 arithmetic gives zero point 4,
+    float64 gives 3); every one must match numpy's zero point and scale exactly."""
+    magnitudes = np.array([m * 2.0**e for m in (1, 1.5, 3, 5, 7, 0.1, 0.3, 1.1) for e in range(-8, 6)], np.float32)
+    lo, hi = (g.ravel() for g in np.meshgrid(-magnitudes, magnitudes))
+    scheme = QuantScheme(bits=bits, symmetric=False, signed=signed, narrow=False, granularity="per_tensor")
+    scale, zero = graph_params(Tensor(lo), Tensor(hi), scheme)
+    expected = compute_params(lo, hi, scheme)
+    np.testing.assert_array_equal(scale.asnumpy(), expected.scale)
     np.testing.assert_array_equal(zero.asnumpy(), expected.zero_point)
 
 
@@ -70,7 +85,7 @@ def test_deployed_parts_reproduce_their_numpy_definition():
     assert packed.packed.asnumpy().shape == (5, 7) and packed.packed.dtype == ms.uint8
     np.testing.assert_array_equal(unpack_bits(packed.packed.asnumpy(), 2, 27).reshape(codes.shape), codes)
     np.testing.assert_array_equal(packed().asnumpy(), levels[codes] * scale[:, None, None, None])
-    act = ActivationQuantizer(activation_params(-0.5, 2.0, QuantScheme(bits=8, symmetric=False, signed=False, granularity="per_tensor")))
+    act = ActivationQuantizer.from_range(-0.5, 2.0, QuantScheme(bits=8, symmetric=False, signed=False, granularity="per_tensor"))
     x = np.linspace(-1, 3, 11, dtype=np.float32)
     expected = fake_quantize(x, compute_params(np.array([-0.5]), np.array([2.0]), act.scheme))
     np.testing.assert_allclose(act(Tensor(x)).asnumpy(), expected, atol=1e-6)
@@ -83,3 +98,34 @@ def test_bad_quantizer_settings_are_refused():
         ActivationFakeQuant(QuantScheme(granularity="per_tensor"), ema_decay=1.5)
     with pytest.raises(ConfigError, match="quant_delay"):
         ActivationFakeQuant(QuantScheme(granularity="per_tensor"), quant_delay=-2)
+
+
+negative = st.floats(-50, -0.0010000000474974513, width=32)
+positive = st.floats(0.0010000000474974513, 50, width=32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(schemes, negative, positive)
+def test_deployed_activation_quantizer_is_bit_identical_to_the_observer_it_replaces(scheme, lo, hi):
+    """Ranges with a negative minimum are where a float64 scale differs from the float32 one by an
+    ulp (about one range in four); deploy must compute the scale exactly as evaluation does."""
+    observer = ActivationFakeQuant(QuantScheme(bits=scheme.bits, symmetric=scheme.symmetric, signed=scheme.signed, granularity="per_tensor"))
+    observer.minimum.set_data(Tensor(np.float32(lo)))
+    observer.maximum.set_data(Tensor(np.float32(hi)))
+    observer.step.set_data(Tensor(1, ms.int32))
+    observer.set_train(False)
+    x = Tensor(np.linspace(1.2 * lo, 1.2 * hi, 257, dtype=np.float32))
+    np.testing.assert_array_equal(ActivationQuantizer.from_observer(observer)(x).asnumpy(), observer(x).asnumpy())
+
+
+def test_an_observer_that_never_saw_data_refuses_to_evaluate():
+    from gscore.errors import CalibrationDataError
+
+    observer = ActivationFakeQuant(QuantScheme(granularity="per_tensor"), label="fc1.input_quant")
+    observer.set_train(False)
+    with pytest.raises(CalibrationDataError, match=r"never observed data.*fc1\.input_quant"):
+        observer(Tensor(np.ones(3, np.float32)))
+    observer.set_train(True)
+    observer(Tensor(np.array([-1.0, 2.0], np.float32)))
+    observer.set_train(False)
+    assert observer(Tensor(np.ones(3, np.float32))).shape == (3,)

@@ -11,10 +11,20 @@ these cells compute the same thing with element-wise ops:
 * :class:`ActivationFakeQuant` — a per-tensor EMA min/max observer (``minimum``/``maximum``
   parameters, saved in checkpoints) followed by fake quantization.
 
-Scales follow :func:`gscore.quant.compute_params` exactly (symmetric ``max|x| / qmax``;
-asymmetric range widened to include 0 and a rounded zero point), re-expressed in MindSpore
-ops because they change every step; :func:`graph_params` is tested against it. Converting to
-a deployed network uses the numpy function itself on the stored ranges.
+Scales follow :func:`gscore.quant.compute_params` (symmetric ``max|x| / qmax``; asymmetric
+range widened to include 0 and a rounded zero point), re-expressed in MindSpore ops because
+they change every step, with the same float64 intermediate arithmetic, so they equal numpy's
+bit for bit. :func:`graph_params` is THE activation-scale computation: the simulated network in
+evaluation, the deployed :class:`~gscore.nn.quant_conv.ActivationQuantizer` (built by
+``convert`` from the stored range) and any fused fake-quant kernel call this one compiled
+function, and quantize with the one compiled :func:`fake_quant_with`, so simulated and deployed
+activations agree bit for bit. (In float32, ``hi/255 - lo/255`` for a range with a negative
+minimum rounds differently from float64 in about a quarter of cases, a 1-ulp scale difference
+that moves codes, and zero points near a half flip.)
+
+An activation quantizer whose observer never saw a training-mode forward still holds the
+initial range [0, 0]; evaluating it, or converting it, raises :class:`CalibrationDataError`
+naming it (:func:`require_observed`), instead of quantizing with a meaningless scale of 1.
 """
 
 from __future__ import annotations
@@ -23,37 +33,53 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from gscore.errors import ConfigError
+from gscore.errors import CalibrationDataError, ConfigError
 from gscore.quant import Granularity, QuantScheme
 
 _SCALE_FLOOR = float(np.finfo(np.float32).tiny)
 
 
 def _params(lo: Tensor, hi: Tensor, qmin: float, qmax: float, symmetric: bool) -> tuple[Tensor, Tensor]:
+    """:func:`gscore.quant.compute_params` step for step: float64 range arithmetic, the scale
+    rounded once to float32, the zero point from that float32 scale in float64. Computing in
+    float32 instead moves the scale by 1 ulp in about a quarter of ranges and flips zero points
+    whose ``qmin - lo / scale`` lies within float32 rounding of a half (tested exhaustively)."""
+    lo = ops.cast(lo, ms.float64)
+    hi = ops.cast(hi, ms.float64)
     if symmetric:
         span = ops.maximum(ops.abs(lo), ops.abs(hi)) / qmax
     else:
         lo = ops.clamp(lo, None, 0.0)
         steps = qmax - qmin
         span = ops.clamp(hi, 0.0, None) / steps - lo / steps
-    scale = ops.clamp(span, _SCALE_FLOOR, None)  # ops.maximum(tensor, float) fails to compile at random
-    scale = ops.where(span == 0, ops.ones_like(span), scale)
+    scale = ops.clamp(ops.cast(span, ms.float32), _SCALE_FLOOR, None)  # ops.maximum(tensor, float) fails to compile at random
+    scale = ops.where(span == 0, ops.ones_like(scale), scale)
     if symmetric:
         zero = ops.zeros_like(scale)
     else:
-        zero = ops.clamp(ops.round(qmin - lo / scale), qmin, qmax)
+        zero = ops.cast(ops.clamp(ops.round(qmin - lo / ops.cast(scale, ms.float64)), qmin, qmax), ms.float32)
     return ops.stop_gradient(scale), ops.stop_gradient(zero)
+
+
+@ms.jit
+def _compiled_params(lo: Tensor, hi: Tensor, qmin: float, qmax: float, symmetric: bool) -> tuple[Tensor, Tensor]:
+    return _params(lo, hi, qmin, qmax, symmetric)
 
 
 def graph_params(lo: Tensor, hi: Tensor, scheme: QuantScheme) -> tuple[Tensor, Tensor]:
     """``(scale, zero_point)`` float32 tensors shaped like ``lo``/``hi``: the in-graph twin of
-    :func:`gscore.quant.compute_params` (same formulas, computed in float32).
+    :func:`gscore.quant.compute_params` (same formulas and precisions; equal bit for bit).
 
-    One known difference: for ranges below ~1e-36, whose scale would be a subnormal float32,
-    MindSpore's CPU kernels may flush the scale to zero (so it becomes 1.0 here) where numpy
-    floors it at the smallest normal float32. Either way such values quantize to within 1e-36 of 0.
+    This one compiled function computes every activation scale that simulated and deployed
+    networks use (see the module docstring); call it, never a copy of its formula, wherever an
+    activation range becomes a scale.
+
+    One known difference to numpy: MindSpore's CPU kernels flush subnormal float32 inputs
+    (``|lo|``, ``|hi|`` below ~1.2e-38) to zero, so such a range counts as empty here (scale
+    1.0) where numpy floors its scale at the smallest normal float32. Either way such values
+    quantize to within 1e-38 of 0.
     """
-    return _params(lo, hi, float(scheme.qmin), float(scheme.qmax), scheme.symmetric)
+    return _compiled_params(lo, hi, float(scheme.qmin), float(scheme.qmax), scheme.symmetric)
 
 
 def _ste(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: float, qmax: float, symmetric: bool) -> Tensor:
@@ -102,9 +128,12 @@ def _observe_fake_quant(
 
 
 @ms.jit
-def _fake_quant_range(x: Tensor, lo: Tensor, hi: Tensor, qmin: float, qmax: float, symmetric: bool) -> Tensor:
-    """Fake-quantize ``x`` with a stored range (evaluation)."""
-    scale, zero = _params(lo, hi, qmin, qmax, symmetric)
+def fake_quant_with(x: Tensor, scale: Tensor, zero: Tensor, qmin: float, qmax: float, symmetric: bool) -> Tensor:
+    """Fake-quantize ``x`` with a given ``scale``/``zero`` (straight-through gradient, see :class:`FakeQuantSTE`).
+
+    The one compiled forward of a fixed activation quantizer: the simulated network in
+    evaluation and the deployed network both run it, on scales from :func:`graph_params`.
+    """
     return _ste(x, scale, zero, qmin, qmax, symmetric)
 
 
@@ -127,7 +156,7 @@ class FakeQuantSTE(nn.Cell):
         self.symmetric = symmetric
 
     def construct(self, x: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
-        return _ste(x, scale, zero_point, self.qmin, self.qmax, self.symmetric)
+        return fake_quant_with(x, scale, zero_point, self.qmin, self.qmax, self.symmetric)
 
 
 def _check_non_negative_int(value: int, name: str) -> int:
@@ -189,30 +218,67 @@ class ActivationFakeQuant(_DelayedFakeQuant):
     takes the batch range, later ones ``new = decay * old + (1 - decay) * batch`` (the usual
     EMA; Golden Stick's kernel weights the *batch* by ``decay``, its known issue 18). With
     ``ema_decay=0`` the range is the current batch's, as in Golden Stick's default. The updated
-    range then quantizes the batch. Evaluation uses the stored range.
+    range then quantizes the batch. Evaluation uses the stored range (scale from
+    :func:`graph_params`) and raises :class:`CalibrationDataError` while the observer has never
+    seen a training-mode forward (``step == 0``). ``label`` names the quantizer in that error
+    (the algorithms pass the layer's name, e.g. ``"conv1.input_quant"``).
     """
 
-    def __init__(self, scheme: QuantScheme, ema_decay: float = 0.999, quant_delay: int = 0) -> None:
+    def __init__(self, scheme: QuantScheme, ema_decay: float = 0.999, quant_delay: int = 0, label: str = "activation quantizer") -> None:
         if scheme.granularity is not Granularity.PER_TENSOR:
             raise ConfigError(f"activations are quantized per_tensor here, got {scheme.granularity.value}")
         if isinstance(ema_decay, bool) or not isinstance(ema_decay, (int, float)) or not 0.0 <= ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be a float in [0, 1), got {ema_decay!r}")
         super().__init__(scheme, quant_delay)
         self.ema_decay = float(ema_decay)
+        self.label = label
         self.minimum = Parameter(Tensor(0.0, ms.float32), name="minimum", requires_grad=False)
         self.maximum = Parameter(Tensor(0.0, ms.float32), name="maximum", requires_grad=False)
+        self._seen_data = False  # cache of "step > 0" so evaluation reads the counter only until it is
+
+    @property
+    def observed(self) -> bool:
+        """True once a training-mode forward (or a loaded checkpoint) has set the range."""
+        if not self._seen_data:
+            self._seen_data = int(self.step.asnumpy()) > 0
+        return self._seen_data
+
+    def params(self) -> tuple[Tensor, Tensor]:
+        """``(scale, zero_point)`` of the stored range, by :func:`graph_params` (float32 scalars)."""
+        return graph_params(self.minimum + 0, self.maximum + 0, self.scheme)
 
     def construct(self, x: Tensor) -> Tensor:
         scheme = self.scheme
         qmin, qmax = float(scheme.qmin), float(scheme.qmax)
         if not self.training:
-            return _fake_quant_range(x, self.minimum + 0, self.maximum + 0, qmin, qmax, scheme.symmetric)
+            if not self.observed:
+                raise CalibrationDataError(unobserved_message([self.label]))
+            scale, zero = self.params()
+            return fake_quant_with(x, scale, zero, qmin, qmax, scheme.symmetric)
         delayed = self._count_and_check_delay()
         keep = self.ema_decay * ops.cast(self.step > 1, ms.float32)  # the first step takes the batch range
         out, lo, hi = _observe_fake_quant(x, self.minimum + 0, self.maximum + 0, keep, qmin, qmax, scheme.symmetric)
         ops.assign(self.minimum, lo)
         ops.assign(self.maximum, hi)
+        self._seen_data = True
         return x if delayed else out
+
+
+def unobserved_message(labels: list[str]) -> str:
+    """The error text for activation quantizers that never observed data."""
+    return (
+        f"{len(labels)} activation quantizer(s) never observed data, so their range is still the initial [0, 0]: "
+        f"{', '.join(labels)}. Train the network first (training-mode forwards update the ranges), or, to rebuild "
+        "a deployed network from a saved checkpoint, pass it to convert: algo.convert(algo.apply(net), ckpt_path=PATH)"
+    )
+
+
+def require_observed(network: nn.Cell) -> None:
+    """Raise :class:`CalibrationDataError` naming every :class:`ActivationFakeQuant` in ``network``
+    whose observer never saw data; QAT ``convert`` calls it before fixing the ranges."""
+    missing = [name for name, cell in network.cells_and_names() if isinstance(cell, ActivationFakeQuant) and not cell.observed]
+    if missing:
+        raise CalibrationDataError(unobserved_message(missing))
 
 
 class FakeQuantizedWeight(nn.Cell):

@@ -12,7 +12,10 @@ dequantise, then the float convolution / matmul):
 * :class:`ActivationQuantizer` — fixed ``scale`` / ``zero_point`` (from a trained observer),
   quantizes the input to codes in ``[qmin, qmax]`` and dequantises them.
 
-Builders take numpy arrays and compute parameters with :mod:`gscore.quant`.
+Weight builders take numpy arrays and compute parameters with :mod:`gscore.quant`. Activation
+parameters come from :func:`gscore.nn.fake_quant.graph_params`, the same compiled function
+the simulated network evaluates with, so deployed and simulated activations agree bit
+for bit.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from gscore.nn.fake_quant import ActivationFakeQuant, FakeQuantSTE
-from gscore.quant import QuantParams, QuantScheme, compute_params, quantize
+from gscore.nn.fake_quant import ActivationFakeQuant, FakeQuantSTE, graph_params
+from gscore.quant import QuantParams, QuantScheme, quantize
 from gscore.quant.bitpack import pack_bits
 
 
@@ -98,28 +101,32 @@ class PackedWeight(nn.Cell):
 
 
 class ActivationQuantizer(nn.Cell):
-    """Fixed per-tensor quantization of a layer input: ``(clip(round(x/s + z)) - z) * s``."""
+    """Fixed per-tensor quantization of a layer input: ``(clip(round(x/s + z)) - z) * s``.
 
-    def __init__(self, params: QuantParams) -> None:
+    ``scale`` / ``zero_point`` are float32 scalar tensors as :func:`graph_params` returns them.
+    """
+
+    def __init__(self, scale: Tensor, zero_point: Tensor, scheme: QuantScheme) -> None:
         super().__init__()
-        if params.scale.size != 1:
-            raise ValueError(f"activations are quantized per tensor; got {params.scale.size} scales")
-        self.scale = Parameter(Tensor(np.float32(params.scale.item())), name="scale", requires_grad=False)
-        self.zero_point = Parameter(Tensor(np.float32(params.zero_point.item())), name="zero_point", requires_grad=False)
-        self.quant = FakeQuantSTE(params.scheme.qmin, params.scheme.qmax, params.scheme.symmetric)
-        self.scheme = params.scheme
-        self.bits = params.scheme.bits
+        if scale.size != 1 or zero_point.size != 1:
+            raise ValueError(f"activations are quantized per tensor; got {scale.size} scales and {zero_point.size} zero points")
+        self.scale = Parameter(ops.reshape(ops.cast(scale, ms.float32), ()), name="scale", requires_grad=False)
+        self.zero_point = Parameter(ops.reshape(ops.cast(zero_point, ms.float32), ()), name="zero_point", requires_grad=False)
+        self.quant = FakeQuantSTE(scheme.qmin, scheme.qmax, scheme.symmetric)
+        self.scheme = scheme
+        self.bits = scheme.bits
 
     def construct(self, x: Tensor) -> Tensor:
-        return self.quant(x, self.scale, self.zero_point)
+        return self.quant(x, self.scale + 0, self.zero_point + 0)
+
+    @classmethod
+    def from_range(cls, minimum: float, maximum: float, scheme: QuantScheme) -> "ActivationQuantizer":
+        """The fixed quantizer of an activation range ``[minimum, maximum]``."""
+        lo, hi = Tensor(np.float32(minimum)), Tensor(np.float32(maximum))
+        return cls(*graph_params(lo, hi, scheme), scheme)
 
     @classmethod
     def from_observer(cls, observer: ActivationFakeQuant) -> "ActivationQuantizer":
-        """The fixed quantizer a trained :class:`ActivationFakeQuant` stands for (its stored range)."""
-        lo, hi = float(observer.minimum.asnumpy()), float(observer.maximum.asnumpy())
-        return cls(activation_params(lo, hi, observer.scheme))
-
-
-def activation_params(minimum: float, maximum: float, scheme: QuantScheme) -> QuantParams:
-    """Per-tensor params for an observed activation range ``[minimum, maximum]``."""
-    return compute_params(np.array([minimum], np.float64), np.array([maximum], np.float64), scheme)
+        """The fixed quantizer a trained :class:`ActivationFakeQuant` stands for: its stored range,
+        turned into a scale by the very function the observer evaluates with (bit-identical outputs)."""
+        return cls(*observer.params(), observer.scheme)

@@ -6,9 +6,10 @@ structure can be rebuilt from the original network definition without any data o
 (:func:`shrink` on a freshly built network, then ``load_checkpoint``).
 
 :func:`plan_from_groups` turns "keep these output channels of this convolution" into cell
-cuts using the :class:`~gscore.nn.trace.ChannelGroup` found by tracing: the convolution's
-outputs, the BatchNorm2d features on the way and the consumers' inputs (``H*W`` consecutive
-Dense features per channel after a flatten) all keep the same channels.
+cuts using the :class:`~gscore.nn.trace.ChannelGroup` found by tracing: the outputs of every
+convolution of the group (several when a residual addition ties their channels), the
+BatchNorm2d features on the way and the consumers' inputs (``H*W`` consecutive Dense features
+per channel after a flatten) all keep the same channels: one keep-plan per group.
 """
 
 from __future__ import annotations
@@ -80,19 +81,20 @@ class ShrinkPlan:
 
 
 def plan_from_groups(groups: Mapping[str, ChannelGroup], kept: Mapping[str, np.ndarray]) -> ShrinkPlan:
-    """Cuts that keep ``kept[producer]`` (sorted channel indices) of each traced group."""
+    """Cuts that keep ``kept[group name]`` (sorted channel indices) of each traced group."""
     cuts: dict[str, CellCut] = {}
 
     def add(name: str, cut: CellCut) -> None:
         cuts[name] = cuts[name].merged(cut) if name in cuts else cut
 
-    for producer, channels in kept.items():
-        if producer not in groups:
-            raise ShrinkError(f"{producer!r} is not a prunable convolution; prunable: {sorted(groups)}")
-        group = groups[producer]
+    for name, channels in kept.items():
+        if name not in groups:
+            raise ShrinkError(f"{name!r} is not a prunable channel group; groups: {sorted(groups)}")
+        group = groups[name]
         channels = np.asarray(channels, dtype=np.int64)
         keep = tuple(int(i) for i in channels)
-        add(producer, CellCut(out_keep=keep))
+        for producer in group.producers:
+            add(producer, CellCut(out_keep=keep))
         for norm in group.norms:
             add(norm, CellCut(out_keep=keep))
         for consumer in group.consumers:

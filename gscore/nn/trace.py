@@ -1,27 +1,32 @@
-"""Tracing a network's structure from a real forward pass: who feeds whom, channel by channel.
+"""Tracing a network's structure from real forward passes: which layers share which channels.
 
-Structured pruning must know, for every convolution, which layers read its output channels.
-Cell names and attribute order say nothing reliable about that (a ``construct`` can call its
-cells in any order, reuse them, and add tensors with plain operators), so this module runs
-the network once on a probe input and watches it:
+Structured pruning must know, for every convolution, which layers read its output channels and
+which other convolutions' channels are tied to them. Cell names and attribute order say nothing
+reliable about that (a ``construct`` can call its cells in any order, reuse them, add tensors
+with plain operators, pool with a functional op), so this module runs the network on a probe
+input and watches it:
 
 1. :func:`trace_calls` hooks every *atomic* cell (``Conv2d``, ``Dense``, ``BatchNorm2d`` or any
-   cell without children) and records each call with its input and output tensor objects.
-   A tensor passed from one cell straight into another is the same Python object, so object
-   identity gives the producer -> consumer edges between cells.
-2. :func:`channel_groups` follows each ``Conv2d``'s output through channel-wise cells
-   (BatchNorm2d, activations, pooling, dropout) to the layers that consume channels: another
-   ``Conv2d`` (its input channels) or ``Flatten`` then ``Dense`` (its input features, ``H*W``
-   per channel). Then it *verifies* the result by data flow: it perturbs the convolution's
-   output, restores the consumers' outputs to their unperturbed values, and checks that no
-   other cell input and not the network output changed. Operations outside cells (``x + y``
-   of a residual block, ``ops.concat``, a functional reshape) are invisible to step 1 but not
-   to this check, so a channel that also feeds a residual addition is reported, never pruned.
+   cell without children) and records each call with its input and output tensors.
+2. :func:`channel_groups` then probes every ``Conv2d`` by data flow: it perturbs a random subset
+   ``S`` of the convolution's output channels, *pins* the outputs of every other ``Conv2d`` and
+   ``Dense`` to their unperturbed values (so the perturbation stops at the first layers that
+   mix channels), and records which channels of which cell inputs changed. Every changed input
+   must carry exactly the channels of ``S`` at the same positions (NCHW channel ``c``, or the
+   ``H*W`` features ``c*H*W ...`` of a flattened map, or feature ``c`` after global pooling);
+   three probes with different subsets (one of them with the opposite sign, so a ReLU cannot hide
+   every change) make a shifted or permuted channel map (a concat, a channel shuffle, a reshape)
+   show. Operations outside cells -- the ``+`` of a residual block, ``ops.ReduceMean`` -- are
+   invisible to hooks but not to this check.
+3. Convolutions whose perturbations reach a common cell input are *tied*: their channels are
+   added together somewhere (a residual block's ``conv2 + shortcut``), so channel ``c`` can only
+   be removed from all of them at once. Tied convolutions form one :class:`ChannelGroup` with one
+   set of kept channels, their BatchNorms and every consumer of the merged channels.
 
-Supported: chains ``Conv2d -> [BatchNorm2d | activation | pooling | dropout]* -> Conv2d``
-(``group=1``) or ``-> Flatten -> Dense``, including fan-out to several consumers and the inner
-channels of residual blocks. Everything else is returned in :attr:`ChannelGroups.unsupported`
-with the reason.
+Supported: chains ``Conv2d -> [BatchNorm2d | activation | pooling | dropout | additions with other
+such chains | functional channel-wise ops]* -> Conv2d`` (``group=1``), ``-> Flatten -> Dense`` or
+``-> global pooling -> Dense``, fan-out to several consumers, and residual networks (inner and
+outer channels). Everything else is returned in :attr:`ChannelGroups.unsupported` with the reason.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ ATOMIC_TYPES: tuple[type, ...] = (nn.Conv2d, nn.Dense, nn.BatchNorm2d)
 CHANNELWISE_FREE: tuple[type, ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.HSwish, nn.HSigmoid,
     nn.Softsign, nn.Mish, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
-    nn.Dropout, nn.Dropout2d, nn.Identity,
+    nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten,
 )
 
 #: Relative size of the probe perturbation; anything it reaches changes far beyond float noise.
@@ -62,9 +67,8 @@ def is_atomic(cell: nn.Cell) -> bool:
 class CellCall:
     """One call of an atomic cell during the probe forward.
 
-    ``inputs``/``output`` are the tensor objects themselves (kept alive so their identity is
-    unique for the whole trace); ``index`` counts calls of the same cell (a shared ReLU is
-    called several times).
+    ``inputs``/``output`` are the tensor objects themselves; ``index`` counts calls of the same
+    cell (a shared ReLU is called several times).
     """
 
     name: str
@@ -74,21 +78,21 @@ class CellCall:
     output: Any
 
     @property
+    def key(self) -> tuple[str, int]:
+        return (self.name, self.index)
+
+    @property
     def label(self) -> str:
         return self.name if self.index == 0 else f"{self.name} (call {self.index + 1})"
 
 
 @dataclass
 class Trace:
-    """Every atomic cell call in execution order, the network output, and identity edges."""
+    """Every atomic cell call in execution order, the network output, and the probe input."""
 
     calls: list[CellCall]
     output: Any
     sample: np.ndarray
-
-    def consumers(self, tensor: Any) -> list[CellCall]:
-        """The calls that received ``tensor`` (this very object) as an input."""
-        return [c for c in self.calls if any(t is tensor for t in c.inputs)]
 
     def calls_of(self, name: str) -> list[CellCall]:
         """Every call of the cell named ``name``."""
@@ -142,10 +146,10 @@ def trace_calls(network: nn.Cell, sample: np.ndarray) -> Trace:
 
 @dataclass(frozen=True)
 class Consumer:
-    """A layer that reads a convolution's channels: its input axis shrinks with them.
+    """A layer that reads a group's channels: its input axis shrinks with them.
 
-    ``kind`` is ``"conv"`` (input channels) or ``"dense"`` (input features after a flatten,
-    ``features_per_channel`` = H*W consecutive features per channel, NCHW order).
+    ``kind`` is ``"conv"`` (input channels) or ``"dense"`` (input features: ``features_per_channel``
+    consecutive features per channel, ``H*W`` after a flatten of an NCHW map, 1 after global pooling).
     """
 
     name: str
@@ -155,158 +159,225 @@ class Consumer:
 
 @dataclass(frozen=True)
 class ChannelGroup:
-    """A ``Conv2d`` whose output channels can be removed, and every layer that must follow.
+    """Output channels of one or more ``Conv2d`` that can only be removed together, and every
+    layer that shrinks with them.
 
-    ``norms`` are the BatchNorm2d cells on the way (their per-channel parameters shrink too);
-    ``consumers`` the layers whose input axis shrinks.
+    ``producers`` are the tied convolutions in execution order (one, unless an addition merges
+    their channels); ``norms`` the BatchNorm2d cells on the way (their per-channel parameters
+    shrink too); ``consumers`` the layers whose input axis shrinks; ``producer_norms`` the
+    BatchNorm2d right after each producer (None where there is none). The group is named after
+    its first producer (:attr:`name`).
     """
 
-    producer: str
+    producers: tuple[str, ...]
     channels: int
     norms: tuple[str, ...]
     consumers: tuple[Consumer, ...]
+    producer_norms: tuple[str | None, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.producers[0]
+
+    def norm_of(self, producer: str) -> str | None:
+        """The BatchNorm2d that reads ``producer``'s output directly (its channel scale), or None."""
+        return dict(zip(self.producers, self.producer_norms)).get(producer)
 
 
 @dataclass
 class ChannelGroups:
-    """Result of :func:`channel_groups`: prunable groups by producer, and the refused convolutions."""
+    """Result of :func:`channel_groups`: prunable groups by name, and the refused convolutions with why."""
 
     groups: dict[str, ChannelGroup] = field(default_factory=dict)
     unsupported: dict[str, str] = field(default_factory=dict)
 
+    def group_of(self, convolution: str) -> ChannelGroup | None:
+        """The group ``convolution`` produces channels for, or None."""
+        return next((g for g in self.groups.values() if convolution in g.producers), None)
+
 
 class _Unsupported(Exception):
-    """Internal: the chain from one convolution cannot be followed; the message says why."""
+    """Internal: a convolution's channels cannot be followed; the message says why."""
 
 
 @dataclass
-class _Chain:
-    """What :func:`_follow` found: the group, and the calls the perturbation may legitimately reach."""
+class _Reach:
+    """Where the channels of one producer go: cells by role, and every cell input they reach."""
 
-    group: ChannelGroup
-    passes: set[tuple[str, int]]
-    pinned: set[tuple[str, int]]
-
-
-def _follow(trace: Trace, producer: CellCall) -> _Chain:
-    """Walk from ``producer``'s output through channel-wise cells to the channel consumers."""
-    norms: list[str] = []
-    consumers: list[Consumer] = []
-    passes = {(producer.name, producer.index)}
-    pinned: set[tuple[str, int]] = set()
-    frontier = [producer]
-    while frontier:
-        call = frontier.pop()
-        readers = trace.consumers(call.output)
-        if not readers:
-            raise _Unsupported(
-                f"the output of {call.label} is used by an operation outside the traced cells "
-                "(e.g. a residual addition, a concat or the network output)"
-            )
-        for reader in readers:
-            cell = reader.cell
-            if isinstance(cell, nn.Conv2d):
-                if cell.group != 1:
-                    raise _Unsupported(f"it feeds {reader.label}, a grouped convolution (group={cell.group}), which is not supported")
-                _single_call(trace, reader)
-                consumers.append(Consumer(reader.name, "conv"))
-                pinned.add((reader.name, reader.index))
-            elif isinstance(cell, nn.BatchNorm2d):
-                _single_call(trace, reader)
-                norms.append(reader.name)
-                passes.add((reader.name, reader.index))
-                frontier.append(reader)
-            elif isinstance(cell, CHANNELWISE_FREE):
-                passes.add((reader.name, reader.index))
-                frontier.append(reader)
-            elif isinstance(cell, nn.Flatten):
-                passes.add((reader.name, reader.index))
-                for dense_call, consumer in _dense_after_flatten(trace, reader):
-                    consumers.append(consumer)
-                    pinned.add((dense_call.name, dense_call.index))
-            else:
-                raise _Unsupported(f"it feeds {reader.label} ({type(cell).__name__}), which cannot be shrunk along channels")
-    group = ChannelGroup(producer.name, int(producer.output.shape[1]), tuple(dict.fromkeys(norms)), tuple(dict.fromkeys(consumers)))
-    return _Chain(group, passes, pinned)
+    norms: list[str] = field(default_factory=list)
+    consumers: list[Consumer] = field(default_factory=list)
+    own_norm: str | None = None  # the BatchNorm2d reading the producer's output tensor itself
+    touched: set[tuple[str, int, int]] = field(default_factory=set)  # (cell, call index, input position)
 
 
-def _dense_after_flatten(trace: Trace, flatten: CellCall) -> list[tuple[CellCall, Consumer]]:
-    shape = flatten.inputs[0].shape
-    if len(shape) != 4:
-        raise _Unsupported(f"{flatten.label} flattens a {len(shape)}-d tensor; only NCHW feature maps are supported")
-    readers = trace.consumers(flatten.output)
-    bad = [r.label for r in readers if not isinstance(r.cell, nn.Dense)]
-    if not readers or bad:
-        raise _Unsupported(f"the flattened output of {flatten.label} feeds {', '.join(bad) or 'an operation outside the traced cells'}, not only Dense layers")
-    for reader in readers:
-        _single_call(trace, reader)
-    return [(r, Consumer(r.name, "dense", int(shape[2] * shape[3]))) for r in readers]
+def _changed_units(now: Tensor, before: Tensor) -> tuple[bool, np.ndarray | None]:
+    """``(anything changed, mask of the changed channel units)``: units are axis 1 of a 4-d tensor
+    (channels) or the last axis of a 2-d one (features); None for other ranks."""
+    a, b = now.asnumpy(), before.asnumpy()
+    differs = ~np.isclose(a, b, rtol=1e-4, atol=1e-5)
+    if a.ndim == 4:
+        return bool(differs.any()), differs.any(axis=(0, 2, 3))
+    if a.ndim == 2:
+        return bool(differs.any()), differs.any(axis=0)
+    return bool(differs.any()), None
 
 
-def _single_call(trace: Trace, call: CellCall) -> None:
-    if len(trace.calls_of(call.name)) != 1:
-        raise _Unsupported(f"{call.name} ({type(call.cell).__name__}) is called {len(trace.calls_of(call.name))} times; a shared layer cannot be shrunk for one caller")
+def _aligned(changed: np.ndarray | None, subset: np.ndarray, channels: int, ndim: int) -> int | None:
+    """Features per channel if the ``changed`` units lie within the ``subset`` channels' own
+    positions (``f`` consecutive units per channel), else None."""
+    if changed is None:
+        return None
+    units = changed.shape[0]
+    if ndim == 4 and units != channels:
+        return None
+    if units % channels:
+        return None
+    per_channel = units // channels
+    allowed = np.repeat(subset, per_channel)
+    return per_channel if not np.any(changed & ~allowed) else None
 
 
-def _leaks(network: nn.Cell, trace: Trace, chain: _Chain) -> str | None:
-    """Perturb the producer's output, pin the consumers' outputs, report what else changed."""
-    baseline = {(c.name, c.index): c for c in trace.calls}
-    producer = (chain.group.producer, 0)
-    noise_rng = np.random.default_rng(0)
-    changed: list[str] = []
+def _probe(network: nn.Cell, trace: Trace, producer: CellCall, subset: np.ndarray, sign: float, seed: int) -> tuple[dict[tuple[str, int, int], np.ndarray | None], bool]:
+    """Perturb ``subset`` channels of ``producer``; return the changed units of every reached cell
+    input (pinned Conv2d/Dense outputs stop the spread) and whether the network output changed."""
+    baseline = {c.key: c for c in trace.calls}
+    rng = np.random.default_rng(seed)
+    reached: dict[tuple[str, int, int], np.ndarray | None] = {}
 
     def perturb(name: str, cell: nn.Cell, index: int, inputs: tuple, output: Any) -> Any:
-        key = (name, index)
-        base = baseline[key]
-        if key not in chain.passes and key not in chain.pinned and _differs(inputs, base.inputs):
-            changed.append(base.label)
-        if key == producer:
+        base = baseline[(name, index)]
+        for position, (now, before) in enumerate(zip(inputs, base.inputs)):
+            if isinstance(now, Tensor) and isinstance(before, Tensor):
+                moved, units = _changed_units(now, before)
+                if moved:
+                    reached[(name, index, position)] = units
+        if (name, index) == producer.key:
             values = output.asnumpy()
             scale = _PERTURBATION * (np.abs(values).mean() + 1.0)
-            return Tensor(values + scale * noise_rng.standard_normal(values.shape).astype(values.dtype))
-        if key in chain.pinned:
+            noise = sign * scale * (1.0 + np.abs(rng.standard_normal(values.shape)))
+            return Tensor((values + noise * subset.reshape(1, -1, 1, 1)).astype(values.dtype))
+        if isinstance(cell, (nn.Conv2d, nn.Dense)):
             return base.output
         return None
 
     with _Hooks(network, perturb):
         output = network(Tensor(trace.sample))
-    if changed:
-        return f"its channels also reach {changed[0]} through an operation outside the traced cells (e.g. a residual addition)"
-    if _differs((output,), (trace.output,)):
-        return "its channels reach the network output without passing through a supported consumer"
-    return None
-
-
-def _differs(now: tuple[Any, ...], before: tuple[Any, ...]) -> bool:
-    """True if any tensor in ``now`` differs from its counterpart in ``before`` beyond float noise."""
-    return any(
-        not np.allclose(a.asnumpy(), b.asnumpy(), rtol=1e-4, atol=1e-5)
-        for a, b in zip(now, before)
-        if isinstance(a, Tensor) and isinstance(b, Tensor)
+    outputs = output if isinstance(output, (tuple, list)) else (output,)
+    expected = trace.output if isinstance(trace.output, (tuple, list)) else (trace.output,)
+    out_changed = any(
+        not np.allclose(a.asnumpy(), b.asnumpy(), rtol=1e-4, atol=1e-5) for a, b in zip(outputs, expected) if isinstance(a, Tensor)
     )
+    return reached, out_changed
+
+
+def _single_call(trace: Trace, call: CellCall) -> None:
+    calls = len(trace.calls_of(call.name))
+    if calls != 1:
+        raise _Unsupported(f"{call.name} ({type(call.cell).__name__}) is called {calls} times; a shared layer cannot be shrunk for one caller")
+
+
+def _follow(network: nn.Cell, trace: Trace, producer: CellCall) -> _Reach:
+    """Probe ``producer`` and classify every cell its channels reach (see the module docstring)."""
+    _single_call(trace, producer)
+    if producer.cell.group != 1:
+        raise _Unsupported(f"it is a grouped convolution (group={producer.cell.group}), whose output channels are tied to its inputs")
+    channels = int(producer.output.shape[1])
+    calls = {c.key: c for c in trace.calls}
+    rng = np.random.default_rng(0)
+    half = np.zeros(channels, bool)
+    half[rng.permutation(channels)[: max(1, channels // 2)]] = True
+    other = rng.permutation(channels)[: max(1, channels // 2)]
+    # a random half of the channels, its complement, another random half with the opposite sign
+    probes = [(half, 1.0), (~half if channels > 1 else half, 1.0), (np.isin(np.arange(channels), other), -1.0)]
+    reach = _Reach()
+    per_channel: dict[tuple[str, int, int], int] = {}
+    for number, (subset, sign) in enumerate(probes):
+        reached, out_changed = _probe(network, trace, producer, subset, sign, seed=number)
+        if out_changed:
+            raise _Unsupported("its channels reach the network output without passing through a layer that consumes channels")
+        for where, changed in reached.items():
+            call = calls[where[:2]]
+            ndim = call.inputs[where[2]].ndim
+            f = _aligned(changed, subset, channels, ndim)
+            if f is None:
+                raise _Unsupported(
+                    f"its channels reach input {where[2]} of {call.label} ({type(call.cell).__name__}) at other positions "
+                    "(a concat, reshape or channel-mixing operation outside the cells)"
+                )
+            if per_channel.setdefault(where, f) != f:
+                raise _Unsupported(f"its channels reach {call.label} with an inconsistent layout")
+    for where in sorted(per_channel, key=lambda w: [c.key for c in trace.calls].index(w[:2])):
+        call = calls[where[:2]]
+        cell, f = call.cell, per_channel[where]
+        if call.key == producer.key:
+            continue
+        reach.touched.add(where)
+        if isinstance(cell, nn.Conv2d):
+            if cell.group != 1:
+                raise _Unsupported(f"it feeds {call.label}, a grouped convolution (group={cell.group}), which is not supported")
+            _single_call(trace, call)
+            reach.consumers.append(Consumer(call.name, "conv"))
+        elif isinstance(cell, nn.Dense):
+            if call.inputs[where[2]].ndim != 2:
+                raise _Unsupported(f"it feeds {call.label}, a Dense applied to a {call.inputs[where[2]].ndim}-d tensor; only [n, features] inputs are supported")
+            _single_call(trace, call)
+            reach.consumers.append(Consumer(call.name, "dense", f))
+        elif isinstance(cell, nn.BatchNorm2d):
+            _single_call(trace, call)
+            reach.norms.append(call.name)
+            if call.inputs[0] is producer.output:
+                reach.own_norm = call.name
+        elif not isinstance(cell, CHANNELWISE_FREE):
+            raise _Unsupported(f"it feeds {call.label} ({type(cell).__name__}), which cannot be shrunk along channels")
+    return reach
 
 
 def channel_groups(network: nn.Cell, sample: np.ndarray) -> ChannelGroups:
     """Trace ``network`` on ``sample`` (a small batch, e.g. ``[2, 1, 28, 28]``) and group channels.
 
-    Every ``Conv2d`` lands either in :attr:`ChannelGroups.groups` (with the layers that shrink
-    with it) or in :attr:`ChannelGroups.unsupported` (with the reason). The network is run in
-    eval mode, once plus once per candidate convolution, and is left unchanged.
+    Every ``Conv2d`` lands either in one of :attr:`ChannelGroups.groups` (with the convolutions
+    tied to it and the layers that shrink with them) or in :attr:`ChannelGroups.unsupported` (with
+    the reason; a convolution tied to an unsupported one is unsupported too). The network runs in
+    eval mode, once plus three times per convolution, and is left unchanged.
     """
     trace = trace_calls(network, sample)
+    producers = [c for c in trace.calls if isinstance(c.cell, nn.Conv2d) and c.index == 0]
+    reaches: dict[str, _Reach] = {}
     result = ChannelGroups()
-    for call in trace.calls:
-        if not isinstance(call.cell, nn.Conv2d) or call.index > 0:
-            continue
+    for call in producers:
         try:
-            _single_call(trace, call)
-            chain = _follow(trace, call)
+            reaches[call.name] = _follow(network, trace, call)
         except _Unsupported as reason:
             result.unsupported[call.name] = str(reason)
+    order = [c.name for c in producers]
+    parent = {name: name for name in order}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            name = parent[name]
+        return name
+
+    owner: dict[tuple[str, int, int], str] = {}
+    for name in order:
+        touched = reaches[name].touched if name in reaches else set()
+        for where in touched:
+            if where in owner:
+                a, b = sorted((root(owner[where]), root(name)), key=order.index)
+                parent[b] = a
+            else:
+                owner[where] = name
+    members: dict[str, list[str]] = {}
+    for name in order:
+        members.setdefault(root(name), []).append(name)
+    for tied in members.values():
+        bad = [n for n in tied if n in result.unsupported]
+        if bad:
+            for name in tied:
+                result.unsupported.setdefault(name, f"its channels are added to those of {bad[0]}, which cannot be pruned: {result.unsupported[bad[0]]}")
             continue
-        leak = _leaks(network, trace, chain)
-        if leak:
-            result.unsupported[call.name] = leak
-        else:
-            result.groups[call.name] = chain.group
+        norms = [n for name in tied for n in reaches[name].norms]
+        consumers = [c for name in tied for c in reaches[name].consumers]
+        channels = int(trace.calls_of(tied[0])[0].output.shape[1])
+        own = tuple(reaches[name].own_norm for name in tied)
+        result.groups[tied[0]] = ChannelGroup(tuple(tied), channels, tuple(dict.fromkeys(norms)), tuple(dict.fromkeys(consumers)), own)
     return result

@@ -80,9 +80,10 @@ class QATConformance(AlgorithmConformance):
     Set ``make_network``/``make_input`` (and ``quantize_config``, the config's keyword
     arguments) and optionally ``train_steps(network)`` (a callable training the applied
     network briefly so observers and weights move). The suite runs apply → train → convert
-    → save, then rebuilds the deploy structure on a fresh network (apply → convert), loads
-    the file strictly, and demands bit-equal outputs; it also checks apply returns a network
-    that still computes finite outputs of the float network's shape.
+    → save, then rebuilds the deploy network from the file on a fresh network
+    (``convert(apply(net), ckpt_path=...)``) and demands bit-equal outputs; it also checks apply
+    returns a network that still computes finite outputs of the float network's shape, in
+    training mode and, after that forward let its observers see data, in evaluation mode.
     """
 
     train_steps: ClassVar[Callable[[Any], Any] | None] = None
@@ -104,16 +105,17 @@ class QATConformance(AlgorithmConformance):
         x = type(self).make_input()
         expected = type(self).make_network()(x).shape
         net = self._algorithm().apply(type(self).make_network())
-        net.set_train(False)
-        out = net(x).asnumpy()
-        assert out.shape == tuple(expected) and np.isfinite(out).all()
+        for training in (True, False):
+            net.set_train(training)
+            out = net(x).asnumpy()
+            assert out.shape == tuple(expected) and np.isfinite(out).all()
 
     def test_quantize_save_deploy_load_reproduces_outputs(self, tmp_path: Path) -> None:
         if type(self).make_network is None:
             return
         import numpy as np
 
-        from gscore.io import load_checkpoint, save_checkpoint
+        from gscore.io import save_checkpoint
 
         x = type(self).make_input()
         algo = self._algorithm()
@@ -127,7 +129,6 @@ class QATConformance(AlgorithmConformance):
         path = save_checkpoint(net, tmp_path / "qat.ckpt", description=description)
 
         deploy = self._algorithm()
-        fresh = deploy.convert(deploy.apply(type(self).make_network()))
-        load_checkpoint(path, fresh)
+        fresh = deploy.convert(deploy.apply(type(self).make_network()), ckpt_path=str(path))
         fresh.set_train(False)
         np.testing.assert_array_equal(fresh(x).asnumpy(), expected)

@@ -1,14 +1,16 @@
 """The ``scop`` algorithm: ``apply`` = knockoff stage, ``convert`` = physical pruning.
 
 ``apply(network, datasets=(images, labels))`` traces the network on two of the images to find
-the prunable convolutions (:func:`gscore.nn.trace.channel_groups`), wraps each in a
-:class:`~gscore_scop.knockoff.KnockoffConv2d` and, if ``knockoff_epochs > 0``, trains the
-coefficients. ``convert(network)`` scores the channels, chooses the ones to keep, puts the
-plain convolutions back into ``network`` (which is thus the float network again) and returns a
-NEW, physically smaller network (:func:`gscore.nn.shrink.shrink`) whose BatchNorm statistics are
-re-estimated on the ``apply`` images (``recalibrate_batches``). Fine-tune that one with any
-MindSpore training; :meth:`SCOP.describe` is the checkpoint description from which
-:func:`load_pruned` rebuilds it.
+its channel groups (:func:`gscore.nn.trace.channel_groups`: a convolution alone, or the
+convolutions a residual addition ties together), wraps every convolution of the chosen groups in
+a :class:`~gscore_scop.knockoff.KnockoffConv2d` sharing its group's coefficients and, if
+``knockoff_epochs > 0``, trains them. ``convert(network)`` scores the channels, chooses the ones
+to keep (one keep-plan per group), puts the plain convolutions back into ``network`` (which is
+thus the float network again) and returns a NEW, physically smaller network
+(:func:`gscore.nn.shrink.shrink`) recalibrated on the ``apply`` images (``recalibrate_batches``):
+consumers' biases moved back to the float network's mean outputs, BatchNorm statistics
+re-estimated. Fine-tune that one with any MindSpore training; :meth:`SCOP.describe` is the
+checkpoint description from which :func:`load_pruned` rebuilds it.
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ import numpy as np
 from gscore import PruningAlgorithm
 from gscore.errors import CalibrationDataError, CheckpointMismatchError, ConfigError, PhaseOrderError, data_errors
 from gscore_scop.config import SCOPConfig
-from gscore_scop.scoring import channel_scores, select_channels
+from gscore_scop.scoring import channel_scale, channel_scores, select_channels
 
 if TYPE_CHECKING:  # MindSpore is imported when a phase runs, not when gscore lists algorithms
-    from mindspore import nn
+    from mindspore import Parameter, nn
 
     from gscore.nn.shrink import ShrinkPlan
     from gscore.nn.trace import ChannelGroup, ChannelGroups
     from gscore.train.classifier import TrainResult
+    from gscore_scop.knockoff import KnockoffConv2d
 
 DESCRIPTION_KEY = "pruning"
 
@@ -45,6 +48,8 @@ class SCOP(PruningAlgorithm):
         self.scores: dict[str, np.ndarray] = {}
         self.kept: dict[str, np.ndarray] = {}
         self.plan: ShrinkPlan | None = None
+        self.recalibration: dict[str, Any] = {}
+        self.coefficients: dict[str, Parameter] = {}  # group name -> its knockoff coefficients
         self._images: np.ndarray | None = None  # the apply images, for BatchNorm recalibration in convert
 
     # ------------------------------------------------------------------ apply: knockoff stage
@@ -57,7 +62,7 @@ class SCOP(PruningAlgorithm):
         """
         from gscore.nn.trace import channel_groups
         from gscore.nn.walk import get_cell, replace_cell
-        from gscore_scop.knockoff import KnockoffConv2d
+        from gscore_scop.knockoff import KnockoffConv2d, new_coefficients
 
         images, labels = _images_and_labels(datasets)
         cfg = self.config
@@ -71,8 +76,11 @@ class SCOP(PruningAlgorithm):
         with data_errors(f"the network cannot run on the given images (each {images.shape[1:]}, float32)"):
             found = channel_groups(network, images[:2])
         self.groups, self.skipped = self._choose(found)
-        for name in self.groups:
-            replace_cell(network, name, KnockoffConv2d(get_cell(network, name)))
+        self.coefficients = {}
+        for name, group in self.groups.items():
+            self.coefficients[name] = new_coefficients(name, group.channels)
+            for producer in group.producers:
+                replace_cell(network, producer, KnockoffConv2d(get_cell(network, producer), self.coefficients[name]))
         if cfg.knockoff_epochs:
             with data_errors("knockoff training failed on the given images and labels (are the labels class indices of the network's outputs?)"):
                 self.train_knockoff(network, images, labels)
@@ -82,8 +90,8 @@ class SCOP(PruningAlgorithm):
     def train_knockoff(self, network: nn.Cell, images: np.ndarray, labels: np.ndarray, epochs: int | None = None, progress: bool = True) -> TrainResult:
         """Train the knockoff coefficients of the network ``apply`` prepared.
 
-        ``epochs`` defaults to the config's ``knockoff_epochs``; batch size, learning rate and
-        seed come from the config. Call it again to train longer.
+        ``epochs`` defaults to the config's ``knockoff_epochs``; batch size, learning rate,
+        separation and seed come from the config. Each call is one whole run of the separation ramp.
         """
         from gscore_scop.knockoff import train_knockoff
 
@@ -91,29 +99,39 @@ class SCOP(PruningAlgorithm):
         epochs = cfg.knockoff_epochs if epochs is None else epochs
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ConfigError(f"knockoff training needs epochs >= 1, got {epochs!r}")
-        return train_knockoff(network, images, labels, epochs, cfg.knockoff_batch_size, cfg.knockoff_learning_rate, cfg.seed, progress)
+        return train_knockoff(
+            network, self.coefficients, images, labels, epochs, cfg.knockoff_batch_size, cfg.knockoff_learning_rate, cfg.knockoff_separation, cfg.seed, progress
+        )
 
     def _choose(self, found: ChannelGroups) -> tuple[dict[str, ChannelGroup], dict[str, str]]:
-        """The groups to prune under ``layers`` / ``opname_blacklist``, and the skipped convolutions with why."""
+        """The groups to prune under ``layers`` / ``opname_blacklist``, and the skipped convolutions with why.
+
+        Naming one convolution of a group in ``layers`` prunes the whole group; a blacklisted
+        convolution keeps its whole group unpruned.
+        """
         from gscore.nn.trace import UnsupportedStructureError
         from gscore.nn.walk import matches_blacklist
 
         cfg = self.config
         skipped = dict(found.unsupported)
         if cfg.layers:
-            convolutions = set(found.groups) | set(found.unsupported)
+            convolutions = {p for g in found.groups.values() for p in g.producers} | set(found.unsupported)
+            chosen = {}
             for name in cfg.layers:
                 if name not in convolutions:
                     raise UnsupportedStructureError(f"layers names {name!r}, which is not a Conv2d the network calls; its Conv2d layers: {sorted(convolutions)}")
                 if name in found.unsupported:
                     raise UnsupportedStructureError(f"cannot prune {name}: {found.unsupported[name]}")
-            chosen = {name: found.groups[name] for name in cfg.layers}
-            skipped.update({name: "not listed in layers" for name in found.groups if name not in chosen})
+                group = found.group_of(name)
+                chosen[group.name] = group
+            skipped.update({p: "not listed in layers" for n, g in found.groups.items() if n not in chosen for p in g.producers})
         else:
             chosen = dict(found.groups)
-        for name in [n for n in chosen if matches_blacklist(n, cfg.opname_blacklist)]:
-            skipped[name] = "excluded by opname_blacklist"
-            del chosen[name]
+        for name, group in list(chosen.items()):
+            banned = [p for p in group.producers if matches_blacklist(p, cfg.opname_blacklist)]
+            if banned:
+                skipped.update({p: f"excluded by opname_blacklist ({banned[0]} is in its channel group)" for p in group.producers})
+                del chosen[name]
         if not chosen:
             reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items()) or "the network calls no Conv2d"
             raise UnsupportedStructureError(f"found no convolution to prune. {reasons}")
@@ -122,10 +140,7 @@ class SCOP(PruningAlgorithm):
     # ------------------------------------------------------------------ convert: physical pruning
 
     def prune(self, network: nn.Cell) -> nn.Cell:
-        """Score and select channels, restore ``network``'s plain convolutions, return the smaller copy."""
-        from mindspore import nn
-
-        from gscore.nn.bn_recalib import recalibrate_batchnorm
+        """Score and select channels, restore ``network``'s plain convolutions, return the smaller, recalibrated copy."""
         from gscore.nn.shrink import plan_from_groups, shrink
         from gscore.nn.walk import get_cell, replace_cell
         from gscore_scop.knockoff import KnockoffConv2d
@@ -134,23 +149,57 @@ class SCOP(PruningAlgorithm):
             raise PhaseOrderError("convert needs the knockoff network: run apply(network, datasets=(images, labels)) first")
         wrapped = {}
         for name, group in self.groups.items():
-            cell = get_cell(network, name)
-            if not isinstance(cell, KnockoffConv2d):
-                raise PhaseOrderError(f"{name} is a {type(cell).__name__}, not the KnockoffConv2d apply put there: convert the network apply returned")
-            gamma = get_cell(network, group.norms[0]).gamma.asnumpy() if group.norms else None
-            self.scores[name] = channel_scores(cell.kfscale.asnumpy(), gamma)
-            wrapped[name] = cell
+            cells = [get_cell(network, producer) for producer in group.producers]
+            for producer, cell in zip(group.producers, cells):
+                if not isinstance(cell, KnockoffConv2d):
+                    raise PhaseOrderError(f"{producer} is a {type(cell).__name__}, not the KnockoffConv2d apply put there: convert the network apply returned")
+            self.scores[name] = channel_scores(cells[0].kfscale.asnumpy().reshape(-1), self._scale(network, group, cells))
+            wrapped.update(zip(group.producers, cells))
         cfg = self.config
         self.kept = select_channels(self.scores, cfg.prune_rate, cfg.selection, cfg.min_channels)
         self.plan = plan_from_groups(self.groups, self.kept)
-        for name, cell in wrapped.items():
-            replace_cell(network, name, cell.conv)
+        for producer, cell in wrapped.items():
+            replace_cell(network, producer, cell.conv)
         pruned = shrink(network, self.plan)
-        has_norms = any(isinstance(c, nn.BatchNorm2d) for _, c in pruned.cells_and_names())
-        if cfg.recalibrate_batches and has_norms:
-            batch = min(cfg.knockoff_batch_size, len(self._images))
-            recalibrate_batchnorm(pruned, self._images, max(batch, 2), cfg.recalibrate_batches, cfg.seed)
+        if cfg.recalibrate_batches:
+            self.recalibrate(network, pruned, self._images)
         return pruned
+
+    @staticmethod
+    def _scale(network: nn.Cell, group: ChannelGroup, wrapped: list[KnockoffConv2d]) -> np.ndarray:
+        """The group's channel scale (see :func:`gscore_scop.scoring.channel_scale`); ``wrapped``
+        are the group's convolutions as apply wrapped them, in ``group.producers`` order."""
+        from gscore.nn.walk import get_cell
+
+        gammas = [get_cell(network, norm).gamma.asnumpy() if norm else None for norm in (group.norm_of(p) for p in group.producers)]
+        weights = [cell.conv.weight.asnumpy() for cell in wrapped]
+        return channel_scale(gammas, weights)
+
+    def recalibrate(self, original: nn.Cell, pruned: nn.Cell, images: np.ndarray, plan: ShrinkPlan | None = None) -> dict[str, Any]:
+        """Repair ``pruned`` (cut from ``original`` by ``plan``, default :attr:`plan`) on ``images``, forward passes only.
+
+        A network with BatchNorm2d layers gets their statistics re-estimated from
+        ``recalibrate_batches`` batches (:func:`~gscore.nn.bn_recalib.recalibrate_batchnorm`); one
+        without gets every Conv2d / Dense with a bias re-standardised to ``original``'s output
+        mean and spread on as many images (:func:`~gscore.nn.bn_recalib.recalibrate_outputs`).
+        Returns what was done (kept in :attr:`recalibration`).
+        """
+        from mindspore import nn
+
+        from gscore.nn.bn_recalib import recalibrate_batchnorm, recalibrate_outputs
+        from gscore.nn.trace import trace_calls
+
+        cfg = self.config
+        plan = self.plan if plan is None else plan
+        if any(isinstance(c, nn.BatchNorm2d) for _, c in pruned.cells_and_names()):
+            batch = max(min(cfg.knockoff_batch_size, len(images)), 2)
+            self.recalibration = {"batchnorm_batches": recalibrate_batchnorm(pruned, images, batch, cfg.recalibrate_batches, cfg.seed)}
+            return self.recalibration
+        order = [c.name for c in trace_calls(pruned, images[:2]).calls if isinstance(c.cell, (nn.Conv2d, nn.Dense))]
+        sample = images[np.random.default_rng(cfg.seed).permutation(len(images))[: cfg.recalibrate_batches * cfg.knockoff_batch_size]]
+        kept = {name: cut.out_keep for name, cut in plan.cuts.items()}
+        self.recalibration = {"restandardised_layers": recalibrate_outputs(original, pruned, list(dict.fromkeys(order)), sample, kept)}
+        return self.recalibration
 
     def describe(self, network: nn.Cell | None = None) -> dict[str, Any]:
         """The checkpoint description of the pruned network: config, kept channels, shrink plan."""
@@ -160,6 +209,7 @@ class SCOP(PruningAlgorithm):
             "algorithm": type(self).__name__,
             "config": self.config.to_dict(),
             "kept_channels": {name: int(len(k)) for name, k in self.kept.items()},
+            "groups": {name: list(group.producers) for name, group in self.groups.items()},
             DESCRIPTION_KEY: self.plan.to_dict(),
         }
 

@@ -17,11 +17,14 @@ allowed):
   run by ``apply`` when it is given data: epochs over the images, real images per step (the
   step sees twice as many: the batch and its knockoff), Adam learning rate of the coefficients.
   ``knockoff_epochs=0`` only inserts the coefficients; train them with ``SCOP.train_knockoff``.
-* ``recalibrate_batches`` -- after pruning, ``convert`` re-estimates the BatchNorm statistics of
-  the smaller network from this many batches of the ``apply`` images (forward passes only;
-  :func:`gscore.nn.bn_recalib.recalibrate_batchnorm`). The layers after a pruned convolution see
-  different inputs, and stale statistics cost far more accuracy than the removed channels.
-  0 turns it off (fine-tuning re-estimates them too).
+* ``knockoff_separation`` -- final weight of the ramped cost ``mean(k)`` that separates real from
+  knockoff features (:mod:`gscore_scop.knockoff`); 0 is the paper's plain objective.
+* ``recalibrate_batches`` -- after pruning, ``convert`` repairs the smaller network with forward
+  passes over this many batches of the ``apply`` images: consumers with a bias are moved back to
+  the float network's mean outputs (what a BatchNorm-free network needs) and BatchNorm
+  statistics are re-estimated (:mod:`gscore.nn.bn_recalib`). The layers after a pruned
+  convolution see different inputs, and stale statistics or shifted means cost far more accuracy
+  than the removed channels. 0 turns it off (fine-tuning re-learns them too).
 * ``seed`` -- seeds the batch order, the knockoff permutations and the recalibration batches (numpy).
 """
 
@@ -50,10 +53,11 @@ class SCOPConfig(VersionedConfig):
     min_channels: int = 1
     layers: list[str] = field(default_factory=list)
     opname_blacklist: list[str] = field(default_factory=list)
-    knockoff_epochs: int = 1
+    knockoff_epochs: int = 5
     knockoff_batch_size: int = 64
     knockoff_learning_rate: float = 0.01
-    recalibrate_batches: int = 50
+    knockoff_separation: float = 1.0
+    recalibrate_batches: int = 16
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -62,6 +66,7 @@ class SCOPConfig(VersionedConfig):
         for name, low in (("min_channels", 1), ("knockoff_epochs", 0), ("knockoff_batch_size", 1), ("recalibrate_batches", 0), ("seed", 0)):
             setattr(self, name, check_number(getattr(self, name), name, low, integer=True))
         self.knockoff_learning_rate = check_number(self.knockoff_learning_rate, "knockoff_learning_rate", 0.0, low_open=True)
+        self.knockoff_separation = check_number(self.knockoff_separation, "knockoff_separation", 0.0)
         for name in ("layers", "opname_blacklist"):
             setattr(self, name, check_names(getattr(self, name), name, "cell names", allow_empty_strings=False))
         if self.prune_rate == 0.0:

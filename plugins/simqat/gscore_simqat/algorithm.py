@@ -9,10 +9,13 @@ network then trains with ``mindspore.train.Model`` or a ``value_and_grad`` loop 
 ``convert(net)`` builds the deploy network in place: int8 (or ``weight_bits``) codes with
 per-channel scales (:class:`~gscore.nn.quant_conv.Int8Weight`), fixed activation
 quantizers, BatchNorm folded into weight and bias. Its outputs equal the fake-quant
-network's in eval mode up to float32 rounding (tests hold it to 1e-4 of the logit scale).
+network's in eval mode bit for bit: the activation scales come from the same compiled function
+(:func:`gscore.nn.fake_quant.graph_params`) and the same codes are dequantised.
 
-To load a saved deploy checkpoint, build the same structure on a float network with
-``algo.convert(algo.apply(net))`` and then load the file (or pass ``ckpt_path`` to convert).
+Activation quantizers must have observed data (at least one training-mode forward) before
+the network is evaluated or converted; otherwise both raise ``CalibrationDataError`` naming
+them. To load a saved deploy checkpoint, build the structure on a float network and load it in
+one call: ``algo.convert(algo.apply(net), ckpt_path=path)`` (the checkpoint supplies the ranges).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from mindspore import Parameter, Tensor, nn
 
 from gscore import QATAlgorithm
 from gscore.errors import NoQuantizableLayerError
-from gscore.nn.fake_quant import ActivationFakeQuant, FakeQuantizedWeight, WeightFakeQuant
+from gscore.nn.fake_quant import ActivationFakeQuant, FakeQuantizedWeight, WeightFakeQuant, require_observed
 from gscore.nn.quant_conv import ActivationQuantizer, Int8Weight
 from gscore.nn.quant_layer import QuantLayer, find_layers, float_parts
 from gscore.nn.walk import get_cell, iter_cells, replace_cell
@@ -43,11 +46,11 @@ class SimulatedQuantizationAwareTraining(QATAlgorithm):
         super().__init__(config)
         self.layers: dict[str, dict[str, Any]] = {}
 
-    def _input_quant(self) -> ActivationFakeQuant | None:
+    def _input_quant(self, layer: str) -> ActivationFakeQuant | None:
         scheme = self.config.act_scheme()
         if scheme is None:
             return None
-        return ActivationFakeQuant(scheme, ema_decay=self.config.ema_decay, quant_delay=self.config.quant_delay)
+        return ActivationFakeQuant(scheme, ema_decay=self.config.ema_decay, quant_delay=self.config.quant_delay, label=f"{layer}.input_quant")
 
     def quantize(self, network: nn.Cell) -> nn.Cell:
         """Insert fake quantization into every Conv2d/Dense not blacklisted (see module doc)."""
@@ -59,11 +62,11 @@ class SimulatedQuantizationAwareTraining(QATAlgorithm):
             if name in pairs:
                 bn = get_cell(network, pairs[name])
                 replace_cell(network, pairs[name], nn.Identity())
-                replace_cell(network, name, ConvBnFold(cell, bn, weight_quant, self._input_quant()))
+                replace_cell(network, name, ConvBnFold(cell, bn, weight_quant, self._input_quant(name)))
             else:
                 op, bias, activation = float_parts(cell)
                 weight = FakeQuantizedWeight(cell.weight, weight_quant)
-                replace_cell(network, name, QuantLayer(op, weight, bias, self._input_quant(), activation))
+                replace_cell(network, name, QuantLayer(op, weight, bias, self._input_quant(name), activation))
         return network
 
     def deploy(self, network: nn.Cell) -> nn.Cell:
@@ -71,6 +74,8 @@ class SimulatedQuantizationAwareTraining(QATAlgorithm):
         found = list(iter_cells(network, lambda c: isinstance(c, ConvBnFold) or (isinstance(c, QuantLayer) and isinstance(c.weight_source, FakeQuantizedWeight))))
         if not found:
             raise NoQuantizableLayerError("simqat convert found no fake-quantized layer; run apply (and train) first")
+        if not self.ranges_from_checkpoint:
+            require_observed(network)
         self.layers = {}
         for name, layer in found:
             if isinstance(layer, ConvBnFold):

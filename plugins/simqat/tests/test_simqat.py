@@ -1,8 +1,9 @@
 """SimQAT on CPU: trains real networks on real digits, deploys with int8 weights, round-trips.
 
-Tolerance for deploy vs simulation: the deployed layer dequantises the same integer codes
-with the same scales (computed by gscore.quant from the same float32 ranges), so outputs
-agree to float32 rounding; tests allow 1e-5 of the logit scale and need equal predictions.
+Tolerance for deploy vs simulation: none. The deployed layer dequantises the same integer
+codes, and its activation scales come from the same compiled float32 function the simulated
+network evaluates with, so outputs are bit-identical (tested with inputs whose minimum is
+negative, where a float64 scale would differ by an ulp in about a quarter of the ranges).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from mindspore import Tensor, nn
 
 import gscore
-from gscore import ConfigError, NoQuantizableLayerError
+from gscore import CalibrationDataError, ConfigError, NoQuantizableLayerError
 from gscore.data.mnist import load_mnist_5k
 from gscore.eval.classification import predict_logits, top1_accuracy
 from gscore.io import read_description, save_checkpoint
@@ -28,6 +29,7 @@ from gscore.train.classifier import train_classifier
 from gscore_simqat.algorithm import SimulatedQuantizationAwareTraining
 from gscore_simqat.config import SimQATConfig
 from gscore_simqat.bn_fold import ConvBnFold
+from gscore.nn.fake_quant import FakeQuantizedWeight
 
 ms.runtime.launch_blocking()
 
@@ -51,6 +53,13 @@ def make_resnet() -> DigitsResNet:
 
 def make_input() -> Tensor:
     return Tensor(load_mnist_5k().test_x[:16])
+
+
+def observe(net: nn.Cell, x: Tensor | None = None) -> None:
+    """One training-mode forward, so every activation observer has seen a batch."""
+    net.set_train(True)
+    net(make_input() if x is None else x)
+    net.set_train(False)
 
 
 def few_steps(net: nn.Cell) -> None:
@@ -90,8 +99,7 @@ def test_lenet_a8w8_learns_digits_and_deploys_to_int8_with_the_same_outputs(digi
 
     algo.convert(net)
     deployed = predict_logits(net, x)
-    np.testing.assert_allclose(deployed, simulated, rtol=0, atol=1e-5 * np.abs(simulated).max())
-    assert np.array_equal(deployed.argmax(1), simulated.argmax(1))
+    np.testing.assert_array_equal(deployed, simulated)
     for name in ("conv1", "conv2", "fc1", "fc2", "fc3"):
         layer = getattr(net, name)
         assert isinstance(layer.weight_source, Int8Weight) and isinstance(layer.input_quant, ActivationQuantizer)
@@ -149,6 +157,7 @@ def test_bn_fold_matches_the_float_network_before_training(digits):
 
 def test_without_bn_fold_batchnorm_stays_float():
     net = SimQAT(SimQATConfig(bn_fold=False)).apply(make_resnet())
+    observe(net)
     assert isinstance(net.bn1, nn.BatchNorm2d) and isinstance(net.conv1, QuantLayer)
     SimQAT(SimQATConfig(bn_fold=False)).convert(net)
     assert isinstance(net.conv1.weight_source, Int8Weight) and isinstance(net.bn1, nn.BatchNorm2d)
@@ -166,7 +175,8 @@ def test_low_bit_weights_lie_on_their_grid():
 def test_checkpoint_describes_itself(tmp_path: Path):
     net = make_lenet()
     algo = SimQAT()
-    algo.convert(algo.apply(net))
+    observe(algo.apply(net))
+    algo.convert(net)
     path = save_checkpoint(net, tmp_path / "a8w8.ckpt", description=algo.describe(net))
     description = read_description(path)
     assert description["config"]["type"] == "SimQATConfig"
@@ -224,3 +234,67 @@ def test_config_errors_say_what_is_allowed(field, value, message):
 def test_unknown_config_keys_are_refused():
     with pytest.raises(ConfigError, match="unknown SimQATConfig field"):
         SimQATConfig.from_dict({"per_channel": [False, True]})
+
+
+# ---------------------------------------------------------------------- observers that never saw data
+
+
+def test_convert_and_evaluation_refuse_activation_quantizers_that_never_observed_data(tmp_path: Path):
+    net = SimQAT().apply(make_lenet())
+    net.set_train(False)
+    with pytest.raises(CalibrationDataError, match=r"conv1\.input_quant.*never observed|never observed data.*conv1\.input_quant"):
+        net(make_input())
+    with pytest.raises(CalibrationDataError, match=r"5 activation quantizer\(s\) never observed data.*conv1\.input_quant, conv2\.input_quant, fc1\.input_quant, fc2\.input_quant, fc3\.input_quant.*ckpt_path"):
+        SimQAT().convert(net)
+    assert isinstance(net.conv1.weight_source, FakeQuantizedWeight)  # nothing converted
+
+    observe(net)  # one training-mode forward is enough: the ranges are real now
+    algo = SimQAT()
+    algo.convert(net)
+    path = save_checkpoint(net, tmp_path / "a8w8.ckpt", description=algo.describe(net))
+    fresh = SimQAT()
+    rebuilt = fresh.convert(fresh.apply(make_lenet()), ckpt_path=str(path))  # the checkpoint supplies the ranges
+    x = make_input()
+    np.testing.assert_array_equal(rebuilt(x).asnumpy(), net(x).asnumpy())
+
+
+class SignedInputCNN(nn.Cell):
+    """A BN-free CNN fed standardised images (minimum about -0.4): every activation range of conv1
+    has a negative minimum, and so does the input of fc2 (no ReLU before it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, pad_mode="valid", has_bias=True)
+        self.conv2 = nn.Conv2d(8, 8, 3, stride=2, pad_mode="valid", has_bias=True)
+        self.relu = nn.ReLU()
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Dense(8 * 12 * 12, 32)
+        self.fc2 = nn.Dense(32, 10)
+
+    def construct(self, x):
+        x = (ms.ops.expand_dims(x, 1) - 0.13) / 0.31
+        x = self.relu(self.conv2(self.relu(self.conv1(x))))
+        return self.fc2(self.fc1(self.flatten(x)))
+
+
+def standardised(images: np.ndarray) -> np.ndarray:
+    return ((images - 0.13) / 0.31).astype(np.float32)
+
+
+@pytest.mark.parametrize("make, config, prepare", [
+    (SignedInputCNN, {}, np.asarray),
+    (SignedInputCNN, {"act_symmetric": True, "weight_granularity": "per_tensor", "narrow_range": True}, np.asarray),
+    (make_resnet, {}, standardised),
+], ids=["cnn", "cnn-symmetric-activations", "resnet-bn-folded-standardised-input"])
+def test_deployed_network_is_bit_identical_to_the_simulated_one_with_negative_activation_minima(digits, make, config, prepare):
+    ms.set_seed(0)
+    net = make()
+    algo = SimQAT(config)
+    algo.apply(net)
+    train_classifier(net, prepare(digits.train_x[:192]), digits.train_y[:192], epochs=1, batch_size=32, progress=False)
+    minima = {name: float(cell.minimum.asnumpy()) for name, cell in net.cells_and_names() if isinstance(cell, ActivationFakeQuant)}
+    assert any(m < 0 for m in minima.values()), minima
+    x = prepare(digits.test_x[:64])
+    simulated = predict_logits(net, x)
+    algo.convert(net)
+    np.testing.assert_array_equal(predict_logits(net, x), simulated)

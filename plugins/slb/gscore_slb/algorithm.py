@@ -1,6 +1,7 @@
 """The SLB algorithm class (registered by path in :mod:`gscore_slb`).
 
-``apply(net)`` replaces every ``nn.Conv2d`` (and ``nn.Dense`` with ``include_dense``) by a
+``apply(net)`` replaces every ``nn.Conv2d`` and ``nn.Dense`` (``include_dense=False``: Conv2d
+only, with a warning giving the share of weights left in float) by a
 :class:`~gscore.nn.quant_layer.QuantLayer` whose weight is an SLB search over ``2**bits``
 values (:mod:`gscore_slb.search`), initialised from the network's own float weights by
 default, with optional 8-bit activation fake quantization. Train it while a
@@ -11,18 +12,21 @@ default, with optional 8-bit activation fake quantization. Train it while a
 ``convert(net)`` gives the deploy network: each weight becomes a
 :class:`~gscore.nn.quant_conv.PackedWeight` (argmax codes packed 8, 4 or 2 per byte, the
 level table and per-channel scales), activations fixed quantizers. It reproduces the hard
-(argmax) training network exactly: same level values, same scale products.
+(argmax) training network exactly: same level values, same scale products. With 8-bit
+activations, convert refuses quantizers that never observed data (``CalibrationDataError``
+naming them) unless a checkpoint supplies them (``convert(apply(net), ckpt_path=...)``).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from mindspore import nn
 
 from gscore import QATAlgorithm
 from gscore.errors import NoQuantizableLayerError
-from gscore.nn.fake_quant import ActivationFakeQuant
+from gscore.nn.fake_quant import ActivationFakeQuant, require_observed
 from gscore.nn.quant_conv import ActivationQuantizer, PackedWeight
 from gscore.nn.quant_layer import QuantLayer, find_layers, float_parts, iter_quant_layers
 from gscore.nn.walk import replace_cell
@@ -46,6 +50,8 @@ class SlbQuantAwareTraining(QATAlgorithm):
         """Put an SLB weight search (and input fake quantization if asked) into every layer."""
         cfg = self.config
         layers = find_layers(network, cfg.include_dense, cfg.opname_blacklist, algorithm="slb")
+        if not cfg.include_dense:
+            _warn_float_dense(network, cfg.opname_blacklist)
         act_scheme = cfg.act_scheme()
         for index, (name, cell) in enumerate(layers):
             w = cell.weight.asnumpy()
@@ -55,7 +61,7 @@ class SlbQuantAwareTraining(QATAlgorithm):
                 logits, alpha = init_random(w.shape, cfg.weight_bits, seed=index)
             input_quant = None
             if act_scheme is not None:
-                input_quant = ActivationFakeQuant(act_scheme, ema_decay=cfg.ema_decay, quant_delay=cfg.act_quant_delay)
+                input_quant = ActivationFakeQuant(act_scheme, ema_decay=cfg.ema_decay, quant_delay=cfg.act_quant_delay, label=f"{name}.input_quant")
             op, bias, activation = float_parts(cell)
             weight = SlbWeight(logits, alpha, cfg.weight_bits, cfg.t_start)
             replace_cell(network, name, QuantLayer(op, weight, bias, input_quant, activation))
@@ -74,6 +80,8 @@ class SlbQuantAwareTraining(QATAlgorithm):
         found = list(iter_quant_layers(network, SlbWeight))
         if not found:
             raise NoQuantizableLayerError("slb convert found no SLB layer; run apply (and train) first")
+        if not self.ranges_from_checkpoint:
+            require_observed(network)
         self.layers = {}
         for name, layer in found:
             codes, values, alpha = layer.weight_source.hard_parts()
@@ -97,3 +105,19 @@ class SlbQuantAwareTraining(QATAlgorithm):
         """What a deploy checkpoint says about itself: algorithm, config and per-layer storage."""
         return {"algorithm": type(self).__name__, "config": self.config.to_dict(), "layers": dict(self.layers)}
 
+
+
+def _warn_float_dense(network: nn.Cell, blacklist: list[str]) -> None:
+    """Warn with the share of Conv2d/Dense weights that ``include_dense=False`` leaves in float."""
+    from gscore.nn.walk import matches_blacklist
+
+    layers = [(name, cell) for name, cell in network.cells_and_names() if isinstance(cell, (nn.Conv2d, nn.Dense))]
+    dense = [(name, cell) for name, cell in layers if isinstance(cell, nn.Dense) and not matches_blacklist(name, blacklist)]
+    if dense:
+        share = sum(int(c.weight.size) for _, c in dense) / sum(int(c.weight.size) for _, c in layers)
+        warnings.warn(
+            f"slb: include_dense=False leaves {share:.1%} of the Conv2d/Dense weights in float ({', '.join(n for n, _ in dense)}); "
+            "set include_dense=True (the default) to search them too",
+            UserWarning,
+            stacklevel=2,
+        )

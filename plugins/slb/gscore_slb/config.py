@@ -5,7 +5,8 @@ field                  default  meaning
 =====================  =======  ==========================================================
 weight_bits            1        1, 2 or 4: weights take 2, 4 or 16 values per channel
 act_bits               None     8 for 8-bit activations (EMA-observed), None for float
-include_dense          False    also search nn.Dense weights (Conv2d always)
+include_dense          True     also search nn.Dense weights (Conv2d always); False warns
+                                with the share of weights left in float
 init_from_pretrained   True     start the search at the float weights; False re-initialises
                                 randomly as Golden Stick does (its known issue 14)
 t_start                1.0      temperature (multiplies the logits) at the start
@@ -42,7 +43,7 @@ class SLBConfig(VersionedConfig):
 
     weight_bits: int = 1
     act_bits: int | None = None
-    include_dense: bool = False
+    include_dense: bool = True
     init_from_pretrained: bool = True
     t_start: float = 1.0
     t_end: float = 100.0

@@ -13,7 +13,7 @@ import pytest
 from mindspore import Tensor, nn
 
 import gscore
-from gscore import ConfigError, NoQuantizableLayerError
+from gscore import CalibrationDataError, ConfigError, NoQuantizableLayerError
 from gscore.data.mnist import load_mnist_5k
 from gscore.eval.classification import predict_logits, top1_accuracy
 from gscore.models.convnets import LeNet5
@@ -200,14 +200,31 @@ def test_soft_weight_approaches_the_hard_weight_as_temperature_rises(pretrained)
     assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-3 * np.abs(hard).mean()
 
 
-def test_dense_only_when_asked_and_nothing_to_quantize():
+def test_dense_layers_are_searched_by_default_and_leaving_them_float_warns_with_their_share():
     net = SLB(SLBConfig()).apply(make_lenet())
-    assert isinstance(net.conv1, QuantLayer) and isinstance(net.conv1.weight_source, SlbWeight)
-    assert isinstance(net.fc1, nn.Dense)
+    assert all(isinstance(getattr(net, n).weight_source, SlbWeight) for n in ("conv1", "conv2", "fc1", "fc2", "fc3"))
+    # LeNet5: conv 150 + 2400 weights, dense 30720 + 10080 + 840: 94.2 % of them are Dense
+    with pytest.warns(UserWarning, match=r"include_dense=False leaves 94\.2% of the Conv2d/Dense weights in float \(fc1, fc2, fc3\)"):
+        net = SLB(SLBConfig(include_dense=False)).apply(make_lenet())
+    assert isinstance(net.conv1.weight_source, SlbWeight) and isinstance(net.fc1, nn.Dense)
     with pytest.raises(NoQuantizableLayerError, match="include_dense=True"):
-        SLB(SLBConfig(opname_blacklist=["conv"])).apply(make_lenet())
+        SLB(SLBConfig(include_dense=False, opname_blacklist=["conv"])).apply(make_lenet())
     with pytest.raises(NoQuantizableLayerError, match="run apply"):
         SLB().convert(make_lenet())
+
+
+def test_eight_bit_activations_that_never_observed_data_are_refused_by_name():
+    algo = SLB(SLBConfig(weight_bits=2, act_bits=8))
+    net = algo.apply(make_lenet())
+    with pytest.raises(CalibrationDataError, match=r"5 activation quantizer\(s\) never observed data.*conv1\.input_quant"):
+        algo.convert(net)
+    net.set_train(False)
+    with pytest.raises(CalibrationDataError, match=r"conv1\.input_quant"):
+        net(make_input())
+    net.set_train(True)
+    net(make_input())
+    algo.convert(net)
+    assert isinstance(net.conv1.input_quant, ActivationQuantizer) and float(net.conv1.input_quant.scale.asnumpy()) != 1.0
 
 
 @pytest.mark.parametrize(
