@@ -27,7 +27,7 @@ with the reason.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from mindspore import Tensor, nn
@@ -95,7 +95,7 @@ class Trace:
         return [c for c in self.calls if c.name == name]
 
 
-class _Hooks:
+class CallHooks:
     """Forward hooks on every atomic cell for the duration of a ``with`` block, in eval mode.
 
     ``on_call(name, cell, call_index, inputs, output)`` runs after each call; what it returns
@@ -107,7 +107,7 @@ class _Hooks:
         self.on_call = on_call
         self.handles: list[Any] = []
 
-    def __enter__(self) -> "_Hooks":
+    def __enter__(self) -> "CallHooks":
         self.modes = [(cell, cell.training) for _, cell in self.network.cells_and_names()]  # outermost first
         self.network.set_train(False)  # BN must not update its statistics while we probe
         for name, cell in iter_cells(self.network, is_atomic):
@@ -128,15 +128,18 @@ class _Hooks:
             cell.set_train(training)
 
 
-def trace_calls(network: nn.Cell, sample: np.ndarray) -> Trace:
-    """Run ``network`` on ``sample`` (eval mode) and record every atomic cell call."""
+def trace_calls(network: nn.Cell, sample: Any, run: Callable[[], Any] | None = None) -> Trace:
+    """Run ``network`` on ``sample`` (eval mode) and record every atomic cell call.
+
+    ``run`` calls the network some other way (several inputs, keyword inputs); ``sample`` is
+    then only kept on the trace."""
     calls: list[CellCall] = []
 
     def record(name: str, cell: nn.Cell, index: int, inputs: tuple, output: Any) -> None:
         calls.append(CellCall(name, cell, index, tuple(inputs), output))
 
-    with _Hooks(network, record):
-        output = network(Tensor(sample))
+    with CallHooks(network, record):
+        output = network(Tensor(sample)) if run is None else run()
     return Trace(calls, output, sample)
 
 
@@ -250,34 +253,59 @@ def _single_call(trace: Trace, call: CellCall) -> None:
 
 def _leaks(network: nn.Cell, trace: Trace, chain: _Chain) -> str | None:
     """Perturb the producer's output, pin the consumers' outputs, report what else changed."""
+    reached = perturbation_reach(network, trace, (chain.group.producer, 0), chain.passes, chain.pinned)
+    if reached == NETWORK_OUTPUT:
+        return "its channels reach the network output without passing through a supported consumer"
+    if reached:
+        return f"its channels also reach {reached} through an operation outside the traced cells (e.g. a residual addition)"
+    return None
+
+
+NETWORK_OUTPUT = "the network output"
+
+
+def perturbation_reach(
+    network: nn.Cell,
+    trace: Trace,
+    producer: tuple[str, int],
+    passes: set[tuple[str, int]],
+    pinned: set[tuple[str, int]],
+    run: Callable[[], Any] | None = None,
+) -> str | None:
+    """What a perturbation of one call's output reaches beyond where it may go, or None.
+
+    Reruns ``network`` (``run``, else on ``trace.sample``) with the ``producer`` call's output
+    (``(cell name, call index)``) perturbed and the ``pinned`` calls' outputs held at their
+    traced values. Returns the label of the first call outside ``passes`` and ``pinned`` whose
+    input changed, else :data:`NETWORK_OUTPUT` if the output changed, else None.
+    """
     baseline = {(c.name, c.index): c for c in trace.calls}
-    producer = (chain.group.producer, 0)
     noise_rng = np.random.default_rng(0)
     changed: list[str] = []
 
     def perturb(name: str, cell: nn.Cell, index: int, inputs: tuple, output: Any) -> Any:
         key = (name, index)
         base = baseline[key]
-        if key not in chain.passes and key not in chain.pinned and _differs(inputs, base.inputs):
+        if key != producer and key not in passes and key not in pinned and differs(tuple(inputs), base.inputs):
             changed.append(base.label)
         if key == producer:
             values = output.asnumpy()
             scale = _PERTURBATION * (np.abs(values).mean() + 1.0)
             return Tensor(values + scale * noise_rng.standard_normal(values.shape).astype(values.dtype))
-        if key in chain.pinned:
+        if key in pinned:
             return base.output
         return None
 
-    with _Hooks(network, perturb):
-        output = network(Tensor(trace.sample))
+    with CallHooks(network, perturb):
+        output = network(Tensor(trace.sample)) if run is None else run()
     if changed:
-        return f"its channels also reach {changed[0]} through an operation outside the traced cells (e.g. a residual addition)"
-    if _differs((output,), (trace.output,)):
-        return "its channels reach the network output without passing through a supported consumer"
-    return None
+        return changed[0]
+    now = tuple(output) if isinstance(output, (tuple, list)) else (output,)
+    before = tuple(trace.output) if isinstance(trace.output, (tuple, list)) else (trace.output,)
+    return NETWORK_OUTPUT if differs(now, before) else None
 
 
-def _differs(now: tuple[Any, ...], before: tuple[Any, ...]) -> bool:
+def differs(now: tuple[Any, ...], before: tuple[Any, ...]) -> bool:
     """True if any tensor in ``now`` differs from its counterpart in ``before`` beyond float noise."""
     return any(
         not np.allclose(a.asnumpy(), b.asnumpy(), rtol=1e-4, atol=1e-5)

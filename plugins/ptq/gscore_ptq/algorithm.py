@@ -28,7 +28,8 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from gscore.algorithm import PTQAlgorithm
-from gscore.calib.layerwise import WholeNetworkHelper, calibrate_blockwise
+from gscore.calib.layerwise import calibrate_blockwise
+from gscore.calib.network_helper import as_helper, require_methods
 from gscore.config import OutliersSuppressionType, PrecisionRecovery, PTQConfig, QuantDtype, QuantGranularity
 from gscore.errors import CalibrationDataError, ConfigError, NoQuantizableLayerError
 from gscore.nn.kv_cache import DynamicInt8KVCache, FloatKVCache, StaticInt8KVCache
@@ -79,15 +80,9 @@ class PTQ(PTQAlgorithm):
         return self.config.outliers_suppression is OutliersSuppressionType.ROTATION
 
     def _helper(self, network_helper: Any) -> Any:
-        helper = network_helper if hasattr(network_helper, "blocks") else WholeNetworkHelper()
-        needs = {}
-        if self.rotates:
-            needs["rotation"] = ("prepare_rotation", "residual_stream")
-        if self.args.prefix:
-            needs["a token prefix"] = ("set_prefix", "prefix_placeholders", "bos_token_id")
-        missing = [method for methods in needs.values() for method in methods if not hasattr(helper, method)]
-        if missing:
-            raise ConfigError(f"{' and '.join(needs)} need a network helper that knows the model's structure; {type(helper).__name__} lacks {missing} (LlamaHelper has them)")
+        helper = as_helper(network_helper)
+        needs = (["rotation"] if self.rotates else []) + (["a token prefix"] if self.args.prefix else [])
+        require_methods(helper, needs)
         return helper
 
     def _check_network(self, network: nn.Cell) -> None:
