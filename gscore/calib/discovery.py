@@ -16,6 +16,7 @@ adapter was written for:
   norm's output (:mod:`gscore.nn.norms`) and, perturbed while the linears' outputs are pinned,
   it changes nothing else (no residual addition or other reader outside the cells), the norm
   can absorb the smoothing division and is named; otherwise the group is smoothed explicitly.
+  A block without a foldable norm needs no trace (:func:`single_layer_groups`).
 """
 
 from __future__ import annotations
@@ -211,6 +212,17 @@ def traced_smooth_groups(block: nn.Cell, call: BlockCall) -> tuple[tuple[str | N
     groups += [(None, tuple(names)) for names in by_input.values()]
     groups += [(None, (name,)) for name in dict.fromkeys(c.name for c in linear_calls) if counts[name] > 1]
     return tuple(groups)
+
+
+def has_foldable_norm(block: nn.Cell) -> bool:
+    """True if ``block`` holds a norm a smoothing division could be folded into."""
+    return any(True for _ in iter_cells(block, is_foldable_norm))
+
+
+def single_layer_groups(block: nn.Cell) -> tuple[tuple[None, tuple[str]], ...]:
+    """Every linear layer of ``block`` its own group, smoothed explicitly: the grouping of a
+    block without a foldable norm, known without running it (as DEPLOY mode needs)."""
+    return tuple((None, (name,)) for name, _ in iter_cells(block, is_linear))
 
 
 def _reaches_more(block: nn.Cell, call: BlockCall, trace: Any, producer: CellCall, readers: list[CellCall]) -> bool:

@@ -128,11 +128,12 @@ class NetworkHelper:
         return state.output()
 
     def smooth_groups(self, block: Any) -> SmoothGroups:
-        from gscore.calib.discovery import traced_smooth_groups
+        from gscore.calib.discovery import single_layer_groups, traced_smooth_groups
 
         cache = self.__dict__.setdefault("_groups", {})
         if id(block) not in cache:
-            cache[id(block)] = traced_smooth_groups(block, self._probe(block))
+            call = self._probe(block)
+            cache[id(block)] = single_layer_groups(block) if call is None else traced_smooth_groups(block, call)
         return cache[id(block)]
 
     def tokens_per_sequence(self) -> int:
@@ -142,21 +143,23 @@ class NetworkHelper:
         return self.__dict__.setdefault("_probe_calls", {})
 
     def _probe(self, block: Any) -> Any:
-        """One recorded call of ``block`` (its inputs), from the calibration data or ``sample``."""
-        probes = self._probes()
-        if id(block) not in probes and self.sample is not None:
-            from gscore.calib.discovery import capture_block_inputs
+        """One recorded call of ``block`` (its inputs), from the calibration data or ``sample``;
+        None when there is none and tracing can be done without (a block without a norm to fold into)."""
+        from gscore.calib.discovery import capture_block_inputs, has_foldable_norm
 
-            network = self.__dict__.get("_network")
-            if network is not None:
-                probes.update(capture_block_inputs(network, self.blocks(network), [self.sample])[1])
-        if id(block) not in probes:
-            raise MissingHelperMethodError(
-                f"{type(self).__name__} traces which layers share an input on a real call of the block, and has seen none of "
-                f"{type(block).__name__}: pass calibration data, or give the helper one network input, NetworkHelper(sample=...), "
-                "or override smooth_groups(block)"
-            )
-        return probes[id(block)]
+        probes = self._probes()
+        network = self.__dict__.get("_network")
+        if id(block) not in probes and self.sample is not None and network is not None:
+            probes.update(capture_block_inputs(network, self.blocks(network), [self.sample])[1])
+        if id(block) in probes:
+            return probes[id(block)]
+        if not has_foldable_norm(block):
+            return None
+        raise MissingHelperMethodError(
+            f"{type(self).__name__} finds which norm feeds which layers by tracing a real call of the block, and has seen none of "
+            f"{type(block).__name__}: pass calibration data, or give the helper one network input, NetworkHelper(sample=...), "
+            "or override smooth_groups(block)"
+        )
 
 
 def as_helper(helper: Any) -> Any:

@@ -128,6 +128,9 @@ class BlockCalibrator:
         same ``s``; otherwise the group keeps an explicit input scale. DEPLOY rebuilds the
         same plan to know which layers carry a ``smooth_scale``.
         """
+        scales = [rel for rel, _ in iter_cells(block, is_linear) if (p := self.policies.for_layer(full_name(block_name, rel))) is not None and p.scales_input]
+        if not scales:  # nothing to group: no need to ask (or trace) the helper
+            return []
         plans = []
         for norm_name, members in self.helper.smooth_groups(block):
             scaled = [m for m in members if (p := self.policies.for_layer(full_name(block_name, m))) is not None and p.scales_input]
