@@ -99,6 +99,8 @@ class NetworkHelper:
     the quantized structure.
     """
 
+    sample: Any = None  # a class default too: subclasses need not call this __init__
+
     def __init__(self, sample: Any = None) -> None:
         self.sample = sample
 
