@@ -132,8 +132,8 @@ class ModelInfo:
     """One registered model adapter, as ``gscore.model()`` and ``gscore models`` show it.
 
     ``helper`` is the adapter's :class:`~gscore.calib.NetworkHelper` subclass; ``loader`` is
-    ``loader(path, **options) -> network`` (a local checkpoint or folder) or None when the
-    adapter drives networks the user builds. Both may be ``"module:attr"`` paths, imported on
+    ``loader(path, **options) -> (network, helper)`` (from a local checkpoint or folder) or None
+    when the adapter drives networks the user builds. Both may be ``"module:attr"`` paths, imported on
     first use, so listing adapters imports no MindSpore.
     """
 
@@ -162,7 +162,7 @@ class ModelInfo:
         return self.helper_class(*args, **kwargs)
 
     def load(self, path: Any, **options: Any) -> Any:
-        """The network this adapter's loader builds from ``path``."""
+        """``(network, helper)`` this adapter's loader builds from ``path``."""
         if self.loader_target is None:
             raise UnknownModelError(f"model adapter {self.name!r} of {self.source} has no loader: build the network yourself and pass {self.name}'s helper to the algorithm")
         return _resolve(self.loader_target, f"model adapter {self.name!r}", self.source, callable, "callable")(path, **options)
@@ -309,7 +309,7 @@ class ModelRegistrar:
 
     def add(self, name: str, helper: type | str, loader: Callable[..., Any] | str | None = None, aliases: Iterable[str] = (), summary: str = "") -> None:
         """Register a model adapter: its NetworkHelper subclass ``helper``, and optionally
-        ``loader(path, **options) -> network``; either may be a ``"module:attr"`` path (give
+        ``loader(path, **options) -> (network, helper)``; either may be a ``"module:attr"`` path (give
         ``summary`` then: the listing does not import it)."""
         from gscore.calib.network_helper import NetworkHelper
 
