@@ -21,6 +21,7 @@ from gscore.calib.discovery import find_blocks
 from gscore.errors import CalibrationDataError, MissingHelperMethodError
 from gscore.io import load_checkpoint, save_checkpoint
 from gscore.nn.quant_linear import QuantLinear, SimQuantLinear
+from gscore.testing.conformance import ModelAdapterConformance
 
 HIDDEN, HEADS, FFN, VOCAB, TOKENS = 32, 4, 64, 50, 12
 QUIET = {"progress": False}
@@ -260,3 +261,9 @@ def test_a_helper_missing_calibration_methods_is_named():
         gscore.get("ptq")(PTQConfig(act_quant_dtype="int8", algo_args=QUIET)).apply(Encoder(), OnlyGenerate(), datasets=batches(1))
     with pytest.raises(MissingHelperMethodError, match=r"rotation need.*lacks \['residual_stream', 'prepare_rotation'\]"):
         gscore.get("ptq")(PTQConfig(act_quant_dtype="int8", outliers_suppression="rotation", algo_args=QUIET)).apply(Encoder(), datasets=batches(1))
+
+
+class TestGenericAdapterConformance(ModelAdapterConformance):
+    adapter_name = "generic"
+    make_network = staticmethod(Encoder)
+    make_datasets = staticmethod(lambda: batches(2))

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 import gscore
@@ -18,6 +19,7 @@ from gscore import hookimpl
 from gscore.calib import NetworkHelper
 from gscore.cli import main
 from gscore.errors import ModelConflictError, UnknownModelError
+from gscore.testing.conformance import ModelAdapterConformance
 
 
 class EncoderHelper(NetworkHelper):
@@ -136,3 +138,23 @@ def test_an_installed_package_registers_an_adapter_through_its_entry_point(tmp_p
     assert result.returncode == 0, result.stderr
     assert "vision       gscore-vision 0.3.0 [helper only]  conv nets for images" in result.stdout
     assert result.stdout.strip().endswith("VisionHelper")
+
+
+def _tiny_llama():
+    import mindspore as ms
+
+    from gscore.models.llama import LlamaConfig, LlamaForCausalLM
+
+    ms.set_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2, max_positions=64)
+    return LlamaForCausalLM(config)
+
+
+def _token_windows():
+    return np.random.default_rng(0).integers(3, 64, (4, 16)).astype(np.int32)
+
+
+class TestLlamaAdapterConformance(ModelAdapterConformance):
+    adapter_name = "llama"
+    make_network = staticmethod(_tiny_llama)
+    make_datasets = staticmethod(_token_windows)
