@@ -62,6 +62,10 @@ class MissingHelperMethodError(GscoreError, TypeError):
     """A network helper lacks a method the algorithm needs; the message names it and the way out."""
 
 
+class RegistrationError(GscoreError, TypeError):
+    """A plugin registered something that is not what the registry holds (an algorithm class, a model adapter's helper or loader, or a 'module:attr' path)."""
+
+
 class PluginLoadError(GscoreError):
     """A plugin failed to import or register (raised in strict mode, or when a class registered
     by path is used and does not import)."""

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable
 
-from gscore.errors import AlgorithmConflictError, ModelConflictError, PluginLoadError, UnknownAlgorithmError, UnknownModelError
+from gscore.errors import AlgorithmConflictError, ModelConflictError, PluginLoadError, RegistrationError, UnknownAlgorithmError, UnknownModelError
 
 
 def normalise_name(name: str) -> str:
@@ -78,7 +78,7 @@ def _resolve(target: Any, what: str, source: PluginSource, check: Callable[[Any]
 
 def _check_path(target: Any, what: str) -> None:
     if isinstance(target, str) and not re.fullmatch(r"[\w.]+:\w+", target):
-        raise TypeError(f"{what} must be an object or a 'module:attr' path, got {target!r}")
+        raise RegistrationError(f"{what} must be an object or a 'module:attr' path, got {target!r}")
 
 
 @dataclass(frozen=True)
@@ -282,12 +282,12 @@ class PluginRegistrar:
         """
         if isinstance(cls, str):
             if not re.fullmatch(r"[\w.]+:\w+", cls):
-                raise TypeError(f"registry.add expects a gscore.Algorithm subclass or a 'module:Class' path, got {cls!r}")
+                raise RegistrationError(f"registry.add expects a gscore.Algorithm subclass or a 'module:Class' path, got {cls!r}")
         elif not _is_algorithm_class(cls):
-            raise TypeError(f"registry.add expects a gscore.Algorithm subclass or a 'module:Class' path, got {cls!r}")
+            raise RegistrationError(f"registry.add expects a gscore.Algorithm subclass or a 'module:Class' path, got {cls!r}")
         normalise_name(name)
         if isinstance(aliases, str):
-            raise TypeError(f"registry.add: aliases must be a list of names, got the string {aliases!r}")
+            raise RegistrationError(f"registry.add: aliases must be a list of names, got the string {aliases!r}")
         aliases = tuple(aliases)
         for alias in aliases:
             normalise_name(alias)
@@ -315,13 +315,13 @@ class ModelRegistrar:
 
         _check_path(helper, "registry.add: helper")
         if not isinstance(helper, str) and not (isinstance(helper, type) and issubclass(helper, NetworkHelper)):
-            raise TypeError(f"registry.add: helper must be a gscore.calib.NetworkHelper subclass or a 'module:Class' path, got {helper!r}")
+            raise RegistrationError(f"registry.add: helper must be a gscore.calib.NetworkHelper subclass or a 'module:Class' path, got {helper!r}")
         _check_path(loader, "registry.add: loader")
         if loader is not None and not isinstance(loader, str) and not callable(loader):
-            raise TypeError(f"registry.add: loader must be callable, a 'module:function' path or None, got {loader!r}")
+            raise RegistrationError(f"registry.add: loader must be callable, a 'module:function' path or None, got {loader!r}")
         normalise_name(name)
         if isinstance(aliases, str):
-            raise TypeError(f"registry.add: aliases must be a list of names, got the string {aliases!r}")
+            raise RegistrationError(f"registry.add: aliases must be a list of names, got the string {aliases!r}")
         aliases = tuple(aliases)
         for alias in aliases:
             normalise_name(alias)

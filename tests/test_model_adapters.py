@@ -108,7 +108,7 @@ def test_registry_add_refuses_what_is_not_an_adapter(helper, loader, message, gs
 
     register_inline_plugin(Bad(), "bad", distribution="gscore-bad")
     (failure,) = [f for f in gscore.plugin_failures() if f.distribution == "gscore-bad"]
-    assert "gscore_register_models raised TypeError" in failure.error and message in failure.error
+    assert "gscore_register_models raised RegistrationError" in failure.error and message in failure.error
     with pytest.raises(UnknownModelError):
         gscore.model("bad")
 
