@@ -146,19 +146,19 @@ class _Captured(Exception):
     """Internal: stops the forward once the first block's inputs are recorded."""
 
 
-def capture_block_inputs(network: nn.Cell, blocks: list[tuple[str, nn.Cell]], datasets: Any) -> tuple[CallState, dict[int, BlockCall]]:
-    """The first block's inputs for every item, and one recorded call of every block (by ``id``)."""
+def capture_block_inputs(network: nn.Cell, blocks: list[tuple[str, nn.Cell]], datasets: Any) -> tuple[CallState, dict[nn.Cell, BlockCall]]:
+    """The first block's inputs for every item, and one recorded call of every block."""
     calls = calibration_calls(datasets)
     if blocks[0][1] is network:
-        return CallState(tuple(calls)), {id(network): calls[0]}
+        return CallState(tuple(calls)), {network: calls[0]}
     firsts: list[BlockCall] = []
-    probes: dict[int, BlockCall] = {}
+    probes: dict[nn.Cell, BlockCall] = {}
     stop = {"now": False}
 
     def recorder(block: nn.Cell) -> Any:
         def record(cell: nn.Cell, args: tuple, kwargs: dict) -> None:
             call = BlockCall(tuple(args), dict(kwargs))
-            probes.setdefault(id(block), call)
+            probes.setdefault(block, call)
             if block is blocks[0][1]:
                 firsts.append(call)
                 if stop["now"]:

@@ -27,6 +27,7 @@ raises :class:`~gscore.errors.MissingHelperMethodError` naming it (:func:`requir
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Protocol
 
 from gscore.errors import MissingHelperMethodError
@@ -110,7 +111,7 @@ class NetworkHelper:
     def blocks(self, network: Any) -> list[tuple[str, Any]]:
         from gscore.calib.discovery import find_blocks
 
-        self.__dict__["_network"] = network  # to trace ``sample`` through when a block's inputs are needed
+        self.__dict__["_network"] = weakref.ref(network)  # to trace ``sample`` through when a block's inputs are needed
         return find_blocks(network)
 
     def block_inputs(self, network: Any, datasets: Any) -> Any:
@@ -132,17 +133,18 @@ class NetworkHelper:
     def smooth_groups(self, block: Any) -> SmoothGroups:
         from gscore.calib.discovery import single_layer_groups, traced_smooth_groups
 
-        cache = self.__dict__.setdefault("_groups", {})
-        if id(block) not in cache:
+        cache = self.__dict__.setdefault("_groups", weakref.WeakKeyDictionary())
+        if block not in cache:
             call = self._probe(block)
-            cache[id(block)] = single_layer_groups(block) if call is None else traced_smooth_groups(block, call)
-        return cache[id(block)]
+            cache[block] = single_layer_groups(block) if call is None else traced_smooth_groups(block, call)
+        return cache[block]
 
     def tokens_per_sequence(self) -> int:
         return 0
 
-    def _probes(self) -> dict[int, Any]:
-        return self.__dict__.setdefault("_probe_calls", {})
+    def _probes(self) -> weakref.WeakKeyDictionary:
+        """One recorded call per block (kept only while the block lives)."""
+        return self.__dict__.setdefault("_probe_calls", weakref.WeakKeyDictionary())
 
     def _probe(self, block: Any) -> Any:
         """One recorded call of ``block`` (its inputs), from the calibration data or ``sample``;
@@ -150,11 +152,11 @@ class NetworkHelper:
         from gscore.calib.discovery import capture_block_inputs, has_foldable_norm
 
         probes = self._probes()
-        network = self.__dict__.get("_network")
-        if id(block) not in probes and self.sample is not None and network is not None:
+        network = self.__dict__["_network"]() if "_network" in self.__dict__ else None
+        if block not in probes and self.sample is not None and network is not None:
             probes.update(capture_block_inputs(network, self.blocks(network), [self.sample])[1])
-        if id(block) in probes:
-            return probes[id(block)]
+        if block in probes:
+            return probes[block]
         if not has_foldable_norm(block):
             return None
         raise MissingHelperMethodError(
