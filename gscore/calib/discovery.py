@@ -199,9 +199,9 @@ def traced_smooth_groups(block: nn.Cell, call: BlockCall) -> tuple[tuple[str | N
             continue
         foldable = (
             is_foldable_norm(producer.cell)
-            and producer.index == 0
+            and len(trace.calls_of(producer.name)) == 1  # a norm called twice would scale its other output too
             and len(members) == len(readers)
-            and not _reaches_more(block, call, trace, producer, [r for r in readers])
+            and not _reaches_more(block, call, trace, producer, readers)
         )
         groups.append((producer.name if foldable else None, members))
         grouped.update(members)
