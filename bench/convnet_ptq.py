@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(res: dict[str, Any]) -> str:
     table = common.md_table(
         ["config", "test accuracy", "logits rel. L2 error vs float", "parameter bytes"],
-        [[r["config"], f"{100 * r['accuracy']:.1f} %", f"{r['logits_rel_err']:.4f}", r["param_bytes"]] for r in res["rows"]],
+        [[r["config"], f"{100 * r['accuracy']:.1f} %", f"{r['logits_rel_err']:.5f}", r["param_bytes"]] for r in res["rows"]],
     )
     return (
         f"# PTQ of a digit CNN (LeNet5, {res['epochs']} float epochs on MNIST-5k), convolutions included\n\n"
