@@ -64,7 +64,7 @@ def find_weight_layers(network: nn.Cell, blacklist: list[str]) -> list[tuple[str
     kept = [(name, cell) for name, cell in found if not matches_blacklist(name, blacklist)]
     if not kept:
         raise NoQuantizableLayerError(
-            f"found no layer to quantize in {type(network).__name__}: it has {len(found)} layer(s) with quantizable weights "
+            f"found no layer to quantize in {type(network).__name__}: it has {len(found)} linear or Conv2d layer(s) "
             f"(nn.Dense, mindformers Linear, nn.Conv2d) and opname_blacklist={blacklist!r} excluded {len(found) - len(kept)}"
         )
     return kept
