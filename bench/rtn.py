@@ -270,7 +270,7 @@ class StepTimer:
         import gscore.quant.params as params
 
         names = {
-            passes: ["find_linears", "linear_view", "simulated_linear", "stored_params", "quant_params", "_weight_quantizer",
+            passes: ["find_weight_layers", "linear_view", "simulated_linear", "stored_params", "quant_params", "_weight_quantizer",
                      "replace_cell", "_integer_weight", "quantize", "view_of", "quantizers_of"],
             params: ["observe_minmax", "compute_params"],
             core: ["require_finite", "_codes"],
@@ -304,7 +304,7 @@ class StepTimer:
 # (label, what it does, children, what the rest of the parent is); labels are StepTimer targets.
 STEP_TREE = [
     ("calibrate", "apply: the calibrate phase", [
-        ("find_linears", "walk the cell tree", [], ""),
+        ("find_weight_layers", "walk the cell tree", [], ""),
         ("simulated_linear", "per layer: scales and the simulated cell", [
             ("stored_params", "quant_params, then the scale rounded to the store dtype", [
                 ("observe_minmax", "w.min(1) and w.max(1): 2 full reads of the fp32 weights", [], ""),

@@ -19,6 +19,8 @@ from gscore.errors import (
     CalibrationDataError,
     CheckpointMismatchError,
     ConfigError,
+    MissingHelperMethodError,
+    ModelConflictError,
     ConfigFrozenError,
     GscoreError,
     GscoreWarning,
@@ -26,9 +28,10 @@ from gscore.errors import (
     PhaseAnswerError,
     PluginLoadError,
     UnknownAlgorithmError,
+    UnknownModelError,
 )
 from gscore.hookspecs import answers_for, hookimpl
-from gscore.plugins import algorithms, get, plugin_failures
+from gscore.plugins import algorithms, get, model, models, plugin_failures
 from gscore.version import API_VERSION, __version__
 
 __all__ = [
@@ -39,6 +42,8 @@ __all__ = [
     "CalibrationDataError",
     "CheckpointMismatchError",
     "ConfigError",
+    "MissingHelperMethodError",
+    "ModelConflictError",
     "ConfigFrozenError",
     "GscoreError",
     "GscoreWarning",
@@ -55,10 +60,13 @@ __all__ = [
     "QuantDtype",
     "QuantGranularity",
     "UnknownAlgorithmError",
+    "UnknownModelError",
     "__version__",
     "algorithms",
     "answers_for",
     "get",
     "hookimpl",
+    "model",
+    "models",
     "plugin_failures",
 ]

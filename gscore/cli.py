@@ -1,4 +1,4 @@
-"""``gscore list`` and ``gscore info NAME``: what is installed, without importing MindSpore."""
+"""``gscore list``, ``gscore info NAME`` and ``gscore models``: what is installed, without importing MindSpore."""
 
 from __future__ import annotations
 
@@ -37,6 +37,21 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    """``gscore models``: every registered model adapter, its plugin and whether it loads checkpoints."""
+    host = plugins.host()
+    infos = host.models.infos()
+    if not infos:
+        print("no model adapters installed")
+    for info in infos:
+        aliases = f" (aliases: {', '.join(info.aliases)})" if info.aliases else ""
+        loads = "loader" if info.loader_target is not None else "helper only"
+        print(f"{info.name:<12} {info.source.distribution} {info.source.version} [{loads}]{aliases}  {info.summary}")
+    for failure in host.failures:
+        print(f"FAILED {failure}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gscore", description="Model compression for MindSpore, with algorithms as plugins.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     info_parser = sub.add_parser("info", help="describe one algorithm")
     info_parser.add_argument("name")
     info_parser.set_defaults(func=_cmd_info)
+    sub.add_parser("models", help="list installed model adapters (network helpers and loaders)").set_defaults(func=_cmd_models)
     return parser
 
 

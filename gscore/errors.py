@@ -31,19 +31,39 @@ class NonFiniteValueError(GscoreError, ValueError):
     """A tensor to quantize (weights, calibration statistics) holds NaN or +/-Inf."""
 
 
-class UnknownAlgorithmError(GscoreError, KeyError):
-    """``gscore.get(name)`` found no algorithm of that name."""
+class UnknownNameError(GscoreError, KeyError):
+    """A registry (algorithms, model adapters) holds nothing under the name asked for."""
 
     def __str__(self) -> str:  # KeyError would otherwise print the message with quotes
         return str(self.args[0]) if self.args else ""
 
 
-class AlgorithmConflictError(GscoreError):
+class NameConflictError(GscoreError):
+    """Two plugins registered the same name or alias in one registry."""
+
+
+class UnknownAlgorithmError(UnknownNameError):
+    """``gscore.get(name)`` found no algorithm of that name."""
+
+
+class AlgorithmConflictError(NameConflictError):
     """Two plugins registered the same algorithm name or alias."""
 
 
+class UnknownModelError(UnknownNameError):
+    """``gscore.model(name)`` found no model adapter of that name."""
+
+
+class ModelConflictError(NameConflictError):
+    """Two plugins registered the same model adapter name or alias."""
+
+
+class MissingHelperMethodError(GscoreError, TypeError):
+    """A network helper lacks a method the algorithm needs; the message names it and the way out."""
+
+
 class RegistrationError(GscoreError, TypeError):
-    """A plugin registered something that is not an algorithm class (or a 'module:Class' path)."""
+    """A plugin registered something that is not what the registry holds (an algorithm class, a model adapter's helper or loader, or a 'module:attr' path)."""
 
 
 class PluginLoadError(GscoreError):

@@ -2,9 +2,10 @@
 
 Two kinds of hooks:
 
-* ``gscore_register_algorithms`` is how an algorithm becomes reachable by name. Pluggy
-  calls every implementation, so it only *adds to a registry*; selecting one algorithm by
-  name is the registry's job, never a plugin checking a name.
+* ``gscore_register_algorithms`` and ``gscore_register_models`` are how an algorithm or a
+  model adapter (a network helper for an architecture, and optionally a loader) becomes
+  reachable by name. Pluggy calls every implementation, so they only *add to a registry*;
+  selecting one by name is the registry's job, never a plugin checking a name.
 * The phase hooks (``gscore_calibrate``, ``gscore_quantize``, ``gscore_deploy``,
   ``gscore_prune``) are ``firstresult``: the core's default implementation (``trylast``)
   calls the algorithm's own method for that phase. A plugin can wrap a phase
@@ -25,7 +26,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from gscore.algorithm import Algorithm
-    from gscore.registry import PluginRegistrar
+    from gscore.registry import ModelRegistrar, PluginRegistrar
 
 PROJECT_NAME = "gscore"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -58,6 +59,11 @@ def gscore_register_algorithms(registry: PluginRegistrar) -> None:
     """Add this plugin's algorithm classes with ``registry.add(cls, name=..., aliases=[...])``; fires once, at discovery."""
 
 
+@hookspec
+def gscore_register_models(registry: ModelRegistrar) -> None:
+    """Add this plugin's model adapters with ``registry.add(name, helper=..., loader=..., aliases=[...])``; fires once, at discovery."""
+
+
 @hookspec(firstresult=True)
 def gscore_calibrate(algorithm: Algorithm, network: Any, network_helper: Any, datasets: Any) -> Any:
     """Collect statistics (PTQ) or prepare channel scoring (pruning); fires in ``apply`` of PTQ QUANTIZE mode and of pruning."""
@@ -79,3 +85,4 @@ def gscore_prune(algorithm: Algorithm, network: Any) -> Any:
 
 
 PHASE_HOOKS = ("gscore_calibrate", "gscore_quantize", "gscore_deploy", "gscore_prune")
+REGISTRATION_HOOKS = ("gscore_register_algorithms", "gscore_register_models")

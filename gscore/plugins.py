@@ -54,13 +54,13 @@ import pluggy
 
 from gscore import hookspecs
 from gscore.errors import ConfigError, GscoreWarning, PhaseAnswerError, PluginLoadError
-from gscore.registry import AlgorithmInfo, AlgorithmRegistry, PluginSource, lookup_key
+from gscore.registry import AlgorithmInfo, AlgorithmRegistry, ModelInfo, ModelRegistry, NameRegistry, PluginSource, lookup_key
 from gscore.transaction import is_cell
 from gscore.version import API_VERSION
 
 ENTRY_POINT_GROUP = "gscore"
 FIRST_PARTY_DISTRIBUTIONS = frozenset({"gscore", "gscore-rtn", "gscore-ptq", "gscore-simqat", "gscore-slb", "gscore-scop"})
-CORE_PLUGINS = ("gscore.default_phases", "gscore.observers.phase_timer")
+CORE_PLUGINS = ("gscore.default_phases", "gscore.observers.phase_timer", "gscore.models.adapters")
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
 
 
@@ -114,6 +114,7 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.registry = AlgorithmRegistry()
+        self.models = ModelRegistry()
         self.failures: list[PluginFailure] = []
         self.skipped: list[str] = []
         self.sources: dict[str, PluginSource] = {}
@@ -179,39 +180,49 @@ class PluginHost:
             self.pm.unregister(plugin)
             self._fail(source, f"registration refused: {problem}")
             return
-        staged = []
-        for impl in self.pm.hook.gscore_register_algorithms.get_hookimpls():
-            if impl.plugin is not plugin:
-                continue
-            registrar = self.registry.registrar(source)
-            try:
-                impl.function(registry=registrar)
-            except KeyboardInterrupt:
+        staged = {}
+        for hook_name, registry in self._registries():
+            staged[hook_name] = []
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+                registrar = registry.registrar(source)
+                try:
+                    impl.function(registry=registrar)
+                except KeyboardInterrupt:
+                    self.pm.unregister(plugin)
+                    raise
+                except BaseException as exc:
+                    self.pm.unregister(plugin)
+                    self._fail(source, f"{hook_name} raised {type(exc).__name__}: {exc}", traceback.format_exc())
+                    return
+                staged[hook_name] += registrar.staged
+        for hook_name, registry in self._registries():
+            taken = self._first_party_names_taken(registry, staged[hook_name], source)
+            if taken:
                 self.pm.unregister(plugin)
-                raise
-            except BaseException as exc:
-                self.pm.unregister(plugin)
-                self._fail(source, f"gscore_register_algorithms raised {type(exc).__name__}: {exc}", traceback.format_exc())
+                self._fail(source, f"registration refused: it registers {registry.noun} names held by first-party plugins ({taken}); the first-party {registry.noun}s keep them. Rename the third-party {registry.noun}, or uninstall {source.distribution}")
                 return
-            staged += registrar.staged
-        taken = self._first_party_names_taken(staged, source)
-        if taken:
-            self.pm.unregister(plugin)
-            self._fail(source, f"registration refused: it registers algorithm names held by first-party plugins ({taken}); the first-party algorithms keep them. Rename the third-party algorithm, or uninstall {source.distribution}")
-            return
         self.sources[name] = source
-        claims = self.registry.claimed(staged)
-        self.registry.commit(staged)
-        for key, holder, _ in claims:
-            self._fail(source, f"algorithm name {key!r} is also registered by {holder.source}; gscore.get({key!r}) raises AlgorithmConflictError until one of them is uninstalled or disabled")
+        for hook_name, registry in self._registries():
+            claims = registry.claimed(staged[hook_name])
+            registry.commit(staged[hook_name])
+            lookup = "gscore.get" if registry is self.registry else "gscore.model"
+            for key, holder, _ in claims:
+                self._fail(source, f"{registry.noun} name {key!r} is also registered by {holder.source}; {lookup}({key!r}) raises {registry.conflict_error.__name__} until one of them is uninstalled or disabled")
 
-    def _first_party_names_taken(self, staged: list[AlgorithmInfo], source: PluginSource) -> str:
-        """The first-party names (registered, or first-party entry point names) a third-party
-        plugin's ``staged`` registrations claim, described; empty when none or first-party."""
+    def _registries(self) -> tuple[tuple[str, NameRegistry], ...]:
+        """Each registration hook with the registry it fills."""
+        return (("gscore_register_algorithms", self.registry), ("gscore_register_models", self.models))
+
+    def _first_party_names_taken(self, registry: NameRegistry, staged: list[Any], source: PluginSource) -> str:
+        """The first-party names (registered, or for algorithms first-party entry point names) a
+        third-party plugin's ``staged`` registrations claim, described; empty when none or first-party."""
         if _is_first_party(source):
             return ""
-        taken = {(key, holder.source) for key, holder, _ in self.registry.claimed(staged) if _is_first_party(holder.source)}
-        taken |= {(key, self.reserved[key]) for info in staged for key in info.keys if key in self.reserved}
+        taken = {(key, holder.source) for key, holder, _ in registry.claimed(staged) if _is_first_party(holder.source)}
+        if registry is self.registry:
+            taken |= {(key, self.reserved[key]) for info in staged for key in info.keys if key in self.reserved}
         return "; ".join(sorted(f"{key!r} of {holder}" for key, holder in taken))
 
     def _hook_problem(self, plugin: Any) -> str | None:
@@ -238,6 +249,10 @@ class PluginHost:
     def get(self, name: str) -> AlgorithmInfo:
         """The registry entry for ``name``; the error lists installed algorithms and failures."""
         return self.registry.get(name, failures=[str(f) for f in self.failures])
+
+    def model(self, name: str) -> ModelInfo:
+        """The model adapter registered as ``name``; the error lists installed adapters and failures."""
+        return self.models.get(name, failures=[str(f) for f in self.failures])
 
     # ------------------------------------------------------------------ phases
 
@@ -329,6 +344,16 @@ def get(name: str) -> type:
 def algorithms() -> list[AlgorithmInfo]:
     """Every registered algorithm with its plugin distribution and version."""
     return host().registry.infos()
+
+
+def model(name: str) -> ModelInfo:
+    """The model adapter registered under ``name`` or an alias: ``.helper()``, ``.load(path)``."""
+    return host().model(name)
+
+
+def models() -> list[ModelInfo]:
+    """Every registered model adapter with its plugin distribution and version."""
+    return host().models.infos()
 
 
 def plugin_failures() -> list[PluginFailure]:

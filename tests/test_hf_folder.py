@@ -325,3 +325,16 @@ def test_weights_are_read_lazily_one_tensor_per_access(tmp_path, monkeypatch):
     assert "model.norm.weight" in weights and len(weights) == len(opened.tensors) and reads == []
     value = weights["model.norm.weight"]
     assert value.dtype == np.float32 and value.shape == (32,) and len(reads) == 1
+
+
+def test_the_llama_adapter_registered_by_name_loads_a_folder(tmp_path):
+    import gscore
+    from gscore.models.llama_helper import LlamaHelper
+
+    values = write_folder(tmp_path / "qwen", QWEN2_TIED, random_weights(hf_shapes(QWEN2_TIED, True, False), seed=7), "F32")
+    adapter = gscore.model("Qwen2")  # an alias of the first-party 'llama' adapter
+    assert adapter.name == "llama" and adapter.source.distribution == "gscore"
+    net, helper = adapter.load(tmp_path / "qwen", seq_length=16)
+    assert isinstance(helper, LlamaHelper) and helper.get_spec("seq_length") == 16
+    assert helper.tokenizer.encode("w3 w17 w5").ids == [3, 17, 5]
+    assert_matches_reference(net, values, QWEN2_TIED)

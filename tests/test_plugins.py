@@ -32,11 +32,11 @@ class Recorder(Algorithm):
 
 
 def test_every_hook_is_documented_in_one_line():
-    for name in hookspecs.PHASE_HOOKS + ("gscore_register_algorithms",):
+    for name in hookspecs.PHASE_HOOKS + hookspecs.REGISTRATION_HOOKS:
         doc = inspect.getdoc(getattr(hookspecs, name))
         assert doc and len(doc.splitlines()) == 1, name
     specs = [n for n in dir(hookspecs) if n.startswith("gscore_")]
-    assert sorted(specs) == sorted(hookspecs.PHASE_HOOKS + ("gscore_register_algorithms",))
+    assert sorted(specs) == sorted(hookspecs.PHASE_HOOKS + hookspecs.REGISTRATION_HOOKS)
 
 
 def test_importing_gscore_discovers_nothing_and_imports_no_mindspore():

@@ -1,5 +1,5 @@
-"""Calibration: the network-helper contract and (later) the layer-by-layer driver."""
+"""Calibration: the network-helper contract (with generic defaults) and the layer-by-layer driver."""
 
-from gscore.calib.network_helper import NetworkHelper
+from gscore.calib.network_helper import NetworkHelper, NetworkHelperProtocol
 
-__all__ = ["NetworkHelper"]
+__all__ = ["NetworkHelper", "NetworkHelperProtocol"]

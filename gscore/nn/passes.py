@@ -1,6 +1,7 @@
 """Network passes that swap linear layers between float, simulated and deployed forms.
 
-Shared by every quantization algorithm: :func:`find_linears` picks the layers,
+Shared by every quantization algorithm: :func:`find_weight_layers` picks the layers (linear
+and ``nn.Conv2d``; convolutions get int8 weights per output channel, :mod:`gscore.nn.quant_conv2d`),
 :func:`simulated_linear` builds a layer's simulated form from its float weight,
 :func:`quantize_network` turns every simulated layer into its integer form, and
 :func:`deployed_linear` builds the integer form with placeholders for ``load_checkpoint``.
@@ -27,6 +28,7 @@ from mindspore import Tensor, nn
 
 from gscore.errors import ConfigError, NoQuantizableLayerError, NonFiniteValueError
 from gscore.nn.linear_view import LinearView, is_linear, linear_view, ms_float_dtype_to_numpy
+from gscore.nn.quant_conv2d import QuantConv2d, SimQuantConv2d
 from gscore.nn.quant_linear import QuantLinear, SimQuantLinear, is_group_quantizer, quantizers_of, view_of
 from gscore.nn.quantizers import GroupWeightQuantizer, WeightQuantizer
 from gscore.nn.walk import iter_cells, matches_blacklist, replace_cell, warn_unmatched_blacklist
@@ -50,27 +52,32 @@ class WeightSpec:
         return QuantScheme(bits=self.bits, symmetric=self.symmetric, granularity=Granularity.PER_CHANNEL, axis=view.out_axis)
 
 
-def find_linears(network: nn.Cell, blacklist: list[str]) -> list[tuple[str, nn.Cell]]:
-    """Linear layers (``nn.Dense``, mindformers ``Linear``) not excluded by ``blacklist``."""
-    found = list(iter_cells(network, is_linear))
+def is_weight_layer(cell: nn.Cell) -> bool:
+    """Layers whose weights gscore quantizes: linear layers (``nn.Dense``, mindformers ``Linear``) and ``nn.Conv2d``."""
+    return is_linear(cell) or isinstance(cell, nn.Conv2d)
+
+
+def find_weight_layers(network: nn.Cell, blacklist: list[str]) -> list[tuple[str, nn.Cell]]:
+    """Linear layers and ``nn.Conv2d`` layers not excluded by ``blacklist``."""
+    found = list(iter_cells(network, is_weight_layer))
     warn_unmatched_blacklist([name for name, _ in found], blacklist)
     kept = [(name, cell) for name, cell in found if not matches_blacklist(name, blacklist)]
     if not kept:
         raise NoQuantizableLayerError(
-            f"found no layer to quantize in {type(network).__name__}: it has {len(found)} linear layer(s) "
-            f"(nn.Dense or mindformers Linear) and opname_blacklist={blacklist!r} excluded {len(found) - len(kept)}"
+            f"found no layer to quantize in {type(network).__name__}: it has {len(found)} linear or Conv2d layer(s) "
+            f"(nn.Dense, mindformers Linear, nn.Conv2d) and opname_blacklist={blacklist!r} excluded {len(found) - len(kept)}"
         )
     return kept
 
 
-def _weight_quantizer(params: QuantParams, view: LinearView, spec: WeightSpec) -> WeightQuantizer:
+def _weight_quantizer(params: QuantParams, view: LinearView, spec: WeightSpec, weight_ndim: int = 2) -> WeightQuantizer:
     store = ms_float_dtype_to_numpy(view.compute_dtype)
     scale = params.flat_scale().astype(store)
     zp_neg = (-params.flat_zero_point()).astype(store)
     scheme = params.scheme
     if spec.group_size:
         return GroupWeightQuantizer(scale, zp_neg, view.compute_dtype, spec.group_size, scheme.qmin, scheme.qmax, spec.symmetric)
-    return WeightQuantizer(scale, zp_neg, view.compute_dtype, view.out_axis, scheme.qmin, scheme.qmax, spec.symmetric)
+    return WeightQuantizer(scale, zp_neg, view.compute_dtype, view.out_axis, scheme.qmin, scheme.qmax, spec.symmetric, weight_ndim)
 
 
 def padded_to_groups(weight: np.ndarray, spec: WeightSpec) -> np.ndarray:
@@ -127,15 +134,73 @@ def _integer_weight(cell: SimQuantLinear) -> np.ndarray:
 
 
 def quantize_network(network: nn.Cell) -> list[str]:
-    """Replace every simulated layer by its integer form; returns the layer names."""
+    """Replace every simulated layer (linear or Conv2d) by its integer form; returns the layer names."""
     names = []
-    for name, cell in iter_cells(network, lambda c: isinstance(c, SimQuantLinear)):
-        wq, iq, smooth = quantizers_of(cell)
-        replace_cell(network, name, QuantLinear(view_of(cell), wq, _integer_weight(cell), iq, smooth))
+    for name, cell in iter_cells(network, lambda c: isinstance(c, (SimQuantLinear, SimQuantConv2d))):
+        if isinstance(cell, SimQuantConv2d):
+            replace_cell(network, name, QuantConv2d(cell, cell._weight_quantizer, _integer_conv_weight(cell)))
+        else:
+            wq, iq, smooth = quantizers_of(cell)
+            replace_cell(network, name, QuantLinear(view_of(cell), wq, _integer_weight(cell), iq, smooth))
         names.append(name)
     if not names:
         raise NoQuantizableLayerError("convert found no calibrated layer: run apply(network) in QUANTIZE mode before convert(network)")
     return names
+
+
+def _conv_view(conv: nn.Cell) -> LinearView:
+    """A Conv2d seen as a weight ``[out, in / group, kh, kw]`` with output channels on axis 0
+    (what weight scales and their storage need; the convolution itself is the layer's own)."""
+    return LinearView(conv, conv.weight, conv.bias if conv.has_bias else None, True, conv.weight.dtype, None, conv.in_channels, conv.out_channels)
+
+
+def _conv_spec(spec: WeightSpec, name: str = "") -> WeightSpec:
+    """``spec`` if a convolution can be quantized with it (int8 per output channel), else ConfigError."""
+    if spec.group_size or spec.bits != 8:
+        raise ConfigError(
+            f"Conv2d layer {name!r}: convolutions are quantized to int8 per output channel only, not {spec.bits}-bit "
+            f"per group of {spec.group_size}; exclude it with opname_blacklist or use a per-channel int8 config"
+        )
+    return spec
+
+
+def simulated_conv(conv: nn.Cell, spec: WeightSpec = WeightSpec(), name: str = "") -> SimQuantConv2d:
+    """The simulated form of ``conv``: int8 per-output-channel scales from its float weight."""
+    view = _conv_view(conv)
+    spec = _conv_spec(spec, name)
+    params = stored_params(view.weight.asnumpy(), view, spec)
+    return SimQuantConv2d(conv, _weight_quantizer(params, view, spec, weight_ndim=4))
+
+
+def _integer_conv_weight(cell: SimQuantConv2d) -> np.ndarray:
+    """int8 codes of a simulated convolution's weight, from its stored scales."""
+    wq = cell._weight_quantizer
+    weight = cell.weight.asnumpy()
+    shape = (-1,) + (1,) * (weight.ndim - 1)
+    scheme = QuantScheme(bits=wq.bits, symmetric=wq.symmetric, granularity=Granularity.PER_CHANNEL, axis=0)
+    params = QuantParams(scale=wq.scale.asnumpy().astype(np.float32).reshape(shape), zero_point=(-wq.zp_neg.asnumpy().astype(np.float32)).reshape(shape), scheme=scheme)
+    return quantize(weight, params).astype(np.int8, copy=False)
+
+
+def deployed_conv(conv: nn.Cell, spec: WeightSpec = WeightSpec(), name: str = "") -> QuantConv2d:
+    """The integer form of ``conv`` with placeholders (zero codes, NaN scales and bias) to load a checkpoint into."""
+    view = _conv_view(conv)
+    spec = _conv_spec(spec, name)
+    ones = QuantParams(scale=np.ones((view.out_channels, 1, 1, 1), np.float32), zero_point=np.zeros((view.out_channels, 1, 1, 1), np.float32), scheme=spec.scheme(view))
+    quantizer = _weight_quantizer(ones, view, spec, weight_ndim=4)
+    for placeholder in (quantizer.scale, view.bias) if view.bias is not None else (quantizer.scale,):
+        placeholder.set_data(Tensor(np.full(placeholder.shape, np.nan, np.float32), placeholder.dtype))
+    return QuantConv2d(conv, quantizer, np.zeros(view.weight.shape, np.int8))
+
+
+def simulated_layer(name: str, cell: nn.Cell, spec: WeightSpec) -> nn.Cell:
+    """Weight-only simulated form of a linear or Conv2d layer."""
+    return simulated_conv(cell, spec, name) if isinstance(cell, nn.Conv2d) else simulated_linear(linear_view(cell), spec)
+
+
+def deployed_layer(name: str, cell: nn.Cell, spec: WeightSpec) -> nn.Cell:
+    """Weight-only deployed placeholder form of a linear or Conv2d layer."""
+    return deployed_conv(cell, spec, name) if isinstance(cell, nn.Conv2d) else deployed_linear(linear_view(cell), spec)
 
 
 def deployed_linear(view: LinearView, spec: WeightSpec, input_quantizer: nn.Cell | None = None, smooth: bool = False) -> QuantLinear:
@@ -154,14 +219,14 @@ def deployed_linear(view: LinearView, spec: WeightSpec, input_quantizer: nn.Cell
 
 
 def calibrate_weights(network: nn.Cell, blacklist: list[str], spec: WeightSpec = WeightSpec()) -> list[str]:
-    """Weight-only calibration: every linear layer becomes simulated, scales from its weight.
+    """Weight-only calibration: every linear and Conv2d layer becomes simulated, scales from its weight.
 
     Every layer's scales are computed before the first layer is replaced, so a weight that
     cannot be quantized (NaN) fails the call with the network untouched."""
     simulated = []
-    for name, cell in find_linears(network, blacklist):
+    for name, cell in find_weight_layers(network, blacklist):
         try:
-            simulated.append((name, simulated_linear(linear_view(cell), spec)))
+            simulated.append((name, simulated_layer(name, cell, spec)))
         except NonFiniteValueError as exc:
             raise NonFiniteValueError(f"the weight of layer {name!r}: {exc}") from exc
     for name, cell in simulated:
@@ -170,17 +235,21 @@ def calibrate_weights(network: nn.Cell, blacklist: list[str], spec: WeightSpec =
 
 
 def deploy_weights(network: nn.Cell, blacklist: list[str], spec: WeightSpec = WeightSpec()) -> list[str]:
-    """Weight-only deploy structure: every linear layer becomes an integer placeholder."""
+    """Weight-only deploy structure: every linear and Conv2d layer becomes an integer placeholder."""
     names = []
-    for name, cell in find_linears(network, blacklist):
-        replace_cell(network, name, deployed_linear(linear_view(cell), spec))
+    for name, cell in find_weight_layers(network, blacklist):
+        replace_cell(network, name, deployed_layer(name, cell, spec))
         names.append(name)
     return names
 
 
 def describe_linears(network: nn.Cell) -> dict[str, dict[str, object]]:
     """Per-layer quantization facts for the checkpoint description, keyed by layer name."""
-    layers = {}
+    layers: dict[str, dict[str, object]] = {}
+    for name, cell in iter_cells(network, lambda c: isinstance(c, (QuantConv2d, SimQuantConv2d))):
+        wq = cell._weight_quantizer
+        layers[name] = {"kind": "conv2d weight", "dtype": "int8", "bits": wq.bits, "granularity": Granularity.PER_CHANNEL.value,
+                        "axis": 0, "symmetric": wq.symmetric, "scale_dtype": str(wq.dtype)}
     for name, cell in iter_cells(network, lambda c: isinstance(c, (QuantLinear, SimQuantLinear))):
         wq, iq, _ = quantizers_of(cell)
         group = is_group_quantizer(wq)

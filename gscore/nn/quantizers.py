@@ -27,7 +27,8 @@ def _param(value: np.ndarray, dtype: Any, name: str) -> Parameter:
 
 
 class WeightQuantizer(nn.Cell):
-    """Per-output-channel scale and ``zp_neg`` (shape ``[out]``) in the compute dtype.
+    """Per-output-channel scale and ``zp_neg`` (shape ``[out]``) in the compute dtype, for a
+    linear weight ``[out, in]``/``[in, out]`` or (``weight_ndim=4``) a Conv2d weight ``[out, in, kh, kw]``.
 
     ``symmetric`` is structural (known before any checkpoint is loaded): a symmetric
     quantizer never adds ``zp_neg``. In float32 compute the per-channel scale is applied to
@@ -37,14 +38,15 @@ class WeightQuantizer(nn.Cell):
     dequantised first, so the integer matmul cannot overflow float16.
     """
 
-    def __init__(self, scale: np.ndarray, zp_neg: np.ndarray, dtype: Any, out_axis: int, qmin: int, qmax: int, symmetric: bool = True) -> None:
+    def __init__(self, scale: np.ndarray, zp_neg: np.ndarray, dtype: Any, out_axis: int, qmin: int, qmax: int, symmetric: bool = True, weight_ndim: int = 2) -> None:
         super().__init__()
         self.scale = _param(scale, dtype, "scale")
         self.zp_neg = _param(zp_neg, dtype, "zp_neg")
         self.dtype = dtype
         self.qmin, self.qmax = qmin, qmax
         self.symmetric = symmetric
-        self.param_shape = (-1, 1) if out_axis == 0 else (1, -1)
+        # one value per output channel, broadcast over the weight's other axes ([out, in, kh, kw] for a Conv2d)
+        self.param_shape = (-1,) + (1,) * (weight_ndim - 1) if out_axis == 0 else (1, -1)
 
     @property
     def rescales_output(self) -> bool:

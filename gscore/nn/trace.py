@@ -32,7 +32,7 @@ outer channels). Everything else is returned in :attr:`ChannelGroups.unsupported
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from mindspore import Tensor, nn
@@ -94,12 +94,16 @@ class Trace:
     output: Any
     sample: np.ndarray
 
+    def consumers(self, tensor: Any) -> list[CellCall]:
+        """The calls that received ``tensor`` (this very object) as an input."""
+        return [c for c in self.calls if any(t is tensor for t in c.inputs)]
+
     def calls_of(self, name: str) -> list[CellCall]:
         """Every call of the cell named ``name``."""
         return [c for c in self.calls if c.name == name]
 
 
-class _Hooks:
+class CallHooks:
     """Forward hooks on every atomic cell for the duration of a ``with`` block, in eval mode.
 
     ``on_call(name, cell, call_index, inputs, output)`` runs after each call; what it returns
@@ -111,7 +115,7 @@ class _Hooks:
         self.on_call = on_call
         self.handles: list[Any] = []
 
-    def __enter__(self) -> "_Hooks":
+    def __enter__(self) -> "CallHooks":
         self.modes = [(cell, cell.training) for _, cell in self.network.cells_and_names()]  # outermost first
         self.network.set_train(False)  # BN must not update its statistics while we probe
         for name, cell in iter_cells(self.network, is_atomic):
@@ -132,15 +136,18 @@ class _Hooks:
             cell.set_train(training)
 
 
-def trace_calls(network: nn.Cell, sample: np.ndarray) -> Trace:
-    """Run ``network`` on ``sample`` (eval mode) and record every atomic cell call."""
+def trace_calls(network: nn.Cell, sample: Any, run: Callable[[], Any] | None = None) -> Trace:
+    """Run ``network`` on ``sample`` (eval mode) and record every atomic cell call.
+
+    ``run`` calls the network some other way (several inputs, keyword inputs); ``sample`` is
+    then only kept on the trace."""
     calls: list[CellCall] = []
 
     def record(name: str, cell: nn.Cell, index: int, inputs: tuple, output: Any) -> None:
         calls.append(CellCall(name, cell, index, tuple(inputs), output))
 
-    with _Hooks(network, record):
-        output = network(Tensor(sample))
+    with CallHooks(network, record):
+        output = network(Tensor(sample)) if run is None else run()
     return Trace(calls, output, sample)
 
 
@@ -260,14 +267,9 @@ def _probe(network: nn.Cell, trace: Trace, producer: CellCall, subset: np.ndarra
             return base.output
         return None
 
-    with _Hooks(network, perturb):
+    with CallHooks(network, perturb):
         output = network(Tensor(trace.sample))
-    outputs = output if isinstance(output, (tuple, list)) else (output,)
-    expected = trace.output if isinstance(trace.output, (tuple, list)) else (trace.output,)
-    out_changed = any(
-        not np.allclose(a.asnumpy(), b.asnumpy(), rtol=1e-4, atol=1e-5) for a, b in zip(outputs, expected) if isinstance(a, Tensor)
-    )
-    return reached, out_changed
+    return reached, differs(_as_tuple(output), _as_tuple(trace.output))
 
 
 def _single_call(trace: Trace, call: CellCall) -> None:
@@ -330,6 +332,62 @@ def _follow(network: nn.Cell, trace: Trace, producer: CellCall) -> _Reach:
         elif not isinstance(cell, CHANNELWISE_FREE):
             raise _Unsupported(f"it feeds {call.label} ({type(cell).__name__}), which cannot be shrunk along channels")
     return reach
+
+
+NETWORK_OUTPUT = "the network output"
+
+
+def perturbation_reach(
+    network: nn.Cell,
+    trace: Trace,
+    producer: tuple[str, int],
+    passes: set[tuple[str, int]],
+    pinned: set[tuple[str, int]],
+    run: Callable[[], Any] | None = None,
+) -> str | None:
+    """What a perturbation of one call's output reaches beyond where it may go, or None.
+
+    Reruns ``network`` (``run``, else on ``trace.sample``) with the ``producer`` call's output
+    (``(cell name, call index)``) perturbed and the ``pinned`` calls' outputs held at their
+    traced values. Returns the label of the first call outside ``passes`` and ``pinned`` whose
+    input changed, else :data:`NETWORK_OUTPUT` if the output changed, else None.
+    """
+    baseline = {(c.name, c.index): c for c in trace.calls}
+    noise_rng = np.random.default_rng(0)
+    changed: list[str] = []
+
+    def perturb(name: str, cell: nn.Cell, index: int, inputs: tuple, output: Any) -> Any:
+        key = (name, index)
+        base = baseline[key]
+        if key != producer and key not in passes and key not in pinned and differs(tuple(inputs), base.inputs):
+            changed.append(base.label)
+        if key == producer:
+            values = output.asnumpy()
+            scale = _PERTURBATION * (np.abs(values).mean() + 1.0)
+            return Tensor(values + scale * noise_rng.standard_normal(values.shape).astype(values.dtype))
+        if key in pinned:
+            return base.output
+        return None
+
+    with CallHooks(network, perturb):
+        output = network(Tensor(trace.sample)) if run is None else run()
+    if changed:
+        return changed[0]
+    return NETWORK_OUTPUT if differs(_as_tuple(output), _as_tuple(trace.output)) else None
+
+
+def _as_tuple(output: Any) -> tuple[Any, ...]:
+    """A network's output as a tuple of outputs."""
+    return tuple(output) if isinstance(output, (tuple, list)) else (output,)
+
+
+def differs(now: tuple[Any, ...], before: tuple[Any, ...]) -> bool:
+    """True if any tensor in ``now`` differs from its counterpart in ``before`` beyond float noise."""
+    return any(
+        not np.allclose(a.asnumpy(), b.asnumpy(), rtol=1e-4, atol=1e-5)
+        for a, b in zip(now, before)
+        if isinstance(a, Tensor) and isinstance(b, Tensor)
+    )
 
 
 def channel_groups(network: nn.Cell, sample: np.ndarray) -> ChannelGroups:

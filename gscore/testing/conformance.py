@@ -1,10 +1,11 @@
-"""The conformance suite every gscore algorithm plugin should pass.
+"""The conformance suites every gscore algorithm plugin and model adapter should pass.
 
 Subclass :class:`AlgorithmConformance` in a test module of your plugin, set
 ``algorithm_name``, and pytest collects the checks. For a quantization algorithm also set
 ``make_network`` (a zero-argument callable returning a fresh float MindSpore network with
 deterministic weights) and ``make_input``; the suite then runs QUANTIZE → save → DEPLOY →
-load and demands the deployed outputs equal the quantized network's exactly.
+load and demands the deployed outputs equal the quantized network's exactly. A model adapter
+plugin subclasses :class:`ModelAdapterConformance` the same way.
 """
 
 from __future__ import annotations
@@ -132,3 +133,62 @@ class QATConformance(AlgorithmConformance):
         fresh = deploy.convert(deploy.apply(type(self).make_network()), ckpt_path=str(path))
         fresh.set_train(False)
         np.testing.assert_array_equal(fresh(x).asnumpy(), expected)
+
+
+class ModelAdapterConformance:
+    """Checks that hold for any registered model adapter (``gscore_register_models``).
+
+    Set ``adapter_name``; ``make_network`` (zero-argument, a fresh float network of the
+    adapter's architecture) and ``make_datasets`` (calibration data in the adapter's form) to
+    also check its blocks and smoothing groups against the network and run a static A8W8 +
+    SmoothQuant ``ptq`` calibration through the adapter's helper (``helper_kwargs`` build it).
+    """
+
+    adapter_name: ClassVar[str] = ""
+    make_network: ClassVar[Callable[[], Any] | None] = None
+    make_datasets: ClassVar[Callable[[], Any] | None] = None
+    helper_kwargs: ClassVar[dict[str, Any]] = {}
+
+    def _info(self) -> Any:
+        return gscore.model(self.adapter_name)
+
+    def test_resolves_by_name_and_aliases(self) -> None:
+        info = self._info()
+        for name in (info.name, *info.aliases, info.name.upper()):
+            assert gscore.model(name) is info, name
+        assert info.summary, "give the adapter a summary (or a helper docstring): `gscore models` shows it"
+
+    def test_helper_provides_every_calibration_method(self) -> None:
+        from gscore.calib.network_helper import CALIBRATION_METHODS, NetworkHelper
+
+        helper = self._info().helper(**self.helper_kwargs)
+        assert isinstance(helper, NetworkHelper)
+        assert all(callable(getattr(helper, m, None)) for m in CALIBRATION_METHODS)
+
+    def test_blocks_and_smoothing_groups_name_real_layers(self) -> None:
+        if type(self).make_network is None:
+            return
+        from gscore.nn.linear_view import is_linear
+        from gscore.nn.norms import is_foldable_norm
+        from gscore.nn.walk import get_cell
+
+        helper = self._info().helper(**self.helper_kwargs)
+        network = type(self).make_network()
+        helper.block_inputs(network, type(self).make_datasets())
+        blocks = helper.blocks(network)
+        assert blocks, "a network has at least one block"
+        for _, block in blocks:
+            for norm, members in helper.smooth_groups(block):
+                assert members and all(is_linear(get_cell(block, m)) for m in members), members
+                assert norm is None or is_foldable_norm(get_cell(block, norm)), norm
+
+    def test_static_a8w8_smoothquant_calibrates_and_converts(self) -> None:
+        if type(self).make_network is None:
+            return
+        from gscore.config import PTQConfig
+        from gscore.nn.quant_linear import QuantLinear
+
+        network = type(self).make_network()
+        ptq = gscore.get("ptq")(PTQConfig(act_quant_dtype="int8", outliers_suppression="smooth", algo_args={"progress": False}))
+        ptq.convert(ptq.apply(network, self._info().helper(**self.helper_kwargs), datasets=type(self).make_datasets()))
+        assert any(isinstance(cell, QuantLinear) for _, cell in network.cells_and_names())

@@ -3,6 +3,8 @@
 Options (from :class:`~gscore.PTQConfig`, per layer overridable with ``layer_policies``;
 ``algo_args`` knobs in :mod:`gscore_ptq.args`):
 
+* ``nn.Conv2d`` layers: int8 weights per output channel, rounded to nearest, inputs float
+  (a per-group config refuses them: exclude them with ``opname_blacklist``);
 * weights: int8 per output channel (symmetric), or int4/int8 per group of 64/128/256 input
   channels (asymmetric; int4 packed two per int8); rounded to nearest, or with GPTQ
   (``precision_recovery=gptq``) on each layer's input Hessian, optionally after a weight
@@ -28,12 +30,13 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from gscore.algorithm import PTQAlgorithm
-from gscore.calib.layerwise import WholeNetworkHelper, calibrate_blockwise
+from gscore.calib.layerwise import calibrate_blockwise
+from gscore.calib.network_helper import as_helper, require_methods
 from gscore.config import OutliersSuppressionType, PrecisionRecovery, PTQConfig, QuantDtype, QuantGranularity
 from gscore.errors import CalibrationDataError, ConfigError, NoQuantizableLayerError
 from gscore.nn.kv_cache import DynamicInt8KVCache, FloatKVCache, StaticInt8KVCache
 from gscore.nn.linear_view import is_linear, linear_view
-from gscore.nn.passes import deployed_linear, dynamic_kv_caches, quantize_network, require_kv_caches, simulated_linear
+from gscore.nn.passes import deployed_conv, deployed_linear, dynamic_kv_caches, is_weight_layer, quantize_network, require_kv_caches, simulated_conv, simulated_linear
 from gscore.nn.quantizers import DynamicInputQuantizer, StaticInputQuantizer
 from gscore.nn.rotation import rotate_residual_stream
 from gscore.nn.walk import iter_cells, replace_cell
@@ -79,21 +82,15 @@ class PTQ(PTQAlgorithm):
         return self.config.outliers_suppression is OutliersSuppressionType.ROTATION
 
     def _helper(self, network_helper: Any) -> Any:
-        helper = network_helper if hasattr(network_helper, "blocks") else WholeNetworkHelper()
-        needs = {}
-        if self.rotates:
-            needs["rotation"] = ("prepare_rotation", "residual_stream")
-        if self.args.prefix:
-            needs["a token prefix"] = ("set_prefix", "prefix_placeholders", "bos_token_id")
-        missing = [method for methods in needs.values() for method in methods if not hasattr(helper, method)]
-        if missing:
-            raise ConfigError(f"{' and '.join(needs)} need a network helper that knows the model's structure; {type(helper).__name__} lacks {missing} (LlamaHelper has them)")
+        helper = as_helper(network_helper)
+        needs = (["rotation"] if self.rotates else []) + (["a token prefix"] if self.args.prefix else [])
+        require_methods(helper, needs)
         return helper
 
     def _check_network(self, network: nn.Cell) -> None:
         """Before the first change: policies and blacklist entries matching no layer warn; a
         KV-cache config needs a network with a gscore KV cache."""
-        self.policies.warn_unmatched([name for name, _ in iter_cells(network, is_linear)])
+        self.policies.warn_unmatched([name for name, _ in iter_cells(network, is_weight_layer)])
         if self.config.kvcache_quant_dtype is not None:
             require_kv_caches(network, "ptq")
 
@@ -101,8 +98,9 @@ class PTQ(PTQAlgorithm):
         self._check_network(network)
         helper = self._helper(network_helper)
         names = [name for name, _ in iter_cells(network, is_linear) if self.policies.for_layer(name) is not None]
-        if not names and self.config.kvcache_quant_dtype is None:
-            raise NoQuantizableLayerError(f"no linear layer of {type(network).__name__} is left to quantize after opname_blacklist and layer_policies")
+        convs = self._convs(network)
+        if not names and not convs and self.config.kvcache_quant_dtype is None:
+            raise NoQuantizableLayerError(f"no linear or Conv2d layer of {type(network).__name__} is left to quantize after opname_blacklist and layer_policies")
         needs_data = self.static_kv or any(self.policies.for_layer(n).needs_input_stats for n in names)
         if needs_data and datasets is None:
             raise CalibrationDataError(
@@ -110,12 +108,32 @@ class PTQ(PTQAlgorithm):
                 "pass calibration data, e.g. apply(net, helper, datasets=token_windows)"
             )
         self._prepare(network, helper, deploy=False)
+        simulated = [(name, simulated_conv(conv, spec, name)) for name, conv, spec in convs]  # all scales first: a NaN weight changes nothing
+        for name, cell in simulated:
+            replace_cell(network, name, cell)
         if not needs_data:
             self._quantize_without_data(network)
             return network
         calibrator = BlockCalibrator(self.policies, self.args, helper, self.static_kv, self.config.kvcache_quant_dtype is not None)
         calibrate_blockwise(network, helper, datasets, calibrator, progress=self.args.progress)
         return network
+
+    def _convs(self, network: nn.Cell) -> list[tuple[str, nn.Cell, Any]]:
+        """``(name, layer, weight spec)`` of every Conv2d to quantize. Convolutions get int8
+        weights per output channel, rounded to nearest; their inputs stay float (activation
+        quantization, smoothing and GPTQ apply to linear layers)."""
+        found = []
+        for name, cell in iter_cells(network, lambda c: isinstance(c, nn.Conv2d)):
+            policy = self.policies.for_layer(name)
+            if policy is not None:
+                found.append((name, cell, policy.weight))
+        refused = sorted(name for name, _, spec in found if spec.group_size or spec.bits != 8)
+        if refused:
+            raise ConfigError(
+                f"Conv2d layers {refused}: convolutions are quantized to int8 per output channel only, not per group or int4; "
+                "exclude them with opname_blacklist (or give them a per-channel int8 config in layer_policies)"
+            )
+        return found
 
     def _prepare(self, network: nn.Cell, helper: Any, deploy: bool) -> None:
         """Model-level structure before any layer is quantized: rotation, then the float prefix.
@@ -166,6 +184,8 @@ class PTQ(PTQAlgorithm):
         self._check_network(network)
         helper = self._helper(self.network_helper)
         self._prepare(network, helper, deploy=True)
+        for name, conv, spec in self._convs(network):
+            replace_cell(network, name, deployed_conv(conv, spec, name))
         plans = BlockCalibrator(self.policies, self.args, helper, self.static_kv, self.config.kvcache_quant_dtype is not None)
         for block_name, block in helper.blocks(network):
             explicit = {m for plan in plans.scaling_plan(block, block_name) if plan.norm is None for m in plan.members}

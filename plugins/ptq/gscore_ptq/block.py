@@ -29,6 +29,7 @@ from mindspore import Tensor, nn
 from gscore.calib.observers import Collect, InputObserver, ObservingKVCache
 from gscore.nn.kv_cache import DynamicInt8KVCache, FloatKVCache, StaticInt8KVCache
 from gscore.nn.linear_view import is_linear, linear_view, ms_float_dtype_to_numpy
+from gscore.nn.norms import norm_values, set_folded
 from gscore.nn.passes import simulated_linear, stored_params
 from gscore.nn.quantizers import DynamicInputQuantizer, StaticInputQuantizer
 from gscore.nn.walk import get_cell, iter_cells, replace_cell
@@ -127,6 +128,9 @@ class BlockCalibrator:
         same ``s``; otherwise the group keeps an explicit input scale. DEPLOY rebuilds the
         same plan to know which layers carry a ``smooth_scale``.
         """
+        scales = [rel for rel, _ in iter_cells(block, is_linear) if (p := self.policies.for_layer(full_name(block_name, rel))) is not None and p.scales_input]
+        if not scales:  # nothing to group: no need to ask (or trace) the helper
+            return []
         plans = []
         for norm_name, members in self.helper.smooth_groups(block):
             scaled = [m for m in members if (p := self.policies.for_layer(full_name(block_name, m))) is not None and p.scales_input]
@@ -145,7 +149,7 @@ class BlockCalibrator:
         caches = list(iter_cells(block, lambda c: isinstance(c, FloatKVCache)))
         watchers = self._observe(block_name, block, state, work, caches)
         plans = self.scaling_plan(block, block_name)
-        norms = {plan.norm: get_cell(block, plan.norm).weight.asnumpy().astype(np.float32) for plan in plans if plan.norm}
+        norms = {plan.norm: norm_values(get_cell(block, plan.norm)) for plan in plans if plan.norm}
         if any(w.policy.smooth for w in work.values()) and self.args.alpha_search:
             alpha = self._search_alpha(block_name, block, state, work, plans, norms)
         else:
@@ -211,7 +215,7 @@ class BlockCalibrator:
                 best, best_error = s, error
         return best
 
-    def _search_alpha(self, block_name: str, block: nn.Cell, state: Any, work: dict[str, LayerWork], plans: list[Plan], norms: dict[str, np.ndarray]) -> float:
+    def _search_alpha(self, block_name: str, block: nn.Cell, state: Any, work: dict[str, LayerWork], plans: list[Plan], norms: dict[str, list[np.ndarray]]) -> float:
         """The SmoothQuant strength whose round-to-nearest block output is closest to the float one."""
         subset = self.helper.take(state, self.args.search_windows)
         reference = self.helper.block_output(self.helper.run_block(block, subset))
@@ -228,14 +232,14 @@ class BlockCalibrator:
                 replace_cell(block, rel, cell, prefix)
                 cell.weight.set_data(Tensor(weight))
                 work[rel].weight, work[rel].divisor, work[rel].explicit = weight, divisor, explicit
-            for norm, gamma in norms.items():
-                get_cell(block, norm).weight.set_data(Tensor(gamma))
+            for norm, values in norms.items():
+                set_folded(get_cell(block, norm), values, None)
         return best
 
-    def _place(self, block_name: str, block: nn.Cell, work: dict[str, LayerWork], plans: list[Plan], norms: dict[str, np.ndarray], alpha: float, gptq: bool) -> None:
+    def _place(self, block_name: str, block: nn.Cell, work: dict[str, LayerWork], plans: list[Plan], norms: dict[str, list[np.ndarray]], alpha: float, gptq: bool) -> None:
         """Migrate outliers, round the weights and put the simulated layers in place."""
         for norm, inverse in self._migrate(work, plans, alpha).items():
-            get_cell(block, norm).weight.set_data(Tensor((norms[norm] * inverse).astype(np.float32)))
+            set_folded(get_cell(block, norm), norms[norm], inverse)
         for rel, w in work.items():
             view = linear_view(w.cell)
             weight, params = self._round(w, view, gptq)

@@ -1,7 +1,7 @@
 """gscore-rtn: round-to-nearest weight quantization, registered as ``rtn``.
 
-A16W8: every ``nn.Dense`` / mindformers ``Linear`` weight becomes int8 with one symmetric
-scale per output channel, computed from the weight itself. KV-cache int8 (dynamic, per
+A16W8: every ``nn.Dense`` / mindformers ``Linear`` / ``nn.Conv2d`` weight becomes int8 with one
+symmetric scale per output channel, computed from the weight itself. KV-cache int8 (dynamic, per
 token and head, ``kvcache_quant_granularity=per_token``) swaps every float KV cache of a
 gscore decoder for an int8 one; static per-channel KV scales need calibration: use ``ptq``. Unlike Golden Stick, no forward
 pass is needed to observe the weights, so ``apply`` works with or without a network helper

@@ -119,7 +119,7 @@ def test_blacklist_keeps_matching_layers_float():
 
 
 def test_blacklisting_everything_is_an_error_not_a_silent_no_op():
-    with pytest.raises(NoQuantizableLayerError, match="5 linear layer.*excluded 5"):
+    with pytest.raises(NoQuantizableLayerError, match="5 linear or Conv2d layer.*excluded 5"):
         RTN(PTQConfig(opname_blacklist=["block", "head"])).apply(make_net())
 
 
