@@ -22,6 +22,7 @@ from typing import Any
 import mindspore as ms
 from mindspore import nn
 
+from gscore.dist.outputs import written_by_root
 from gscore.errors import CheckpointMismatchError
 
 DESCRIPTION_KEY = "gscore_quant_description"
@@ -29,8 +30,13 @@ DESCRIPTION_FORMAT = "gscore-quant"
 DESCRIPTION_VERSION = 1
 
 
+@written_by_root
 def save_checkpoint(network: nn.Cell, path: str | os.PathLike[str], description: dict[str, Any] | None = None) -> Path:
-    """Write ``network``'s parameters (and ``description``) to ``path`` atomically."""
+    """Write ``network``'s parameters (and ``description``) to ``path`` atomically.
+
+    In a data-parallel (``msrun``) job every worker calls it: the workers check that their
+    networks are identical and rank 0 writes (:func:`gscore.dist.outputs.written_by_root`).
+    """
     path = Path(path)
     if path.suffix != ".ckpt":
         raise ValueError(f"checkpoint path must end in .ckpt (MindSpore appends it otherwise), got {str(path)!r}")

@@ -27,6 +27,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from gscore.algorithm import PTQAlgorithm
+from gscore.calib.data_parallel import data_parallel
 from gscore.calib.layerwise import WholeNetworkHelper, calibrate_blockwise
 from gscore.config import OutliersSuppressionType, PTQConfig, QuantDtype, QuantGranularity
 from gscore.errors import CalibrationDataError, ConfigError, NoQuantizableLayerError
@@ -88,7 +89,7 @@ class PTQ(PTQAlgorithm):
         return helper
 
     def calibrate(self, network: nn.Cell, network_helper: Any = None, datasets: Any = None) -> nn.Cell:
-        helper = self._helper(network_helper)
+        helper = data_parallel(self._helper(network_helper))  # under msrun: this worker's shard, statistics combined
         names = [name for name, _ in iter_cells(network, is_linear) if self.policies.for_layer(name) is not None]
         if not names and self.config.kvcache_quant_dtype is None:
             raise NoQuantizableLayerError(f"no linear layer of {type(network).__name__} is left to quantize after opname_blacklist and layer_policies")

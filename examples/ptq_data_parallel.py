@@ -1,0 +1,72 @@
+"""Quantize SmolLM2 with PTQ on N data-parallel workers; the same script runs alone in one process.
+
+Every worker runs this script on the same arguments and the same calibration windows; PTQ's
+calibration gives each worker its share of the windows and combines their statistics block by
+block, so every worker holds the same quantized network; ``save_checkpoint`` checks that and
+rank 0 writes it.
+
+    python examples/ptq_data_parallel.py --out runs/dp                           # one process
+    python -m gscore.dist.launch --workers 2 examples/ptq_data_parallel.py --out runs/dp
+    msrun --worker_num=2 --local_worker_num=2 --master_port=8118 --log_dir=runs/dp/logs \\
+          --join=True examples/ptq_data_parallel.py --out runs/dp                # msrun itself
+
+Writes ``OUT/NAME.ckpt`` and ``OUT/NAME.json`` (worker count, calibration seconds on rank 0).
+"""
+
+from __future__ import annotations
+
+from gscore import dist
+
+dist.init()  # first: msrun's scheduler process stops here
+
+import argparse  # noqa: E402 - after joining the job (see above)
+import json  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import mindspore as ms  # noqa: E402
+
+import gscore  # noqa: E402
+from gscore import PTQConfig  # noqa: E402
+from gscore.data.wikipedia import load_articles, split_articles, token_windows  # noqa: E402
+from gscore.io import save_checkpoint  # noqa: E402
+from gscore.io.atomic import atomic_file  # noqa: E402
+from gscore.models.hf_folder import load_llama  # noqa: E402
+from gscore.models.llama_helper import LlamaHelper  # noqa: E402
+from gscore.models.smollm2 import smollm2_folder  # noqa: E402
+
+DEFAULT_CONFIG = {"act_quant_dtype": "int8", "outliers_suppression": "smooth"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="folder for NAME.ckpt and NAME.json")
+    parser.add_argument("--name", default="ptq", help="file name stem of the outputs")
+    parser.add_argument("--config", type=json.loads, default=DEFAULT_CONFIG, help="PTQConfig fields as JSON (default: A8W8 + SmoothQuant)")
+    parser.add_argument("--layers", type=int, default=None, help="keep only the first layers (default: all 30)")
+    parser.add_argument("--windows", type=int, default=8, help="calibration windows (all workers together)")
+    parser.add_argument("--tokens", type=int, default=512, help="tokens per window")
+    parser.add_argument("--windows-per-forward", type=int, default=None, help="windows per block forward (default: all at once); "
+                        "set it, in the one-process run too, for results independent of the worker count")
+    args = parser.parse_args()
+    ms.runtime.launch_blocking()
+
+    net, tokenizer = load_llama(smollm2_folder(), num_layers=args.layers)
+    windows = token_windows(tokenizer, split_articles(load_articles(), "calibration"), args.tokens, args.windows)
+    algo = gscore.get("ptq")(PTQConfig(**{**args.config, "algo_args": {"progress": False, **args.config.get("algo_args", {})}}))
+    dist.barrier()  # time the calibration alone, every worker ready
+    start = time.perf_counter()
+    algo.apply(net, LlamaHelper(tokenizer, windows_per_forward=args.windows_per_forward), datasets=windows)
+    dist.barrier()
+    seconds = time.perf_counter() - start
+    algo.convert(net)
+    path = save_checkpoint(net, args.out / f"{args.name}.ckpt", description=algo.describe(net))
+    if dist.is_root():
+        report = {"workers": dist.size(), "windows": int(len(windows)), "tokens": args.tokens, "calibrate_seconds": seconds, "checkpoint": str(path)}
+        with atomic_file(args.out / f"{args.name}.json") as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
+    print(f"rank {dist.rank()}/{dist.size()}: calibrated {len(windows)} windows in {seconds:.1f} s; checkpoint {path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
