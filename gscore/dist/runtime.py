@@ -32,7 +32,7 @@ def active() -> bool:
 
 
 def init() -> None:
-    """Join the ``msrun`` job (outside one: nothing). Idempotent.
+    """Join the ``msrun`` job (outside one: nothing) and put MindSpore in data-parallel mode. Idempotent.
 
     In the scheduler process this never returns (MindSpore ends the process when the job is
     done), which is why scripts call it first.
@@ -44,6 +44,10 @@ def init() -> None:
 
     join_cluster()
     _joined["rank"], _joined["size"] = int(get_rank()), int(get_group_size())
+    import mindspore as ms
+
+    # MindSpore's data-parallel mode: Model.train and DistributedGradReducer average gradients over the workers
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True)
 
 
 def rank() -> int:
