@@ -10,7 +10,9 @@ rank 0 writes it.
     msrun --worker_num=2 --local_worker_num=2 --master_port=8118 --log_dir=runs/dp/logs \\
           --join=True examples/ptq_data_parallel.py --out runs/dp                # msrun itself
 
-Writes ``OUT/NAME.ckpt`` and ``OUT/NAME.json`` (worker count, calibration seconds on rank 0).
+``--configs`` names one or more PTQ configs (JSON ``{name: PTQConfig fields}``); each is
+calibrated in turn and written to ``OUT/<name>.ckpt``; ``OUT/report.json`` holds the worker
+count and each config's calibration seconds (rank 0, between barriers).
 """
 
 from __future__ import annotations
@@ -31,18 +33,17 @@ from gscore import PTQConfig  # noqa: E402
 from gscore.data.wikipedia import load_articles, split_articles, token_windows  # noqa: E402
 from gscore.io import save_checkpoint  # noqa: E402
 from gscore.io.atomic import atomic_file  # noqa: E402
-from gscore.models.hf_folder import load_llama  # noqa: E402
+from gscore.models.hf_folder import load_llama, open_llama_folder  # noqa: E402
 from gscore.models.llama_helper import LlamaHelper  # noqa: E402
 from gscore.models.smollm2 import smollm2_folder  # noqa: E402
 
-DEFAULT_CONFIG = {"act_quant_dtype": "int8", "outliers_suppression": "smooth"}
+DEFAULT_CONFIGS = {"a8w8-smooth": {"act_quant_dtype": "int8", "outliers_suppression": "smooth"}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="folder for NAME.ckpt and NAME.json")
-    parser.add_argument("--name", default="ptq", help="file name stem of the outputs")
-    parser.add_argument("--config", type=json.loads, default=DEFAULT_CONFIG, help="PTQConfig fields as JSON (default: A8W8 + SmoothQuant)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for NAME.ckpt and report.json")
+    parser.add_argument("--configs", type=json.loads, default=DEFAULT_CONFIGS, help="JSON {name: PTQConfig fields} (default: A8W8 + SmoothQuant)")
     parser.add_argument("--layers", type=int, default=None, help="keep only the first layers (default: all 30)")
     parser.add_argument("--windows", type=int, default=8, help="calibration windows (all workers together)")
     parser.add_argument("--tokens", type=int, default=512, help="tokens per window")
@@ -51,21 +52,25 @@ def main() -> None:
     args = parser.parse_args()
     ms.runtime.launch_blocking()
 
-    net, tokenizer = load_llama(smollm2_folder(), num_layers=args.layers)
+    folder = smollm2_folder()
+    tokenizer = open_llama_folder(folder).tokenizer()
     windows = token_windows(tokenizer, split_articles(load_articles(), "calibration"), args.tokens, args.windows)
-    algo = gscore.get("ptq")(PTQConfig(**{**args.config, "algo_args": {"progress": False, **args.config.get("algo_args", {})}}))
-    dist.barrier()  # time the calibration alone, every worker ready
-    start = time.perf_counter()
-    algo.apply(net, LlamaHelper(tokenizer, windows_per_forward=args.windows_per_forward), datasets=windows)
-    dist.barrier()
-    seconds = time.perf_counter() - start
-    algo.convert(net)
-    path = save_checkpoint(net, args.out / f"{args.name}.ckpt", description=algo.describe(net))
+    seconds = {}
+    for name, fields in args.configs.items():
+        net, _ = load_llama(folder, num_layers=args.layers)
+        algo = gscore.get("ptq")(PTQConfig(**{**fields, "algo_args": {"progress": False, **fields.get("algo_args", {})}}))
+        dist.barrier()  # time the calibration alone, every worker ready
+        start = time.perf_counter()
+        algo.apply(net, LlamaHelper(tokenizer, windows_per_forward=args.windows_per_forward), datasets=windows)
+        dist.barrier()
+        seconds[name] = time.perf_counter() - start
+        algo.convert(net)
+        save_checkpoint(net, args.out / f"{name}.ckpt", description=algo.describe(net))
+        print(f"rank {dist.rank()}/{dist.size()}: {name}: calibrated {len(windows)} windows in {seconds[name]:.1f} s", flush=True)
     if dist.is_root():
-        report = {"workers": dist.size(), "windows": int(len(windows)), "tokens": args.tokens, "calibrate_seconds": seconds, "checkpoint": str(path)}
-        with atomic_file(args.out / f"{args.name}.json") as tmp:
+        report = {"workers": dist.size(), "windows": int(len(windows)), "tokens": args.tokens, "windows_per_forward": args.windows_per_forward, "calibrate_seconds": seconds}
+        with atomic_file(args.out / "report.json") as tmp:
             tmp.write_text(json.dumps(report, indent=2))
-    print(f"rank {dist.rank()}/{dist.size()}: calibrated {len(windows)} windows in {seconds:.1f} s; checkpoint {path}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """A few steps of SimQAT or SLB on LeNet5 and real MNIST digits, in one process or as one msrun worker.
 
-Writes ``OUT`` (an ``.npz`` of every parameter by name, rank 0 only, after the workers checked
-they hold the same parameters). Used by ``tests/test_dist_qat.py`` to compare 2 workers with
-one process training on the same global batches.
+For each algorithm writes ``OUT/<algorithm>.npz`` (every parameter by name and the final
+loss; rank 0 only, after the workers checked they hold the same parameters). Used by
+``tests/test_dist_msrun.py`` to compare 2 workers with one process on the same global batches.
 
-    python tests/jobs/qat_job.py simqat OUT.npz [--steps 3] [--batch 32]
+    python tests/jobs/qat_job.py OUT simqat slb [--steps 3] [--batch 32]
 """
 
 from gscore import dist
@@ -13,6 +13,7 @@ dist.init()  # first: msrun's scheduler process stops here
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
@@ -30,32 +31,36 @@ CONFIGS = {
 }
 
 
+def train(name: str, steps: int, batch: int, out: Path) -> None:
+    ms.set_seed(0)
+    net = LeNet5()
+    algo = gscore.get(name)(CONFIGS[name])
+    algo.apply(net)
+    before_step = None
+    if name == "slb":
+        schedule = algo.schedule(steps)
+        before_step = lambda: schedule.step(net)  # noqa: E731
+    data = load_mnist_5k()
+    rows = steps * batch
+    result = train_classifier(net, data.train_x[:rows], data.train_y[:rows], epochs=1, batch_size=batch, learning_rate=1e-3, progress=False, before_step=before_step)
+    dist.agree(f"the parameters trained by {name}", parameters_digest(net))
+    if dist.is_root():
+        with atomic_file(out / f"{name}.npz", suffix=".npz") as tmp:
+            np.savez(tmp, final_loss=np.array(result.final_loss), **{p.name: p.asnumpy() for p in net.get_parameters()})
+    dist.barrier()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("algorithm", choices=sorted(CONFIGS))
-    parser.add_argument("out")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("algorithms", nargs="+", choices=sorted(CONFIGS))
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
     ms.runtime.launch_blocking()
-    ms.set_seed(0)
-    net = LeNet5()
-    algo = gscore.get(args.algorithm)(CONFIGS[args.algorithm])
-    algo.apply(net)
-    before_step = None
-    if args.algorithm == "slb":
-        schedule = algo.schedule(args.steps)
-        before_step = lambda: schedule.step(net)  # noqa: E731
-    data = load_mnist_5k()
-    rows = args.steps * args.batch
-    result = train_classifier(net, data.train_x[:rows], data.train_y[:rows], epochs=1, batch_size=args.batch, learning_rate=1e-3, progress=False, before_step=before_step)
-    dist.agree("the trained parameters", parameters_digest(net))
-    if dist.is_root():
-        with atomic_file(args.out, suffix=".npz") as tmp:
-            np.savez(tmp, final_loss=np.array(result.final_loss), **{p.name: p.asnumpy() for p in net.get_parameters()})
-    dist.barrier()
+    for name in args.algorithms:
+        train(name, args.steps, args.batch, args.out)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
