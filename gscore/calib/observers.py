@@ -137,12 +137,12 @@ class InputObserver(nn.Cell):
         One process keeps every ``stride``-th row of each call, ``stride`` = the call's rows /
         ``sample_rows``. With an origin, each call's rows are placed: row ``j`` of a call covering
         sequences ``windows[a:b]`` (``k`` rows kept per sequence) has global position
-        ``windows[a + j // k] * k + j % k``. A call covering the worker's whole shard stands for
-        the one call covering every window in one process, so it keeps the rows whose global
-        position is a multiple of the whole set's stride; a call covering a fixed group of
-        windows (a helper's ``windows_per_forward``) is the very call one process makes, so it
-        keeps the same rows. Either way, all workers' rows sorted by position are exactly the
-        rows one process keeps, in its order.
+        ``windows[a + j // k] * k + j % k``. If the helper runs fixed groups of windows
+        (``origin.grouped``), each call is the very call one process makes and keeps the same
+        rows. Otherwise the worker's one call stands for the one call over every window in one
+        process, so it keeps the rows whose global position is a multiple of the whole set's
+        stride. Either way, all workers' rows sorted by position are exactly the rows one process
+        keeps, in its order.
         """
         tokens, origin = self.tokens_per_sequence, self.origin
         per_sequence = tokens - min(self.skip_leading, tokens)

@@ -46,7 +46,13 @@ from gscore.nn.walk import iter_cells
 
 
 class StreamingSource(Protocol):
-    """A model that can be materialised one block at a time (see :mod:`gscore.models.llama_stream`)."""
+    """A model that can be materialised one block at a time (see :mod:`gscore.models.llama_stream`).
+
+    ``windows_per_forward`` (windows per calibration forward, None: all at once) decides how
+    windows are dealt to data-parallel workers, as for in-memory calibration.
+    """
+
+    windows_per_forward: int | None
 
     def identity(self) -> dict[str, Any]:
         """What identifies the model (a resumed run must read the same one)."""
@@ -108,8 +114,7 @@ def quantize_streaming(
     if windows.ndim != 2 or windows.dtype.kind not in "iu" or not windows.size:
         raise CalibrationDataError(f"streaming calibration takes token windows as a non-empty int array [n, tokens], got {windows.dtype} {windows.shape}")
     windows = windows.astype(np.int32)
-    helper_group = getattr(source, "windows_per_forward", None) or 1
-    shard = dist.Shard.of(len(windows), group=helper_group) if dist.active() else None
+    shard = dist.Shard.of(len(windows), group=source.windows_per_forward or 1) if dist.active() else None
     mine = windows if shard is None else windows[shard.indices]
     checkpoint = StreamedCheckpoint.open(output, _job(algorithm, source, windows))
     if checkpoint.complete:

@@ -10,7 +10,7 @@ Scripts call :func:`init` first (see :mod:`gscore.dist.runtime` for why); :mod:`
 starts a script on N workers.
 """
 
-from gscore.dist.collectives import agree, all_max, all_min, all_sum, barrier, broadcast, gather, gather_rows
+from gscore.dist.collectives import agree, all_max, all_min, all_sum, barrier, gather, gather_rows
 from gscore.dist.runtime import active, init, is_root, launched, rank, size
 from gscore.dist.shard import Shard
 
@@ -22,7 +22,6 @@ __all__ = [
     "all_min",
     "all_sum",
     "barrier",
-    "broadcast",
     "gather",
     "gather_rows",
     "init",

@@ -100,13 +100,6 @@ def gather_rows(x: npt.ArrayLike) -> np.ndarray:
     return np.concatenate([gathered[w, : counts[w]] for w in range(size())])
 
 
-def broadcast(x: npt.ArrayLike) -> np.ndarray:
-    """Rank 0's ``x`` on every worker (``x`` the same shape and dtype everywhere): a decision
-    one worker makes for all."""
-    x = np.asarray(x)
-    return _gather(x)[0] if active() else x
-
-
 def barrier() -> None:
     """Return only when every worker got here (e.g. rank 0 has finished writing a file)."""
     if active():

@@ -39,14 +39,10 @@ STOP_GRACE_SECONDS = 15.0
 
 @dataclass(frozen=True)
 class LaunchResult:
-    """A finished job: ``msrun``'s output and the folder of the worker logs."""
+    """A finished job: ``msrun``'s output and the folder of the worker logs (``worker_<rank>.log``)."""
 
     log_dir: Path
     output: str
-
-    def worker_log(self, worker: int) -> str:
-        """The text worker ``worker`` printed (its rank, on a single host)."""
-        return (self.log_dir / f"worker_{worker}.log").read_text(errors="replace")
 
 
 def free_port() -> int:
