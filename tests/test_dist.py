@@ -15,7 +15,7 @@ import sys
 import mindspore as ms
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from mindspore import Tensor, nn
 

@@ -10,7 +10,6 @@ not grow with depth and stays far below the model's float weights.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
