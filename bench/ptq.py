@@ -28,19 +28,11 @@ import sys
 import time
 from pathlib import Path
 
+from gscore_ptq.presets import PRESETS, preset
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
-ROWS = {
-    "fp32": None,
-    "a16w8": {},
-    "a16w4-g128": {"weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128},
-    "a8w8-static": {"act_quant_dtype": "int8"},
-    "a8w8-smooth": {"act_quant_dtype": "int8", "outliers_suppression": "smooth"},
-    "a8w8-dynamic": {"act_quant_dtype": "int8", "act_quant_granularity": "per_token"},
-    "kv-int8-static": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8"},
-    "kv-int8-dynamic": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8", "kvcache_quant_granularity": "per_token"},
-    "a8w8-smooth-kv-int8": {"act_quant_dtype": "int8", "outliers_suppression": "smooth", "kvcache_quant_dtype": "int8"},
-}
+ROWS: dict[str, dict | None] = {"fp32": None, **{name: preset(name) for name in PRESETS}}
 EXTRA_ROWS: dict[str, dict] = {}
 
 

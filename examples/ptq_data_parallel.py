@@ -32,7 +32,7 @@ import gscore  # noqa: E402
 from gscore import PTQConfig  # noqa: E402
 from gscore.data.wikipedia import load_articles, split_articles, token_windows  # noqa: E402
 from gscore.io import save_checkpoint  # noqa: E402
-from gscore.io.atomic import atomic_file  # noqa: E402
+from gscore.io.atomic import atomic_target  # noqa: E402
 from gscore.models.hf_folder import load_llama, open_llama_folder  # noqa: E402
 from gscore.models.llama_helper import LlamaHelper  # noqa: E402
 from gscore.models.smollm2 import smollm2_folder  # noqa: E402
@@ -69,7 +69,7 @@ def main() -> None:
         print(f"rank {dist.rank()}/{dist.size()}: {name}: calibrated {len(windows)} windows in {seconds[name]:.1f} s", flush=True)
     if dist.is_root():
         report = {"workers": dist.size(), "windows": int(len(windows)), "tokens": args.tokens, "windows_per_forward": args.windows_per_forward, "calibrate_seconds": seconds}
-        with atomic_file(args.out / "report.json") as tmp:
+        with atomic_target(args.out / "report.json") as tmp:
             tmp.write_text(json.dumps(report, indent=2))
 
 

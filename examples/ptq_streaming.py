@@ -32,7 +32,7 @@ from gscore import PTQConfig  # noqa: E402
 from gscore.calib.streaming import quantize_streaming  # noqa: E402
 from gscore.data.wikipedia import load_articles, split_articles, token_windows  # noqa: E402
 from gscore.io import save_checkpoint  # noqa: E402
-from gscore.io.atomic import atomic_file  # noqa: E402
+from gscore.io.atomic import atomic_target  # noqa: E402
 from gscore.models.hf_folder import load_llama, open_llama_folder  # noqa: E402
 from gscore.models.llama_helper import LlamaHelper  # noqa: E402
 from gscore.models.llama_stream import LlamaFolderSource  # noqa: E402
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace, on_block: Callable[[str], None] | None = None)
     seconds = time.perf_counter() - start
     if args.report is not None and dist.is_root():
         report = {"seconds": seconds, "peak_rss_mib_before": before, "peak_rss_mib": peak_rss_mib(), "workers": dist.size(), "in_memory": args.in_memory}
-        with atomic_file(args.report) as tmp:
+        with atomic_target(args.report) as tmp:
             tmp.write_text(json.dumps(report, indent=2))
     print(f"rank {dist.rank()}/{dist.size()}: {args.out} in {seconds:.1f} s, peak RSS {peak_rss_mib():.0f} MiB", flush=True)
 

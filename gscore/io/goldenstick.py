@@ -35,7 +35,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn
 
 from gscore.errors import CheckpointMismatchError, ConfigError
-from gscore.io.atomic import atomic_file
+from gscore.io.atomic import atomic_target
 from gscore.io.checkpoint import load_parameters
 from gscore.io.loaded import check_loaded
 from gscore.nn.linear_view import ms_float_dtype_to_numpy
@@ -129,6 +129,7 @@ def save_goldenstick(network: nn.Cell, path: str | os.PathLike[str]) -> Path:
     for param in network.get_parameters():
         data = _cast(param.asnumpy(), np.float16, f"{param.name} (Golden Stick stores float16 scales)") if param.name in scales else param
         entries.append({"name": renames.get(param.name, param.name), "data": data})
-    with atomic_file(path, suffix=".ckpt") as tmp:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_target(Path(path)) as tmp:
         ms.save_checkpoint(entries, str(tmp))
     return path

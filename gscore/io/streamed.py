@@ -32,7 +32,7 @@ import numpy as np
 from mindspore import nn
 
 from gscore.errors import CheckpointMismatchError, ConfigError
-from gscore.io.atomic import atomic_file
+from gscore.io.atomic import atomic_target
 from gscore.io.checkpoint import load_parameters
 from gscore.io.digest import array_digest, parameters_digest
 
@@ -106,7 +106,7 @@ class StreamedCheckpoint:
         """Write ``network``'s parameters as ``<name>.ckpt``; returns its entry (file, digest)."""
         file = f"{name}.ckpt"
         self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_file(self.folder / file, suffix=".ckpt") as tmp:
+        with atomic_target(self.folder / file) as tmp:
             ms.save_checkpoint(network, str(tmp))
         return {"file": file, "digest": parameters_digest(network)}
 
@@ -117,8 +117,8 @@ class StreamedCheckpoint:
         """Save one worker's activations after ``block``; returns their digest."""
         path = self.state_path(block, rank)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path, suffix=".npy") as tmp:
-            np.save(tmp, hidden)
+        with atomic_target(path) as tmp, open(tmp, "wb") as stream:
+            np.save(stream, hidden)
         return array_digest(hidden)
 
     def read_state(self, rank: int) -> np.ndarray:
@@ -144,7 +144,7 @@ class StreamedCheckpoint:
             "format": FORMAT, "version": VERSION, "job": self.job, "rest": self.rest, "blocks": self.blocks,
             "description": self.description, "complete": self.complete,
         }
-        with atomic_file(self.folder / MANIFEST) as tmp:
+        with atomic_target(self.folder / MANIFEST) as tmp:
             tmp.write_text(json.dumps(record, indent=1))
 
     def finish(self, description: dict[str, Any]) -> None:

@@ -19,15 +19,17 @@ Two optional structures serve quantization (both absent in a plain model):
   starts with, computed once by the float model (:meth:`LlamaForCausalLM.set_prefix`). The
   attention-sink activations then live in those float entries and never in the quantized
   layers; positions of the real tokens start at ``P``.
-* an online rotation of the ``down_proj`` input (``mlp.down_rotation``), the part of a
-  QuaRot-style rotation that cannot be folded into weights.
+* online rotations for a QuaRot-style rotation of the residual stream: of the ``down_proj``
+  input (``mlp.down_rotation``), the part that cannot be folded into weights, and, for a
+  model with a tied head, of the stream itself where it enters and leaves the decoder
+  (``model.entry_rotation`` / ``model.exit_rotation``), so embedding and head stay one table.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import mindspore as ms
 import numpy as np
@@ -189,6 +191,8 @@ class LlamaModel(nn.Cell):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.CellList([DecoderLayer(config) for _ in range(config.num_layers)])
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.entry_rotation = None
+        self.exit_rotation = None
 
 
 class LMHead(nn.Cell):
@@ -254,17 +258,6 @@ class LlamaForCausalLM(nn.Cell):
             empty = np.full((1, attn.num_kv_heads, length, attn.head_dim), np.nan, np.float32)
             attn.set_prefix(empty, empty, f"model.layers.{i}.self_attn.")
 
-    def untie_head(self) -> None:
-        """Give the output head its own weight (a copy of the embedding table), so the two can
-        change independently (a rotation folds the final norm into the head only)."""
-        if not self.config.tie_word_embeddings:
-            return
-        head = LMHead(self.config)
-        head.weight.set_data(self.model.embed_tokens.embedding_table.value().copy())
-        self.lm_head = head
-        head.weight.name = "lm_head.weight"
-        self.config = replace(self.config, tie_word_embeddings=False)
-
     def reset_cache(self) -> None:
         """Empty every layer's KV cache."""
         for layer in self.model.layers:
@@ -276,7 +269,8 @@ class LlamaForCausalLM(nn.Cell):
 
     def embed(self, input_ids: Tensor) -> Tensor:
         """Token embeddings as 2-D hidden states ``[batch * tokens, hidden]``."""
-        return ops.reshape(self.model.embed_tokens(input_ids), (-1, self.config.hidden_size))
+        hidden = ops.reshape(self.model.embed_tokens(input_ids), (-1, self.config.hidden_size))
+        return hidden if self.model.entry_rotation is None else self.model.entry_rotation(hidden)
 
     def position_inputs(self, tokens: int, start: int) -> tuple[Tensor, Tensor, Tensor]:
         """cos, sin ``[tokens, head_dim]`` and the additive causal mask ``[tokens, P+start+tokens]``.
@@ -295,6 +289,8 @@ class LlamaForCausalLM(nn.Cell):
     def head(self, hidden: Tensor, batch: int) -> Tensor:
         """Final norm and output projection: logits ``[batch, tokens, vocab]``."""
         table = self.model.embed_tokens.embedding_table if self.config.tie_word_embeddings else self.lm_head.weight
+        if self.model.exit_rotation is not None:
+            hidden = self.model.exit_rotation(hidden)
         logits = self.head_matmul(self.model.norm(hidden), table)
         return ops.reshape(logits, (batch, -1, self.config.vocab_size))
 

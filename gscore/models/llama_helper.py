@@ -28,7 +28,7 @@ from gscore.calib.network_helper import NetworkHelper
 from gscore.errors import ConfigError
 from gscore.io.loaded import check_loaded
 from gscore.models.llama import LlamaForCausalLM
-from gscore.nn.rotation import OnlineHadamard, ResidualStream
+from gscore.nn.rotation import FixedRotation, OnlineHadamard, ResidualStream
 
 SMOOTH_GROUPS = (
     ("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
@@ -147,9 +147,9 @@ class LlamaHelper(NetworkHelper):
         return int(self.specs["seq_length"])
 
     def residual_stream(self, network: LlamaForCausalLM) -> ResidualStream:
-        """Where the residual stream is read and written; needs an untied head (see :meth:`prepare_rotation`)."""
-        if network.config.tie_word_embeddings:
-            raise ValueError("rotating the residual stream needs an untied output head: call prepare_rotation(network) first")
+        """Where the residual stream is read and written. With a tied head the stream is rotated
+        online at the decoder's entry and exit (see :meth:`prepare_rotation`), so the embedding,
+        the final norm and the head are not part of it."""
         readers, writers, online = [], [], []
         for i in range(len(network.model.layers)):
             p = f"model.layers.{i}."
@@ -158,21 +158,20 @@ class LlamaHelper(NetworkHelper):
             o_bias = p + "self_attn.o_proj.bias" if network.config.o_proj_bias else None
             writers += [(p + "self_attn.o_proj.weight", o_bias), (p + "mlp.down_proj.weight", None)]
             online.append(p + "mlp.down_proj.weight")
-        readers.append(("model.norm.weight", ("lm_head.weight",)))
-        return ResidualStream(
-            size=network.config.hidden_size,
-            embeddings=("model.embed_tokens.embedding_table",),
-            readers=tuple(readers),
-            writers=tuple(writers),
-            online=tuple(online),
-        )
+        embeddings: tuple[str, ...] = ()
+        if not network.config.tie_word_embeddings:
+            embeddings = ("model.embed_tokens.embedding_table",)
+            readers.append(("model.norm.weight", ("lm_head.weight",)))
+        return ResidualStream(size=network.config.hidden_size, embeddings=embeddings, readers=tuple(readers), writers=tuple(writers), online=tuple(online))
 
-    def prepare_rotation(self, network: LlamaForCausalLM) -> None:
-        """The structure a rotated model needs: an untied head and an online Hadamard before every
-        ``down_proj``. The network computes the same function again only once
-        :func:`~gscore.nn.rotation.rotate_residual_stream` has rotated the weights (or a rotated
-        checkpoint is loaded: DEPLOY mode calls only this)."""
-        network.untie_head()
+    def prepare_rotation(self, network: LlamaForCausalLM, rotation: np.ndarray) -> None:
+        """The structure a network rotated by ``rotation [hidden, hidden]`` needs: an online
+        Hadamard before every ``down_proj`` and, with a tied head, the online rotation of the
+        stream at the decoder's entry and its inverse at the exit. The network computes the
+        same function again only once :func:`~gscore.nn.rotation.rotate_residual_stream` has
+        rotated the weights (or a rotated checkpoint is loaded: DEPLOY mode calls only this)."""
+        if network.config.tie_word_embeddings:
+            network.model.entry_rotation = FixedRotation(rotation)
+            network.model.exit_rotation = FixedRotation(np.asarray(rotation).T)
         for layer in network.model.layers:
-            if layer.mlp.down_rotation is None:
-                layer.mlp.down_rotation = OnlineHadamard(network.config.intermediate_size)
+            layer.mlp.down_rotation = OnlineHadamard(network.config.intermediate_size)

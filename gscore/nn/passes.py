@@ -25,12 +25,13 @@ from dataclasses import dataclass
 import numpy as np
 from mindspore import Tensor, nn
 
-from gscore.errors import ConfigError, NoQuantizableLayerError
+from gscore.errors import ConfigError, NoQuantizableLayerError, NonFiniteValueError
 from gscore.nn.linear_view import LinearView, is_linear, linear_view, ms_float_dtype_to_numpy
 from gscore.nn.quant_linear import QuantLinear, SimQuantLinear, is_group_quantizer, quantizers_of, view_of
 from gscore.nn.quantizers import GroupWeightQuantizer, WeightQuantizer
-from gscore.nn.walk import iter_cells, matches_blacklist, replace_cell
-from gscore.quant import Granularity, QuantParams, QuantScheme, pack_int4, quant_params, quantize
+from gscore.nn.walk import iter_cells, matches_blacklist, replace_cell, warn_unmatched_blacklist
+from gscore.quant import Granularity, QuantParams, QuantScheme, pack_int4, quant_params, quantize, round_scale
+from gscore.quant.weights import pad_to_groups
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class WeightSpec:
 def find_linears(network: nn.Cell, blacklist: list[str]) -> list[tuple[str, nn.Cell]]:
     """Linear layers (``nn.Dense``, mindformers ``Linear``) not excluded by ``blacklist``."""
     found = list(iter_cells(network, is_linear))
+    warn_unmatched_blacklist([name for name, _ in found], blacklist)
     kept = [(name, cell) for name, cell in found if not matches_blacklist(name, blacklist)]
     if not kept:
         raise NoQuantizableLayerError(
@@ -76,19 +78,14 @@ def padded_to_groups(weight: np.ndarray, spec: WeightSpec) -> np.ndarray:
 
     A short last group then has its own scale over its real columns plus zeros, which the
     asymmetric range includes anyway."""
-    if not spec.group_size or weight.shape[1] % spec.group_size == 0:
-        return weight
-    return np.pad(weight, ((0, 0), (0, -weight.shape[1] % spec.group_size)))
+    return pad_to_groups(weight, spec.group_size)
 
 
 def stored_params(weight: np.ndarray, view: LinearView, spec: WeightSpec) -> QuantParams:
     """Params of ``weight`` whose scale is rounded to the dtype it is stored in, so the
     integers are computed with the stored value (tiny scales are raised to that dtype's
     smallest normal number)."""
-    params = quant_params(padded_to_groups(weight, spec), spec.scheme(view))
-    store = ms_float_dtype_to_numpy(view.compute_dtype)
-    scale = np.maximum(params.scale.astype(store), np.finfo(store).tiny).astype(np.float32)
-    return QuantParams(scale=scale, zero_point=params.zero_point, scheme=params.scheme)
+    return round_scale(quant_params(padded_to_groups(weight, spec), spec.scheme(view)), ms_float_dtype_to_numpy(view.compute_dtype))
 
 
 def simulated_linear(
@@ -157,12 +154,19 @@ def deployed_linear(view: LinearView, spec: WeightSpec, input_quantizer: nn.Cell
 
 
 def calibrate_weights(network: nn.Cell, blacklist: list[str], spec: WeightSpec = WeightSpec()) -> list[str]:
-    """Weight-only calibration: every linear layer becomes simulated, scales from its weight."""
-    names = []
+    """Weight-only calibration: every linear layer becomes simulated, scales from its weight.
+
+    Every layer's scales are computed before the first layer is replaced, so a weight that
+    cannot be quantized (NaN) fails the call with the network untouched."""
+    simulated = []
     for name, cell in find_linears(network, blacklist):
-        replace_cell(network, name, simulated_linear(linear_view(cell), spec))
-        names.append(name)
-    return names
+        try:
+            simulated.append((name, simulated_linear(linear_view(cell), spec)))
+        except NonFiniteValueError as exc:
+            raise NonFiniteValueError(f"the weight of layer {name!r}: {exc}") from exc
+    for name, cell in simulated:
+        replace_cell(network, name, cell)
+    return [name for name, _ in simulated]
 
 
 def deploy_weights(network: nn.Cell, blacklist: list[str], spec: WeightSpec = WeightSpec()) -> list[str]:
@@ -196,6 +200,17 @@ def describe_linears(network: nn.Cell) -> dict[str, dict[str, object]]:
             layers[name]["input"] = type(iq).__name__
             layers[name]["smooth_scale"] = cell.has_smooth
     return layers
+
+
+def require_kv_caches(network: nn.Cell, algorithm: str) -> None:
+    """Raise NoQuantizableLayerError unless ``network`` holds a float gscore KV cache to quantize."""
+    from gscore.nn.kv_cache import FloatKVCache
+
+    if not any(True for _ in iter_cells(network, lambda c: type(c) is FloatKVCache)):
+        raise NoQuantizableLayerError(
+            f"{algorithm}: kvcache_quant_dtype is set but {type(network).__name__} has no gscore KV cache "
+            "(gscore.nn.kv_cache.FloatKVCache) to quantize; leave kvcache_quant_dtype None for this network"
+        )
 
 
 def dynamic_kv_caches(network: nn.Cell) -> list[str]:

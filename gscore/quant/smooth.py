@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gscore.quant.checks import require_finite
+
 _FLOOR = 1e-5
 
 
@@ -17,10 +19,13 @@ def smooth_scales(act_absmax: np.ndarray, weight_absmax: np.ndarray, alpha: floa
     """Scales ``s`` (``[in]`` float32) from per-channel input and weight-column maxima.
 
     Channels that never fired or whose weights are all zero get ``s = 1`` (nothing to move);
-    both maxima are floored at 1e-5 so the power never sees zero.
+    both maxima are floored at 1e-5 so the power never sees zero. Non-finite maxima (a NaN
+    weight or activation) raise NonFiniteValueError.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"SmoothQuant alpha must be in [0, 1], got {alpha}")
+    require_finite(np.asarray(act_absmax), "SmoothQuant's input channel maxima (the calibration activations)")
+    require_finite(np.asarray(weight_absmax), "SmoothQuant's weight column maxima (the layer weights)")
     act = np.maximum(np.asarray(act_absmax, np.float64), _FLOOR)
     weight = np.maximum(np.asarray(weight_absmax, np.float64), _FLOOR)
     scales = act**alpha / weight ** (1.0 - alpha)

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 import gscore  # noqa: E402
 from gscore.data.mnist import load_mnist_5k  # noqa: E402
-from gscore.io.atomic import atomic_file  # noqa: E402
+from gscore.io.atomic import atomic_target  # noqa: E402
 from gscore.io.digest import parameters_digest  # noqa: E402
 from gscore.models.convnets import LeNet5  # noqa: E402
 from gscore.train.classifier import train_classifier  # noqa: E402
@@ -45,8 +45,8 @@ def train(name: str, steps: int, batch: int, out: Path) -> None:
     result = train_classifier(net, data.train_x[:rows], data.train_y[:rows], epochs=1, batch_size=batch, learning_rate=1e-3, progress=False, before_step=before_step)
     dist.agree(f"the parameters trained by {name}", parameters_digest(net))
     if dist.is_root():
-        with atomic_file(out / f"{name}.npz", suffix=".npz") as tmp:
-            np.savez(tmp, final_loss=np.array(result.final_loss), **{p.name: p.asnumpy() for p in net.get_parameters()})
+        with atomic_target(out / f"{name}.npz") as tmp, open(tmp, "wb") as stream:
+            np.savez(stream, final_loss=np.array(result.final_loss), **{p.name: p.asnumpy() for p in net.get_parameters()})
     dist.barrier()
 
 

@@ -21,6 +21,7 @@ Options (from :class:`~gscore.PTQConfig`, per layer overridable with ``layer_pol
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
@@ -29,26 +30,30 @@ from mindspore import Tensor, nn
 from gscore.algorithm import PTQAlgorithm
 from gscore.calib.data_parallel import data_parallel
 from gscore.calib.layerwise import WholeNetworkHelper, calibrate_blockwise
-from gscore.config import OutliersSuppressionType, PTQConfig, QuantDtype, QuantGranularity
+from gscore.config import OutliersSuppressionType, PrecisionRecovery, PTQConfig, QuantDtype, QuantGranularity
 from gscore.errors import CalibrationDataError, ConfigError, NoQuantizableLayerError
 from gscore.nn.kv_cache import DynamicInt8KVCache, FloatKVCache, StaticInt8KVCache
 from gscore.nn.linear_view import is_linear, linear_view
-from gscore.nn.passes import deployed_linear, dynamic_kv_caches, quantize_network, simulated_linear
+from gscore.nn.passes import deployed_linear, dynamic_kv_caches, quantize_network, require_kv_caches, simulated_linear
 from gscore.nn.quantizers import DynamicInputQuantizer, StaticInputQuantizer
 from gscore.nn.rotation import rotate_residual_stream
 from gscore.nn.walk import iter_cells, replace_cell
 from gscore.quant import randomized_hadamard
-from gscore_ptq.args import parse_args
+from gscore_ptq.args import KNOWN_ARGS, parse_args
 from gscore_ptq.block import BlockCalibrator, full_name, name_prefix
 from gscore_ptq.policy import PolicyTable
 
-_NOT_IMPLEMENTED = (OutliersSuppressionType.OUTLIER_SUPPRESSION_PLUS, OutliersSuppressionType.OUTLIER_SUPPRESSION_LITE)
 
 
 class PTQ(PTQAlgorithm):
     """Post-training quantization: A16W8, A16W4, A8W8 static/dynamic, A8W4, KV int8; SmoothQuant, AWQ, rotation, GPTQ."""
 
     config_cls = PTQConfig
+    supported_options = {
+        "precision_recovery": (PrecisionRecovery.NONE, PrecisionRecovery.GPTQ),
+        "outliers_suppression": (OutliersSuppressionType.NONE, OutliersSuppressionType.SMOOTH, OutliersSuppressionType.AWQ, OutliersSuppressionType.ROTATION),
+    }
+    known_algo_args = KNOWN_ARGS
 
     def __init__(self, config: Any = None, layer_policies: Mapping[str, PTQConfig] | None = None) -> None:
         super().__init__(config)
@@ -56,8 +61,6 @@ class PTQ(PTQAlgorithm):
 
     def validate_config(self) -> None:
         cfg = self.config
-        if cfg.outliers_suppression in _NOT_IMPLEMENTED:
-            raise ConfigError(f"outliers_suppression={cfg.outliers_suppression.value} is not implemented; use 'smooth', 'awq', 'rotation' or 'none'")
         if cfg.weight_quant_dtype is QuantDtype.INT4 and cfg.weight_quant_granularity is not QuantGranularity.PER_GROUP:
             raise ConfigError("int4 weights need weight_quant_granularity=per_group with group_size 64, 128 or 256")
         if cfg.weight_quant_dtype is QuantDtype.INT4 and cfg.act_quant_dtype is not None and cfg.act_quant_granularity is not QuantGranularity.PER_TOKEN:
@@ -88,7 +91,15 @@ class PTQ(PTQAlgorithm):
             raise ConfigError(f"{' and '.join(needs)} need a network helper that knows the model's structure; {type(helper).__name__} lacks {missing} (LlamaHelper has them)")
         return helper
 
+    def _check_network(self, network: nn.Cell) -> None:
+        """Before the first change: policies and blacklist entries matching no layer warn; a
+        KV-cache config needs a network with a gscore KV cache."""
+        self.policies.warn_unmatched([name for name, _ in iter_cells(network, is_linear)])
+        if self.config.kvcache_quant_dtype is not None:
+            require_kv_caches(network, "ptq")
+
     def calibrate(self, network: nn.Cell, network_helper: Any = None, datasets: Any = None) -> nn.Cell:
+        self._check_network(network)
         helper = data_parallel(self._helper(network_helper))  # under msrun: this worker's shard, statistics combined
         names = [name for name, _ in iter_cells(network, is_linear) if self.policies.for_layer(name) is not None]
         if not names and self.config.kvcache_quant_dtype is None:
@@ -113,10 +124,11 @@ class PTQ(PTQAlgorithm):
         In DEPLOY mode only the structure is built (the checkpoint holds the rotated weights
         and the prefix's keys and values)."""
         if self.rotates:
-            helper.prepare_rotation(network)
+            stream = helper.residual_stream(network)
+            rotation = randomized_hadamard(stream.size, self.args.rotation_seed)
+            helper.prepare_rotation(network, rotation)
             if not deploy:
-                stream = helper.residual_stream(network)
-                rotate_residual_stream(network, stream, randomized_hadamard(stream.size, self.args.rotation_seed))
+                rotate_residual_stream(network, stream, rotation)
         if self.args.prefix:
             ids = self._prefix_ids(network, helper)
             if deploy:
@@ -152,6 +164,7 @@ class PTQ(PTQAlgorithm):
     def deploy(self, network: nn.Cell) -> nn.Cell:
         """Rebuild the quantized structure exactly as QUANTIZE would leave it, with NaN placeholders
         (scales, zero points, prefix entries) that only a loaded checkpoint makes finite."""
+        self._check_network(network)
         helper = self._helper(self.network_helper)
         self._prepare(network, helper, deploy=True)
         plans = BlockCalibrator(self.policies, self.args, helper, self.static_kv, self.config.kvcache_quant_dtype is not None)

@@ -28,42 +28,23 @@ or a bad value is a :class:`~gscore.errors.ConfigError` naming what is allowed.
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from gscore.config import OutliersSuppressionType, PrecisionRecovery, PTQConfig
-from gscore.errors import ConfigError
+from gscore.config import OutliersSuppressionType, PrecisionRecovery, PTQConfig, check_bool, check_number
+from gscore.errors import ConfigError, GscoreWarning
 
 DEFAULT_AWQ_ALPHAS = tuple(i / 20 for i in range(20))
 DEFAULT_CLIP_RATIOS = tuple(1.0 - i / 20 for i in range(10))
 
 
-def _number(key: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
-        raise ConfigError(f"algo_args[{key!r}] must be a finite number in [{low}, {high}], got {value!r}")
-    return float(value)
-
-
-def _numbers(key: str, value: Any, low: float, high: float) -> tuple[float, ...]:
-    """A number or a non-empty list of numbers, as a tuple."""
+def _numbers(key: str, value: Any, low: float, high: float, low_open: bool = False) -> tuple[float, ...]:
+    """A number or a non-empty list of numbers in the bounds, as a tuple."""
     values = value if isinstance(value, (list, tuple)) else [value]
     if not values:
         raise ConfigError(f"algo_args[{key!r}] must be a number or a non-empty list of numbers in [{low}, {high}], got {value!r}")
-    return tuple(_number(key, v, low, high) for v in values)
-
-
-def _integer(key: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"algo_args[{key!r}] must be an int >= {low}, got {value!r}")
-    return value
-
-
-def _flag(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"algo_args[{key!r}] must be True or False, got {value!r}")
-    return value
+    return tuple(check_number(v, f"algo_args[{key!r}]", low, high, low_open=low_open) for v in values)
 
 
 @dataclass(frozen=True)
@@ -118,17 +99,14 @@ KNOWN_ARGS = frozenset(_USED_BY)
 def parse_args(config: PTQConfig) -> PTQArgs:
     """The validated :class:`PTQArgs` of ``config.algo_args``; warns about keys without effect."""
     raw: Mapping[str, Any] = config.algo_args
-    unknown = sorted(set(raw) - KNOWN_ARGS)
-    if unknown:
-        raise ConfigError(f"unknown algo_args {unknown} for ptq; known: {sorted(KNOWN_ARGS)}")
     idle = sorted(key for key in raw if not _USED_BY[key](config))
     if idle:
-        warnings.warn(f"ptq ignores algo_args {idle} with this config (they belong to another option; see gscore_ptq.args)", stacklevel=3)
+        warnings.warn(f"ptq ignores algo_args {idle} with this config (they belong to another option; see gscore_ptq.args)", GscoreWarning, stacklevel=5)
     gptq = GPTQArgs(
-        block_size=_integer("block_size", raw.get("block_size", 128), 1),
-        damp_percent=_number("damp_percent", raw.get("damp_percent", 0.01), 0.0, 1.0),
-        desc_act=_flag("desc_act", raw.get("desc_act", False)),
-        static_groups=_flag("static_groups", raw.get("static_groups", False)),
+        block_size=check_number(raw.get("block_size", 128), "algo_args['block_size']", 1, integer=True),
+        damp_percent=check_number(raw.get("damp_percent", 0.01), "algo_args['damp_percent']", 0.0, 1.0),
+        desc_act=check_bool(raw.get("desc_act", False), "algo_args['desc_act']"),
+        static_groups=check_bool(raw.get("static_groups", False), "algo_args['static_groups']"),
     )
     prefix = raw.get("prefix", ())
     if prefix != "bos" and (not isinstance(prefix, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prefix)):
@@ -136,12 +114,12 @@ def parse_args(config: PTQConfig) -> PTQArgs:
     return PTQArgs(
         alpha=_numbers("alpha", raw.get("alpha", 0.5), 0.0, 1.0),
         smooth_alpha=_numbers("smooth_alpha", raw.get("smooth_alpha", list(DEFAULT_AWQ_ALPHAS)), 0.0, 1.0),
-        duo_scaling=_flag("duo_scaling", raw.get("duo_scaling", True)),
-        weight_clip_ratio=_numbers("weight_clip_ratio", raw.get("weight_clip_ratio", list(DEFAULT_CLIP_RATIOS)), 1e-6, 1.0),
+        duo_scaling=check_bool(raw.get("duo_scaling", True), "algo_args['duo_scaling']"),
+        weight_clip_ratio=_numbers("weight_clip_ratio", raw.get("weight_clip_ratio", list(DEFAULT_CLIP_RATIOS)), 0.0, 1.0, low_open=True),
         gptq=gptq,
-        rotation_seed=_integer("rotation_seed", raw.get("rotation_seed", 0), 0),
+        rotation_seed=check_number(raw.get("rotation_seed", 0), "algo_args['rotation_seed']", 0, integer=True),
         prefix=prefix if isinstance(prefix, str) else tuple(prefix),
-        skip_leading_tokens=_integer("skip_leading_tokens", raw.get("skip_leading_tokens", 0), 0),
-        search_windows=_integer("search_windows", raw.get("search_windows", 2), 1),
-        progress=_flag("progress", raw.get("progress", True)),
+        skip_leading_tokens=check_number(raw.get("skip_leading_tokens", 0), "algo_args['skip_leading_tokens']", 0, integer=True),
+        search_windows=check_number(raw.get("search_windows", 2), "algo_args['search_windows']", 1, integer=True),
+        progress=check_bool(raw.get("progress", True), "algo_args['progress']"),
     )

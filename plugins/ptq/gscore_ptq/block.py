@@ -29,7 +29,7 @@ from mindspore import Tensor, nn
 from gscore.calib.observers import Collect, InputObserver, ObservingKVCache
 from gscore.nn.kv_cache import DynamicInt8KVCache, FloatKVCache, StaticInt8KVCache
 from gscore.nn.linear_view import is_linear, linear_view, ms_float_dtype_to_numpy
-from gscore.nn.passes import simulated_linear
+from gscore.nn.passes import simulated_linear, stored_params
 from gscore.nn.quantizers import DynamicInputQuantizer, StaticInputQuantizer
 from gscore.nn.walk import get_cell, iter_cells, replace_cell
 from gscore.quant import Granularity, QuantParams, QuantScheme, awq_scales, awq_weight_mean, compute_params, gptq_quantize, scaled_fake_quantize, search_weight_clip
@@ -243,18 +243,22 @@ class BlockCalibrator:
             replace_cell(block, rel, simulated_linear(view, w.policy.weight, weight, self._input_quantizer(w), smooth, params), name_prefix(block_name))
 
     def _round(self, w: LayerWork, view: Any, gptq: bool) -> tuple[np.ndarray, QuantParams | None]:
-        """The weight to simulate (clipped; GPTQ-compensated) and GPTQ's params (None: observe them)."""
-        weight = w.weight
+        """The weight to simulate and its params (None: observe them from that weight).
+
+        Clipping alone simulates the clipped weight. With GPTQ, the clipping search only picks
+        the params (the clipped ranges) and GPTQ quantizes the *unclipped* weight with them, so
+        the error of every value beyond a clipped range is fed back to the columns after it.
+        """
         scheme = w.policy.weight.scheme(view)
         store = ms_float_dtype_to_numpy(view.compute_dtype)
-        if w.policy.clip:
-            weight = search_weight_clip(weight, w.sample, scheme, self.args.weight_clip_ratio, scale_dtype=store).weight
+        clipped = search_weight_clip(w.weight, w.sample, scheme, self.args.weight_clip_ratio, scale_dtype=store).weight if w.policy.clip else None
         if gptq and w.policy.gptq:
             g = self.args.gptq
-            result = gptq_quantize(weight, w.hessian(), scheme, block_size=g.block_size, damp_percent=g.damp_percent,
-                                   act_order=g.desc_act, static_groups=g.static_groups, scale_dtype=store)
+            params = None if clipped is None else stored_params(clipped, view, w.policy.weight)
+            result = gptq_quantize(w.weight, w.hessian(), scheme, block_size=g.block_size, damp_percent=g.damp_percent,
+                                   act_order=g.desc_act, static_groups=g.static_groups, scale_dtype=store, params=params)
             return np.array(result.weight), result.params
-        return weight, None
+        return (w.weight if clipped is None else clipped), None
 
     def _input_quantizer(self, w: LayerWork) -> nn.Cell | None:
         if w.policy.act == "dynamic":

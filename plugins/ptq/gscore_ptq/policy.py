@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Mapping
 
 from gscore.config import OutliersSuppressionType, PrecisionRecovery, PTQConfig, QuantGranularity
-from gscore.errors import ConfigError
+from gscore.errors import ConfigError, GscoreWarning
 from gscore.nn.passes import WeightSpec
-from gscore.nn.walk import matches_blacklist
+from gscore.nn.walk import matches_blacklist, warn_unmatched_blacklist
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,11 @@ class PolicyTable:
     def __init__(self, config: PTQConfig, layer_policies: Mapping[str, PTQConfig] | None = None) -> None:
         self.config = config
         self.rules: list[tuple[re.Pattern[str], LinearPolicy | None]] = []
+        if layer_policies is not None and not isinstance(layer_policies, Mapping):
+            raise ConfigError(f"layer_policies must be a mapping of regex -> PTQConfig (e.g. {{r'mlp\\.down_proj$': PTQConfig()}}), got {type(layer_policies).__name__}")
         for pattern, override in (layer_policies or {}).items():
+            if not isinstance(pattern, str):
+                raise ConfigError(f"layer_policies keys must be regular expressions (str), got {pattern!r}")
             if not isinstance(override, PTQConfig):
                 raise ConfigError(f"layer_policies[{pattern!r}] must be a PTQConfig, got {type(override).__name__}")
             if override.mode is not config.mode:
@@ -73,6 +78,14 @@ class PolicyTable:
                 raise ConfigError(f"layer_policies key {pattern!r} is not a valid regular expression: {exc}") from exc
             self.rules.append((compiled, linear_policy(override)))
         self.default = linear_policy(config)
+
+    def warn_unmatched(self, layer_names: list[str]) -> None:
+        """Warn (GscoreWarning) about each policy regex and blacklist entry that matches none of
+        ``layer_names``: a typo there silently changes nothing."""
+        warn_unmatched_blacklist(layer_names, self.config.opname_blacklist)
+        unused = [p.pattern for p, _ in self.rules if not any(p.search(n) for n in layer_names)]
+        if unused:
+            warnings.warn(f"layer_policies patterns {unused} match no linear layer, so they have no effect; layer names look like {layer_names[:3]}", GscoreWarning, stacklevel=4)
 
     def for_layer(self, name: str) -> LinearPolicy | None:
         if matches_blacklist(name, self.config.opname_blacklist):

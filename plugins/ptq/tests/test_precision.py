@@ -90,9 +90,10 @@ def test_rotated_float_model_keeps_its_perplexity(make_llama, windows):
     net = make_llama(layers=2)
     before = window_nll(llama_forward(net), evaluation)
     helper = LlamaHelper()
-    helper.prepare_rotation(net)
     stream = helper.residual_stream(net)
-    rotate_residual_stream(net, stream, randomized_hadamard(stream.size, seed=3))
+    rotation = randomized_hadamard(stream.size, seed=3)
+    helper.prepare_rotation(net, rotation)
+    rotate_residual_stream(net, stream, rotation)
     after = window_nll(llama_forward(net), evaluation)
     assert abs(np.exp(after.mean()) / np.exp(before.mean()) - 1) < 1e-4
     assert np.allclose(net.model.layers[0].input_layernorm.weight.asnumpy(), 1.0)
