@@ -10,8 +10,9 @@ rank 0 writes it.
     msrun --worker_num=2 --local_worker_num=2 --master_port=8118 --log_dir=runs/dp/logs \\
           --join=True examples/ptq_data_parallel.py --out runs/dp                # msrun itself
 
-``--configs`` names one or more PTQ configs (JSON ``{name: PTQConfig fields}``); each is
-calibrated in turn and written to ``OUT/<name>.ckpt``; ``OUT/report.json`` holds the worker
+``--presets`` names PTQ presets (:mod:`gscore_ptq.presets`; default: the default preset) and
+``--configs`` more configs (JSON ``{name: PTQConfig fields}``); each is calibrated in turn and
+written to ``OUT/<name>.ckpt``; ``OUT/report.json`` holds the worker
 count and each config's calibration seconds (rank 0, between barriers).
 """
 
@@ -36,27 +37,28 @@ from gscore.io.atomic import atomic_target  # noqa: E402
 from gscore.models.hf_folder import load_llama, open_llama_folder  # noqa: E402
 from gscore.models.llama_helper import LlamaHelper  # noqa: E402
 from gscore.models.smollm2 import smollm2_folder  # noqa: E402
-
-DEFAULT_CONFIGS = {"a8w8-smooth": {"act_quant_dtype": "int8", "outliers_suppression": "smooth"}}
-
+from gscore_ptq.presets import DEFAULT, PRESETS, preset  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for NAME.ckpt and report.json")
-    parser.add_argument("--configs", type=json.loads, default=DEFAULT_CONFIGS, help="JSON {name: PTQConfig fields} (default: A8W8 + SmoothQuant)")
+    parser.add_argument("--presets", nargs="*", choices=list(PRESETS), default=None, help=f"PTQ presets to calibrate (default: {DEFAULT} unless --configs is given)")
+    parser.add_argument("--configs", type=json.loads, default={}, help="more configs: JSON {name: PTQConfig fields}")
     parser.add_argument("--layers", type=int, default=None, help="keep only the first layers (default: all 30)")
     parser.add_argument("--windows", type=int, default=8, help="calibration windows (all workers together)")
     parser.add_argument("--tokens", type=int, default=512, help="tokens per window")
     parser.add_argument("--windows-per-forward", type=int, default=None, help="windows per block forward (default: all at once); "
                         "set it, in the one-process run too, for results independent of the worker count")
     args = parser.parse_args()
+    presets = args.presets if args.presets is not None else ([] if args.configs else [DEFAULT])
+    configs = {**{name: preset(name) for name in presets}, **args.configs}
     ms.runtime.launch_blocking()
 
     folder = smollm2_folder()
     tokenizer = open_llama_folder(folder).tokenizer()
     windows = token_windows(tokenizer, split_articles(load_articles(), "calibration"), args.tokens, args.windows)
     seconds = {}
-    for name, fields in args.configs.items():
+    for name, fields in configs.items():
         net, _ = load_llama(folder, num_layers=args.layers)
         algo = gscore.get("ptq")(PTQConfig(**{**fields, "algo_args": {"progress": False, **fields.get("algo_args", {})}}))
         dist.barrier()  # time the calibration alone, every worker ready

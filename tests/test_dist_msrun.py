@@ -3,8 +3,10 @@
 Tolerances (measured, mindspore 2.9.0 on CPU):
 
 * PTQ calibration with ``windows_per_forward=1`` (each forward runs one window, in the
-  one-process run too): the checkpoints are bitwise identical, for static A8W8 + SmoothQuant
-  with a searched strength and static int8 KV cache, and for int4 AWQ + clipping + GPTQ. The
+  one-process run too): the checkpoints are bitwise identical, for the default preset (static
+  A8W8, rotation, float BOS prefix), for ``a8w4-gptq`` (GPTQ with act order), for static A8W8 +
+  SmoothQuant with a searched strength and static int8 KV cache, and for int4 AWQ + clipping +
+  GPTQ. The
   only sums whose order differs, the float64 ``XᵀX`` and ``|x|`` sums, are compensated
   (:mod:`gscore.quant.stats`). Without it (all windows in one forward) a worker's activations
   differ from one process's in the last bit (MindSpore's matmul rounds a row differently with
@@ -70,13 +72,14 @@ def test_ptq_on_two_workers_writes_the_checkpoint_one_process_writes(tmp_path):
         "w4-awq-clip-gptq": {"weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128, "outliers_suppression": "awq",
                              "precision_recovery": "gptq", "weight_clip": True, "algo_args": {"desc_act": True, "static_groups": True, "smooth_alpha": [0.0, 0.25, 0.5]}},
     }
-    common = ["--layers", "2", "--windows", "4", "--tokens", "64", "--windows-per-forward", "1", "--configs", json.dumps(configs)]
+    presets = ["a8w8-rotation", "a8w4-gptq"]  # the default (rotation, float BOS prefix) and GPTQ with act order on dynamic A8
+    common = ["--layers", "2", "--windows", "4", "--tokens", "64", "--windows-per-forward", "1", "--presets", *presets, "--configs", json.dumps(configs)]
     script = ROOT / "examples" / "ptq_data_parallel.py"
     alone = one_process(script, "--out", str(tmp_path / "one"), *common)
     launch([str(script), "--out", str(tmp_path / "two"), *common], 2, log_dir=tmp_path / "logs", timeout=TIMEOUT)
     finished(alone)
     assert json.loads((tmp_path / "two" / "report.json").read_text())["workers"] == 2
-    for name in configs:
+    for name in [*presets, *configs]:
         assert_same_checkpoint(tmp_path / "one" / f"{name}.ckpt", tmp_path / "two" / f"{name}.ckpt")
 
 
