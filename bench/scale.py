@@ -2,8 +2,8 @@
 
 Questions answered:
 
-1. How much faster is PTQ calibration of SmolLM2-135M (all 30 layers, static A8W8 +
-   SmoothQuant) on 2 ``msrun`` workers than in one process, on this 2-core machine shared with
+1. How much faster is PTQ calibration of SmolLM2-135M (all 30 layers, the default preset:
+   static A8W8, rotation, float BOS prefix) on 2 ``msrun`` workers than in one process, on this 2-core machine shared with
    other jobs? ``examples/ptq_data_parallel.py`` runs alternately alone and on 2 workers
    (``--rounds`` times, the order swapped every round); each run reports the seconds its
    calibration took between barriers (start-up and model loading excluded) and the job's wall
@@ -15,7 +15,9 @@ Questions answered:
 2. Does streaming calibration's peak memory stay flat with depth, where in-memory calibration
    holds the whole model? SmolLM2's real weights cut to 4, 8, 16 and 30 layers (folders
    written once into a temporary directory), each calibrated streaming and in memory by
-   ``examples/ptq_streaming.py`` in a fresh process; peak RSS is the process's VmHWM.
+   ``examples/ptq_streaming.py`` in a fresh process; peak RSS is the process's VmHWM. Config:
+   static A8W8 + SmoothQuant (streaming refuses rotation and a float prefix, which need the
+   whole model at once).
 
 Results: ``bench/results/scale.json`` and ``.md``. Run from the repository root with
 ``nice -n 10 python bench/scale.py`` (``--rounds 2 --windows 8 --tokens 512 --depths 4,8,16,30``).
@@ -39,14 +41,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
 EXAMPLES = common.REPO / "examples"
-CONFIG = {"a8w8-smooth": {"act_quant_dtype": "int8", "outliers_suppression": "smooth"}}
+SPEED_PRESET = "a8w8-rotation"  # gscore_ptq.presets.DEFAULT
+MEMORY_CONFIG = {"act_quant_dtype": "int8", "outliers_suppression": "smooth"}
 
 
 def run_job(workers: int, out: Path, args: argparse.Namespace, windows_per_forward: int | None) -> dict[str, Any]:
     """One calibration job; its report plus the job's wall seconds."""
     from gscore.dist.launch import launch
 
-    command = [str(EXAMPLES / "ptq_data_parallel.py"), "--out", str(out), "--windows", str(args.windows), "--tokens", str(args.tokens), "--configs", json.dumps(CONFIG)]
+    command = [str(EXAMPLES / "ptq_data_parallel.py"), "--out", str(out), "--windows", str(args.windows), "--tokens", str(args.tokens), "--presets", SPEED_PRESET]
     if windows_per_forward is not None:
         command += ["--windows-per-forward", str(windows_per_forward)]
     start = time.perf_counter()
@@ -56,7 +59,7 @@ def run_job(workers: int, out: Path, args: argparse.Namespace, windows_per_forwa
         launch(command, workers, log_dir=out / "logs", timeout=7200)
     wall = time.perf_counter() - start
     report = json.loads((out / "report.json").read_text())
-    return {"workers": workers, "windows_per_forward": windows_per_forward, "calibrate_s": report["calibrate_seconds"]["a8w8-smooth"], "job_wall_s": wall, "load": common.load_info()}
+    return {"workers": workers, "windows_per_forward": windows_per_forward, "calibrate_s": report["calibrate_seconds"][SPEED_PRESET], "job_wall_s": wall, "load": common.load_info()}
 
 
 def compare(one: Path, two: Path) -> dict[str, Any]:
@@ -94,9 +97,9 @@ def speed(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "runs": [runs[w] for runs in rounds for w in sorted(runs)],
         "speedup_median": median[1] / median[2],
         "speedup_per_round": [runs[1]["calibrate_s"] / runs[2]["calibrate_s"] for runs in rounds],
-        "checkpoints_default": compare(work / "r0-w1" / "a8w8-smooth.ckpt", work / "r0-w2" / "a8w8-smooth.ckpt"),
+        "checkpoints_default": compare(work / "r0-w1" / f"{SPEED_PRESET}.ckpt", work / "r0-w2" / f"{SPEED_PRESET}.ckpt"),
         "reproducible_runs": reproducible,
-        "checkpoints_windows_per_forward_1": compare(work / "k1-w1" / "a8w8-smooth.ckpt", work / "k1-w2" / "a8w8-smooth.ckpt"),
+        "checkpoints_windows_per_forward_1": compare(work / "k1-w1" / f"{SPEED_PRESET}.ckpt", work / "k1-w2" / f"{SPEED_PRESET}.ckpt"),
     }
 
 
@@ -117,7 +120,7 @@ def memory(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
             out = work / f"out-{depth}-{mode}" if mode == "streaming" else work / f"out-{depth}.ckpt"
             report = work / f"report-{depth}-{mode}.json"
             command = [sys.executable, str(EXAMPLES / "ptq_streaming.py"), str(folder), str(out), "--windows", str(args.memory_windows), "--tokens", str(args.memory_tokens),
-                       "--config", json.dumps(CONFIG["a8w8-smooth"]), "--report", str(report)]
+                       "--config", json.dumps(MEMORY_CONFIG), "--report", str(report)]
             subprocess.run(command + (["--in-memory"] if mode == "in_memory" else []), check=True, capture_output=True)
             measured = json.loads(report.read_text())
             row[f"{mode}_peak_rss_mib"] = round(measured["peak_rss_mib"], 1)
@@ -135,7 +138,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Command: `{result['command']}` on {result['machine']['cpu_model']} ({result['machine']['logical_cores']} cores), revision {result['revision']}.",
         "",
-        f"## Calibration of SmolLM2-135M, 1 process vs 2 msrun workers ({result['windows']} windows x {result['tokens']} tokens, A8W8 + SmoothQuant, 30 layers)",
+        f"## Calibration of SmolLM2-135M, 1 process vs 2 msrun workers ({result['windows']} windows x {result['tokens']} tokens, preset {SPEED_PRESET}, 30 layers)",
         "",
         "Calibration seconds exclude start-up and model loading (timed between barriers); job wall time includes them. "
         "The load average is the machine's (other jobs share the 2 cores).",
@@ -154,7 +157,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines.append(common.md_table(["forwards", "int8 codes", "differing codes", "largest relative float difference", "identical"],
                                  [[name, c["int8_codes"], c["differing_codes"], f"{c['max_rel_float_difference']:.2e}", c["identical"]] for name, c in comparisons]))
     lines += [
-        f"## Peak RSS by depth: streaming vs in-memory calibration (SmolLM2 weights cut to each depth, {result['memory_windows']} windows x {result['memory_tokens']} tokens)",
+        f"## Peak RSS by depth: streaming vs in-memory calibration (SmolLM2 weights cut to each depth, {result['memory_windows']} windows x {result['memory_tokens']} tokens, static A8W8 + SmoothQuant)",
         "",
         "Each run is a fresh process; peak RSS is its VmHWM (imports and MindSpore included).",
         "",
