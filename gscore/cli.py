@@ -1,4 +1,5 @@
-"""``gscore list`` and ``gscore info NAME``: what is installed, without importing MindSpore."""
+"""``gscore list`` and ``gscore info NAME``: what is installed, without importing MindSpore;
+``gscore launch --workers N script.py ARGS``: run a script on N data-parallel msrun workers."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import inspect
 import sys
 
 from gscore import plugins
+from gscore.dist import launch
 from gscore.errors import GscoreError
 
 
@@ -46,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     info_parser = sub.add_parser("info", help="describe one algorithm")
     info_parser.add_argument("name")
     info_parser.set_defaults(func=_cmd_info)
+    launch_parser = sub.add_parser("launch", help="run a script on N data-parallel msrun workers (see README: Beyond one machine)")
+    launch.add_arguments(launch_parser)
+    launch_parser.set_defaults(func=launch.run)
     return parser
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import psutil
 import pytest
 
+from gscore import cli
 from gscore.dist.launch import launch
 from gscore.errors import LaunchError
 from gscore.models.llama import LlamaConfig
@@ -91,7 +92,8 @@ def test_streaming_on_two_workers_writes_the_files_one_process_writes(tmp_path):
     common = ["--random-windows", "--windows", "4", "--tokens", "24", "--windows-per-forward", "1", "--config", json.dumps(fields)]
     script = ROOT / "examples" / "ptq_streaming.py"
     alone = one_process(script, str(model), str(tmp_path / "one"), *common)
-    launch([str(script), str(model), str(tmp_path / "two"), *common], 2, log_dir=tmp_path / "logs", timeout=TIMEOUT)
+    typed = ["launch", "--workers", "2", "--log-dir", str(tmp_path / "logs"), "--timeout", str(TIMEOUT), str(script), str(model), str(tmp_path / "two"), *common]
+    assert cli.main(typed) == 0  # as a user types it: gscore launch --workers 2 ...
     finished(alone)
     one, two = (json.loads((tmp_path / side / "manifest.json").read_text()) for side in ("one", "two"))
     assert two["complete"] and two["job"]["workers"] == 2 and one["job"]["workers"] == 1
@@ -124,10 +126,10 @@ def _job_processes(marker: str) -> list[psutil.Process]:
     return found
 
 
-@pytest.mark.parametrize(("mode", "reported"), [("raise", "rank 1 failed on purpose"), ("hang", "did not finish in 60 s"), ("disagree", "workers disagree on a result")])
+@pytest.mark.parametrize(("mode", "reported"), [("raise", "rank 1 failed on purpose"), ("hang", "did not finish in 20 s"), ("disagree", "workers disagree on a result")])
 def test_a_failed_or_stuck_job_is_reported_and_leaves_no_process(tmp_path, mode, reported):
     script = tmp_path / f"fail_{mode}.py"  # a unique path to find the job's processes by
     script.write_text((JOBS / "fail_job.py").read_text())
     with pytest.raises(LaunchError, match=reported):
-        launch([str(script), mode], 2, log_dir=tmp_path / "logs", timeout=60 if mode == "hang" else None)
+        launch([str(script), mode], 2, log_dir=tmp_path / "logs", timeout=20 if mode == "hang" else None)
     assert _job_processes(str(script)) == []

@@ -14,7 +14,7 @@ Multi-host: run the same command on every host with the same ``workers`` (total)
 host's ``local_workers`` and ``node_rank``, and ``master_addr`` naming the host that runs the
 scheduler (the one with ``node_rank`` 0); see README. From a shell::
 
-    python -m gscore.dist.launch --workers 2 script.py --script-arg value
+    gscore launch --workers 2 script.py --script-arg value      # or: python -m gscore.dist.launch ...
 """
 
 from __future__ import annotations
@@ -27,14 +27,18 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gscore.errors import ConfigError, GscoreError, LaunchError
 
 STOP_GRACE_SECONDS = 15.0
+POLL_SECONDS = 0.5
+WORKER_FAILED = "worker exits with exception"  # what msrun prints once it has killed the workers after one failed
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,31 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
+class _Output:
+    """msrun's output, read as it comes (a thread), noting when msrun reports a failed worker.
+
+    msrun kills the other workers at once, but then waits for its scheduler, which notices the
+    dead worker only after a heartbeat timeout (~30 s here); :func:`launch` stops the job when
+    the report appears instead.
+    """
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self.worker_failed = threading.Event()
+        self.reader = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+        self.reader.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.append(line)
+            if WORKER_FAILED in line:
+                self.worker_failed.set()
+
+    def text(self) -> str:
+        self.reader.join()
+        return "".join(self.lines)
+
+
 def _log_tails(log_dir: Path, lines: int = 30) -> str:
     tails = []
     for log in sorted(log_dir.glob("*.log")):
@@ -152,24 +181,27 @@ def launch(
         raise LaunchError("msrun not found: it comes with mindspore (pip install mindspore); install it in this environment")
     process = subprocess.Popen(cmd, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     started = time.monotonic()
+    output = _Output(process)
     try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _stop(process)
-        raise LaunchError(f"msrun job {' '.join(cmd)} did not finish in {timeout:.0f} s; stopped it\n{_log_tails(log_dir)}") from None
+        while process.poll() is None:
+            if output.worker_failed.wait(POLL_SECONDS):
+                _stop(process)  # msrun has killed the other workers; its scheduler would wait out a heartbeat timeout
+                break
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise LaunchError(f"msrun job {' '.join(cmd)} did not finish in {timeout:.0f} s; stopped it\n{_log_tails(log_dir)}")
     except BaseException:
         _stop(process)
         raise
-    if process.returncode != 0:
+    if process.returncode != 0 or output.worker_failed.is_set():
         _stop(process)
         raise LaunchError(
             f"msrun job {' '.join(cmd)} failed (exit {process.returncode}) after {time.monotonic() - started:.0f} s; logs in {log_dir}\n{_log_tails(log_dir)}"
         )
-    return LaunchResult(log_dir, output)
+    return LaunchResult(log_dir, output.text())
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gscore.dist.launch", description="Run a script on N data-parallel msrun workers.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The launcher's command-line arguments (``gscore launch`` and ``python -m gscore.dist.launch``)."""
     parser.add_argument("--workers", type=int, required=True, help="total worker processes (over all hosts)")
     parser.add_argument("--local-workers", type=int, default=None, help="workers on this host (default: all)")
     parser.add_argument("--master-addr", default="127.0.0.1", help="address of the host running the scheduler (node rank 0)")
@@ -178,17 +210,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-dir", default=None, help="folder for worker logs (default: a new temporary folder)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds before the job is stopped")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="script.py and its arguments")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Launch the job the parsed arguments describe; 0 when every worker succeeded (errors raise)."""
+    result = launch(
+        args.command, args.workers, log_dir=args.log_dir, master_port=args.master_port, timeout=args.timeout,
+        local_workers=args.local_workers, master_addr=args.master_addr, node_rank=args.node_rank,
+    )
+    print(f"worker logs: {result.log_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gscore.dist.launch", description="Run a script on N data-parallel msrun workers.")
+    add_arguments(parser)
     try:
-        result = launch(
-            args.command, args.workers, log_dir=args.log_dir, master_port=args.master_port, timeout=args.timeout,
-            local_workers=args.local_workers, master_addr=args.master_addr, node_rank=args.node_rank,
-        )
+        return run(parser.parse_args(argv))
     except GscoreError as exc:
         print(f"gscore.dist.launch: {exc}", file=sys.stderr)
         return 1
-    print(f"worker logs: {result.log_dir}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
     ms.runtime.launch_blocking()
+    args.out.mkdir(parents=True, exist_ok=True)
     for name in args.algorithms:
         train(name, args.steps, args.batch, args.out)
     return 0
