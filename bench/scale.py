@@ -20,7 +20,9 @@ Questions answered:
    whole model at once).
 
 Results: ``bench/results/scale.json`` and ``.md``. Run from the repository root with
-``nice -n 10 python bench/scale.py`` (``--rounds 2 --windows 8 --tokens 512 --depths 4,8,16,30``).
+``nice -n 10 python bench/scale.py`` (``--rounds 2 --windows 8 --tokens 512 --depths 4,8,16,30``);
+``--parts memory`` or ``--parts speed`` runs one part and keeps the other's earlier results (each
+part records its own command, revision and load).
 """
 
 from __future__ import annotations
@@ -131,19 +133,17 @@ def memory(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown(result: dict[str, Any]) -> str:
-    s, m = result["speed"], result["memory"]
-    lines = [
-        "# Scaling out: data-parallel calibration and streaming calibration memory",
-        "",
-        f"Command: `{result['command']}` on {result['machine']['cpu_model']} ({result['machine']['logical_cores']} cores), revision {result['revision']}.",
-        "",
-        f"## Calibration of SmolLM2-135M, 1 process vs 2 msrun workers ({result['windows']} windows x {result['tokens']} tokens, preset {SPEED_PRESET}, 30 layers)",
-        "",
-        "Calibration seconds exclude start-up and model loading (timed between barriers); job wall time includes them. "
-        "The load average is the machine's (other jobs share the 2 cores).",
-        "",
-    ]
+def _header(part: dict[str, Any]) -> list[str]:
+    load = " / ".join(f"{v:.1f}" for v in part["load_before"]["loadavg_1_5_15"])
+    return [f"Command: `{part['command']}` on {part['machine']['cpu_model']} ({part['machine']['logical_cores']} cores), "
+            f"revision {part['revision']}; load average 1/5/15 before: {load}.", ""]
+
+
+def speed_markdown(part: dict[str, Any]) -> list[str]:
+    s = part["result"]
+    lines = [f"## Calibration of SmolLM2-135M, 1 process vs 2 msrun workers ({part['windows']} windows x {part['tokens']} tokens, preset {SPEED_PRESET}, 30 layers)", "", *_header(part),
+             "Calibration seconds exclude start-up and model loading (timed between barriers); job wall time includes them. "
+             "The load average is the machine's (other jobs share the 2 cores).", ""]
     table = [[r["workers"], r["windows_per_forward"] or "all", f"{r['calibrate_s']:.1f}", f"{r['job_wall_s']:.0f}", " / ".join(f"{v:.1f}" for v in r["load"]["loadavg_1_5_15"])] for r in s["runs"] + s["reproducible_runs"]]
     lines.append(common.md_table(["workers", "windows per forward", "calibration s", "job wall s", "load avg 1/5/15 after"], table))
     lines += [
@@ -156,19 +156,28 @@ def markdown(result: dict[str, Any]) -> str:
     comparisons = [["all windows in one forward (default)", s["checkpoints_default"]], ["windows_per_forward=1", s["checkpoints_windows_per_forward_1"]]]
     lines.append(common.md_table(["forwards", "int8 codes", "differing codes", "largest relative float difference", "identical"],
                                  [[name, c["int8_codes"], c["differing_codes"], f"{c['max_rel_float_difference']:.2e}", c["identical"]] for name, c in comparisons]))
-    lines += [
-        f"## Peak RSS by depth: streaming vs in-memory calibration (SmolLM2 weights cut to each depth, {result['memory_windows']} windows x {result['memory_tokens']} tokens, static A8W8 + SmoothQuant)",
+    return lines
+
+
+def memory_markdown(part: dict[str, Any]) -> list[str]:
+    m = part["result"]
+    return [
+        f"## Peak RSS by depth: streaming vs in-memory calibration (SmolLM2 weights cut to each depth, {part['memory_windows']} windows x {part['memory_tokens']} tokens, static A8W8 + SmoothQuant)",
         "",
+        *_header(part),
         "Each run is a fresh process; peak RSS is its VmHWM (imports and MindSpore included).",
         "",
         common.md_table(["layers", "float weights MiB", "streaming peak RSS MiB", "in-memory peak RSS MiB", "streaming s", "in-memory s"],
                         [[r["depth"], r["float_weights_mib"], r["streaming_peak_rss_mib"], r["in_memory_peak_rss_mib"], r["streaming_s"], r["in_memory_s"]] for r in m]),
     ]
-    return "\n".join(lines)
+
+
+PARTS = {"memory": (memory, memory_markdown), "speed": (speed, speed_markdown)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", type=lambda v: v.split(","), default=list(PARTS), help="which parts to run (memory,speed); the others keep their earlier results")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--windows", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=512)
@@ -176,18 +185,23 @@ def main() -> None:
     parser.add_argument("--memory-windows", type=int, default=4)
     parser.add_argument("--memory-tokens", type=int, default=256)
     args = parser.parse_args()
-    result: dict[str, Any] = {"command": common.command_line(), "machine": common.machine_info(), "revision": common.git_revision(), "load_before": common.load_info(),
-                              "windows": args.windows, "tokens": args.tokens, "memory_windows": args.memory_windows, "memory_tokens": args.memory_tokens}
-    with tempfile.TemporaryDirectory(prefix="gscore-scale-") as tmp:
-        work = Path(tmp)
-        print("memory by depth", flush=True)
-        result["memory"] = memory(args, work)
-        print("1 vs 2 workers", flush=True)
-        result["speed"] = speed(args, work)
-    result["load_after"] = common.load_info()
-    common.write_json("scale", result)
-    common.write_text("scale.md", markdown(result))
-    print(markdown(result))
+    unknown = set(args.parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)}; parts: {', '.join(PARTS)}")
+    previous = common.RESULTS / "scale.json"
+    results: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() else {}
+    for name in [p for p in PARTS if p in args.parts]:
+        print(name, flush=True)
+        part: dict[str, Any] = {"command": common.command_line(), "machine": common.machine_info(), "revision": common.git_revision(), "load_before": common.load_info(),
+                                "windows": args.windows, "tokens": args.tokens, "rounds": args.rounds, "memory_windows": args.memory_windows, "memory_tokens": args.memory_tokens}
+        with tempfile.TemporaryDirectory(prefix="gscore-scale-") as tmp:
+            part["result"] = PARTS[name][0](args, Path(tmp))
+        part["load_after"] = common.load_info()
+        results[name] = part
+        common.write_json("scale", results)
+    text = "\n".join(["# Scaling out: data-parallel calibration and streaming calibration memory", ""] + [line for name in PARTS if name in results for line in PARTS[name][1](results[name]) + [""]])
+    common.write_text("scale.md", text)
+    print(text)
 
 
 if __name__ == "__main__":
