@@ -6,7 +6,7 @@ block, so every worker holds the same quantized network; ``save_checkpoint`` che
 rank 0 writes it.
 
     python examples/ptq_data_parallel.py --out runs/dp                           # one process
-    python -m gscore.dist.launch --workers 2 examples/ptq_data_parallel.py --out runs/dp
+    gscore launch --workers 2 examples/ptq_data_parallel.py --out runs/dp
     msrun --worker_num=2 --local_worker_num=2 --master_port=8118 --log_dir=runs/dp/logs \\
           --join=True examples/ptq_data_parallel.py --out runs/dp                # msrun itself
 

@@ -5,7 +5,7 @@ layer at a time, writes each quantized layer to OUT as soon as it is done, and r
 the last finished layer when run again after a crash. Works the same on N msrun workers.
 
     python examples/ptq_streaming.py MODEL_FOLDER OUT                       # one process
-    python -m gscore.dist.launch --workers 2 examples/ptq_streaming.py MODEL_FOLDER OUT
+    gscore launch --workers 2 examples/ptq_streaming.py MODEL_FOLDER OUT
     python examples/ptq_streaming.py MODEL_FOLDER OUT --in-memory           # the usual way, to compare
 
 Then: ``gscore.io.streamed.load_streamed(OUT, deploy_network)``. ``--report FILE`` writes the
