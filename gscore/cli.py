@@ -1,4 +1,5 @@
-"""``gscore list``, ``gscore info NAME`` and ``gscore models``: what is installed, without importing MindSpore."""
+"""``gscore list``, ``gscore info NAME`` and ``gscore models``: what is installed, without importing MindSpore;
+``gscore launch --workers N script.py ARGS``: run a script on N data-parallel msrun workers."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import inspect
 import sys
 
 from gscore import plugins
+from gscore.dist import launch
 from gscore.errors import GscoreError
 
 
@@ -62,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     info_parser.add_argument("name")
     info_parser.set_defaults(func=_cmd_info)
     sub.add_parser("models", help="list installed model adapters (network helpers and loaders)").set_defaults(func=_cmd_models)
+    launch_parser = sub.add_parser("launch", help="run a script on N data-parallel msrun workers (see README: Beyond one machine)")
+    launch.add_arguments(launch_parser)
+    launch_parser.set_defaults(func=launch.run)
     return parser
 
 

@@ -113,6 +113,15 @@ class UnloadedParametersError(CheckpointMismatchError):
     ``mindspore.load_checkpoint`` only warns about names it cannot match); the message names them."""
 
 
+class DistributedMismatchError(GscoreError):
+    """Data-parallel workers hold different results where they must agree (a block's quantized
+    weights, a checkpoint, a job's settings); the message says what and on which ranks."""
+
+
+class LaunchError(GscoreError):
+    """An ``msrun`` job failed or timed out; the message holds the end of the worker logs."""
+
+
 #: What MindSpore raises when a network cannot run on an input (wrong shape, dtype, rank).
 FRAMEWORK_DATA_ERRORS = (TypeError, ValueError, RuntimeError, IndexError)
 

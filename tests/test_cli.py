@@ -27,3 +27,10 @@ def test_console_script_lists_without_importing_mindspore():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "rtn" in result.stdout
+
+
+def test_launch_checks_its_arguments_before_starting_anything(capsys):
+    assert main(["launch", "--workers", "0", "job.py"]) == 2
+    assert "workers must be a positive int" in capsys.readouterr().err
+    assert main(["launch", "--workers", "2", "job.sh"]) == 2
+    assert "must start with the path of a Python script" in capsys.readouterr().err

@@ -6,6 +6,14 @@ captures the first block's inputs once, then for each block lets the algorithm o
 quantize it, and runs the *quantized* block to produce the next block's inputs. Peak memory
 is the weights plus one block's activations over the calibration set, whatever the depth,
 and later blocks are calibrated on the activations they will really see.
+
+Under ``msrun`` an algorithm that wraps its helper with
+:func:`~gscore.calib.data_parallel.data_parallel` calibrates data-parallel: each worker runs
+its shard of the windows and the workers combine their statistics before a block is
+quantized. The driver then checks after every block that all workers hold the same block
+(bitwise, by digest), so a statistic that was not combined stops the job at the block where
+the workers diverged instead of producing different checkpoints. An algorithm that does not
+wrap its helper still gives every worker the same result, each computing everything.
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ from typing import Any, Callable
 from mindspore import nn
 from tqdm import tqdm
 
+from gscore import dist
 from gscore.calib.network_helper import NetworkHelperProtocol
+from gscore.io.digest import parameters_digest
 
 
 def calibrate_blockwise(
@@ -28,11 +38,18 @@ def calibrate_blockwise(
     """Run ``process_block(name, block, state)`` on every block in order; returns the block count.
 
     ``process_block`` may run the block on ``state`` to observe it and must leave the block
-    in its calibrated (simulated) form; the driver then advances ``state`` through it.
+    in its calibrated (simulated) form; the driver then advances ``state`` through it and
+    calls the helper's optional ``block_done(name, block, state)`` (the streaming driver
+    writes the finished block out there).
     """
     state = helper.block_inputs(network, datasets)
     blocks = helper.blocks(network)
-    for name, block in tqdm(blocks, desc="calibrate", disable=not progress, leave=False):
+    finished = getattr(helper, "block_done", None)
+    for name, block in tqdm(blocks, desc="calibrate", disable=not progress or not dist.is_root(), leave=False):
         process_block(name, block, state)
+        if dist.active():
+            dist.agree(f"block {name or type(block).__name__} after calibration", parameters_digest(block))
         state = helper.run_block(block, state)
+        if finished is not None:
+            finished(name, block, state)
     return len(blocks)

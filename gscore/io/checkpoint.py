@@ -30,6 +30,7 @@ import mindspore as ms
 from mindspore import nn
 
 from gscore.algorithm import built_description
+from gscore.dist.outputs import written_by_root
 from gscore.errors import CheckpointMismatchError, CheckpointNotFoundError, ConfigError
 from gscore.io.atomic import atomic_target
 from gscore.io.integrity import CHECKSUM, check_description, checksums, text_crc32, verify_checksums
@@ -48,7 +49,12 @@ def _as_path(path: Any) -> Path:
 
 
 def save_checkpoint(network: nn.Cell, path: str | os.PathLike[str], description: Mapping[str, Any] | None = None) -> Path:
-    """Write ``network``'s parameters, ``description`` and their checksums to ``path`` atomically."""
+    """Write ``network``'s parameters, ``description`` and their checksums to ``path`` atomically.
+
+    In a data-parallel (``msrun``) job every worker calls it and checks its arguments; then the
+    workers check that their networks are identical and rank 0 alone writes
+    (:func:`gscore.dist.outputs.written_by_root`).
+    """
     path = _as_path(path)
     if path.suffix != ".ckpt":
         raise ConfigError(f"checkpoint path must end in .ckpt (MindSpore appends it otherwise), got {str(path)!r}")
@@ -68,6 +74,11 @@ def save_checkpoint(network: nn.Cell, path: str | os.PathLike[str], description:
         "checksum": CHECKSUM,
         "checksums": checksums((p.name, p) for _, p in network.parameters_and_names()),
     }
+    return _write(network, path, record)
+
+
+@written_by_root
+def _write(network: nn.Cell, path: Path, record: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_target(path) as tmp:
         ms.save_checkpoint(network, str(tmp), append_dict={DESCRIPTION_KEY: json.dumps(record)})

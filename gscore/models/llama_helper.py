@@ -8,7 +8,12 @@ split it into blocks for layer-by-layer calibration, and which linear layers sha
 ``down_proj`` cannot, so they keep an explicit input scale), where its residual stream is
 read and written (for rotation), and how to give it a fixed float prefix.
 
-Calibration data (``datasets``) is an int array of token windows ``[n, tokens]``.
+Calibration data (``datasets``) is an int array of token windows ``[n, tokens]``. By default a
+block runs all of them in one forward pass; ``windows_per_forward=k`` runs them ``k`` at a time.
+That bounds a forward's temporary memory, and it makes calibration independent of how the
+windows are split between data-parallel workers: MindSpore's CPU matmuls round a row's result
+differently depending on how many rows share the call, so only forwards over the same windows
+give the same bits (:mod:`gscore.calib.data_parallel`).
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from mindspore import Tensor, nn
+from mindspore import Tensor, nn, ops
 
 from gscore.calib.network_helper import NetworkHelper
+from gscore.errors import ConfigError
 from gscore.io.loaded import check_loaded
 from gscore.models.llama import LlamaForCausalLM
 from gscore.nn.rotation import FixedRotation, OnlineHadamard, ResidualStream
@@ -44,11 +50,17 @@ class BlockState:
 
 
 class LlamaHelper(NetworkHelper):
-    """Drives a :class:`LlamaForCausalLM`; ``tokenizer`` is a ``tokenizers.Tokenizer`` (optional)."""
+    """Drives a :class:`LlamaForCausalLM`; ``tokenizer`` is a ``tokenizers.Tokenizer`` (optional).
 
-    def __init__(self, tokenizer: Any = None, seq_length: int = 512, batch_size: int = 1) -> None:
+    ``windows_per_forward``: calibration windows per block forward (None: all at once).
+    """
+
+    def __init__(self, tokenizer: Any = None, seq_length: int = 512, batch_size: int = 1, windows_per_forward: int | None = None) -> None:
+        if windows_per_forward is not None and (isinstance(windows_per_forward, bool) or not isinstance(windows_per_forward, int) or windows_per_forward < 1):
+            raise ConfigError(f"windows_per_forward must be a positive int or None (all windows in one forward), got {windows_per_forward!r}")
         self.tokenizer = tokenizer
         self.specs = {"seq_length": seq_length, "batch_size": batch_size}
+        self.windows_per_forward = windows_per_forward
 
     def get_spec(self, name: str) -> Any:
         return self.specs.get(name)
@@ -94,10 +106,16 @@ class LlamaHelper(NetworkHelper):
         return BlockState(network.embed(Tensor(windows)), windows.shape[0], cos, sin, mask)
 
     def run_block(self, block: nn.Cell, state: BlockState) -> BlockState:
-        block.self_attn.kv_cache.reset()
-        hidden = block(state.hidden, state.batch, state.cos, state.sin, state.mask)
-        block.self_attn.kv_cache.reset()
-        return replace(state, hidden=hidden)
+        step = self.windows_per_forward or state.batch
+        rows = state.hidden.shape[0] // state.batch
+        outputs = []
+        for first in range(0, state.batch, step):
+            count = min(step, state.batch - first)
+            block.self_attn.kv_cache.reset()
+            hidden = state.hidden if count == state.batch else state.hidden[first * rows : (first + count) * rows]
+            outputs.append(block(hidden, count, state.cos, state.sin, state.mask))
+            block.self_attn.kv_cache.reset()
+        return replace(state, hidden=outputs[0] if len(outputs) == 1 else ops.cat(outputs, axis=0))
 
     def take(self, state: BlockState, windows: int) -> BlockState:
         """The first ``windows`` sequences of ``state`` (a cheaper state to score searches on)."""

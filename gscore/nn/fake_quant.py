@@ -33,6 +33,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
+from gscore import dist
 from gscore.errors import CalibrationDataError, ConfigError
 from gscore.quant import Granularity, QuantScheme
 
@@ -116,13 +117,31 @@ def _fake_quant_observed(w: Tensor, qmin: float, qmax: float, symmetric: bool, p
 
 
 @ms.jit
+def _range(x: Tensor) -> tuple[Tensor, Tensor]:
+    observed = ops.stop_gradient(x)
+    return ops.cast(observed.min(), ms.float32), ops.cast(observed.max(), ms.float32)
+
+
+def batch_range(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(min, max)`` of the batch ``x`` as float32 scalars, without gradient.
+
+    In a data-parallel job, of every worker's batch together: what one process training on
+    the global batch observes, so the EMA ranges stay the same on every worker.
+    """
+    lo, hi = _range(x)
+    if not dist.active():
+        return lo, hi
+    ranges = dist.gather(np.array([lo.asnumpy(), hi.asnumpy()], np.float32))
+    return Tensor(ranges[:, 0].min()), Tensor(ranges[:, 1].max())
+
+
+@ms.jit
 def _observe_fake_quant(
-    x: Tensor, lo: Tensor, hi: Tensor, keep: Tensor, qmin: float, qmax: float, symmetric: bool
+    x: Tensor, batch_lo: Tensor, batch_hi: Tensor, lo: Tensor, hi: Tensor, keep: Tensor, qmin: float, qmax: float, symmetric: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     """EMA range update ``keep * old + (1 - keep) * batch``, then fake quantization with it."""
-    observed = ops.stop_gradient(x)
-    lo = keep * lo + (1.0 - keep) * ops.cast(observed.min(), ms.float32)
-    hi = keep * hi + (1.0 - keep) * ops.cast(observed.max(), ms.float32)
+    lo = keep * lo + (1.0 - keep) * batch_lo
+    hi = keep * hi + (1.0 - keep) * batch_hi
     scale, zero = _params(lo, hi, qmin, qmax, symmetric)
     return _ste(x, scale, zero, qmin, qmax, symmetric), lo, hi
 
@@ -257,7 +276,8 @@ class ActivationFakeQuant(_DelayedFakeQuant):
             return fake_quant_with(x, scale, zero, qmin, qmax, scheme.symmetric)
         delayed = self._count_and_check_delay()
         keep = self.ema_decay * ops.cast(self.step > 1, ms.float32)  # the first step takes the batch range
-        out, lo, hi = _observe_fake_quant(x, self.minimum + 0, self.maximum + 0, keep, qmin, qmax, scheme.symmetric)
+        batch_lo, batch_hi = batch_range(x)
+        out, lo, hi = _observe_fake_quant(x, batch_lo, batch_hi, self.minimum + 0, self.maximum + 0, keep, qmin, qmax, scheme.symmetric)
         ops.assign(self.minimum, lo)
         ops.assign(self.maximum, hi)
         self._seen_data = True

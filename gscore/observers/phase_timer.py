@@ -30,7 +30,19 @@ class PhaseRecord:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far, in MiB (``ru_maxrss`` is KiB on Linux)."""
+    """Peak resident set size of this process so far, in MiB.
+
+    Linux's ``VmHWM`` where there is one: ``ru_maxrss`` survives ``exec``, so a process
+    started by a large parent (pytest, a benchmark driver) would report the parent's peak.
+    Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 

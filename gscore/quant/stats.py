@@ -5,6 +5,15 @@ separately, never a running mean, so that accumulators built on different batche
 different processes, combine exactly by adding both (``merge``, or an AllReduce SUM of
 ``total`` and ``count`` followed by ``from_sums``).
 
+Sums of several partial sums are compensated: ``total`` is the float64 running sum and
+``residual`` the rounding error each addition made (Knuth's TwoSum, exact), so
+``total + residual`` carries about twice float64's precision. That makes the result
+independent of the order the partial sums arrive in (up to a final rounding that differs only
+when the exact sum lies within ~1e-32 relative of a rounding boundary): one process adding
+windows one by one and data-parallel workers each adding their share, then merging, compute
+the same Hessian bits. A single partial sum (every row in one ``add``) has residual 0, the
+plain float64 sum.
+
 Row weights in [0, 1] let the caller down-weight or drop rows: weight ``w`` adds ``w`` times
 the row's contribution and ``w`` to the count, and weight 0 is the same as leaving the row
 out. The attention-sink token at position 0 of every window, whose activations can be a
@@ -49,12 +58,33 @@ def _weighted_rows(x: npt.ArrayLike, row_weights: npt.ArrayLike | None, features
     return rows, (None if (weights == 1.0).all() else weights), count
 
 
+def _two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(a + b rounded, its rounding error)``, elementwise and exact: ``s + e == a + b`` (TwoSum)."""
+    s = a + b
+    b_part = s - a
+    return s, (a - (s - b_part)) + (b - b_part)
+
+
 class _RowSums:
-    """A float64 sum over weighted rows plus their weighted count; subclasses say what is summed."""
+    """A float64 sum over weighted rows plus their weighted count; subclasses say what is summed.
+
+    ``total`` is the running float64 sum, ``residual`` the accumulated rounding errors of the
+    additions (module docstring); the sum itself is :attr:`value`.
+    """
 
     def __init__(self, total: np.ndarray, count: float = 0.0) -> None:
         self.total = total
+        self.residual = np.zeros_like(total)
         self.count = float(count)
+
+    @property
+    def value(self) -> np.ndarray:
+        """The compensated sum ``total + residual`` (float64, the shape of ``total``)."""
+        return self.total + self.residual
+
+    def _accumulate(self, partial: np.ndarray, residual: np.ndarray | None = None) -> None:
+        self.total, error = _two_sum(self.total, partial)
+        self.residual += error if residual is None else error + residual
 
     @property
     def in_features(self) -> int:
@@ -72,19 +102,20 @@ class _RowSums:
         """
         rows, weights, count = _weighted_rows(x, row_weights, self.in_features)
         if rows.shape[0]:
-            self.total += self._row_sum(rows, weights)
+            self._accumulate(self._row_sum(rows, weights))
         self.count += count
 
     def merge(self, other: Self) -> None:
         """Add ``other``'s sums into this one: the result is the accumulator of both row sets."""
         if type(other) is not type(self) or other.total.shape != self.total.shape:
             raise ValueError(f"can only merge a {type(self).__name__} of the same in_features ({self.in_features})")
-        self.total += other.total
+        self._accumulate(other.total, other.residual)
         self.count += other.count
 
     @classmethod
-    def from_sums(cls, total: npt.ArrayLike, count: float) -> Self:
-        """An accumulator holding ``total`` and ``count``, e.g. after an AllReduce SUM of both."""
+    def from_sums(cls, total: npt.ArrayLike, count: float, residual: npt.ArrayLike | None = None) -> Self:
+        """An accumulator holding ``total`` (and its ``residual``, default 0) and ``count``, e.g.
+        after an AllReduce SUM, or one worker's share gathered by another."""
         total = np.array(total, dtype=np.float64)
         if total.ndim == 0 or total.shape[0] < 1:
             raise ValueError(f"total must be the float64 sum array of a {cls.__name__}, got shape {total.shape}")
@@ -94,6 +125,11 @@ class _RowSums:
         if not (np.isfinite(total).all() and np.isfinite(count) and count >= 0):
             raise ValueError("total must be finite and count finite and >= 0")
         made.total, made.count = total, float(count)
+        if residual is not None:
+            residual = np.array(residual, dtype=np.float64)
+            if residual.shape != total.shape or not np.isfinite(residual).all():
+                raise ValueError(f"residual must be finite and shaped like total {total.shape}, got shape {residual.shape}")
+            made.residual = residual
         return made
 
     def _require_rows(self) -> None:
@@ -130,7 +166,7 @@ class HessianAccumulator(_RowSums):
         Raises CalibrationDataError when no rows (of nonzero weight) were added.
         """
         self._require_rows()
-        return self.total * (2.0 / self.count)
+        return self.value * (2.0 / self.count)
 
 
 class AbsMeanAccumulator(_RowSums):
@@ -154,4 +190,4 @@ class AbsMeanAccumulator(_RowSums):
         Raises CalibrationDataError when no rows (of nonzero weight) were added.
         """
         self._require_rows()
-        return self.total / self.count
+        return self.value / self.count

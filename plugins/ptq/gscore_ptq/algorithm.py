@@ -30,6 +30,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from gscore.algorithm import PTQAlgorithm
+from gscore.calib.data_parallel import data_parallel
 from gscore.calib.layerwise import calibrate_blockwise
 from gscore.calib.network_helper import as_helper, require_methods
 from gscore.config import OutliersSuppressionType, PrecisionRecovery, PTQConfig, QuantDtype, QuantGranularity
@@ -96,7 +97,7 @@ class PTQ(PTQAlgorithm):
 
     def calibrate(self, network: nn.Cell, network_helper: Any = None, datasets: Any = None) -> nn.Cell:
         self._check_network(network)
-        helper = self._helper(network_helper)
+        helper = data_parallel(self._helper(network_helper))  # under msrun: this worker's shard, statistics combined
         names = [name for name, _ in iter_cells(network, is_linear) if self.policies.for_layer(name) is not None]
         convs = self._convs(network)
         if not names and not convs and self.config.kvcache_quant_dtype is None:
