@@ -1,0 +1,130 @@
+// Attention of a few new query positions over a KV cache, dequantising int8 entries inside.
+//
+// q [B, Hq, T, D] float32; cached keys/values [B, Hkv, S, D] with Hq a multiple of Hkv (grouped
+// query attention: head h reads kv head h / (Hq / Hkv)); mask [T, S] additive; the output is
+// [B, T, Hq * D], the layout the output projection takes. For each (b, h, t):
+//   score[s] = (q . key_s) * softmax_scale + mask[t, s];  p = softmax(score);  out = sum_s p[s] value_s
+// Cache formats (dequantisation folded into the dot products, so entries are never expanded):
+//   float   key_s as stored
+//   channel int8 codes with per (kv head, d) scale and zero point:  key = (code - zp) * scale
+//   token   int8 codes with one scale per (b, kv head, s):          key = code * scale
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "pool.h"
+#include "simd.h"
+
+namespace gsk {
+
+enum class CacheKind { kFloat, kChannel, kToken };
+
+struct KVView {
+  CacheKind kind;
+  const void* data;  // float or int8 [B, Hkv, S, D]
+  const float* scale;  // channel: [Hkv, D]; token: [B, Hkv, S]; float: unused
+  const float* zero;  // channel: [Hkv, D]; otherwise unused
+};
+
+struct AttentionShape {
+  int64_t B, Hq, Hkv, T, S, D;
+};
+
+// dot(a, row) over D values, row float or int8.
+inline float dot_row(const float* a, const void* row, bool int8, int64_t D) {
+  using V = FV::V;
+  constexpr int W = FV::W;
+  V acc = FV::zero();
+  int64_t d = 0;
+  float s = 0.0f;
+  if (int8) {
+    const int8_t* r = static_cast<const int8_t*>(row);
+    for (; d + W <= D; d += W) acc = FV::fma(FV::load(a + d), FV::from_i8(r + d), acc);
+    s = FV::sum(acc);
+    for (; d < D; ++d) s += a[d] * static_cast<float>(r[d]);
+  } else {
+    const float* r = static_cast<const float*>(row);
+    for (; d + W <= D; d += W) acc = FV::fma(FV::load(a + d), FV::load(r + d), acc);
+    s = FV::sum(acc);
+    for (; d < D; ++d) s += a[d] * r[d];
+  }
+  return s;
+}
+
+// out[0:D] += p * row
+inline void axpy_row(float p, const void* row, bool int8, int64_t D, float* out) {
+  using V = FV::V;
+  constexpr int W = FV::W;
+  const V pv = FV::set1(p);
+  int64_t d = 0;
+  if (int8) {
+    const int8_t* r = static_cast<const int8_t*>(row);
+    for (; d + W <= D; d += W) FV::store(out + d, FV::fma(pv, FV::from_i8(r + d), FV::load(out + d)));
+    for (; d < D; ++d) out[d] += p * static_cast<float>(r[d]);
+  } else {
+    const float* r = static_cast<const float*>(row);
+    for (; d + W <= D; d += W) FV::store(out + d, FV::fma(pv, FV::load(r + d), FV::load(out + d)));
+    for (; d < D; ++d) out[d] += p * r[d];
+  }
+}
+
+inline void attention(const float* q, const KVView& keys, const KVView& values, const float* mask, float softmax_scale, const AttentionShape& sh, float* out) {
+  const int64_t B = sh.B, Hq = sh.Hq, Hkv = sh.Hkv, T = sh.T, S = sh.S, D = sh.D;
+  const int64_t group = Hq / Hkv, items = B * Hq * T;
+  const bool k8 = keys.kind != CacheKind::kFloat, v8 = values.kind != CacheKind::kFloat;
+  const size_t elem_k = k8 ? 1 : 4, elem_v = v8 ? 1 : 4;
+  parallel_for(items, 1, 2 * items * S * D, [&](int64_t first, int64_t last) {
+    std::vector<float> score(static_cast<size_t>(S)), qs(static_cast<size_t>(D)), acc(static_cast<size_t>(D));
+    for (int64_t item = first; item < last; ++item) {
+      const int64_t t = item % T, h = (item / T) % Hq, b = item / (T * Hq), kvh = h / group;
+      const float* qv = q + ((b * Hq + h) * T + t) * D;
+      const int64_t head = b * Hkv + kvh;
+      const char* kbase = static_cast<const char*>(keys.data) + head * S * D * elem_k;
+      const char* vbase = static_cast<const char*>(values.data) + head * S * D * elem_v;
+      // keys: fold the per-channel scale into q, the zero point into one constant
+      float offset = 0.0f;
+      if (keys.kind == CacheKind::kChannel) {
+        for (int64_t d = 0; d < D; ++d) {
+          qs[d] = qv[d] * keys.scale[kvh * D + d];
+          offset += qs[d] * keys.zero[kvh * D + d];
+        }
+      } else {
+        std::copy(qv, qv + D, qs.begin());
+      }
+      float best = -std::numeric_limits<float>::infinity();
+      for (int64_t s = 0; s < S; ++s) {
+        float dot = dot_row(qs.data(), kbase + s * D * elem_k, k8, D) - offset;
+        if (keys.kind == CacheKind::kToken) dot *= keys.scale[head * S + s];
+        score[s] = dot * softmax_scale + mask[t * S + s];
+        best = std::max(best, score[s]);
+      }
+      float total = 0.0f;
+      for (int64_t s = 0; s < S; ++s) {
+        score[s] = std::exp(score[s] - best);
+        total += score[s];
+      }
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      float pzero = 0.0f;  // sum of the weights that multiplied raw codes (channel zero points)
+      for (int64_t s = 0; s < S; ++s) {
+        float p = score[s];
+        if (p == 0.0f) continue;
+        if (values.kind == CacheKind::kToken) p *= values.scale[head * S + s];
+        pzero += p;
+        axpy_row(p, vbase + s * D * elem_v, v8, D, acc.data());
+      }
+      float* o = out + ((b * T + t) * Hq + h) * D;
+      const float inv = 1.0f / total;
+      if (values.kind == CacheKind::kChannel) {
+        for (int64_t d = 0; d < D; ++d) o[d] = (acc[d] - pzero * values.zero[kvh * D + d]) * values.scale[kvh * D + d] * inv;
+      } else {
+        for (int64_t d = 0; d < D; ++d) o[d] = acc[d] * inv;
+      }
+    }
+  });
+}
+
+}  // namespace gsk

@@ -1,0 +1,190 @@
+// Entry points: MindSpore AOT custom operators (ops.Custom("lib.so:name", ..., func_type="aot"))
+// and plain C functions for ctypes.
+//
+// An AOT operator receives every input then every output as (pointer, rank, shape, dtype
+// name); returning non-zero makes MindSpore raise. Inputs arrive contiguous. Shapes are
+// checked again here (the Python wrappers check them first, with clear messages), so a
+// mismatch fails instead of reading out of bounds.
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "attention.h"
+#include "linear.h"
+#include "simd.h"
+
+namespace {
+
+struct Arg {
+  void* data;
+  int ndim;
+  const int64_t* shape;
+  const char* dtype;
+
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; ++i) n *= shape[i];
+    return n;
+  }
+  int64_t dim(int i) const { return shape[i < 0 ? ndim + i : i]; }
+  bool is(const char* name) const { return std::strcmp(dtype, name) == 0; }
+};
+
+struct Args {
+  int n;
+  void** params;
+  int* ndims;
+  int64_t** shapes;
+  const char** dtypes;
+  Arg operator[](int i) const { return Arg{params[i], ndims[i], shapes[i], dtypes[i]}; }
+};
+
+// A float32 view of a float32 or float16 tensor (float16 is converted into `storage`).
+const float* as_f32(const Arg& a, std::vector<float>& storage) {
+  if (a.is("float32")) return static_cast<const float*>(a.data);
+  const int64_t n = a.numel();
+  storage.resize(static_cast<size_t>(n));
+  const uint16_t* h = static_cast<const uint16_t*>(a.data);
+  for (int64_t i = 0; i < n; ++i) storage[i] = gsk::half_to_float(h[i]);
+  return storage.data();
+}
+
+bool is_float(const Arg& a) { return a.is("float32") || a.is("float16"); }
+
+// Output in the dtype of `out`: computed straight into it (float32) or converted (float16).
+struct Output {
+  Arg out;
+  std::vector<float> storage;
+  float* data() {
+    if (out.is("float32")) return static_cast<float*>(out.data);
+    storage.resize(static_cast<size_t>(out.numel()));
+    return storage.data();
+  }
+  void finish() {
+    if (out.is("float32")) return;
+    uint16_t* h = static_cast<uint16_t*>(out.data);
+    for (size_t i = 0; i < storage.size(); ++i) h[i] = gsk::float_to_half(storage[i]);
+  }
+};
+
+constexpr int kOk = 0, kBadArgs = 1;
+
+}  // namespace
+
+extern "C" {
+
+const char* gsk_level() { return gsk::kLevel; }
+
+// x [.., K] float, q [N, K] int8, scale [N], zp_neg [N] -> y [.., N] (x's dtype)
+int gsk_w8_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 5) return kBadArgs;
+  const Arg x = a[0], q = a[1], scale = a[2], zp = a[3];
+  if (!is_float(x) || !q.is("int8") || q.ndim != 2 || !is_float(scale) || !is_float(zp)) return kBadArgs;
+  const int64_t N = q.dim(0), K = q.dim(1);
+  if (x.dim(-1) != K || scale.numel() != N || zp.numel() != N) return kBadArgs;
+  std::vector<float> xs, ss, zs;
+  Output y{a[4], {}};
+  gsk::W8 w{static_cast<const int8_t*>(q.data), as_f32(scale, ss), as_f32(zp, zs), N, K};
+  gsk::w8_linear(as_f32(x, xs), x.numel() / K, w, y.data());
+  y.finish();
+  return kOk;
+}
+
+// x [.., K] float, q [N, K/2] int8 (two int4 per byte), scale [N, G], zp_neg [N, G],
+// group [1] int32 -> y [.., N]
+int gsk_w4_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 6) return kBadArgs;
+  const Arg x = a[0], q = a[1], scale = a[2], zp = a[3], group = a[4];
+  if (!is_float(x) || !q.is("int8") || q.ndim != 2 || !is_float(scale) || !is_float(zp) || !group.is("int32")) return kBadArgs;
+  const int64_t N = q.dim(0), K = 2 * q.dim(1), G = *static_cast<const int32_t*>(group.data);
+  if (G <= 0 || x.dim(-1) != K) return kBadArgs;
+  const int64_t groups = (K + G - 1) / G;
+  if (scale.numel() != N * groups || zp.numel() != N * groups) return kBadArgs;
+  std::vector<float> xs, ss, zs;
+  Output y{a[5], {}};
+  gsk::W4 w{static_cast<const int8_t*>(q.data), as_f32(scale, ss), as_f32(zp, zs), N, K, G, groups};
+  gsk::w4_linear(as_f32(x, xs), x.numel() / K, w, y.data());
+  y.finish();
+  return kOk;
+}
+
+static int a8w8(const Args& a, bool dynamic) {
+  const Arg x = a[0], q = a[1], scale = a[2], zp = a[3];
+  if (!is_float(x) || !q.is("int8") || q.ndim != 2 || !is_float(scale) || !is_float(zp)) return kBadArgs;
+  const int64_t N = q.dim(0), K = q.dim(1);
+  if (x.dim(-1) != K || scale.numel() != N || zp.numel() != N) return kBadArgs;
+  float xs = 0.0f, xzp = 0.0f;
+  if (!dynamic) {
+    const Arg s = a[4], z = a[5];
+    if (!s.is("float32") || !z.is("float32") || s.numel() != 1 || z.numel() != 1) return kBadArgs;
+    xs = *static_cast<const float*>(s.data);
+    xzp = *static_cast<const float*>(z.data);
+  }
+  std::vector<float> xbuf, ss, zs;
+  Output y{a[dynamic ? 4 : 6], {}};
+  gsk::A8W8 w{static_cast<const int8_t*>(q.data), as_f32(scale, ss), as_f32(zp, zs), N, K};
+  gsk::a8w8_linear(as_f32(x, xbuf), x.numel() / K, w, dynamic, xs, xzp, y.data());
+  y.finish();
+  return kOk;
+}
+
+// x, q [N, K] int8, scale [N], zp_neg [N], x_scale [1], x_zp [1] -> y
+int gsk_a8w8_static_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  if (nparam != 7) return kBadArgs;
+  return a8w8(Args{nparam, params, ndims, shapes, dtypes}, false);
+}
+
+// x, q [N, K] int8, scale [N], zp_neg [N] -> y (activation scale per row, computed inside)
+int gsk_a8w8_dynamic_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  if (nparam != 5) return kBadArgs;
+  return a8w8(Args{nparam, params, ndims, shapes, dtypes}, true);
+}
+
+static bool attention_shape(const Arg& q, const Arg& k, const Arg& mask, gsk::AttentionShape& sh) {
+  if (!q.is("float32") || q.ndim != 4 || k.ndim != 4 || mask.ndim != 2 || !mask.is("float32")) return false;
+  sh = {q.dim(0), q.dim(1), k.dim(1), q.dim(2), k.dim(2), q.dim(3)};
+  return k.dim(0) == sh.B && k.dim(3) == sh.D && sh.Hkv > 0 && sh.Hq % sh.Hkv == 0 && mask.dim(0) == sh.T && mask.dim(1) == sh.S;
+}
+
+static float scalar(const Arg& a) { return *static_cast<const float*>(a.data); }
+
+// q [B, Hq, T, D], k, v [B, Hkv, S, D] float32, mask [T, S], softmax_scale [1] -> [B, T, Hq * D]
+int gsk_attention_float(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  gsk::AttentionShape sh;
+  if (nparam != 6 || !attention_shape(a[0], a[1], a[3], sh) || !a[1].is("float32") || !a[2].is("float32")) return kBadArgs;
+  if (a[2].numel() != a[1].numel()) return kBadArgs;
+  gsk::KVView k{gsk::CacheKind::kFloat, a[1].data, nullptr, nullptr}, v{gsk::CacheKind::kFloat, a[2].data, nullptr, nullptr};
+  gsk::attention(static_cast<const float*>(a[0].data), k, v, static_cast<const float*>(a[3].data), scalar(a[4]), sh, static_cast<float*>(a[5].data));
+  return kOk;
+}
+
+// q, k codes int8, k_scale [Hkv, 1, D], k_zp, v codes, v_scale, v_zp, mask, softmax_scale -> out
+int gsk_attention_channel(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  gsk::AttentionShape sh;
+  if (nparam != 10 || !attention_shape(a[0], a[1], a[7], sh) || !a[1].is("int8") || !a[4].is("int8")) return kBadArgs;
+  const int64_t per = sh.Hkv * sh.D;
+  if (a[4].numel() != a[1].numel() || a[2].numel() != per || a[3].numel() != per || a[5].numel() != per || a[6].numel() != per) return kBadArgs;
+  gsk::KVView k{gsk::CacheKind::kChannel, a[1].data, static_cast<const float*>(a[2].data), static_cast<const float*>(a[3].data)};
+  gsk::KVView v{gsk::CacheKind::kChannel, a[4].data, static_cast<const float*>(a[5].data), static_cast<const float*>(a[6].data)};
+  gsk::attention(static_cast<const float*>(a[0].data), k, v, static_cast<const float*>(a[7].data), scalar(a[8]), sh, static_cast<float*>(a[9].data));
+  return kOk;
+}
+
+// q, k codes int8, k_scale [B, Hkv, S, 1], v codes, v_scale, mask, softmax_scale -> out
+int gsk_attention_token(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  gsk::AttentionShape sh;
+  if (nparam != 8 || !attention_shape(a[0], a[1], a[5], sh) || !a[1].is("int8") || !a[3].is("int8")) return kBadArgs;
+  const int64_t per = sh.B * sh.Hkv * sh.S;
+  if (a[3].numel() != a[1].numel() || a[2].numel() != per || a[4].numel() != per) return kBadArgs;
+  gsk::KVView k{gsk::CacheKind::kToken, a[1].data, static_cast<const float*>(a[2].data), nullptr};
+  gsk::KVView v{gsk::CacheKind::kToken, a[3].data, static_cast<const float*>(a[4].data), nullptr};
+  gsk::attention(static_cast<const float*>(a[0].data), k, v, static_cast<const float*>(a[5].data), scalar(a[6]), sh, static_cast<float*>(a[7].data));
+  return kOk;
+}
+
+}  // extern "C"

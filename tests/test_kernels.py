@@ -1,0 +1,215 @@
+"""Native kernels against numpy references, at every dispatch level this CPU runs.
+
+Tolerances (stated once, used everywhere):
+
+* integer paths (A8W8 static and dynamic) are **exact**: activation codes, the int32
+  accumulator and the zero-point terms are integers, and the output ``float32(t) * x_scale *
+  w_scale`` is computed in the same order as the reference, so outputs are bit-identical;
+* float paths (weight-only int8/int4, attention) are within ``FLOAT_TOL`` of a float64
+  reference, relative to the magnitude of the terms summed: ``|y - y64| <= FLOAT_TOL *
+  (|x| @ |W|.T)`` — the error bound of float32 dot products of a few thousand terms.
+"""
+
+from __future__ import annotations
+
+import mindspore as ms
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mindspore import Tensor
+
+from gscore import kernels
+from gscore.kernels.ops import primitive
+from gscore.quant import pack_int4
+
+LEVELS = kernels.supported_levels()
+FLOAT_TOL = 3e-5
+PROPERTY = settings(max_examples=60, deadline=None)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _blocking():
+    ms.runtime.launch_blocking()
+
+
+def rows(draw, max_rows: int = 80) -> int:
+    """M: decode shapes (1..8) as often as prefill shapes (9..max_rows)."""
+    return draw(st.one_of(st.integers(1, 8), st.integers(9, max_rows)))
+
+
+@st.composite
+def w8_case(draw):
+    m, n, k = rows(draw), draw(st.integers(1, 41)), draw(st.integers(1, 300))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    q = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    scale = (rng.random(n) * 0.02 + 1e-3).astype(np.float32)
+    zp_neg = rng.integers(-8, 8, n).astype(np.float32) if draw(st.booleans()) else np.zeros(n, np.float32)
+    return x, q, scale, zp_neg
+
+
+def assert_float_close(y: np.ndarray, reference: np.ndarray, magnitude: np.ndarray) -> None:
+    bound = FLOAT_TOL * magnitude + 1e-30
+    excess = np.abs(y.astype(np.float64) - reference) - bound
+    assert excess.max() <= 0, f"max error over bound {excess.max():.3g} (bound up to {bound.max():.3g})"
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@PROPERTY
+@given(case=w8_case())
+def test_w8_linear_matches_numpy(level, case):
+    x, q, scale, zp_neg = case
+    w = (q.astype(np.float64) + zp_neg[:, None]) * scale[:, None]
+    y = primitive("w8_linear", level)(Tensor(x), Tensor(q), Tensor(scale), Tensor(zp_neg)).asnumpy()
+    assert y.shape == (x.shape[0], q.shape[0]) and y.dtype == np.float32
+    assert_float_close(y, x.astype(np.float64) @ w.T, np.abs(x.astype(np.float64)) @ np.abs(w).T)
+
+
+@st.composite
+def w4_case(draw):
+    group = draw(st.sampled_from([2, 6, 16, 32, 64, 128]))
+    k = 2 * draw(st.integers(1, 160))  # packed two per byte: even K, often not a multiple of the group
+    m, n = rows(draw), draw(st.integers(1, 37))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    groups = -(-k // group)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    codes = rng.integers(-8, 8, (n, k)).astype(np.int8)
+    scale = (rng.random((n, groups)) * 0.1 + 1e-3).astype(np.float32)
+    zp_neg = rng.integers(-7, 8, (n, groups)).astype(np.float32)
+    return x, codes, scale, zp_neg, group
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@PROPERTY
+@given(case=w4_case())
+def test_w4_linear_matches_numpy_with_ragged_groups(level, case):
+    x, codes, scale, zp_neg, group = case
+    k = x.shape[1]
+    per_column = np.arange(k) // group
+    w = (codes.astype(np.float64) + zp_neg[:, per_column]) * scale[:, per_column]
+    out = primitive("w4_linear", level)(Tensor(x), Tensor(pack_int4(codes)), Tensor(scale), Tensor(zp_neg), Tensor(np.array([group], np.int32)))
+    y = out.asnumpy()
+    assert_float_close(y, x.astype(np.float64) @ w.T, np.abs(x.astype(np.float64)) @ np.abs(w).T)
+
+
+def a8w8_reference(x, q, w_scale, w_zp_neg, x_scale=None, x_zp=None):
+    """Codes as the MindSpore path computes them, integer products, one float rounding."""
+    if x_scale is None:
+        amax = np.abs(x).max(axis=1, keepdims=True)
+        s = np.maximum(amax / np.float32(127.0), np.float32(1e-12)).astype(np.float32)
+        codes = np.clip(np.rint(x / s), -127, 127)
+        zp = 0
+    else:
+        s = np.full((x.shape[0], 1), x_scale, np.float32)
+        codes = np.clip(np.rint(x / np.float32(x_scale)) + np.float32(x_zp), -128, 127)
+        zp = int(x_zp)
+    xi = codes.astype(np.int64) - zp
+    wi = q.astype(np.int64) + w_zp_neg.astype(np.int64)[:, None]
+    t = xi @ wi.T
+    return (t.astype(np.float32) * s) * w_scale[None, :]
+
+
+@st.composite
+def a8w8_case(draw):
+    m, n, k = rows(draw), draw(st.integers(1, 41)), draw(st.integers(1, 600))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = (rng.standard_normal((m, k)) * draw(st.sampled_from([1e-3, 1.0, 50.0]))).astype(np.float32)
+    if draw(st.booleans()):
+        x[0] = 0.0  # an all-zero row: the dynamic scale floor
+    q = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    w_scale = (rng.random(n) * 0.02 + 1e-3).astype(np.float32)
+    w_zp_neg = rng.integers(-8, 8, n).astype(np.float32) if draw(st.booleans()) else np.zeros(n, np.float32)
+    x_scale = np.float32(np.abs(x).max() / 100 + 1e-6)  # some values clip
+    x_zp = np.float32(draw(st.integers(-20, 20)))
+    return x, q, w_scale, w_zp_neg, x_scale, x_zp
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@PROPERTY
+@given(case=a8w8_case())
+def test_a8w8_static_is_exact(level, case):
+    x, q, w_scale, w_zp_neg, x_scale, x_zp = case
+    op = primitive("a8w8_static_linear", level)
+    y = op(Tensor(x), Tensor(q), Tensor(w_scale), Tensor(w_zp_neg), Tensor(np.array([x_scale])), Tensor(np.array([x_zp]))).asnumpy()
+    np.testing.assert_array_equal(y, a8w8_reference(x, q, w_scale, w_zp_neg, x_scale, x_zp))
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@PROPERTY
+@given(case=a8w8_case())
+def test_a8w8_dynamic_is_exact(level, case):
+    x, q, w_scale, w_zp_neg, _, _ = case
+    y = primitive("a8w8_dynamic_linear", level)(Tensor(x), Tensor(q), Tensor(w_scale), Tensor(w_zp_neg)).asnumpy()
+    np.testing.assert_array_equal(y, a8w8_reference(x, q, w_scale, w_zp_neg))
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("name", ["w8_linear", "a8w8_dynamic_linear"])
+def test_float16_activations_and_scales_give_float16_within_half_precision(level, name):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 77)).astype(np.float16)
+    q = rng.integers(-127, 128, (19, 77)).astype(np.int8)
+    scale = (rng.random(19) * 0.02 + 1e-3).astype(np.float16)
+    zp_neg = np.zeros(19, np.float16)
+    y = primitive(name, level)(Tensor(x), Tensor(q), Tensor(scale), Tensor(zp_neg)).asnumpy()
+    assert y.dtype == np.float16
+    w = q.astype(np.float64) * scale.astype(np.float64)[:, None]
+    reference = x.astype(np.float64) @ w.T
+    tol = 4e-3 if name == "w8_linear" else 2e-2  # half rounding; plus activation quantization
+    assert np.abs(y - reference).max() <= tol * np.abs(reference).max()
+
+
+def attention_reference(q, k, v, mask, scale):
+    """float64 softmax attention with grouped heads; output [B, T, Hq * D]."""
+    group = q.shape[1] // k.shape[1]
+    k = np.repeat(k.astype(np.float64), group, axis=1)
+    v = np.repeat(v.astype(np.float64), group, axis=1)
+    scores = q.astype(np.float64) @ k.transpose(0, 1, 3, 2) * scale + mask
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    out = p @ v
+    magnitude = p @ np.abs(v)
+    b, h, t, d = out.shape
+    return out.transpose(0, 2, 1, 3).reshape(b, t, h * d), magnitude.transpose(0, 2, 1, 3).reshape(b, t, h * d)
+
+
+@st.composite
+def attention_case(draw):
+    b, kv_heads, group = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    t, d = draw(st.integers(1, 9)), draw(st.sampled_from([3, 8, 17, 64]))
+    s = t + draw(st.integers(0, 40))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    q = rng.standard_normal((b, kv_heads * group, t, d)).astype(np.float32)
+    start = s - t
+    keys, queries = np.arange(s)[None, :], np.arange(start, s)[:, None]
+    mask = np.where(keys > queries, np.float32(-1e9), np.float32(0.0))
+    return q, rng, kv_heads, s, mask, np.float32(1.0 / np.sqrt(d))
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@PROPERTY
+@given(case=attention_case(), kind=st.sampled_from(["float", "channel", "token"]))
+def test_attention_over_the_cache_matches_numpy(level, case, kind):
+    q, rng, kv_heads, s, mask, scale = case
+    b, _, _, d = q.shape
+    shape = (b, kv_heads, s, d)
+    if kind == "float":
+        k, v = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape).astype(np.float32)
+        inputs, (kf, vf) = (k, v), (k, v)
+    else:
+        kq, vq = rng.integers(-128, 128, shape).astype(np.int8), rng.integers(-128, 128, shape).astype(np.int8)
+        if kind == "channel":
+            ks, vs = (rng.random((kv_heads, 1, d)) * 0.05).astype(np.float32), (rng.random((kv_heads, 1, d)) * 0.05).astype(np.float32)
+            kz, vz = rng.integers(-20, 20, (kv_heads, 1, d)).astype(np.float32), rng.integers(-20, 20, (kv_heads, 1, d)).astype(np.float32)
+            inputs = (kq, ks, kz, vq, vs, vz)
+            kf, vf = (kq - kz) * ks, (vq - vz) * vs
+        else:
+            ks, vs = (rng.random((b, kv_heads, s, 1)) * 0.05).astype(np.float32), (rng.random((b, kv_heads, s, 1)) * 0.05).astype(np.float32)
+            inputs = (kq, ks, vq, vs)
+            kf, vf = kq * ks, vq * vs
+    reference, magnitude = attention_reference(q, kf, vf, mask, scale)
+    out = primitive(f"attention_{kind}", level)(Tensor(q), *map(Tensor, inputs), Tensor(mask), Tensor(np.array([scale])))
+    y = out.asnumpy()
+    assert y.shape == reference.shape
+    assert_float_close(y, reference, magnitude + 1e-3 * np.abs(reference))
