@@ -55,7 +55,8 @@ def test_quantize_convert_save_deploy_load(name, make_llama, windows, tmp_path):
     deployed = logits(net, x)
     assert rel_err(deployed, reference) < bound
     if not kwargs.get("act_quant_dtype"):
-        np.testing.assert_array_equal(deployed, simulated)
+        # bit-identical on the portable path; native kernels sum in another order (float rounding)
+        np.testing.assert_allclose(deployed, simulated, rtol=1e-5, atol=1e-4)
     else:
         # one layer on one input: equal up to float summation order (1e-5 relative) ...
         h = Tensor(np.random.default_rng(0).standard_normal((16, 1536)).astype(np.float32))
