@@ -45,6 +45,12 @@ KERNELS: dict[str, tuple[Callable[..., list[int]], Callable[..., Any]]] = {
     "attention_float": (_attention_shape, _float32),
     "attention_channel": (_attention_shape, _float32),
     "attention_token": (_attention_shape, _float32),
+    "cache_attention_float": (_attention_shape, _float32),
+    "cache_attention_channel": (_attention_shape, _float32),
+    "cache_attention_token": (_attention_shape, _float32),
+    "rms_norm": (_like_first, _like_first),
+    "rotary": (_like_first, _like_first),
+    "silu_mul": (_like_first, _like_first),
 }
 
 _primitives: dict[tuple[str, str], ops.Custom] = {}

@@ -1,8 +1,11 @@
 // Attention of a few new query positions over a KV cache, dequantising int8 entries inside.
 //
-// q [B, Hq, T, D] float32; cached keys/values [B, Hkv, S, D] with Hq a multiple of Hkv (grouped
-// query attention: head h reads kv head h / (Hq / Hkv)); mask [T, S] additive; the output is
-// [B, T, Hq * D], the layout the output projection takes. For each (b, h, t):
+// q [B, Hq, T, D] float32; cached keys/values in either layout, [B, Hkv, S, D] (a cache that
+// grows by concatenation) or [S, B, Hkv, D] (a preallocated buffer, written in place by
+// cache_attention below), with Hq a multiple of Hkv (grouped query attention: head h reads kv
+// head h / (Hq / Hkv)); mask [T, S] additive; the output is [B, T, Hq * D], the layout the
+// output projection takes. Only the first `valid` keys are read (the rest of a buffer is
+// unwritten; the mask excludes it anyway). For each (b, h, t):
 //   score[s] = (q . key_s) * softmax_scale + mask[t, s];  p = softmax(score);  out = sum_s p[s] value_s
 // Cache formats (dequantisation folded into the dot products, so entries are never expanded):
 //   float   key_s as stored
@@ -23,15 +26,26 @@ namespace gsk {
 
 enum class CacheKind { kFloat, kChannel, kToken };
 
+// Where row (b, h, s) of a cache lives: rows of D values (and token scales) at
+// b * sb + h * sh + s * ss.
+struct Strides {
+  int64_t sb, sh, ss;
+  int64_t at(int64_t b, int64_t h, int64_t s) const { return b * sb + h * sh + s * ss; }
+  static Strides batch_major(int64_t H, int64_t S) { return {H * S, S, 1}; }  // [B, H, S, .]
+  static Strides token_major(int64_t B, int64_t H) { return {H, 1, B * H}; }  // [S, B, H, .]
+};
+
 struct KVView {
   CacheKind kind;
-  const void* data;  // float or int8 [B, Hkv, S, D]
-  const float* scale;  // channel: [Hkv, D]; token: [B, Hkv, S]; float: unused
+  const void* data;  // float or int8 rows of D
+  const float* scale;  // channel: [Hkv, D]; token: one per row; float: unused
   const float* zero;  // channel: [Hkv, D]; otherwise unused
+  Strides rows;
 };
 
 struct AttentionShape {
   int64_t B, Hq, Hkv, T, S, D;
+  int64_t valid;  // keys [0, valid) are read
 };
 
 // dot(a, row) over D values, row float or int8.
@@ -74,17 +88,17 @@ inline void axpy_row(float p, const void* row, bool int8, int64_t D, float* out)
 
 inline void attention(const float* q, const KVView& keys, const KVView& values, const float* mask, float softmax_scale, const AttentionShape& sh, float* out) {
   const int64_t B = sh.B, Hq = sh.Hq, Hkv = sh.Hkv, T = sh.T, S = sh.S, D = sh.D;
+  (void)B;
   const int64_t group = Hq / Hkv, items = B * Hq * T;
   const bool k8 = keys.kind != CacheKind::kFloat, v8 = values.kind != CacheKind::kFloat;
   const size_t elem_k = k8 ? 1 : 4, elem_v = v8 ? 1 : 4;
-  parallel_for(items, 1, 2 * items * S * D, [&](int64_t first, int64_t last) {
+  parallel_for(items, 1, 2 * items * sh.valid * D, [&](int64_t first, int64_t last) {
     std::vector<float> score(static_cast<size_t>(S)), qs(static_cast<size_t>(D)), acc(static_cast<size_t>(D));
     for (int64_t item = first; item < last; ++item) {
       const int64_t t = item % T, h = (item / T) % Hq, b = item / (T * Hq), kvh = h / group;
       const float* qv = q + ((b * Hq + h) * T + t) * D;
-      const int64_t head = b * Hkv + kvh;
-      const char* kbase = static_cast<const char*>(keys.data) + head * S * D * elem_k;
-      const char* vbase = static_cast<const char*>(values.data) + head * S * D * elem_v;
+      const char* kdata = static_cast<const char*>(keys.data);
+      const char* vdata = static_cast<const char*>(values.data);
       // keys: fold the per-channel scale into q, the zero point into one constant
       float offset = 0.0f;
       if (keys.kind == CacheKind::kChannel) {
@@ -96,25 +110,27 @@ inline void attention(const float* q, const KVView& keys, const KVView& values, 
         std::copy(qv, qv + D, qs.begin());
       }
       float best = -std::numeric_limits<float>::infinity();
-      for (int64_t s = 0; s < S; ++s) {
-        float dot = dot_row(qs.data(), kbase + s * D * elem_k, k8, D) - offset;
-        if (keys.kind == CacheKind::kToken) dot *= keys.scale[head * S + s];
+      for (int64_t s = 0; s < sh.valid; ++s) {
+        const int64_t row = keys.rows.at(b, kvh, s);
+        float dot = dot_row(qs.data(), kdata + row * D * elem_k, k8, D) - offset;
+        if (keys.kind == CacheKind::kToken) dot *= keys.scale[row];
         score[s] = dot * softmax_scale + mask[t * S + s];
         best = std::max(best, score[s]);
       }
       float total = 0.0f;
-      for (int64_t s = 0; s < S; ++s) {
+      for (int64_t s = 0; s < sh.valid; ++s) {
         score[s] = std::exp(score[s] - best);
         total += score[s];
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
       float pzero = 0.0f;  // sum of the weights that multiplied raw codes (channel zero points)
-      for (int64_t s = 0; s < S; ++s) {
+      for (int64_t s = 0; s < sh.valid; ++s) {
         float p = score[s];
         if (p == 0.0f) continue;
-        if (values.kind == CacheKind::kToken) p *= values.scale[head * S + s];
+        const int64_t row = values.rows.at(b, kvh, s);
+        if (values.kind == CacheKind::kToken) p *= values.scale[row];
         pzero += p;
-        axpy_row(p, vbase + s * D * elem_v, v8, D, acc.data());
+        axpy_row(p, vdata + row * D * elem_v, v8, D, acc.data());
       }
       float* o = out + ((b * T + t) * Hq + h) * D;
       const float inv = 1.0f / total;
@@ -125,6 +141,37 @@ inline void attention(const float* q, const KVView& keys, const KVView& values, 
       }
     }
   });
+}
+
+// Write the T new keys (or values) x [B, Hkv, T, D] into a token-major buffer [cap, B, Hkv, D]
+// at rows pos .. pos + T, encoded as the cache stores them (the MindSpore cells' encode):
+//   channel: code = clamp(rint(x / scale) + zp, -128, 127)
+//   token:   s = max(max|x| / 127, 1e-8) per (b, h, t), code = clamp(rint(x / s), -127, 127)
+inline void cache_write(const float* x, CacheKind kind, void* data, float* token_scale, const float* scale, const float* zero, int64_t B, int64_t H, int64_t T, int64_t D, int64_t pos) {
+  const Strides out = Strides::token_major(B, H);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < T; ++t) {
+        const float* src = x + ((b * H + h) * T + t) * D;
+        const int64_t row = out.at(b, h, pos + t);
+        if (kind == CacheKind::kFloat) {
+          std::copy(src, src + D, static_cast<float*>(data) + row * D);
+          continue;
+        }
+        int8_t* dst = static_cast<int8_t*>(data) + row * D;
+        if (kind == CacheKind::kChannel) {
+          for (int64_t d = 0; d < D; ++d) {
+            const float v = std::nearbyint(src[d] / scale[h * D + d]) + zero[h * D + d];
+            dst[d] = static_cast<int8_t>(std::min(std::max(v, -128.0f), 127.0f));
+          }
+        } else {
+          float amax = 0.0f;
+          for (int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(src[d]));
+          const float s = std::max(amax / 127.0f, 1e-8f);
+          token_scale[row] = s;
+          for (int64_t d = 0; d < D; ++d) dst[d] = static_cast<int8_t>(std::min(std::max(std::nearbyint(src[d] / s), -127.0f), 127.0f));
+        }
+      }
 }
 
 }  // namespace gsk

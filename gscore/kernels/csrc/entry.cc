@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "attention.h"
+#include "elementwise.h"
 #include "linear.h"
 #include "simd.h"
 
@@ -142,48 +143,140 @@ int gsk_a8w8_dynamic_linear(int nparam, void** params, int* ndims, int64_t** sha
   return a8w8(Args{nparam, params, ndims, shapes, dtypes}, true);
 }
 
-static bool attention_shape(const Arg& q, const Arg& k, const Arg& mask, gsk::AttentionShape& sh) {
+static bool attention_shape(const Arg& q, const Arg& k, const Arg& mask, bool token_major, gsk::AttentionShape& sh) {
   if (!q.is("float32") || q.ndim != 4 || k.ndim != 4 || mask.ndim != 2 || !mask.is("float32")) return false;
-  sh = {q.dim(0), q.dim(1), k.dim(1), q.dim(2), k.dim(2), q.dim(3)};
-  return k.dim(0) == sh.B && k.dim(3) == sh.D && sh.Hkv > 0 && sh.Hq % sh.Hkv == 0 && mask.dim(0) == sh.T && mask.dim(1) == sh.S;
+  const int64_t B = token_major ? k.dim(1) : k.dim(0), H = token_major ? k.dim(2) : k.dim(1), S = token_major ? k.dim(0) : k.dim(2);
+  sh = {q.dim(0), q.dim(1), H, q.dim(2), S, q.dim(3), S};
+  return B == sh.B && k.dim(3) == sh.D && sh.Hkv > 0 && sh.Hq % sh.Hkv == 0 && mask.dim(0) == sh.T && mask.dim(1) == sh.S;
 }
 
 static float scalar(const Arg& a) { return *static_cast<const float*>(a.data); }
 
-// q [B, Hq, T, D], k, v [B, Hkv, S, D] float32, mask [T, S], softmax_scale [1] -> [B, T, Hq * D]
+static const float* f32(const Arg& a) { return static_cast<const float*>(a.data); }
+
+// Attention over a cache given whole, [B, Hkv, S, D] (grown by concatenation).
+// float: q, k, v, mask, softmax_scale -> out [B, T, Hq * D]
 int gsk_attention_float(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
   Args a{nparam, params, ndims, shapes, dtypes};
   gsk::AttentionShape sh;
-  if (nparam != 6 || !attention_shape(a[0], a[1], a[3], sh) || !a[1].is("float32") || !a[2].is("float32")) return kBadArgs;
+  if (nparam != 6 || !attention_shape(a[0], a[1], a[3], false, sh) || !a[1].is("float32") || !a[2].is("float32")) return kBadArgs;
   if (a[2].numel() != a[1].numel()) return kBadArgs;
-  gsk::KVView k{gsk::CacheKind::kFloat, a[1].data, nullptr, nullptr}, v{gsk::CacheKind::kFloat, a[2].data, nullptr, nullptr};
-  gsk::attention(static_cast<const float*>(a[0].data), k, v, static_cast<const float*>(a[3].data), scalar(a[4]), sh, static_cast<float*>(a[5].data));
+  const gsk::Strides rows = gsk::Strides::batch_major(sh.Hkv, sh.S);
+  gsk::KVView k{gsk::CacheKind::kFloat, a[1].data, nullptr, nullptr, rows}, v{gsk::CacheKind::kFloat, a[2].data, nullptr, nullptr, rows};
+  gsk::attention(f32(a[0]), k, v, f32(a[3]), scalar(a[4]), sh, static_cast<float*>(a[5].data));
   return kOk;
 }
 
-// q, k codes int8, k_scale [Hkv, 1, D], k_zp, v codes, v_scale, v_zp, mask, softmax_scale -> out
+// channel: q, k codes, k_scale [Hkv, 1, D], k_zp, v codes, v_scale, v_zp, mask, softmax_scale -> out
 int gsk_attention_channel(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
   Args a{nparam, params, ndims, shapes, dtypes};
   gsk::AttentionShape sh;
-  if (nparam != 10 || !attention_shape(a[0], a[1], a[7], sh) || !a[1].is("int8") || !a[4].is("int8")) return kBadArgs;
+  if (nparam != 10 || !attention_shape(a[0], a[1], a[7], false, sh) || !a[1].is("int8") || !a[4].is("int8")) return kBadArgs;
   const int64_t per = sh.Hkv * sh.D;
   if (a[4].numel() != a[1].numel() || a[2].numel() != per || a[3].numel() != per || a[5].numel() != per || a[6].numel() != per) return kBadArgs;
-  gsk::KVView k{gsk::CacheKind::kChannel, a[1].data, static_cast<const float*>(a[2].data), static_cast<const float*>(a[3].data)};
-  gsk::KVView v{gsk::CacheKind::kChannel, a[4].data, static_cast<const float*>(a[5].data), static_cast<const float*>(a[6].data)};
-  gsk::attention(static_cast<const float*>(a[0].data), k, v, static_cast<const float*>(a[7].data), scalar(a[8]), sh, static_cast<float*>(a[9].data));
+  const gsk::Strides rows = gsk::Strides::batch_major(sh.Hkv, sh.S);
+  gsk::KVView k{gsk::CacheKind::kChannel, a[1].data, f32(a[2]), f32(a[3]), rows};
+  gsk::KVView v{gsk::CacheKind::kChannel, a[4].data, f32(a[5]), f32(a[6]), rows};
+  gsk::attention(f32(a[0]), k, v, f32(a[7]), scalar(a[8]), sh, static_cast<float*>(a[9].data));
   return kOk;
 }
 
-// q, k codes int8, k_scale [B, Hkv, S, 1], v codes, v_scale, mask, softmax_scale -> out
+// token: q, k codes, k_scale [B, Hkv, S, 1], v codes, v_scale, mask, softmax_scale -> out
 int gsk_attention_token(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
   Args a{nparam, params, ndims, shapes, dtypes};
   gsk::AttentionShape sh;
-  if (nparam != 8 || !attention_shape(a[0], a[1], a[5], sh) || !a[1].is("int8") || !a[3].is("int8")) return kBadArgs;
+  if (nparam != 8 || !attention_shape(a[0], a[1], a[5], false, sh) || !a[1].is("int8") || !a[3].is("int8")) return kBadArgs;
   const int64_t per = sh.B * sh.Hkv * sh.S;
   if (a[3].numel() != a[1].numel() || a[2].numel() != per || a[4].numel() != per) return kBadArgs;
-  gsk::KVView k{gsk::CacheKind::kToken, a[1].data, static_cast<const float*>(a[2].data), nullptr};
-  gsk::KVView v{gsk::CacheKind::kToken, a[3].data, static_cast<const float*>(a[4].data), nullptr};
-  gsk::attention(static_cast<const float*>(a[0].data), k, v, static_cast<const float*>(a[5].data), scalar(a[6]), sh, static_cast<float*>(a[7].data));
+  const gsk::Strides rows = gsk::Strides::batch_major(sh.Hkv, sh.S);
+  gsk::KVView k{gsk::CacheKind::kToken, a[1].data, f32(a[2]), nullptr, rows};
+  gsk::KVView v{gsk::CacheKind::kToken, a[3].data, f32(a[4]), nullptr, rows};
+  gsk::attention(f32(a[0]), k, v, f32(a[5]), scalar(a[6]), sh, static_cast<float*>(a[7].data));
+  return kOk;
+}
+
+// A preallocated cache: token-major buffers [cap, B, Hkv, D] (token scales [cap, B, Hkv, 1])
+// and `length` [1] int32, the number of rows written. One call stores the new keys and values
+// at rows length .. length + T, attends over rows [0, length + T) with mask [T, cap], and
+// advances length: the buffers and length are updated in place (they are the cache cell's
+// parameters, which nothing else writes while the network runs).
+static int cache_attention(const Args& a, gsk::CacheKind kind) {
+  const bool channel = kind == gsk::CacheKind::kChannel, token = kind == gsk::CacheKind::kToken;
+  const int extra = channel ? 2 : (token ? 1 : 0);  // per-side inputs besides the buffer
+  const int kbuf = 3, vbuf = kbuf + 1 + extra, len = vbuf + 1 + extra, mask = len + 1, out = mask + 2;
+  if (a.n != out + 1) return kBadArgs;
+  const Arg q = a[0], k = a[1], v = a[2], kb = a[kbuf], vb = a[vbuf], length = a[len];
+  gsk::AttentionShape sh;
+  if (!attention_shape(q, kb, a[mask], true, sh) || !length.is("int32") || length.numel() != 1) return kBadArgs;
+  if (!k.is("float32") || !v.is("float32") || k.numel() != sh.B * sh.Hkv * sh.T * sh.D || v.numel() != k.numel()) return kBadArgs;
+  const char* want = kind == gsk::CacheKind::kFloat ? "float32" : "int8";
+  if (!kb.is(want) || !vb.is(want) || vb.numel() != kb.numel()) return kBadArgs;
+  int32_t* filled = static_cast<int32_t*>(length.data);
+  const int64_t pos = *filled;
+  if (pos < 0 || pos + sh.T > sh.S) return kBadArgs;  // the buffer is full
+  const float *ks = nullptr, *kz = nullptr, *vs = nullptr, *vz = nullptr;
+  if (channel) {
+    ks = f32(a[kbuf + 1]), kz = f32(a[kbuf + 2]), vs = f32(a[vbuf + 1]), vz = f32(a[vbuf + 2]);
+    const int64_t per = sh.Hkv * sh.D;
+    if (a[kbuf + 1].numel() != per || a[kbuf + 2].numel() != per || a[vbuf + 1].numel() != per || a[vbuf + 2].numel() != per) return kBadArgs;
+  }
+  if (token) {
+    ks = f32(a[kbuf + 1]), vs = f32(a[vbuf + 1]);
+    const int64_t per = sh.S * sh.B * sh.Hkv;
+    if (a[kbuf + 1].numel() != per || a[vbuf + 1].numel() != per) return kBadArgs;
+  }
+  float* kts = token ? static_cast<float*>(a[kbuf + 1].data) : nullptr;
+  float* vts = token ? static_cast<float*>(a[vbuf + 1].data) : nullptr;
+  gsk::cache_write(f32(k), kind, kb.data, kts, ks, kz, sh.B, sh.Hkv, sh.T, sh.D, pos);
+  gsk::cache_write(f32(v), kind, vb.data, vts, vs, vz, sh.B, sh.Hkv, sh.T, sh.D, pos);
+  sh.valid = pos + sh.T;
+  const gsk::Strides rows = gsk::Strides::token_major(sh.B, sh.Hkv);
+  gsk::KVView kv{kind, kb.data, ks, kz, rows}, vv{kind, vb.data, vs, vz, rows};
+  gsk::attention(f32(q), kv, vv, f32(a[mask]), scalar(a[mask + 1]), sh, static_cast<float*>(a[out].data));
+  *filled = static_cast<int32_t>(pos + sh.T);
+  return kOk;
+}
+
+// q, k, v, key buffer, value buffer, length, mask, softmax_scale -> out
+int gsk_cache_attention_float(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  return cache_attention(Args{nparam, params, ndims, shapes, dtypes}, gsk::CacheKind::kFloat);
+}
+
+// q, k, v, key codes, k_scale [Hkv, 1, D], k_zp, value codes, v_scale, v_zp, length, mask, softmax_scale -> out
+int gsk_cache_attention_channel(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  return cache_attention(Args{nparam, params, ndims, shapes, dtypes}, gsk::CacheKind::kChannel);
+}
+
+// q, k, v, key codes, key scales [cap, B, Hkv, 1], value codes, value scales, length, mask, softmax_scale -> out
+int gsk_cache_attention_token(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  return cache_attention(Args{nparam, params, ndims, shapes, dtypes}, gsk::CacheKind::kToken);
+}
+
+// x [.., H] float32, w [H] float32, eps [1] float32 -> y [.., H]
+int gsk_rms_norm(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 4 || !a[0].is("float32") || !a[1].is("float32") || !a[2].is("float32")) return kBadArgs;
+  const int64_t H = a[0].dim(-1);
+  if (a[1].numel() != H || a[2].numel() != 1 || a[3].numel() != a[0].numel()) return kBadArgs;
+  gsk::rms_norm(f32(a[0]), f32(a[1]), scalar(a[2]), a[0].numel() / H, H, static_cast<float*>(a[3].data));
+  return kOk;
+}
+
+// x [B, H, T, D] float32, cos [T, D], sin [T, D] -> y [B, H, T, D]
+int gsk_rotary(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 4 || !a[0].is("float32") || !a[1].is("float32") || !a[2].is("float32") || a[0].ndim != 4) return kBadArgs;
+  const int64_t T = a[0].dim(2), D = a[0].dim(3);
+  if (D % 2 || a[1].numel() != T * D || a[2].numel() != T * D) return kBadArgs;
+  gsk::rotary(f32(a[0]), f32(a[1]), f32(a[2]), a[0].dim(0) * a[0].dim(1), T, D, static_cast<float*>(a[3].data));
+  return kOk;
+}
+
+// gate, up (same shape) float32 -> silu(gate) * up
+int gsk_silu_mul(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 3 || !a[0].is("float32") || !a[1].is("float32") || a[1].numel() != a[0].numel()) return kBadArgs;
+  gsk::silu_mul(f32(a[0]), f32(a[1]), a[0].numel(), static_cast<float*>(a[2].data));
   return kOk;
 }
 

@@ -82,9 +82,17 @@ inline void micro_f32_rows(int mr, int64_t kc, const float* a, int64_t lda, cons
   }
 }
 
+// A grow-only buffer per calling thread (slot tells buffers of one call apart): prefill packs
+// the whole weight once per call, and reusing the memory keeps page faults out of every call.
+template <class T>
+T* scratch(size_t n, int slot) {
+  thread_local std::vector<T> buffers[2];
+  if (buffers[slot].size() < n) buffers[slot].resize(n);
+  return buffers[slot].data();
+}
+
 // Work is split into chunks of (up to kChunkPanels panels of columns) x (up to kMC rows), small
-// enough that a thread descheduled while holding one delays the call little; a chunk packs its
-// own panels for each block of K.
+// enough that a thread descheduled while holding one delays the call little.
 constexpr int64_t kChunkPanels = 4;
 
 struct GemmChunks {
@@ -94,25 +102,26 @@ struct GemmChunks {
   int64_t count() const { return col_blocks * row_blocks; }
 };
 
-// pack(n0, k0, kc, bp): fill bp[kc][kNR] with weight columns n0 .. n0 + kNR (0 past N).
+// pack(n0, bp): fill bp[K][kNR] with weight columns n0 .. n0 + kNR (0 past N), all of K.
 // finish(m0, m1, n0, n1): runs once per chunk after all of K, e.g. to rescale its outputs.
 template <class Pack, class Finish>
 void gemm_f32(int64_t M, int64_t N, int64_t K, const float* a, float* c, const Pack& pack, const Finish& finish) {
   const GemmChunks chunks(M, N, kNR);
+  float* bp = scratch<float>(static_cast<size_t>(chunks.panels * K * kNR), 0);
+  parallel_for(chunks.panels, 2, N * K * 8, [&](int64_t first, int64_t last) {
+    for (int64_t p = first; p < last; ++p) pack(p * kNR, bp + p * K * kNR);
+  });
   parallel_for(chunks.count(), 1, M * N * K, [&](int64_t first, int64_t last) {
-    std::vector<float> bp(static_cast<size_t>(kKC * kNR));
     for (int64_t chunk = first; chunk < last; ++chunk) {
       const int64_t p0 = (chunk % chunks.col_blocks) * kChunkPanels, p1 = std::min(p0 + kChunkPanels, chunks.panels);
       const int64_t m0 = (chunk / chunks.col_blocks) * kMC, m1 = std::min(m0 + kMC, M);
       for (int64_t k0 = 0; k0 < K; k0 += kKC) {
         const int64_t kc = std::min(kKC, K - k0);
         for (int64_t p = p0; p < p1; ++p) {
-          float* panel = bp.data();
-          pack(p * kNR, k0, kc, panel);
           const int nr = static_cast<int>(std::min<int64_t>(kNR, N - p * kNR));
           for (int64_t m = m0; m < m1; m += kMR) {
             const int mr = static_cast<int>(std::min<int64_t>(kMR, m1 - m));
-            micro_f32_rows(mr, kc, a + m * K + k0, K, panel, c + m * N + p * kNR, N, nr, k0 > 0);
+            micro_f32_rows(mr, kc, a + m * K + k0, K, bp + (p * K + k0) * kNR, c + m * N + p * kNR, N, nr, k0 > 0);
           }
         }
       }
@@ -194,16 +203,16 @@ inline void w8_linear(const float* x, int64_t M, const W8& w, float* y) {
     return;
   }
   // Prefill: y = (x @ (q + zp_neg).T) * scale, the order the MindSpore path computes in.
-  auto pack = [&w](int64_t n0, int64_t k0, int64_t kc, float* bp) {
+  auto pack = [&w](int64_t n0, float* bp) {
     for (int j = 0; j < kNR; ++j) {
       const int64_t n = n0 + j;
       if (n >= w.N) {
-        for (int64_t kk = 0; kk < kc; ++kk) bp[kk * kNR + j] = 0.0f;
+        for (int64_t k = 0; k < w.K; ++k) bp[k * kNR + j] = 0.0f;
         continue;
       }
-      const int8_t* row = w.q + n * w.K + k0;
+      const int8_t* row = w.q + n * w.K;
       const float z = w.zp_neg[n];
-      for (int64_t kk = 0; kk < kc; ++kk) bp[kk * kNR + j] = static_cast<float>(row[kk]) + z;
+      for (int64_t k = 0; k < w.K; ++k) bp[k * kNR + j] = static_cast<float>(row[k]) + z;
     }
   };
   auto finish = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
@@ -317,17 +326,17 @@ inline void w4_linear(const float* x, int64_t M, const W4& w, float* y) {
     return;
   }
   // Prefill: y = x @ ((code + zp_neg) * scale).T, the MindSpore path's dequantised weight.
-  auto pack = [&w](int64_t n0, int64_t k0, int64_t kc, float* bp) {
+  auto pack = [&w](int64_t n0, float* bp) {
     for (int j = 0; j < kNR; ++j) {
       const int64_t n = n0 + j;
       if (n >= w.N) {
-        for (int64_t kk = 0; kk < kc; ++kk) bp[kk * kNR + j] = 0.0f;
+        for (int64_t k = 0; k < w.K; ++k) bp[k * kNR + j] = 0.0f;
         continue;
       }
       const int8_t* row = w.q + n * (w.K / 2);
-      for (int64_t kk = 0; kk < kc; ++kk) {
-        const int64_t k = k0 + kk, g = k / w.group;
-        bp[kk * kNR + j] = (static_cast<float>(int4_code(row, k)) + w.zp_neg[n * w.groups + g]) * w.scale[n * w.groups + g];
+      for (int64_t g = 0; g < w.groups; ++g) {
+        const float s = w.scale[n * w.groups + g], z = w.zp_neg[n * w.groups + g];
+        for (int64_t k = g * w.group; k < std::min((g + 1) * w.group, w.K); ++k) bp[k * kNR + j] = (static_cast<float>(int4_code(row, k)) + z) * s;
       }
     }
   };
@@ -467,9 +476,10 @@ inline void micro_i8(int64_t kgroups, const IV::A* a, int64_t lda, const IV::B* 
 }
 
 inline void micro_i8_rows(int mr, int64_t kg, const IV::A* a, int64_t lda, const IV::B* bp, int32_t* c, int64_t ldc, int nr, bool accumulate) {
+  static_assert(IV::MR == 4 || IV::MR == 6, "micro_i8_rows dispatches 4 or 6 rows");
   switch (mr) {
-    case 6: micro_i8<6>(kg, a, lda, bp, c, ldc, nr, accumulate); break;
-    case 5: micro_i8<5>(kg, a, lda, bp, c, ldc, nr, accumulate); break;
+    case 6: micro_i8<IV::MR == 6 ? 6 : 1>(kg, a, lda, bp, c, ldc, nr, accumulate); break;
+    case 5: micro_i8<IV::MR == 6 ? 5 : 1>(kg, a, lda, bp, c, ldc, nr, accumulate); break;
     case 4: micro_i8<4>(kg, a, lda, bp, c, ldc, nr, accumulate); break;
     case 3: micro_i8<3>(kg, a, lda, bp, c, ldc, nr, accumulate); break;
     case 2: micro_i8<2>(kg, a, lda, bp, c, ldc, nr, accumulate); break;
@@ -480,42 +490,44 @@ inline void micro_i8_rows(int mr, int64_t kg, const IV::A* a, int64_t lda, const
 inline void a8w8_gemm(const QuantizedRows& xq, const A8W8& w, float* y) {
   const int64_t M = xq.M, N = w.N, K = w.K, Kp = round_up(K, IV::KP);
   const GemmChunks chunks(M, N, kINR);
-  std::vector<int32_t> acc(static_cast<size_t>(M * N));
+  // pack every panel once: [Kp / KP][kINR channels][KP], and each channel's code sum
+  IV::B* bp = scratch<IV::B>(static_cast<size_t>(chunks.panels * Kp * kINR), 0);
+  int64_t* sw = scratch<int64_t>(static_cast<size_t>(chunks.panels * kINR), 0);
+  parallel_for(chunks.panels, 2, N * K * 8, [&](int64_t first, int64_t last) {
+    for (int64_t p = first; p < last; ++p) {
+      IV::B* panel = bp + p * Kp * kINR;
+      for (int j = 0; j < kINR; ++j) {
+        const int64_t n = p * kINR + j;
+        const int8_t* row = n < N ? w.q + n * K : nullptr;
+        int64_t s = 0;
+        for (int64_t k = 0; k < Kp; ++k) {
+          const int8_t v = (row && k < K) ? row[k] : 0;
+          s += v;
+          panel[(k / IV::KP) * kINR * IV::KP + j * IV::KP + k % IV::KP] = v;
+        }
+        sw[n] = s;
+      }
+    }
+  });
+  int32_t* acc = scratch<int32_t>(static_cast<size_t>(M * N), 0);
   parallel_for(chunks.count(), 1, M * N * K, [&](int64_t first, int64_t last) {
-    std::vector<IV::B> bp(static_cast<size_t>(kIKC * kINR));
-    std::vector<int64_t> sw(static_cast<size_t>(kINR * kChunkPanels));
     for (int64_t chunk = first; chunk < last; ++chunk) {
       const int64_t p0 = (chunk % chunks.col_blocks) * kChunkPanels, p1 = std::min(p0 + kChunkPanels, chunks.panels);
       const int64_t m0 = (chunk / chunks.col_blocks) * kMC, m1 = std::min(m0 + kMC, M);
-      const int64_t n_begin = p0 * kINR, n_end = std::min(p1 * kINR, N);
-      std::fill(sw.begin(), sw.end(), 0);
       for (int64_t k0 = 0; k0 < Kp; k0 += kIKC) {
-        const int64_t kc = std::min(kIKC, Kp - k0), kg = kc / IV::KP;
+        const int64_t kg = std::min(kIKC, Kp - k0) / IV::KP;
         for (int64_t p = p0; p < p1; ++p) {
-          for (int j = 0; j < kINR; ++j) {  // pack: [kc / KP][kINR channels][KP]
-            const int64_t n = p * kINR + j;
-            const int8_t* row = n < N ? w.q + n * K : nullptr;
-            int64_t s = 0;
-            for (int64_t kk = 0; kk < kc; ++kk) {
-              const int64_t k = k0 + kk;
-              const int8_t v = (row && k < K) ? row[k] : 0;
-              s += v;
-              bp[(kk / IV::KP) * kINR * IV::KP + j * IV::KP + kk % IV::KP] = v;
-            }
-            sw[n - n_begin] += s;
-          }
           const int nr = static_cast<int>(std::min<int64_t>(kINR, N - p * kINR));
-          for (int64_t m = m0; m < m1; m += kMR) {
-            const int mr = static_cast<int>(std::min<int64_t>(kMR, m1 - m));
-            micro_i8_rows(mr, kg, xq.a.data() + m * xq.ld + k0, xq.ld, bp.data(), acc.data() + m * N + p * kINR, N, nr, k0 > 0);
+          for (int64_t m = m0; m < m1; m += IV::MR) {
+            const int mr = static_cast<int>(std::min<int64_t>(IV::MR, m1 - m));
+            micro_i8_rows(mr, kg, xq.a.data() + m * xq.ld + k0, xq.ld, bp + (p * Kp + k0) * kINR, acc + m * N + p * kINR, N, nr, k0 > 0);
           }
         }
       }
       for (int64_t m = m0; m < m1; ++m)
-        for (int64_t n = n_begin; n < n_end; ++n) {
-          const int64_t swn = sw[n - n_begin];
-          const int64_t sxw = acc[m * N + n] - static_cast<int64_t>(IV::kBias) * swn;
-          y[m * N + n] = a8w8_output(sxw, xq.sum[m], swn, xq.zero[m], static_cast<int64_t>(w.zp_neg[n]), K, xq.scale[m], w.scale[n]);
+        for (int64_t n = p0 * kINR; n < std::min(p1 * kINR, N); ++n) {
+          const int64_t sxw = acc[m * N + n] - static_cast<int64_t>(IV::kBias) * sw[n];
+          y[m * N + n] = a8w8_output(sxw, xq.sum[m], sw[n], xq.zero[m], static_cast<int64_t>(w.zp_neg[n]), K, xq.scale[m], w.scale[n]);
         }
     }
   });

@@ -56,6 +56,12 @@ struct FV {
     even = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(b, 28), 28));
     odd = _mm512_cvtepi32_ps(_mm512_srai_epi32(b, 4));
   }
+  // 2^n for integer-valued n in [-126, 127], and n = round(x)
+  static V round(V x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static V pow2(V n) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23)); }
+  static V clamp(V x, float lo, float hi) { return _mm512_min_ps(_mm512_max_ps(x, set1(lo)), set1(hi)); }
+  static V div(V a, V b) { return _mm512_div_ps(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
 };
 
 // vpdpbusd: unsigned 8-bit activations (code + 128) times signed 8-bit weights, 4 per lane.
@@ -65,6 +71,7 @@ struct IV {
   using V = __m512i;
   static constexpr int KP = 4;
   static constexpr int NL = 16;
+  static constexpr int MR = 6;  // GEMM micro-tile rows: dpbusd accumulates in place, 32 registers
   static constexpr int32_t kBias = 128;  // A = code + kBias
   static A encode(int8_t code) { return static_cast<A>(code + kBias); }
   static V zero() { return _mm512_setzero_si512(); }
@@ -112,6 +119,11 @@ struct FV {
     even = _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(b, 28), 28));
     odd = _mm256_cvtepi32_ps(_mm256_srai_epi32(b, 4));
   }
+  static V round(V x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static V pow2(V n) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23)); }
+  static V clamp(V x, float lo, float hi) { return _mm256_min_ps(_mm256_max_ps(x, set1(lo)), set1(hi)); }
+  static V div(V a, V b) { return _mm256_div_ps(a, b); }
+  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
 };
 
 // vpmaddwd: int16 activations times int16 weights, 2 per lane, summed exactly into int32.
@@ -121,6 +133,7 @@ struct IV {
   using V = __m256i;
   static constexpr int KP = 2;
   static constexpr int NL = 8;
+  static constexpr int MR = 4;  // 8 accumulators + 2 B + broadcast + product fit 16 ymm registers
   static constexpr int32_t kBias = 0;
   static A encode(int8_t code) { return code; }
   static V zero() { return _mm256_setzero_si256(); }
@@ -196,6 +209,26 @@ struct FV {
       odd.v[i] = static_cast<float>(p[i] >> 4);
     }
   }
+  static V round(V x) {
+    for (float& v : x.v) v = std::nearbyint(v);
+    return x;
+  }
+  static V pow2(V n) {
+    for (float& v : n.v) v = std::ldexp(1.0f, static_cast<int>(v));
+    return n;
+  }
+  static V clamp(V x, float lo, float hi) {
+    for (float& v : x.v) v = v < lo ? lo : (v > hi ? hi : v);
+    return x;
+  }
+  static V div(V a, V b) {
+    for (int i = 0; i < W; ++i) a.v[i] /= b.v[i];
+    return a;
+  }
+  static V sub(V a, V b) {
+    for (int i = 0; i < W; ++i) a.v[i] -= b.v[i];
+    return a;
+  }
 };
 
 struct IV {
@@ -206,6 +239,7 @@ struct IV {
   };
   static constexpr int KP = 2;
   static constexpr int NL = 8;
+  static constexpr int MR = 4;
   static constexpr int32_t kBias = 0;
   static A encode(int8_t code) { return code; }
   static V zero() {
@@ -266,6 +300,25 @@ struct IV {
 };
 
 #endif
+
+// e^x for a vector, relative error about 2 ulp: x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in
+// two parts so r is exact), e^r by its degree-6 Taylor polynomial, times 2^n. Inputs are clamped
+// to [-87.3, 88.7] (results stay normal floats; e^-87.3 ~ 1e-38 underflows nothing that matters
+// after a softmax or a sigmoid).
+inline FV::V exp_v(FV::V x) {
+  x = FV::clamp(x, -87.3f, 88.7f);
+  const FV::V n = FV::round(FV::mul(x, FV::set1(1.44269504088896341f)));
+  FV::V r = FV::sub(x, FV::mul(n, FV::set1(0.693359375f)));
+  r = FV::sub(r, FV::mul(n, FV::set1(-2.12194440e-4f)));
+  FV::V p = FV::set1(1.0f / 720.0f);
+  p = FV::fma(p, r, FV::set1(1.0f / 120.0f));
+  p = FV::fma(p, r, FV::set1(1.0f / 24.0f));
+  p = FV::fma(p, r, FV::set1(1.0f / 6.0f));
+  p = FV::fma(p, r, FV::set1(0.5f));
+  p = FV::fma(p, r, FV::set1(1.0f));
+  p = FV::fma(p, r, FV::set1(1.0f));
+  return FV::mul(p, FV::pow2(n));
+}
 
 // IEEE half <-> float, bit exact (round to nearest even on the way down), no F16C needed.
 inline float half_to_float(uint16_t h) {
