@@ -20,6 +20,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
+from gscore.nn.fused import RMSNormOp, Rotary, SiluMul
 from gscore.nn.kv_cache import FloatKVCache
 
 
@@ -45,16 +46,15 @@ class LlamaConfig:
 
 
 class RMSNorm(nn.Cell):
-    """``x / rms(x) * weight`` over the last axis, in float32."""
+    """``x / rms(x) * weight`` over the last axis, in float32 (one fused operator)."""
 
     def __init__(self, size: int, eps: float) -> None:
         super().__init__()
         self.weight = Parameter(Tensor(np.ones(size, np.float32)), name="weight")
-        self.eps = eps
+        self.norm = RMSNormOp(eps)
 
     def construct(self, x: Tensor) -> Tensor:
-        variance = ops.mean(ops.square(x), axis=-1, keep_dims=True)
-        return x * ops.rsqrt(variance + self.eps) * self.weight
+        return self.norm(x, self.weight)
 
 
 def rope_tables(config: LlamaConfig) -> tuple[Tensor, Tensor]:
@@ -63,11 +63,6 @@ def rope_tables(config: LlamaConfig) -> tuple[Tensor, Tensor]:
     angles = np.outer(np.arange(config.max_positions, dtype=np.float64), inv_freq)
     angles = np.concatenate([angles, angles], axis=1)
     return Tensor(np.cos(angles).astype(np.float32)), Tensor(np.sin(angles).astype(np.float32))
-
-
-def rotate_half(x: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    return ops.cat([-x[..., half:], x[..., :half]], axis=-1)
 
 
 class Attention(nn.Cell):
@@ -82,6 +77,7 @@ class Attention(nn.Cell):
         self.v_proj = nn.Dense(h, config.num_kv_heads * hd, has_bias=False)
         self.o_proj = nn.Dense(config.num_heads * hd, h, has_bias=False)
         self.kv_cache = FloatKVCache(config.num_kv_heads, hd)
+        self.rotary = Rotary()
         self.scale = 1.0 / math.sqrt(hd)
 
     def _heads(self, x: Tensor, batch: int, heads: int) -> Tensor:
@@ -91,17 +87,9 @@ class Attention(nn.Cell):
         q = self._heads(self.q_proj(x), batch, self.num_heads)
         k = self._heads(self.k_proj(x), batch, self.num_kv_heads)
         v = self._heads(self.v_proj(x), batch, self.num_kv_heads)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        k, v = self.kv_cache(k, v)
-        group = self.num_heads // self.num_kv_heads
-        if group > 1:
-            k = ops.repeat_interleave(k, group, axis=1)
-            v = ops.repeat_interleave(v, group, axis=1)
-        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * self.scale + mask
-        out = ops.matmul(ops.softmax(scores, axis=-1), v)
-        out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (-1, self.num_heads * self.head_dim))
-        return self.o_proj(out)
+        q = self.rotary(q, cos, sin)
+        k = self.rotary(k, cos, sin)
+        return self.o_proj(self.kv_cache(q, k, v, mask, self.scale))
 
 
 class MLP(nn.Cell):
@@ -112,9 +100,10 @@ class MLP(nn.Cell):
         self.gate_proj = nn.Dense(config.hidden_size, config.intermediate_size, has_bias=False)
         self.up_proj = nn.Dense(config.hidden_size, config.intermediate_size, has_bias=False)
         self.down_proj = nn.Dense(config.intermediate_size, config.hidden_size, has_bias=False)
+        self.gate = SiluMul()
 
     def construct(self, x: Tensor) -> Tensor:
-        return self.down_proj(ops.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.gate(self.gate_proj(x), self.up_proj(x)))
 
 
 class DecoderLayer(nn.Cell):
@@ -170,12 +159,13 @@ class LlamaForCausalLM(nn.Cell):
         """Token embeddings as 2-D hidden states ``[batch * tokens, hidden]``."""
         return ops.reshape(self.model.embed_tokens(input_ids), (-1, self.config.hidden_size))
 
-    def position_inputs(self, tokens: int, start: int) -> tuple[Tensor, Tensor, Tensor]:
-        """cos, sin ``[tokens, head_dim]`` and the additive causal mask ``[tokens, start+tokens]``."""
+    def position_inputs(self, tokens: int, start: int, width: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+        """cos, sin ``[tokens, head_dim]`` and the additive causal mask ``[tokens, width]``
+        (``width`` defaults to ``start + tokens``; preallocated KV caches want their capacity)."""
         if start + tokens > self.config.max_positions:
             raise ValueError(f"sequence of {start + tokens} positions exceeds max_positions={self.config.max_positions}")
         cos, sin = self.cos[start : start + tokens], self.sin[start : start + tokens]
-        keys = np.arange(start + tokens)[None, :]
+        keys = np.arange(max(width, start + tokens))[None, :]
         queries = np.arange(start, start + tokens)[:, None]
         mask = Tensor(np.where(keys > queries, np.float32(-1e9), np.float32(0.0)))
         return cos, sin, mask
@@ -186,8 +176,12 @@ class LlamaForCausalLM(nn.Cell):
         return ops.reshape(logits, (batch, -1, self.config.vocab_size))
 
     def construct(self, input_ids: Tensor, start: int = 0) -> Tensor:
-        batch, tokens = input_ids.shape
-        cos, sin, mask = self.position_inputs(tokens, start)
+        return self.forward(input_ids, *self.position_inputs(input_ids.shape[1], start))
+
+    def forward(self, input_ids: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
+        """Logits from token ids and their position inputs: tensors only, so it compiles as a
+        graph (:class:`gscore.nn.decoding.CompiledDecoder` runs it that way)."""
+        batch = input_ids.shape[0]
         hidden = self.embed(input_ids)
         for layer in self.model.layers:
             hidden = layer(hidden, batch, cos, sin, mask)
