@@ -213,3 +213,88 @@ def test_attention_over_the_cache_matches_numpy(level, case, kind):
     y = out.asnumpy()
     assert y.shape == reference.shape
     assert_float_close(y, reference, magnitude + 1e-3 * np.abs(reference))
+
+
+def encode_reference(x, kind, scale=None, zero=None):
+    """What a cache stores for x [B, H, T, D]: codes (and per-token scales) as the cells' encode."""
+    if kind == "float":
+        return (x,), x
+    if kind == "channel":
+        codes = np.clip(np.rint(x / scale) + zero, -128, 127).astype(np.int8)
+        return (codes,), (codes - zero) * scale
+    amax = np.abs(x).max(-1, keepdims=True)
+    s = np.maximum(amax / np.float32(127.0), np.float32(1e-8)).astype(np.float32)
+    codes = np.clip(np.rint(x / s), -127, 127).astype(np.int8)
+    return (codes, s), codes * s
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("kind", ["float", "channel", "token"])
+def test_preallocated_cache_attention_stores_in_place_then_attends(level, kind):
+    """Three calls (a 5-token prefill, then 1 and 2 tokens) on one buffer: after each, the new
+    rows hold exactly what the cache cells' encode stores, length advanced, and the output is
+    attention over every row so far."""
+    rng = np.random.default_rng(1)
+    batch, kv_heads, heads, d, cap = 2, 2, 6, 16, 12
+    scale = np.float32(0.25)
+    k_scale = (rng.random((kv_heads, 1, d)) * 0.05 + 0.01).astype(np.float32)
+    k_zero = rng.integers(-9, 9, (kv_heads, 1, d)).astype(np.float32)
+    v_scale = (rng.random((kv_heads, 1, d)) * 0.05 + 0.01).astype(np.float32)
+    v_zero = rng.integers(-9, 9, (kv_heads, 1, d)).astype(np.float32)
+    dtype = np.float32 if kind == "float" else np.int8
+    k_buf, v_buf = np.zeros((cap, batch, kv_heads, d), dtype), np.zeros((cap, batch, kv_heads, d), dtype)
+    k_sbuf, v_sbuf = np.zeros((cap, batch, kv_heads, 1), np.float32), np.zeros((cap, batch, kv_heads, 1), np.float32)
+    length = np.zeros(1, np.int32)
+    tensors = {name: ms.Parameter(Tensor(a), name=name) for name, a in (("k", k_buf), ("v", v_buf), ("ks", k_sbuf), ("vs", v_sbuf), ("len", length))}
+    op = primitive(f"cache_attention_{kind}", level)
+    seen_k, seen_v = [], []
+    start = 0
+    for tokens in (5, 1, 2):
+        q = rng.standard_normal((batch, heads, tokens, d)).astype(np.float32)
+        k = rng.standard_normal((batch, kv_heads, tokens, d)).astype(np.float32)
+        v = rng.standard_normal((batch, kv_heads, tokens, d)).astype(np.float32)
+        keys, queries = np.arange(cap)[None, :], np.arange(start, start + tokens)[:, None]
+        mask = np.where(keys > queries, np.float32(-1e9), np.float32(0.0))
+        if kind == "float":
+            args = (tensors["k"], tensors["v"])
+        elif kind == "channel":
+            args = (tensors["k"], Tensor(k_scale), Tensor(k_zero), tensors["v"], Tensor(v_scale), Tensor(v_zero))
+        else:
+            args = (tensors["k"], tensors["ks"], tensors["v"], tensors["vs"])
+        out = op(Tensor(q), Tensor(k), Tensor(v), *args, tensors["len"], Tensor(mask), Tensor(np.array([scale]))).asnumpy()
+        k_stored, k_real = encode_reference(k, kind, k_scale, k_zero)
+        v_stored, v_real = encode_reference(v, kind, v_scale, v_zero)
+        rows = slice(start, start + tokens)
+        np.testing.assert_array_equal(tensors["k"].asnumpy()[rows], k_stored[0].transpose(2, 0, 1, 3))
+        np.testing.assert_array_equal(tensors["v"].asnumpy()[rows], v_stored[0].transpose(2, 0, 1, 3))
+        if kind == "token":
+            np.testing.assert_array_equal(tensors["ks"].asnumpy()[rows], k_stored[1].transpose(2, 0, 1, 3))
+        start += tokens
+        assert int(tensors["len"].asnumpy()[0]) == start
+        seen_k.append(k_real)
+        seen_v.append(v_real)
+        reference, magnitude = attention_reference(q, np.concatenate(seen_k, 2), np.concatenate(seen_v, 2), mask[:, :start], scale)
+        assert_float_close(out, reference, magnitude + 1e-5 * np.abs(reference))
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_fused_elementwise_kernels_compute_the_mindspore_formulas(level):
+    """rotary: bit-identical (same float operations in the same order); rms_norm and the SiLU
+    gate within a few float32 ulp (2e-6 and 1e-5 relative: mean and exp are computed differently)."""
+    from mindspore import ops
+
+    from gscore.nn.fused import rotate_half
+
+    rng = np.random.default_rng(2)
+    x = Tensor(rng.standard_normal((2, 3, 5, 16)).astype(np.float32))
+    cos, sin = Tensor(rng.standard_normal((5, 16)).astype(np.float32)), Tensor(rng.standard_normal((5, 16)).astype(np.float32))
+    np.testing.assert_array_equal(primitive("rotary", level)(x, cos, sin).asnumpy(), (x * cos + rotate_half(x) * sin).asnumpy())
+
+    h = Tensor((rng.standard_normal((7, 37)) * 3).astype(np.float32))
+    w = Tensor(rng.standard_normal(37).astype(np.float32))
+    expected = (h * ops.rsqrt(ops.mean(ops.square(h), axis=-1, keep_dims=True) + 1e-5) * w).asnumpy()
+    np.testing.assert_allclose(primitive("rms_norm", level)(h, w, Tensor([1e-5], ms.float32)).asnumpy(), expected, rtol=2e-6, atol=1e-6)
+
+    gate = Tensor((rng.standard_normal((3, 1029)) * 6).astype(np.float32))
+    up = Tensor(rng.standard_normal((3, 1029)).astype(np.float32))
+    np.testing.assert_allclose(primitive("silu_mul", level)(gate, up).asnumpy(), (ops.silu(gate) * up).asnumpy(), rtol=1e-5, atol=1e-7)

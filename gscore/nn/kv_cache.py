@@ -85,7 +85,7 @@ class FloatKVCache(nn.Cell):
     def stored_bytes(self) -> int:
         """Bytes held by the cache storage (data and per-entry scales)."""
         if self.capacity:
-            return sum(p.nbytes for p in self._buffers())
+            return sum(p.nbytes for p in self._all_buffers())
         return sum(t.nbytes for chunk in self.keys + self.values for t in chunk)
 
     def _append(self, k: Tensor, v: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
@@ -126,7 +126,7 @@ class FloatKVCache(nn.Cell):
         self.capacity = 0
         self.fused = None
 
-    def _buffers(self) -> list[Parameter]:
+    def _all_buffers(self) -> list[Parameter]:
         return [*self._side("key"), *self._side("value")]
 
     def _side(self, side: str) -> tuple[Parameter, ...]:
