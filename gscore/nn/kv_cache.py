@@ -38,6 +38,18 @@ from gscore.kernels.ops import primitive
 DECODE_TOKENS = 8
 
 
+def attention_ops(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
+    """``softmax(q k^T * scale + mask) v`` with MindSpore ops, kv heads repeated for the query
+    heads; ``q [b, heads, t, d]``, ``k``/``v [b, kv_heads, s, d]`` -> ``[b, t, heads, d]``."""
+    group = q.shape[1] // k.shape[1]
+    if group > 1:
+        k = ops.repeat_interleave(k, group, axis=1)
+        v = ops.repeat_interleave(v, group, axis=1)
+    scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * scale + mask
+    out = ops.matmul(ops.softmax(scores, axis=-1), v)
+    return ops.transpose(out, (0, 2, 1, 3))
+
+
 class FloatKVCache(nn.Cell):
     """Stores keys and values in float32 (the float baseline).
 
@@ -160,25 +172,15 @@ class FloatKVCache(nn.Cell):
             out = self.fused(q, k, v, *self.kernel_args(self._side("key"), self._side("value")), self.length, mask, softmax_scale)
         elif self.capacity:
             keys, values = self._write(k, v)
-            out = self._attention_ops(q, self.decode(keys, 0), self.decode(values, 1), mask, scale)
+            out = attention_ops(q, self.decode(keys, 0), self.decode(values, 1), mask, scale)
         else:
             keys, values = self._append(k, v)
             native = self._native_kernel() if tokens <= DECODE_TOKENS else None
             if native is not None:
                 out = native(q, *self.kernel_args(keys, values), mask, softmax_scale)
             else:
-                out = self._attention_ops(q, self.decode(keys, 0), self.decode(values, 1), mask, scale)
+                out = attention_ops(q, self.decode(keys, 0), self.decode(values, 1), mask, scale)
         return ops.reshape(out, (-1, q.shape[1] * q.shape[3]))
-
-    def _attention_ops(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
-        """softmax(q k^T * scale + mask) v with MindSpore ops; ``[batch, tokens, heads, head_dim]``."""
-        group = q.shape[1] // k.shape[1]
-        if group > 1:
-            k = ops.repeat_interleave(k, group, axis=1)
-            v = ops.repeat_interleave(v, group, axis=1)
-        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * scale + mask
-        out = ops.matmul(ops.softmax(scores, axis=-1), v)
-        return ops.transpose(out, (0, 2, 1, 3))
 
 
 class StaticInt8KVCache(FloatKVCache):

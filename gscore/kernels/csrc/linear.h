@@ -39,8 +39,9 @@ constexpr int kNR = 2 * FV::W;
 constexpr int64_t kKC = 256;
 constexpr int64_t kMC = 96;
 
+// C[MR rows][nr <= kNR] (+)= A B over kc: A packed [kc][MR] (ap), B packed [kc][kNR] (bp).
 template <int MR>
-inline void micro_f32(int64_t kc, const float* a, int64_t lda, const float* bp, float* c, int64_t ldc, int nr, bool accumulate) {
+inline void micro_f32(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, int nr, bool accumulate) {
   using V = FV::V;
   constexpr int W = FV::W;
   V c0[MR], c1[MR];
@@ -48,7 +49,7 @@ inline void micro_f32(int64_t kc, const float* a, int64_t lda, const float* bp, 
   for (int64_t kk = 0; kk < kc; ++kk) {
     V b0 = FV::load(bp + kk * kNR), b1 = FV::load(bp + kk * kNR + W);
     for (int i = 0; i < MR; ++i) {
-      V av = FV::set1(a[i * lda + kk]);
+      V av = FV::set1(ap[kk * MR + i]);
       c0[i] = FV::fma(av, b0, c0[i]);
       c1[i] = FV::fma(av, b1, c1[i]);
     }
@@ -71,14 +72,24 @@ inline void micro_f32(int64_t kc, const float* a, int64_t lda, const float* bp, 
   }
 }
 
-inline void micro_f32_rows(int mr, int64_t kc, const float* a, int64_t lda, const float* bp, float* c, int64_t ldc, int nr, bool accumulate) {
+inline void micro_f32_rows(int mr, int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, int nr, bool accumulate) {
   switch (mr) {
-    case 6: micro_f32<6>(kc, a, lda, bp, c, ldc, nr, accumulate); break;
-    case 5: micro_f32<5>(kc, a, lda, bp, c, ldc, nr, accumulate); break;
-    case 4: micro_f32<4>(kc, a, lda, bp, c, ldc, nr, accumulate); break;
-    case 3: micro_f32<3>(kc, a, lda, bp, c, ldc, nr, accumulate); break;
-    case 2: micro_f32<2>(kc, a, lda, bp, c, ldc, nr, accumulate); break;
-    default: micro_f32<1>(kc, a, lda, bp, c, ldc, nr, accumulate); break;
+    case 6: micro_f32<6>(kc, ap, bp, c, ldc, nr, accumulate); break;
+    case 5: micro_f32<5>(kc, ap, bp, c, ldc, nr, accumulate); break;
+    case 4: micro_f32<4>(kc, ap, bp, c, ldc, nr, accumulate); break;
+    case 3: micro_f32<3>(kc, ap, bp, c, ldc, nr, accumulate); break;
+    case 2: micro_f32<2>(kc, ap, bp, c, ldc, nr, accumulate); break;
+    default: micro_f32<1>(kc, ap, bp, c, ldc, nr, accumulate); break;
+  }
+}
+
+// Rows m0 .. m1 of A, columns k0 .. k0 + kc, as consecutive panels of kMR rows, each [kc][mr].
+inline void pack_rows(const float* a, int64_t K, int64_t m0, int64_t m1, int64_t k0, int64_t kc, float* ap) {
+  for (int64_t m = m0; m < m1; m += kMR) {
+    const int64_t mr = std::min<int64_t>(kMR, m1 - m);
+    float* panel = ap + (m - m0) * kc;
+    for (int64_t kk = 0; kk < kc; ++kk)
+      for (int64_t i = 0; i < mr; ++i) panel[kk * mr + i] = a[(m + i) * K + k0 + kk];
   }
 }
 
@@ -91,15 +102,21 @@ T* scratch(size_t n, int slot) {
   return buffers[slot].data();
 }
 
-// Work is split into chunks of (up to kChunkPanels panels of columns) x (up to kMC rows), small
-// enough that a thread descheduled while holding one delays the call little.
-constexpr int64_t kChunkPanels = 4;
-
+// Work is split into chunks of (a block of kMC rows) x (a block of column panels). Row blocks
+// come first: a chunk packs its rows of A once per block of K and reuses them across all its
+// panels. Columns are split only as far as needed to give every thread two chunks.
 struct GemmChunks {
-  int64_t panels, col_blocks, row_blocks;
-  GemmChunks(int64_t M, int64_t N, int64_t nr)
-      : panels((N + nr - 1) / nr), col_blocks((panels + kChunkPanels - 1) / kChunkPanels), row_blocks((M + kMC - 1) / kMC) {}
+  int64_t panels, row_blocks, col_blocks, per_col_block;
+  GemmChunks(int64_t M, int64_t N, int64_t nr) : panels((N + nr - 1) / nr), row_blocks((M + kMC - 1) / kMC) {
+    const int64_t wanted = 2 * Pool::instance().threads();
+    col_blocks = std::min(panels, std::max<int64_t>(1, (wanted + row_blocks - 1) / row_blocks));
+    per_col_block = (panels + col_blocks - 1) / col_blocks;
+    col_blocks = (panels + per_col_block - 1) / per_col_block;
+  }
   int64_t count() const { return col_blocks * row_blocks; }
+  int64_t first_panel(int64_t chunk) const { return (chunk % col_blocks) * per_col_block; }
+  int64_t end_panel(int64_t chunk) const { return std::min(first_panel(chunk) + per_col_block, panels); }
+  int64_t first_row(int64_t chunk) const { return (chunk / col_blocks) * kMC; }
 };
 
 // pack(n0, bp): fill bp[K][kNR] with weight columns n0 .. n0 + kNR (0 past N), all of K.
@@ -112,16 +129,18 @@ void gemm_f32(int64_t M, int64_t N, int64_t K, const float* a, float* c, const P
     for (int64_t p = first; p < last; ++p) pack(p * kNR, bp + p * K * kNR);
   });
   parallel_for(chunks.count(), 1, M * N * K, [&](int64_t first, int64_t last) {
+    float* ap = scratch<float>(static_cast<size_t>(kMC * kKC), 1);
     for (int64_t chunk = first; chunk < last; ++chunk) {
-      const int64_t p0 = (chunk % chunks.col_blocks) * kChunkPanels, p1 = std::min(p0 + kChunkPanels, chunks.panels);
-      const int64_t m0 = (chunk / chunks.col_blocks) * kMC, m1 = std::min(m0 + kMC, M);
+      const int64_t p0 = chunks.first_panel(chunk), p1 = chunks.end_panel(chunk);
+      const int64_t m0 = chunks.first_row(chunk), m1 = std::min(m0 + kMC, M);
       for (int64_t k0 = 0; k0 < K; k0 += kKC) {
         const int64_t kc = std::min(kKC, K - k0);
+        pack_rows(a, K, m0, m1, k0, kc, ap);
         for (int64_t p = p0; p < p1; ++p) {
           const int nr = static_cast<int>(std::min<int64_t>(kNR, N - p * kNR));
           for (int64_t m = m0; m < m1; m += kMR) {
             const int mr = static_cast<int>(std::min<int64_t>(kMR, m1 - m));
-            micro_f32_rows(mr, kc, a + m * K + k0, K, bp + (p * K + k0) * kNR, c + m * N + p * kNR, N, nr, k0 > 0);
+            micro_f32_rows(mr, kc, ap + (m - m0) * kc, bp + (p * K + k0) * kNR, c + m * N + p * kNR, N, nr, k0 > 0);
           }
         }
       }
@@ -336,7 +355,18 @@ inline void w4_linear(const float* x, int64_t M, const W4& w, float* y) {
       const int8_t* row = w.q + n * (w.K / 2);
       for (int64_t g = 0; g < w.groups; ++g) {
         const float s = w.scale[n * w.groups + g], z = w.zp_neg[n * w.groups + g];
-        for (int64_t k = g * w.group; k < std::min((g + 1) * w.group, w.K); ++k) bp[k * kNR + j] = (static_cast<float>(int4_code(row, k)) + z) * s;
+        const int64_t g0 = g * w.group, g1 = std::min(g0 + w.group, w.K);
+        int64_t k = g0;
+        if (k & 1) {  // a group starting inside a byte (odd group size)
+          bp[k * kNR + j] = (static_cast<float>(int4_code(row, k)) + z) * s;
+          ++k;
+        }
+        for (; k + 1 < g1; k += 2) {  // whole bytes: low nibble then high nibble
+          const int8_t b = row[k >> 1];
+          bp[k * kNR + j] = (static_cast<float>(static_cast<int8_t>(static_cast<uint8_t>(b) << 4) >> 4) + z) * s;
+          bp[(k + 1) * kNR + j] = (static_cast<float>(b >> 4) + z) * s;
+        }
+        if (k < g1) bp[k * kNR + j] = (static_cast<float>(int4_code(row, k)) + z) * s;
       }
     }
   };
@@ -512,8 +542,8 @@ inline void a8w8_gemm(const QuantizedRows& xq, const A8W8& w, float* y) {
   int32_t* acc = scratch<int32_t>(static_cast<size_t>(M * N), 0);
   parallel_for(chunks.count(), 1, M * N * K, [&](int64_t first, int64_t last) {
     for (int64_t chunk = first; chunk < last; ++chunk) {
-      const int64_t p0 = (chunk % chunks.col_blocks) * kChunkPanels, p1 = std::min(p0 + kChunkPanels, chunks.panels);
-      const int64_t m0 = (chunk / chunks.col_blocks) * kMC, m1 = std::min(m0 + kMC, M);
+      const int64_t p0 = chunks.first_panel(chunk), p1 = chunks.end_panel(chunk);
+      const int64_t m0 = chunks.first_row(chunk), m1 = std::min(m0 + kMC, M);
       for (int64_t k0 = 0; k0 < Kp; k0 += kIKC) {
         const int64_t kg = std::min(kIKC, Kp - k0) / IV::KP;
         for (int64_t p = p0; p < p1; ++p) {
