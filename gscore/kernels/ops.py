@@ -36,6 +36,17 @@ def _float32(*_: Any) -> Any:
     return ms.float32
 
 
+def _fake_quant_bprop(at: str) -> Callable[..., tuple]:
+    """Straight-through backward of ``fake_quant``: the gradient passes where the input
+    quantizes without clipping; scale, zero point and bounds get none."""
+    grad = primitive("fake_quant_grad", at)
+
+    def bprop(x: Any, scale: Any, zero_point: Any, bounds: Any, out: Any, dout: Any) -> tuple:
+        return grad(x, scale, zero_point, bounds, dout), ops.zeros_like(scale), ops.zeros_like(zero_point), ops.zeros_like(bounds)
+
+    return bprop
+
+
 # kernel name: (output shape from input shapes, output dtype from input dtypes)
 KERNELS: dict[str, tuple[Callable[..., list[int]], Callable[..., Any]]] = {
     "w8_linear": (_linear_shape, _like_first),
@@ -51,7 +62,13 @@ KERNELS: dict[str, tuple[Callable[..., list[int]], Callable[..., Any]]] = {
     "rms_norm": (_like_first, _like_first),
     "rotary": (_like_first, _like_first),
     "silu_mul": (_like_first, _like_first),
+    "fake_quant": (_like_first, _like_first),
+    "fake_quant_grad": (_like_first, _like_first),
+    "minmax": (lambda x: [2], _like_first),
+    "channel_minmax": (lambda x: [x[0], 2], _like_first),
 }
+
+BPROPS: dict[str, Callable[[str], Callable[..., tuple]]] = {"fake_quant": _fake_quant_bprop}
 
 _primitives: dict[tuple[str, str], ops.Custom] = {}
 
@@ -78,5 +95,6 @@ def primitive(name: str, at: str | None = None) -> ops.Custom | None:
         path = str(library(at))
         _check_white_list(path)
         shape, dtype = KERNELS[name]
-        _primitives[key] = ops.Custom(f"{path}:gsk_{name}", out_shape=shape, out_dtype=dtype, func_type="aot")
+        bprop = BPROPS[name](at) if name in BPROPS else None
+        _primitives[key] = ops.Custom(f"{path}:gsk_{name}", out_shape=shape, out_dtype=dtype, func_type="aot", bprop=bprop)
     return _primitives[key]

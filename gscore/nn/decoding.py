@@ -29,11 +29,13 @@ from gscore.nn.walk import iter_cells
 class CompiledDecoder:
     """``network``'s forward as compiled graphs over KV caches of ``capacity`` tokens.
 
-    Use as a context manager (or call :meth:`close`): leaving gives the caches back their
-    growing storage and drops the buffers, so the network's parameters are as before.
+    ``graph=False`` (or setting :attr:`graph` later) runs the same fixed-shape forward op by op
+    instead, on the same caches: what compiling buys, measured. Use as a context manager (or
+    call :meth:`close`): leaving gives the caches back their growing storage and drops the
+    buffers, so the network's parameters are as before.
     """
 
-    def __init__(self, network: nn.Cell, capacity: int, batch: int = 1) -> None:
+    def __init__(self, network: nn.Cell, capacity: int, batch: int = 1, graph: bool = True) -> None:
         if capacity < 1 or capacity > network.config.max_positions:
             raise ConfigError(f"capacity must be 1..{network.config.max_positions} tokens (max_positions), got {capacity}")
         self.network = network
@@ -43,7 +45,8 @@ class CompiledDecoder:
         for name, cache in self.caches:
             cache.allocate(batch, capacity, name)
         self.filled = 0
-        self._forward = ms.jit(network.forward)
+        self.graph = graph
+        self._compiled = ms.jit(network.forward)
 
     def __call__(self, input_ids: Tensor, start: int = 0) -> Tensor:
         """Logits ``[batch, tokens, vocab]`` for ``input_ids [batch, tokens]`` at positions
@@ -55,7 +58,8 @@ class CompiledDecoder:
             raise ConfigError(f"the caches hold {self.filled} tokens; a call must start there, got start={start} (reset_cache() to begin again)")
         if start + tokens > self.capacity:
             raise ConfigError(f"{start + tokens} tokens exceed the cache capacity of {self.capacity}; build the decoder with a larger capacity")
-        logits = self._forward(input_ids, *self.network.position_inputs(tokens, start, self.capacity))
+        forward = self._compiled if self.graph else self.network.forward
+        logits = forward(input_ids, *self.network.position_inputs(tokens, start, self.capacity))
         self.filled += tokens
         return logits
 

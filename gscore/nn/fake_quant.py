@@ -15,6 +15,11 @@ Scales follow :func:`gscore.quant.compute_params` exactly (symmetric ``max|x| / 
 asymmetric range widened to include 0 and a rounded zero point), re-expressed in MindSpore
 ops because they change every step; :func:`graph_params` is tested against it. Converting to
 a deployed network uses the numpy function itself on the stored ranges.
+
+With native kernels (:mod:`gscore.kernels`) the range observation and the fake quantization
+itself each run as one fused operator, the latter with its own straight-through backward (one
+pass over the tensor each way instead of about ten): same values forward, bit for bit, and
+the gradient is the incoming gradient where the value quantizes without clipping.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
+from gscore import kernels
 from gscore.errors import ConfigError
+from gscore.kernels.ops import primitive
 from gscore.quant import Granularity, QuantScheme
 
 _SCALE_FLOOR = float(np.finfo(np.float32).tiny)
@@ -68,6 +75,31 @@ def _ste(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: float, qmax: float,
     return codes * scale
 
 
+# Fused kernels, resolved once by _load_fused() before any graph using them is compiled (a
+# compiled function reads module globals when it is compiled).
+_FAKE_QUANT = None
+_MINMAX = None
+_CHANNEL_MINMAX = None
+
+
+def _load_fused() -> bool:
+    """True when native kernels are on (their level when first asked is kept for the process)."""
+    global _FAKE_QUANT, _MINMAX, _CHANNEL_MINMAX
+    if not kernels.enabled():
+        return False
+    if _FAKE_QUANT is None:
+        _FAKE_QUANT, _MINMAX, _CHANNEL_MINMAX = primitive("fake_quant"), primitive("minmax"), primitive("channel_minmax")
+    return True
+
+
+def _quantize(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: float, qmax: float, symmetric: bool, fused: bool) -> Tensor:
+    """:func:`_ste`, as one fused operator when ``fused`` (a symmetric scheme's zero point is 0)."""
+    if fused:
+        zero_point = ops.zeros_like(scale) if symmetric else zero_point
+        return _FAKE_QUANT(x, scale, zero_point, Tensor([qmin, qmax], ms.float32))
+    return _ste(x, scale, zero_point, qmin, qmax, symmetric)
+
+
 # The two training-time paths run as compiled graphs: op-by-op PYNATIVE dispatch made a
 # quantizer cost several times a small layer's own forward and backward. Module-level
 # functions with constant scheme arguments share MindSpore's compile cache across cells; a
@@ -77,35 +109,48 @@ def _ste(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: float, qmax: float,
 
 
 @ms.jit
-def _fake_quant_observed(w: Tensor, qmin: float, qmax: float, symmetric: bool, per_channel: bool) -> Tensor:
+def _fake_quant_observed(w: Tensor, qmin: float, qmax: float, symmetric: bool, per_channel: bool, fused: bool) -> Tensor:
     """Fake-quantize ``w`` with the range of ``w`` itself, per output channel (axis 0) or per tensor."""
     observed = ops.stop_gradient(w)
     if per_channel:
-        axes = tuple(range(1, w.ndim))
-        lo, hi = ops.amin(observed, axes, True), ops.amax(observed, axes, True)
+        if fused:
+            lo_hi = _CHANNEL_MINMAX(observed)
+            keep_dims = (-1,) + (1,) * (w.ndim - 1)
+            lo, hi = ops.reshape(lo_hi[:, 0], keep_dims), ops.reshape(lo_hi[:, 1], keep_dims)
+        else:
+            axes = tuple(range(1, w.ndim))
+            lo, hi = ops.amin(observed, axes, True), ops.amax(observed, axes, True)
+    elif fused:
+        lo_hi = _MINMAX(observed)
+        lo, hi = lo_hi[0], lo_hi[1]
     else:
         lo, hi = observed.min(), observed.max()
     scale, zero = _params(lo, hi, qmin, qmax, symmetric)
-    return _ste(w, scale, zero, qmin, qmax, symmetric)
+    return _quantize(w, scale, zero, qmin, qmax, symmetric, fused)
 
 
 @ms.jit
 def _observe_fake_quant(
-    x: Tensor, lo: Tensor, hi: Tensor, keep: Tensor, qmin: float, qmax: float, symmetric: bool
+    x: Tensor, lo: Tensor, hi: Tensor, keep: Tensor, qmin: float, qmax: float, symmetric: bool, fused: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     """EMA range update ``keep * old + (1 - keep) * batch``, then fake quantization with it."""
     observed = ops.stop_gradient(x)
-    lo = keep * lo + (1.0 - keep) * ops.cast(observed.min(), ms.float32)
-    hi = keep * hi + (1.0 - keep) * ops.cast(observed.max(), ms.float32)
+    if fused:
+        lo_hi = _MINMAX(observed)
+        batch_lo, batch_hi = lo_hi[0], lo_hi[1]
+    else:
+        batch_lo, batch_hi = ops.cast(observed.min(), ms.float32), ops.cast(observed.max(), ms.float32)
+    lo = keep * lo + (1.0 - keep) * batch_lo
+    hi = keep * hi + (1.0 - keep) * batch_hi
     scale, zero = _params(lo, hi, qmin, qmax, symmetric)
-    return _ste(x, scale, zero, qmin, qmax, symmetric), lo, hi
+    return _quantize(x, scale, zero, qmin, qmax, symmetric, fused), lo, hi
 
 
 @ms.jit
-def _fake_quant_range(x: Tensor, lo: Tensor, hi: Tensor, qmin: float, qmax: float, symmetric: bool) -> Tensor:
+def _fake_quant_range(x: Tensor, lo: Tensor, hi: Tensor, qmin: float, qmax: float, symmetric: bool, fused: bool) -> Tensor:
     """Fake-quantize ``x`` with a stored range (evaluation)."""
     scale, zero = _params(lo, hi, qmin, qmax, symmetric)
-    return _ste(x, scale, zero, qmin, qmax, symmetric)
+    return _quantize(x, scale, zero, qmin, qmax, symmetric, fused)
 
 
 class FakeQuantSTE(nn.Cell):
@@ -118,16 +163,20 @@ class FakeQuantSTE(nn.Cell):
     ``stop_gradient(fq - x)`` to ``x`` (which would be off by float rounding). The gradient
     w.r.t. ``x`` is 1 where ``x / scale + zp`` lies within ``[qmin - 0.5, qmax + 0.5]`` (the
     values that quantize without clipping) and 0 outside; scale and zero point get none.
-    Element-wise ops only: a custom ``bprop`` cost more than the whole float layer on CPU.
+    With native kernels and float32 per-tensor parameters this is one fused operator (the same
+    values); otherwise element-wise MindSpore ops (a Python ``bprop`` cost more than the whole
+    float layer on CPU).
     """
 
     def __init__(self, qmin: int, qmax: int, symmetric: bool) -> None:
         super().__init__()
         self.qmin, self.qmax = float(qmin), float(qmax)
         self.symmetric = symmetric
+        self.fused = _load_fused()
 
     def construct(self, x: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
-        return _ste(x, scale, zero_point, self.qmin, self.qmax, self.symmetric)
+        fused = self.fused and scale.size == 1 and all(t.dtype == ms.float32 for t in (x, scale, zero_point))
+        return _quantize(x, scale, zero_point, self.qmin, self.qmax, self.symmetric, fused)
 
 
 def _check_non_negative_int(value: int, name: str) -> int:
@@ -148,6 +197,7 @@ class _DelayedFakeQuant(nn.Cell):
         super().__init__()
         self.scheme = scheme
         self.quant_delay = _check_non_negative_int(quant_delay, "quant_delay")
+        self.fused = _load_fused()
         self.step = Parameter(Tensor(0, ms.int32), name="step", requires_grad=False)
 
     def _count_and_check_delay(self) -> bool:
@@ -179,7 +229,7 @@ class WeightFakeQuant(_DelayedFakeQuant):
         if self._count_and_check_delay():
             return w
         scheme = self.scheme
-        return _fake_quant_observed(w + 0, float(scheme.qmin), float(scheme.qmax), scheme.symmetric, self.per_channel)
+        return _fake_quant_observed(w + 0, float(scheme.qmin), float(scheme.qmax), scheme.symmetric, self.per_channel, self.fused and w.dtype == ms.float32)
 
 
 class ActivationFakeQuant(_DelayedFakeQuant):
@@ -206,10 +256,10 @@ class ActivationFakeQuant(_DelayedFakeQuant):
         scheme = self.scheme
         qmin, qmax = float(scheme.qmin), float(scheme.qmax)
         if not self.training:
-            return _fake_quant_range(x, self.minimum + 0, self.maximum + 0, qmin, qmax, scheme.symmetric)
+            return _fake_quant_range(x, self.minimum + 0, self.maximum + 0, qmin, qmax, scheme.symmetric, self.fused and x.dtype == ms.float32)
         delayed = self._count_and_check_delay()
         keep = self.ema_decay * ops.cast(self.step > 1, ms.float32)  # the first step takes the batch range
-        out, lo, hi = _observe_fake_quant(x, self.minimum + 0, self.maximum + 0, keep, qmin, qmax, scheme.symmetric)
+        out, lo, hi = _observe_fake_quant(x, self.minimum + 0, self.maximum + 0, keep, qmin, qmax, scheme.symmetric, self.fused and x.dtype == ms.float32)
         ops.assign(self.minimum, lo)
         ops.assign(self.maximum, hi)
         return x if delayed else out

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gscore.quant.blocks import row_blocks
 from gscore.quant.checks import raise_nonfinite
 from gscore.quant.layout import compact, layout
 from gscore.quant.scheme import QuantScheme
@@ -90,8 +91,16 @@ def observe_minmax(x: np.ndarray, scheme: QuantScheme) -> tuple[np.ndarray, np.n
         raise ValueError(f"cannot observe the range of an empty array (shape {x.shape})")
     xv = x.reshape(view)
     dtype = np.result_type(x.dtype, np.float32)
-    lo = np.min(xv, axis=reduced, keepdims=True).astype(dtype, copy=False)
-    hi = np.max(xv, axis=reduced, keepdims=True).astype(dtype, copy=False)
+    # block by block, so the max pass reads the block from cache, not memory (gscore.quant.blocks)
+    lows, highs = [], []
+    for rows in row_blocks(view):
+        lows.append(np.min(xv[rows], axis=reduced, keepdims=True))
+        highs.append(np.max(xv[rows], axis=reduced, keepdims=True))
+    if 0 in reduced:  # the blocked axis is reduced too: combine the blocks' extremes
+        lo, hi = np.minimum.reduce(lows), np.maximum.reduce(highs)
+    else:
+        lo, hi = np.concatenate(lows), np.concatenate(highs)
+    lo, hi = lo.astype(dtype, copy=False), hi.astype(dtype, copy=False)
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):  # NaN propagates through min/max
         raise_nonfinite(x, "observed array")
     return lo, hi

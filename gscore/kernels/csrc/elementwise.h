@@ -50,7 +50,7 @@ inline void rotary(const float* x, const float* cos, const float* sin, int64_t B
 
 // g, u [n] -> y [n]
 inline void silu_mul(const float* g, const float* u, int64_t n, float* y) {
-  constexpr int64_t kGrain = 4096;
+  constexpr int64_t kGrain = 1 << 16;
   parallel_for(n, kGrain, n * 16, [&](int64_t first, int64_t last) {
     int64_t i = first;
     const FV::V one = FV::set1(1.0f), zero = FV::zero();

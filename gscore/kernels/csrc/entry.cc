@@ -11,6 +11,7 @@
 
 #include "attention.h"
 #include "elementwise.h"
+#include "fake_quant.h"
 #include "linear.h"
 #include "simd.h"
 
@@ -277,6 +278,49 @@ int gsk_silu_mul(int nparam, void** params, int* ndims, int64_t** shapes, const 
   Args a{nparam, params, ndims, shapes, dtypes};
   if (nparam != 3 || !a[0].is("float32") || !a[1].is("float32") || a[1].numel() != a[0].numel()) return kBadArgs;
   gsk::silu_mul(f32(a[0]), f32(a[1]), a[0].numel(), static_cast<float*>(a[2].data));
+  return kOk;
+}
+
+static bool fake_quant_shape(const Arg& x, const Arg& scale, const Arg& zp, const Arg& bounds, gsk::FakeQuantShape& sh) {
+  if (!x.is("float32") || !scale.is("float32") || !zp.is("float32") || !bounds.is("float32") || bounds.numel() != 2 || x.ndim < 1) return false;
+  const int64_t n = x.numel(), c = scale.numel();
+  if (zp.numel() != c || (c != 1 && c != x.dim(0))) return false;
+  sh = {c, c ? n / c : 0, c == 1};
+  if (sh.broadcast) sh = {1, n, true};
+  return true;
+}
+
+// x float32, scale and zp [1] or [x.shape[0], 1, ...], bounds [qmin, qmax] -> fake-quantized x
+int gsk_fake_quant(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  gsk::FakeQuantShape sh;
+  if (nparam != 5 || !fake_quant_shape(a[0], a[1], a[2], a[3], sh) || a[4].numel() != a[0].numel()) return kBadArgs;
+  gsk::fake_quant(f32(a[0]), f32(a[1]), f32(a[2]), f32(a[3])[0], f32(a[3])[1], sh, static_cast<float*>(a[4].data));
+  return kOk;
+}
+
+// x, scale, zp, bounds, dout -> dx (straight-through: dout where x quantizes without clipping)
+int gsk_fake_quant_grad(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  gsk::FakeQuantShape sh;
+  if (nparam != 6 || !fake_quant_shape(a[0], a[1], a[2], a[3], sh) || !a[4].is("float32") || a[4].numel() != a[0].numel() || a[5].numel() != a[0].numel()) return kBadArgs;
+  gsk::fake_quant_grad(f32(a[0]), f32(a[1]), f32(a[2]), f32(a[3])[0], f32(a[3])[1], sh, f32(a[4]), static_cast<float*>(a[5].data));
+  return kOk;
+}
+
+// x float32 -> [2]: (min, max) of all of x
+int gsk_minmax(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 2 || !a[0].is("float32") || a[0].numel() == 0 || a[1].numel() != 2) return kBadArgs;
+  gsk::minmax(f32(a[0]), 1, a[0].numel(), static_cast<float*>(a[1].data));
+  return kOk;
+}
+
+// x float32 [C, ...] -> [C, 2]: (min, max) of each leading-axis channel
+int gsk_channel_minmax(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 2 || !a[0].is("float32") || a[0].ndim < 1 || a[0].numel() == 0 || a[1].numel() != 2 * a[0].dim(0)) return kBadArgs;
+  gsk::minmax(f32(a[0]), a[0].dim(0), a[0].numel() / a[0].dim(0), static_cast<float*>(a[1].data));
   return kOk;
 }
 
