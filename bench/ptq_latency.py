@@ -53,8 +53,17 @@ CONFIGS = {
     "a8w8-dynamic": {"act_quant_dtype": "int8", "act_quant_granularity": "per_token"},
     "kv-int8-static": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8"},
 }
-# profiler scope fragment -> kind of work (first match wins; scopes are cell paths)
-KINDS = [("QuantLinear", "quantized-linear kernels"), ("kv_cache", "attention"), ("RMSNormOp", "fused element-wise"), ("Rotary", "fused element-wise"), ("SiluMul", "fused element-wise")]
+# profiler scope fragment -> kind of work (first match wins; scopes are cell paths). The KV
+# cache's attention operator is recorded without a cell scope ("Default/Custom-opN"): the only
+# unscoped custom operator in a decode graph.
+KINDS = [
+    ("QuantLinear", "quantized-linear kernels"),
+    ("RMSNormOp", "fused element-wise"),
+    ("Rotary", "fused element-wise"),
+    ("SiluMul", "fused element-wise"),
+    ("residual-Add", "fused element-wise"),
+    ("Default/Custom", "attention"),
+]
 
 
 def build(name: str, model_config: LlamaConfig, weights: dict, tokenizer: Any, calibration: np.ndarray) -> tuple[Any, float]:

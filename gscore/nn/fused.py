@@ -1,9 +1,12 @@
-"""Element-wise steps of a decoder block as single operators: RMSNorm, rotate-half RoPE, SiLU gate.
+"""Element-wise steps of a decoder block as single operators: RMSNorm, rotate-half RoPE, SiLU
+gate, residual add.
 
 Each cell computes one step that MindSpore would run as several small operators (RMSNorm six,
 RoPE seven, the SiLU gate three). In decoding, where a step handles a few thousand values, the
 launch cost of those operators outweighs their arithmetic several times over; with native
-kernels (:mod:`gscore.kernels`) each cell is one operator. Without them (or for dtypes other
+kernels (:mod:`gscore.kernels`) each cell is one operator. The residual add is one operator
+either way, but MindSpore's Add spreads even 576 values over its kernel thread pool, which on
+a busy 2-core machine costs ten times the native add. Without them (or for dtypes other
 than float32) the cells compute the same formula with MindSpore ops. The choice is made when
 the cell is built, like the quantized layers' (a compiled graph sees a constant).
 
@@ -71,3 +74,16 @@ class SiluMul(nn.Cell):
         if self.native is not None and gate.dtype == ms.float32 and up.dtype == ms.float32:
             return self.native(gate, up)
         return ops.silu(gate) * up
+
+
+class Add(nn.Cell):
+    """``a + b`` for float32 tensors of one shape (a residual connection); bit-identical to ``+``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.native = _native("add")
+
+    def construct(self, a: Tensor, b: Tensor) -> Tensor:
+        if self.native is not None and a.dtype == ms.float32 and b.dtype == ms.float32 and a.shape == b.shape:
+            return self.native(a, b)
+        return a + b

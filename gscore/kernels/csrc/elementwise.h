@@ -7,6 +7,8 @@
 //   rms_norm:  y = (x * rsqrt(mean(x^2) + eps)) * w        over the last axis
 //   rotary:    y = x * cos + rotate_half(x) * sin,  rotate_half(x) = [-x[D/2:], x[:D/2]]
 //   silu_mul:  y = (g * sigmoid(g)) * u,  sigmoid(g) = 1 / (1 + e^-g)
+//   add:       y = a + b (a residual connection; MindSpore's Add splits even a few hundred values
+//              across its kernel thread pool, which costs far more than the sum on a busy CPU)
 #pragma once
 
 #include <cmath>
@@ -60,6 +62,13 @@ inline void silu_mul(const float* g, const float* u, int64_t n, float* y) {
       FV::store(y + i, FV::mul(FV::mul(gv, sig), FV::load(u + i)));
     }
     for (; i < last; ++i) y[i] = (g[i] * (1.0f / (1.0f + std::exp(-g[i])))) * u[i];
+  });
+}
+
+// a, b [n] -> a + b
+inline void add(const float* a, const float* b, int64_t n, float* y) {
+  parallel_for(n, 1 << 18, n, [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i) y[i] = a[i] + b[i];
   });
 }
 

@@ -281,6 +281,14 @@ int gsk_silu_mul(int nparam, void** params, int* ndims, int64_t** shapes, const 
   return kOk;
 }
 
+// a, b float32 of the same size -> a + b
+int gsk_add(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 3 || !a[0].is("float32") || !a[1].is("float32") || a[1].numel() != a[0].numel() || a[2].numel() != a[0].numel()) return kBadArgs;
+  gsk::add(f32(a[0]), f32(a[1]), a[0].numel(), static_cast<float*>(a[2].data));
+  return kOk;
+}
+
 static bool fake_quant_shape(const Arg& x, const Arg& scale, const Arg& zp, const Arg& bounds, gsk::FakeQuantShape& sh) {
   if (!x.is("float32") || !scale.is("float32") || !zp.is("float32") || !bounds.is("float32") || bounds.numel() != 2 || x.ndim < 1) return false;
   const int64_t n = x.numel(), c = scale.numel();
