@@ -20,7 +20,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from gscore.nn.fused import RMSNormOp, Rotary, SiluMul
+from gscore.nn.fused import Add, RMSNormOp, Rotary, SiluMul
 from gscore.nn.kv_cache import FloatKVCache
 
 
@@ -115,10 +115,11 @@ class DecoderLayer(nn.Cell):
         self.self_attn = Attention(config)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
+        self.residual = Add()
 
     def construct(self, x: Tensor, batch: int, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), batch, cos, sin, mask)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        x = self.residual(x, self.self_attn(self.input_layernorm(x), batch, cos, sin, mask))
+        return self.residual(x, self.mlp(self.post_attention_layernorm(x)))
 
 
 class LlamaModel(nn.Cell):
