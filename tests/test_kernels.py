@@ -298,3 +298,17 @@ def test_fused_elementwise_kernels_compute_the_mindspore_formulas(level):
     gate = Tensor((rng.standard_normal((3, 1029)) * 6).astype(np.float32))
     up = Tensor(rng.standard_normal((3, 1029)).astype(np.float32))
     np.testing.assert_allclose(primitive("silu_mul", level)(gate, up).asnumpy(), (ops.silu(gate) * up).asnumpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_a_kernel_called_on_numpy_arrays_equals_the_operator(level):
+    from gscore.kernels.direct import Call
+
+    rng = np.random.default_rng(6)
+    x, q = rng.standard_normal((3, 50)).astype(np.float32), rng.integers(-128, 128, (9, 50)).astype(np.int8)
+    scale, zp_neg = np.full(9, 0.01, np.float32), np.zeros(9, np.float32)
+    y = np.empty((3, 9), np.float32)
+    Call("w8_linear", level, [x, q, scale, zp_neg], [y]).run()
+    np.testing.assert_array_equal(y, primitive("w8_linear", level)(*map(Tensor, (x, q, scale, zp_neg))).asnumpy())
+    with pytest.raises(kernels.KernelError, match="rejected its arguments"):
+        Call("w8_linear", level, [x[:, :49].copy(), q, scale, zp_neg], [y]).run()

@@ -1,9 +1,9 @@
 """Call a kernel's entry point on numpy arrays through ctypes, without MindSpore.
 
 The same C functions MindSpore calls as AOT operators take (pointers, ranks, shapes, dtype
-names) of inputs then outputs; here numpy provides them. Used where no MindSpore tensor is
-involved (numpy quantization in :mod:`gscore.quant`) and by ``bench/kernels.py`` to time a
-kernel alone, so framework overhead per call can be told apart from kernel time.
+names) of inputs then outputs; here numpy provides them. ``bench/kernels.py`` times kernels
+this way, so MindSpore's per-operator cost can be told apart from the kernel's own time; it
+also serves any numpy caller that wants a kernel without building tensors.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 All arithmetic is float32 (float16 inputs are upcast, float64 inputs computed in float32, the
 precision deployed kernels use). :func:`dequantize` and :func:`fake_quantize` allocate one
-full-size float32 working buffer and then work in place on it; :func:`quantize` works through
-the tensor in blocks that fit a core's cache (see :mod:`gscore.quant.blocks`), so each value is
-read from memory once and only the integer codes are written. The caller's array is only read.
+full-size float32 working buffer and then work in place on it; :func:`quantize` runs as one
+native pass when it can (:mod:`gscore.quant.native`), otherwise through the tensor in blocks
+that fit a core's cache (:mod:`gscore.quant.blocks`); either way each value is read from memory
+once and only the integer codes are written, with identical results. The caller's array is only
+read.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from gscore.quant import native
 from gscore.quant.blocks import row_blocks, rows_of
 from gscore.quant.checks import raise_nonfinite, require_finite
-from gscore.quant.layout import fit
+from gscore.quant.layout import fit, layout
 from gscore.quant.params import QuantParams, quant_params
 from gscore.quant.scheme import QuantScheme
 
@@ -57,7 +60,15 @@ def quantize(x: npt.ArrayLike, params: QuantParams) -> np.ndarray:
     """
     x = np.asarray(x)
     scheme = params.scheme
-    view = x.reshape(fit(x.shape, params.scale.shape, scheme))
+    view_shape = fit(x.shape, params.scale.shape, scheme)
+    shape2d = native.trailing_rows(x, view_shape, layout(x.shape, scheme)[1])
+    native_codes = native.quantize_rows(x.reshape(shape2d), params.scale, params.zero_point, scheme) if shape2d else None
+    if native_codes is not None:
+        codes2d, nonfinite = native_codes
+        if nonfinite:
+            raise_nonfinite(x, "quantize input")
+        return codes2d.reshape(x.shape)
+    view = x.reshape(view_shape)
     codes = np.empty(view.shape, np.int8 if scheme.signed else np.uint8)
     work = np.empty((rows_of(view.shape), *view.shape[1:]), np.float32)
     per_row = params.scale.shape[0] != 1  # parameters vary along the blocked axis

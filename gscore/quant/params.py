@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gscore.quant import native
 from gscore.quant.blocks import row_blocks
 from gscore.quant.checks import raise_nonfinite
 from gscore.quant.layout import compact, layout
@@ -91,6 +92,14 @@ def observe_minmax(x: np.ndarray, scheme: QuantScheme) -> tuple[np.ndarray, np.n
         raise ValueError(f"cannot observe the range of an empty array (shape {x.shape})")
     xv = x.reshape(view)
     dtype = np.result_type(x.dtype, np.float32)
+    shape2d = native.trailing_rows(x, view, reduced)
+    extremes = native.row_minmax(x.reshape(shape2d)) if shape2d else None
+    if extremes is not None:  # one native pass (gscore.quant.native)
+        keep = tuple(1 if a in reduced else n for a, n in enumerate(view))
+        lo, hi = extremes[:, 0].reshape(keep), extremes[:, 1].reshape(keep)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            raise_nonfinite(x, "observed array")
+        return lo, hi
     # block by block, so the max pass reads the block from cache, not memory (gscore.quant.blocks)
     lows, highs = [], []
     for rows in row_blocks(view):

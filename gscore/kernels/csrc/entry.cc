@@ -332,4 +332,24 @@ int gsk_channel_minmax(int nparam, void** params, int* ndims, int64_t** shapes, 
   return kOk;
 }
 
+// x [R, C] float32, scale [R] or [1], zp [R] or [1], bounds [qmin, qmax] -> codes [R, C] int8 or
+// uint8, nonfinite [1] int32 (count of NaN/Inf in x; the codes are then not valid)
+int gsk_quantize(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 6 || !a[0].is("float32") || a[0].ndim != 2 || !a[1].is("float32") || !a[2].is("float32") || !a[3].is("float32") || a[3].numel() != 2) return kBadArgs;
+  const int64_t R = a[0].dim(0), C = a[0].dim(1), n = a[1].numel();
+  if ((n != 1 && n != R) || a[2].numel() != n || a[4].numel() != R * C || !a[5].is("int32") || a[5].numel() != 1) return kBadArgs;
+  const float qmin = f32(a[3])[0], qmax = f32(a[3])[1];
+  int64_t bad;
+  if (a[4].is("int8")) {
+    bad = gsk::quantize_rows(f32(a[0]), R, C, f32(a[1]), f32(a[2]), n != 1, qmin, qmax, static_cast<int8_t*>(a[4].data));
+  } else if (a[4].is("uint8")) {
+    bad = gsk::quantize_rows(f32(a[0]), R, C, f32(a[1]), f32(a[2]), n != 1, qmin, qmax, static_cast<uint8_t*>(a[4].data));
+  } else {
+    return kBadArgs;
+  }
+  *static_cast<int32_t*>(a[5].data) = static_cast<int32_t>(std::min<int64_t>(bad, INT32_MAX));
+  return kOk;
+}
+
 }  // extern "C"

@@ -47,6 +47,9 @@ struct FV {
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static V min(V a, V b) { return _mm512_min_ps(a, b); }
+  static float hmax(V v) { return _mm512_reduce_max_ps(v); }
+  static float hmin(V v) { return _mm512_reduce_min_ps(v); }
   static float sum(V v) { return _mm512_reduce_add_ps(v); }
   static V from_i8(const int8_t* p) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
@@ -62,6 +65,9 @@ struct FV {
   static V clamp(V x, float lo, float hi) { return _mm512_min_ps(_mm512_max_ps(x, set1(lo)), set1(hi)); }
   static V div(V a, V b) { return _mm512_div_ps(a, b); }
   static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  // W integer-valued floats in the range of the destination type, stored as W codes
+  static void store_codes(V v, int8_t* p) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v))); }
+  static void store_codes(V v, uint8_t* p) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v))); }
 };
 
 // vpdpbusd: unsigned 8-bit activations (code + 128) times signed 8-bit weights, 4 per lane.
@@ -105,6 +111,21 @@ struct FV {
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  static V min(V a, V b) { return _mm256_min_ps(a, b); }
+  static float hmax(V v) {
+    float t[W];
+    store(t, v);
+    float m = t[0];
+    for (float x : t) m = x > m ? x : m;
+    return m;
+  }
+  static float hmin(V v) {
+    float t[W];
+    store(t, v);
+    float m = t[0];
+    for (float x : t) m = x < m ? x : m;
+    return m;
+  }
   static float sum(V v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -124,6 +145,16 @@ struct FV {
   static V clamp(V x, float lo, float hi) { return _mm256_min_ps(_mm256_max_ps(x, set1(lo)), set1(hi)); }
   static V div(V a, V b) { return _mm256_div_ps(a, b); }
   static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static void store_codes(V v, int8_t* p) {
+    const __m256i i = _mm256_cvtps_epi32(v);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packs_epi16(w, w));
+  }
+  static void store_codes(V v, uint8_t* p) {
+    const __m256i i = _mm256_cvtps_epi32(v);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(w, w));
+  }
 };
 
 // vpmaddwd: int16 activations times int16 weights, 2 per lane, summed exactly into int32.
@@ -193,6 +224,20 @@ struct FV {
     for (int i = 0; i < W; ++i) a.v[i] = a.v[i] > b.v[i] ? a.v[i] : b.v[i];
     return a;
   }
+  static V min(V a, V b) {
+    for (int i = 0; i < W; ++i) a.v[i] = a.v[i] < b.v[i] ? a.v[i] : b.v[i];
+    return a;
+  }
+  static float hmax(V v) {
+    float m = v.v[0];
+    for (float x : v.v) m = x > m ? x : m;
+    return m;
+  }
+  static float hmin(V v) {
+    float m = v.v[0];
+    for (float x : v.v) m = x < m ? x : m;
+    return m;
+  }
   static float sum(V v) {
     float s = 0.0f;
     for (float x : v.v) s += x;
@@ -228,6 +273,10 @@ struct FV {
   static V sub(V a, V b) {
     for (int i = 0; i < W; ++i) a.v[i] -= b.v[i];
     return a;
+  }
+  template <class Code>
+  static void store_codes(V v, Code* p) {
+    for (int i = 0; i < W; ++i) p[i] = static_cast<Code>(static_cast<int32_t>(v.v[i]));
   }
 };
 
