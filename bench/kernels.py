@@ -53,13 +53,13 @@ def linear_contenders(m: int, k: int, n: int, level: str, rng: np.random.Generat
     packed = pack_int4(rng.integers(-8, 8, (n, k)).astype(np.int8))
     gscale, gzp = (rng.random((n, groups)) * 0.01).astype(np.float32), rng.integers(-7, 8, (n, groups)).astype(np.float32)
     group = np.array([GROUP], np.int32)
-    xs, xz = np.array([0.02], np.float32), np.array([-3.0], np.float32)
+    xs, xz, ones = np.array([0.02], np.float32), np.array([-3.0], np.float32), np.ones(k, np.float32)
     y = np.empty((m, n), np.float32)
     inputs = {
         "w8": ("w8_linear", [x, q, scale, zp], n * k),
         "w4-g128": ("w4_linear", [x, packed, gscale, gzp, group], n * k // 2),
-        "a8w8-static": ("a8w8_static_linear", [x, q, scale, zp, xs, xz], n * k),
-        "a8w8-dynamic": ("a8w8_dynamic_linear", [x, q, scale, zp], n * k),
+        "a8w8-static": ("a8w8_static_linear", [x, q, scale, zp, xs, xz, ones], n * k),
+        "a8w8-dynamic": ("a8w8_dynamic_linear", [x, q, scale, zp, ones], n * k),
     }
     matmul = ops.MatMul(transpose_b=True)
     tx, tw = Tensor(x), Tensor(w)

@@ -125,23 +125,31 @@ def a8w8_case(draw):
     return x, q, w_scale, w_zp_neg, x_scale, x_zp
 
 
+def smooth_of(x: np.ndarray, smoothed: bool) -> np.ndarray:
+    """SmoothQuant's input scale for ``x``'s columns (or ones), float32."""
+    k = x.shape[1]
+    return (np.linspace(0.5, 2.0, k) if smoothed else np.ones(k)).astype(np.float32)
+
+
 @pytest.mark.parametrize("level", LEVELS)
 @PROPERTY
-@given(case=a8w8_case())
-def test_a8w8_static_is_exact(level, case):
+@given(case=a8w8_case(), smoothed=st.booleans())
+def test_a8w8_static_is_exact(level, case, smoothed):
     x, q, w_scale, w_zp_neg, x_scale, x_zp = case
+    smooth = smooth_of(x, smoothed)
     op = primitive("a8w8_static_linear", level)
-    y = op(Tensor(x), Tensor(q), Tensor(w_scale), Tensor(w_zp_neg), Tensor(np.array([x_scale])), Tensor(np.array([x_zp]))).asnumpy()
-    np.testing.assert_array_equal(y, a8w8_reference(x, q, w_scale, w_zp_neg, x_scale, x_zp))
+    y = op(Tensor(x), Tensor(q), Tensor(w_scale), Tensor(w_zp_neg), Tensor(np.array([x_scale])), Tensor(np.array([x_zp])), Tensor(smooth)).asnumpy()
+    np.testing.assert_array_equal(y, a8w8_reference(x * smooth, q, w_scale, w_zp_neg, x_scale, x_zp))
 
 
 @pytest.mark.parametrize("level", LEVELS)
 @PROPERTY
-@given(case=a8w8_case())
-def test_a8w8_dynamic_is_exact(level, case):
+@given(case=a8w8_case(), smoothed=st.booleans())
+def test_a8w8_dynamic_is_exact(level, case, smoothed):
     x, q, w_scale, w_zp_neg, _, _ = case
-    y = primitive("a8w8_dynamic_linear", level)(Tensor(x), Tensor(q), Tensor(w_scale), Tensor(w_zp_neg)).asnumpy()
-    np.testing.assert_array_equal(y, a8w8_reference(x, q, w_scale, w_zp_neg))
+    smooth = smooth_of(x, smoothed)
+    y = primitive("a8w8_dynamic_linear", level)(Tensor(x), Tensor(q), Tensor(w_scale), Tensor(w_zp_neg), Tensor(smooth)).asnumpy()
+    np.testing.assert_array_equal(y, a8w8_reference(x * smooth, q, w_scale, w_zp_neg))
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -152,7 +160,8 @@ def test_float16_activations_and_scales_give_float16_within_half_precision(level
     q = rng.integers(-127, 128, (19, 77)).astype(np.int8)
     scale = (rng.random(19) * 0.02 + 1e-3).astype(np.float16)
     zp_neg = np.zeros(19, np.float16)
-    y = primitive(name, level)(Tensor(x), Tensor(q), Tensor(scale), Tensor(zp_neg)).asnumpy()
+    extra = [Tensor(np.ones(77, np.float32))] if name.startswith("a8w8") else []
+    y = primitive(name, level)(Tensor(x), Tensor(q), Tensor(scale), Tensor(zp_neg), *extra).asnumpy()
     assert y.dtype == np.float16
     w = q.astype(np.float64) * scale.astype(np.float64)[:, None]
     reference = x.astype(np.float64) @ w.T

@@ -28,7 +28,9 @@ CASES = {
     "w4-g64-ragged": (WeightSpec(bits=4, group_size=64, symmetric=False), lambda: None, "w4_linear"),
     "a8w8-static": (WeightSpec(), lambda: StaticInputQuantizer(0.02, -3.0), "a8w8_static_linear"),
     "a8w8-dynamic": (WeightSpec(), DynamicInputQuantizer, "a8w8_dynamic_linear"),
+    "a8w8-static-smooth": (WeightSpec(), lambda: StaticInputQuantizer(0.02, 5.0), "a8w8_static_linear"),
 }
+SMOOTHED = {"a8w8-static-smooth"}
 
 
 class Wrapper(nn.Cell):
@@ -47,7 +49,8 @@ def deployed(name: str, choice: str) -> Wrapper:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
         with kernels.forced(choice):
-            net.layer = simulated_linear(linear_view(net.layer), spec, input_quantizer=input_quantizer())
+            smooth = np.linspace(0.5, 2.0, 150).astype(np.float32) if name in SMOOTHED else None
+            net.layer = simulated_linear(linear_view(net.layer), spec, input_quantizer=input_quantizer(), smooth_scale=smooth)
             quantize_network(net)
     return net
 

@@ -56,6 +56,7 @@ class _QuantLinearBase(nn.Cell):
         self.has_smooth = smooth_scale is not None
         if self.has_smooth:
             self.smooth_scale = Parameter(Tensor(smooth_scale.astype(np.float32)), name="smooth_scale", requires_grad=False)
+        self.smooths_in_kernel = False
 
     def codes(self) -> Tensor:
         """The weight's integer codes (float32 values): computed (simulated) or stored (deployed)."""
@@ -76,7 +77,7 @@ class _QuantLinearBase(nn.Cell):
         out_shape = x.shape[:-1] + (self.out_channels,)
         ori_dtype = x.dtype
         x = ops.cast(ops.reshape(x, (-1, self.in_channels)), self.compute_dtype)
-        if self.has_smooth:
+        if self.has_smooth and not self.smooths_in_kernel:
             x = x * ops.cast(self.smooth_scale, self.compute_dtype)
         y = self.project(x)
         if self.has_bias:
@@ -121,6 +122,12 @@ class QuantLinear(_QuantLinearBase):
         self.native = primitive(self.kernel) if self.kernel else None
         if self.kernel == "w4_linear":
             self.group_size = Tensor(np.array([weight_quantizer.group_size], np.int32))
+        if self.kernel in ("a8w8_static_linear", "a8w8_dynamic_linear"):
+            # the a8w8 kernels multiply by the input scale themselves (in float32, as the ops
+            # path does in float32 compute); without one they get ones
+            self.smooths_in_kernel = self.has_smooth and self.compute_dtype == ms.float32
+            if not self.smooths_in_kernel:
+                self.unit_scale = Tensor(np.ones(self.in_channels, np.float32))
 
     def codes(self) -> Tensor:
         return ops.cast(self._weight_quantizer.unpack(self.weight), ms.float32)
@@ -141,10 +148,13 @@ class QuantLinear(_QuantLinearBase):
         wq = self._weight_quantizer
         if self.kernel == "w4_linear":
             return self.native(x, self.weight, wq.scale, wq.zp_neg, self.group_size)
+        if self.kernel == "w8_linear":
+            return self.native(x, self.weight, wq.scale, wq.zp_neg)
+        smooth = self.smooth_scale if self.smooths_in_kernel else self.unit_scale
         if self.kernel == "a8w8_static_linear":
             iq = self._input_quantizer
-            return self.native(x, self.weight, wq.scale, wq.zp_neg, iq.scale, iq.zp)
-        return self.native(x, self.weight, wq.scale, wq.zp_neg)
+            return self.native(x, self.weight, wq.scale, wq.zp_neg, iq.scale, iq.zp, smooth)
+        return self.native(x, self.weight, wq.scale, wq.zp_neg, smooth)
 
 
 def native_kernel(weight_quantizer: WeightQuantizer, input_quantizer: nn.Cell | None, transpose_b: bool) -> str | None:

@@ -113,10 +113,10 @@ int gsk_w4_linear(int nparam, void** params, int* ndims, int64_t** shapes, const
 }
 
 static int a8w8(const Args& a, bool dynamic) {
-  const Arg x = a[0], q = a[1], scale = a[2], zp = a[3];
-  if (!is_float(x) || !q.is("int8") || q.ndim != 2 || !is_float(scale) || !is_float(zp)) return kBadArgs;
+  const Arg x = a[0], q = a[1], scale = a[2], zp = a[3], smooth = a[dynamic ? 4 : 6];
+  if (!is_float(x) || !q.is("int8") || q.ndim != 2 || !is_float(scale) || !is_float(zp) || !is_float(smooth)) return kBadArgs;
   const int64_t N = q.dim(0), K = q.dim(1);
-  if (x.dim(-1) != K || scale.numel() != N || zp.numel() != N) return kBadArgs;
+  if (x.dim(-1) != K || scale.numel() != N || zp.numel() != N || smooth.numel() != K) return kBadArgs;
   float xs = 0.0f, xzp = 0.0f;
   if (!dynamic) {
     const Arg s = a[4], z = a[5];
@@ -124,23 +124,24 @@ static int a8w8(const Args& a, bool dynamic) {
     xs = *static_cast<const float*>(s.data);
     xzp = *static_cast<const float*>(z.data);
   }
-  std::vector<float> xbuf, ss, zs;
-  Output y{a[dynamic ? 4 : 6], {}};
+  std::vector<float> xbuf, ss, zs, sm;
+  Output y{a[dynamic ? 5 : 7], {}};
   gsk::A8W8 w{static_cast<const int8_t*>(q.data), as_f32(scale, ss), as_f32(zp, zs), N, K};
-  gsk::a8w8_linear(as_f32(x, xbuf), x.numel() / K, w, dynamic, xs, xzp, y.data());
+  gsk::a8w8_linear(as_f32(x, xbuf), as_f32(smooth, sm), x.numel() / K, w, dynamic, xs, xzp, y.data());
   y.finish();
   return kOk;
 }
 
-// x, q [N, K] int8, scale [N], zp_neg [N], x_scale [1], x_zp [1] -> y
+// x, q [N, K] int8, scale [N], zp_neg [N], x_scale [1], x_zp [1], smooth [K] (input scale,
+// ones when none) -> y
 int gsk_a8w8_static_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
-  if (nparam != 7) return kBadArgs;
+  if (nparam != 8) return kBadArgs;
   return a8w8(Args{nparam, params, ndims, shapes, dtypes}, false);
 }
 
-// x, q [N, K] int8, scale [N], zp_neg [N] -> y (activation scale per row, computed inside)
+// x, q [N, K] int8, scale [N], zp_neg [N], smooth [K] -> y (activation scale per row, computed inside)
 int gsk_a8w8_dynamic_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
-  if (nparam != 5) return kBadArgs;
+  if (nparam != 6) return kBadArgs;
   return a8w8(Args{nparam, params, ndims, shapes, dtypes}, true);
 }
 

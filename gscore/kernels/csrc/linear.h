@@ -394,30 +394,31 @@ struct QuantizedRows {
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
-// static: code = clamp(rint(x / s) + zp, -128, 127); dynamic (s <= 0 passed): per row
-// s = max(max|x| / 127, 1e-12), code = clamp(rint(x / s), -127, 127). Division, not a
-// reciprocal multiply, and rint in the default rounding mode: the MindSpore path's codes.
-inline QuantizedRows quantize_rows(const float* x, int64_t M, int64_t K, bool dynamic, float static_scale, float static_zp) {
+// Activations ``x * smooth`` (SmoothQuant's input scale; all ones for layers without) quantized:
+// static: code = clamp(rint(v / s) + zp, -128, 127); dynamic (per row): s = max(max|v| / 127,
+// 1e-12), code = clamp(rint(v / s), -127, 127). Division, not a reciprocal multiply, and rint in
+// the default rounding mode: the MindSpore path's codes, bit for bit.
+inline QuantizedRows quantize_activations(const float* x, const float* smooth, int64_t M, int64_t K, bool dynamic, float static_scale, float static_zp) {
   QuantizedRows r{M, K, round_up(K, std::max<int64_t>(IV::RW, 4 * IV::KP)), {}, {}, {}, {}};
   r.a.assign(static_cast<size_t>(M * r.ld), IV::encode(0));
   r.scale.resize(M);
   r.zero.resize(M);
   r.sum.resize(M);
+  std::vector<float> v(static_cast<size_t>(K));
   for (int64_t m = 0; m < M; ++m) {
-    const float* row = x + m * K;
+    for (int64_t k = 0; k < K; ++k) v[k] = x[m * K + k] * smooth[k];
     float s = static_scale, lo = -128.0f, hi = 127.0f, zp = static_zp;
     if (dynamic) {
       float amax = 0.0f;
-      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(row[k]));
+      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(v[k]));
       s = std::max(amax / 127.0f, 1e-12f);
       lo = -127.0f;
       zp = 0.0f;
     }
     int32_t total = 0;
     for (int64_t k = 0; k < K; ++k) {
-      float v = std::nearbyint(row[k] / s) + zp;
-      v = std::min(std::max(v, lo), hi);
-      const int8_t code = static_cast<int8_t>(v);
+      const float c = std::min(std::max(std::nearbyint(v[k] / s) + zp, lo), hi);
+      const int8_t code = static_cast<int8_t>(c);
       r.a[m * r.ld + k] = IV::encode(code);
       total += code;
     }
@@ -563,8 +564,8 @@ inline void a8w8_gemm(const QuantizedRows& xq, const A8W8& w, float* y) {
   });
 }
 
-inline void a8w8_linear(const float* x, int64_t M, const A8W8& w, bool dynamic, float xs, float xzp, float* y) {
-  QuantizedRows xq = quantize_rows(x, M, w.K, dynamic, xs, xzp);
+inline void a8w8_linear(const float* x, const float* smooth, int64_t M, const A8W8& w, bool dynamic, float xs, float xzp, float* y) {
+  QuantizedRows xq = quantize_activations(x, smooth, M, w.K, dynamic, xs, xzp);
   if (M > kGemvRows) {
     a8w8_gemm(xq, w, y);
     return;
