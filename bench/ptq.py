@@ -8,8 +8,13 @@ state. Windows: ``--eval`` windows of ``--tokens`` tokens from the evaluation ar
 Also measures layer-by-layer calibration memory on synthetic Llamas of two depths: peak RSS
 minus the weights' bytes must not grow with depth.
 
+Perplexity changes are paired: per-window NLL differences against FP32 on the same windows,
+reported as Δ ± its standard error over windows. Calibration time is compared with the float
+forwards over the same calibration windows, measured in the same process just before.
+
 Usage: python bench/ptq.py [--eval 16] [--calib 16] [--tokens 512] [--rows fp32,a16w8,...] [--resume]
-Writes bench/results/ptq.json and bench/results/ptq.md.
+       [--config NAME='{"act_quant_dtype": "int8", ...}'] (an extra row, repeatable)
+Writes bench/results/ptq.json and bench/results/ptq.md (``--output`` names another stem).
 """
 
 from __future__ import annotations
@@ -23,22 +28,15 @@ import sys
 import time
 from pathlib import Path
 
+from gscore_ptq.presets import PRESETS, preset
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
-ROWS = {
-    "fp32": None,
-    "a16w8": {},
-    "a16w4-g128": {"weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128},
-    "a8w8-static": {"act_quant_dtype": "int8"},
-    "a8w8-smooth": {"act_quant_dtype": "int8", "outliers_suppression": "smooth"},
-    "a8w8-dynamic": {"act_quant_dtype": "int8", "act_quant_granularity": "per_token"},
-    "kv-int8-static": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8"},
-    "kv-int8-dynamic": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8", "kvcache_quant_granularity": "per_token"},
-    "a8w8-smooth-kv-int8": {"act_quant_dtype": "int8", "outliers_suppression": "smooth", "kvcache_quant_dtype": "int8"},
-}
+ROWS: dict[str, dict | None] = {"fp32": None, **{name: preset(name) for name in PRESETS}}
+EXTRA_ROWS: dict[str, dict] = {}
 
 
-def windows_file(args: argparse.Namespace) -> Path:
+def windows_file(args: argparse.Namespace, path: Path) -> Path:
     """Token windows computed once per bench run and shared by the row subprocesses."""
     import numpy as np
 
@@ -47,7 +45,6 @@ def windows_file(args: argparse.Namespace) -> Path:
 
     _, _, tokenizer = load_smollm2()
     articles = load_articles()
-    path = RESULTS / ".ptq-windows.npz"
     np.savez(
         path,
         calibration=token_windows(tokenizer, split_articles(articles, "calibration"), args.tokens, args.calib),
@@ -64,7 +61,7 @@ def run_row(name: str, windows: str, out: str) -> None:
 
     import gscore
     from gscore import PTQConfig
-    from gscore.eval.perplexity import llama_forward, perplexity
+    from gscore.eval.perplexity import llama_forward, window_nll
     from gscore.io import load_checkpoint, save_checkpoint
     from gscore.models.llama import LlamaConfig, build_llama
     from gscore.models.llama_helper import LlamaHelper
@@ -78,14 +75,16 @@ def run_row(name: str, windows: str, out: str) -> None:
     model_config = LlamaConfig(**config)
     net = build_llama(model_config, weights)
     row: dict = {"name": name}
-    kwargs = ROWS[name]
+    kwargs = {**ROWS, **EXTRA_ROWS}[name]
+    row["config"] = kwargs
     ckpt = Path(out).with_suffix(".ckpt")
+    start = time.perf_counter()
+    for window in calibration:
+        net.reset_cache()
+        net(Tensor(window[None]), 0)
+    net.reset_cache()
+    row["float_calibration_forward_s"] = time.perf_counter() - start
     if kwargs is None:
-        start = time.perf_counter()
-        for window in calibration:
-            net.reset_cache()
-            net(Tensor(window[None]), 0)
-        row["float_calibration_forward_s"] = time.perf_counter() - start
         save_checkpoint(net, ckpt)
         deployed = net
     else:
@@ -102,7 +101,8 @@ def run_row(name: str, windows: str, out: str) -> None:
         load_checkpoint(ckpt, deployed)
     row["ckpt_bytes"] = ckpt.stat().st_size
     row["weight_bytes"] = int(sum(p.nbytes for p in deployed.get_parameters()))
-    row["ppl"] = perplexity(llama_forward(deployed), evaluation)
+    row["nll"] = window_nll(llama_forward(deployed), evaluation).tolist()
+    row["ppl"] = float(np.exp(np.mean(row["nll"])))
     latencies = []
     for _ in range(3):
         deployed.reset_cache()
@@ -152,27 +152,34 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--config", action="append", default=[], help="NAME=JSON: an extra row with these PTQConfig fields")
+    parser.add_argument("--output", default="ptq", help="stem of the result files in bench/results")
     parser.add_argument("--resume", action="store_true", help="keep rows measured by an interrupted run (same windows)")
+    parser.add_argument("--no-probe-memory", dest="probe_memory", action="store_false", help="skip the layer-by-layer memory probe")
     parser.add_argument("--row", help=argparse.SUPPRESS)
     parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--windows", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for item in args.config:
+        name, _, fields = item.partition("=")
+        EXTRA_ROWS[name] = json.loads(fields)
     if args.row:
         return run_row(args.row, args.windows, args.out)
     if args.probe:
         return memory_probe(args.probe, args.out)
 
     RESULTS.mkdir(exist_ok=True)
-    windows = RESULTS / ".ptq-windows.npz"
+    windows = RESULTS / f".{args.output}-windows.npz"
     if not (args.resume and windows.exists()):
-        windows = windows_file(args)
+        windows = windows_file(args, windows)
     rows = []
     for name in args.rows.split(","):
         print(f"bench ptq: {name}", flush=True)
-        rows.append(_child(["--row", name, "--windows", str(windows)], RESULTS / f".ptq-{name}.json", args.resume))
-    probes = [_child(["--probe", str(depth)], RESULTS / f".ptq-probe-{depth}.json", args.resume) for depth in (4, 16)]
-    for tmp in RESULTS.glob(".ptq-*"):
+        extra = [f"--config={name}={json.dumps(EXTRA_ROWS[name])}"] if name in EXTRA_ROWS else []
+        rows.append(_child(["--row", name, "--windows", str(windows), *extra], RESULTS / f".{args.output}-{name}.json", args.resume))
+    probes = [_child(["--probe", str(depth)], RESULTS / f".{args.output}-probe-{depth}.json", args.resume) for depth in (4, 16)] if args.probe_memory else []
+    for tmp in RESULTS.glob(f".{args.output}-*"):
         tmp.unlink()
     report = {
         "command": "python bench/ptq.py " + " ".join(sys.argv[1:]),
@@ -181,8 +188,8 @@ def main() -> None:
         "rows": rows,
         "memory_probe": probes,
     }
-    (RESULTS / "ptq.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / "ptq.md").write_text(markdown(report))
+    (RESULTS / f"{args.output}.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / f"{args.output}.md").write_text(markdown(report))
     print(markdown(report))
 
 
@@ -194,6 +201,10 @@ def _cpu() -> str:
 
 
 def markdown(report: dict) -> str:
+    import numpy as np
+
+    from gscore.eval.perplexity import paired_delta
+
     rows = report["rows"]
     fp32 = next(r for r in rows if r["name"] == "fp32")
     w = report["windows"]
@@ -202,16 +213,22 @@ def markdown(report: dict) -> str:
         "",
         f"Command: `{report['command']}` on {report['machine']['cpu']} ({report['machine']['cores']} cores).",
         "",
+        "Δ: perplexity change against FP32 on the same windows ± its paired standard error over windows.",
+        "Calibration: seconds, and in brackets the ratio to the float forwards over the calibration windows measured in the same process.",
+        "",
         "| config | PPL | Δ vs FP32 | checkpoint MiB | weights MiB | KV cache KiB / window | calibration s (× float fwd) | peak RSS MiB | forward s (× FP32) | greedy |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        delta = (r["ppl"] / fp32["ppl"] - 1) * 100
-        calib = f"{r['calibration_s']:.1f} ({r['calibration_s'] / fp32['float_calibration_forward_s']:.2f}×)" if "calibration_s" in r else f"({fp32['float_calibration_forward_s']:.1f} s float fwd)"
+        delta = paired_delta(np.array(r["nll"]), np.array(fp32["nll"]))
+        calib = f"{r['calibration_s']:.1f} ({r['calibration_s'] / r['float_calibration_forward_s']:.2f}×)" if "calibration_s" in r else f"({r['float_calibration_forward_s']:.1f} s float fwd)"
         lines.append(
-            f"| {r['name']} | {r['ppl']:.3f} | {delta:+.2f} % | {r['ckpt_bytes'] / 2**20:.1f} | {r['weight_bytes'] / 2**20:.1f} | "
+            f"| {r['name']} | {r['ppl']:.3f} | {delta} | {r['ckpt_bytes'] / 2**20:.1f} | {r['weight_bytes'] / 2**20:.1f} | "
             f"{r['kv_cache_bytes_per_window'] / 1024:.0f} | {calib} | {r['peak_rss_mib']:.0f} | {r['forward_s']:.2f} ({r['forward_s'] / fp32['forward_s']:.2f}×) | {r['greedy']!r} |"
         )
+    lines += ["", "Configs:", ""] + [f"- {r['name']}: `{json.dumps(r['config'])}`" for r in rows]
+    if not report["memory_probe"]:
+        return "\n".join(lines) + "\n"
     lines += ["", "Layer-by-layer calibration memory (random SmolLM2-shaped weights, static A8W8 + SmoothQuant, 8 × 256 tokens):", "",
               "| depth | weights MiB | peak RSS MiB | peak − weights MiB |", "|---|---|---|---|"]
     for p in report["memory_probe"]:

@@ -19,12 +19,15 @@ from gscore.errors import (
     CalibrationDataError,
     CheckpointMismatchError,
     ConfigError,
+    ConfigFrozenError,
     GscoreError,
+    GscoreWarning,
     NoQuantizableLayerError,
+    PhaseAnswerError,
     PluginLoadError,
     UnknownAlgorithmError,
 )
-from gscore.hookspecs import hookimpl
+from gscore.hookspecs import answers_for, hookimpl
 from gscore.plugins import algorithms, get, plugin_failures
 from gscore.version import API_VERSION, __version__
 
@@ -36,9 +39,12 @@ __all__ = [
     "CalibrationDataError",
     "CheckpointMismatchError",
     "ConfigError",
+    "ConfigFrozenError",
     "GscoreError",
+    "GscoreWarning",
     "NoQuantizableLayerError",
     "OutliersSuppressionType",
+    "PhaseAnswerError",
     "PTQAlgorithm",
     "PruningAlgorithm",
     "QATAlgorithm",
@@ -51,6 +57,7 @@ __all__ = [
     "UnknownAlgorithmError",
     "__version__",
     "algorithms",
+    "answers_for",
     "get",
     "hookimpl",
     "plugin_failures",

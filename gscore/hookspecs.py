@@ -11,12 +11,15 @@ Two kinds of hooks:
   (``@hookimpl(wrapper=True)``) to time it, report on it or gate it, or answer it first for
   a case it knows better by returning the network; returning ``None`` passes it on.
 
-Every phase hook returns the network it produced (possibly the same object).
+A plugin's (non-wrapper) phase implementation answers only for the algorithms that plugin
+registered, or those it names with :func:`answers_for`; for any other algorithm it is not
+called. Every phase hook returns the network it produced (possibly the same object); the core
+refuses any other answer (:class:`~gscore.errors.PhaseAnswerError`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import pluggy
 
@@ -27,6 +30,27 @@ if TYPE_CHECKING:
 PROJECT_NAME = "gscore"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+ANSWERS_FOR_ATTRIBUTE = "gscore_answers_for"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def answers_for(*algorithms: str | type) -> Callable[[F], F]:
+    """Let a phase hook implementation answer for these algorithms (registered names or
+    aliases, or classes, subclasses included), besides those its own plugin registered::
+
+        @gscore.hookimpl
+        @gscore.answers_for("ptq", "rtn")
+        def gscore_quantize(algorithm, network): ...
+    """
+    if not algorithms or not all(isinstance(a, (str, type)) for a in algorithms):
+        raise TypeError(f"answers_for takes algorithm names or classes, got {algorithms!r}")
+
+    def mark(function: F) -> F:
+        setattr(function, ANSWERS_FOR_ATTRIBUTE, tuple(algorithms))
+        return function
+
+    return mark
 
 
 @hookspec

@@ -1,10 +1,12 @@
 """Name -> algorithm class, filled by the ``gscore_register_algorithms`` hook.
 
-Names are normalised (case, ``_``/space -> ``-``) so ``"RoundToNearest"``, ``"round_to_nearest"``
-and ``"round-to-nearest"`` meet. A plugin registers through a :class:`PluginRegistrar` that
-stages its entries and commits them all at once, so a plugin that raises half-way leaves
-nothing behind. A name claimed by two plugins is recorded as a conflict: asking for it
-raises an error naming both distributions, while every other name keeps working.
+Lookup ignores case and separators, so ``"RoundToNearest"``, ``"round_to_nearest"``,
+``"ROUND-TO-NEAREST"`` and ``"round to nearest"`` meet (:func:`lookup_key`). A plugin registers
+through a :class:`PluginRegistrar` that stages its entries; the plugin host commits them all
+at once (:meth:`AlgorithmRegistry.commit`), so a plugin that raises half-way leaves nothing
+behind. A name claimed by two plugins is recorded as a conflict: asking for it raises an
+error naming both distributions, while every other name keeps working. (The host protects
+first-party names from third-party plugins before committing; see :mod:`gscore.plugins`.)
 """
 
 from __future__ import annotations
@@ -15,15 +17,25 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from gscore.errors import AlgorithmConflictError, UnknownAlgorithmError
+from gscore.errors import AlgorithmConflictError, PluginLoadError, UnknownAlgorithmError
 
 
 def normalise_name(name: str) -> str:
-    """Canonical lookup key: lower case, CamelCase split, ``_``/spaces/dots -> ``-``."""
+    """Display form of a name: lower case, CamelCase split, ``_``/spaces/dots -> ``-``."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"an algorithm name must be a non-empty string, got {name!r}")
     spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", name.strip())
     return re.sub(r"[\s_.\-]+", "-", spaced).lower()
+
+
+def lookup_key(name: str) -> str:
+    """The key names are looked up by: lower case with every separator removed.
+
+    Separators are dropped rather than inserted at case changes, so the key of a name does
+    not depend on how it is capitalised (``A16W8-RTN`` and ``a16w8-rtn``, ``PrunerKFCompressAlgo``
+    and ``PrunerKfCompressAlgo`` meet).
+    """
+    return normalise_name(name).replace("-", "")
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,12 @@ class PluginSource:
 
     def __str__(self) -> str:
         return f"{self.distribution} {self.version} (plugin {self.plugin!r})"
+
+
+def _is_algorithm_class(cls: object) -> bool:
+    from gscore.algorithm import Algorithm
+
+    return isinstance(cls, type) and issubclass(cls, Algorithm)
 
 
 @dataclass(frozen=True)
@@ -54,20 +72,39 @@ class AlgorithmInfo:
     _resolved: list[type] = field(default_factory=list, compare=False, repr=False)
 
     @property
+    def keys(self) -> set[str]:
+        """Every lookup key of this algorithm (its name and aliases)."""
+        return {lookup_key(n) for n in (self.name, *self.aliases)}
+
+    @property
     def cls(self) -> type:
-        """The algorithm class (imported now if registered by path)."""
+        """The algorithm class (imported now if registered by path).
+
+        A path that does not import, or names something that is not a ``gscore.Algorithm``
+        subclass, raises :class:`~gscore.errors.PluginLoadError` naming the plugin.
+        """
         if isinstance(self.target, type):
             return self.target
         if not self._resolved:
             module_name, _, attr = self.target.partition(":")
             try:
                 cls = getattr(importlib.import_module(module_name), attr)
-            except (ImportError, AttributeError) as exc:
-                raise ImportError(f"algorithm {self.name!r} of {self.source} points at {self.target!r}, which does not import: {exc}") from exc
-            if not isinstance(cls, type):
-                raise TypeError(f"algorithm {self.name!r} of {self.source}: {self.target!r} is not a class")
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a plugin module may raise anything, SystemExit included
+                raise PluginLoadError(
+                    f"algorithm {self.name!r} of {self.source} points at {self.target!r}, which does not import: {type(exc).__name__}: {exc}"
+                ) from exc
+            if not _is_algorithm_class(cls):
+                raise PluginLoadError(f"algorithm {self.name!r} of {self.source}: {self.target!r} is not a gscore.Algorithm subclass")
             self._resolved.append(cls)
         return self._resolved[0]
+
+    def is_class(self, cls: type) -> bool:
+        """True if this entry registered ``cls`` (compared by path without importing a path target)."""
+        if isinstance(self.target, type):
+            return self.target is cls
+        return self.target == f"{cls.__module__}:{cls.__qualname__}"
 
     @property
     def summary(self) -> str:
@@ -90,13 +127,23 @@ class AlgorithmRegistry:
         """A staging area for one plugin's registrations (see :class:`PluginRegistrar`)."""
         return PluginRegistrar(self, source)
 
-    def _commit(self, infos: Iterable[AlgorithmInfo]) -> None:
+    def claimed(self, infos: Iterable[AlgorithmInfo]) -> list[tuple[str, AlgorithmInfo, AlgorithmInfo]]:
+        """``(name, holder, newcomer)`` for every name of ``infos`` another distribution already holds."""
+        found = []
         for info in infos:
-            keys = {normalise_name(n) for n in (info.name, *info.aliases)}
-            clashes = {k: self._by_key[k] for k in keys if k in self._by_key}
+            for key in sorted(info.keys):
+                holder = self._by_key.get(key)
+                if holder is not None and holder.source != info.source:
+                    found.append((key, holder, info))
+        return found
+
+    def commit(self, infos: Iterable[AlgorithmInfo]) -> None:
+        """Publish ``infos``; a name already held by another entry becomes a conflict."""
+        for info in infos:
+            clashes = {k: self._by_key[k] for k in info.keys if k in self._by_key}
             for key, other in clashes.items():
                 self.conflicts.setdefault(key, [other.source]).append(info.source)
-            for key in keys - clashes.keys():
+            for key in info.keys - clashes.keys():
                 self._by_key[key] = info
             self._infos.append(info)
 
@@ -105,8 +152,8 @@ class AlgorithmRegistry:
         return list(self._infos)
 
     def names(self) -> list[str]:
-        """Every lookup key (names and aliases), normalised and sorted."""
-        return sorted(self._by_key)
+        """Every registered name and alias (display form), sorted."""
+        return sorted({normalise_name(n) for i in self._infos for n in (i.name, *i.aliases)})
 
     def get(self, name: str, failures: Iterable[str] = ()) -> AlgorithmInfo:
         """The algorithm registered under ``name`` or an alias.
@@ -114,7 +161,11 @@ class AlgorithmRegistry:
         ``failures`` are one-line descriptions of plugins that did not load; they go into the
         error message because the algorithm asked for may live in one of them.
         """
-        key = normalise_name(name)
+        installed = ", ".join(sorted(i.name for i in self._infos)) or "none"
+        try:
+            key = lookup_key(name)
+        except ValueError:
+            raise UnknownAlgorithmError(f"an algorithm name must be a non-empty string, got {name!r}. Installed algorithms: {installed}.") from None
         if key in self.conflicts:
             claimants = "; ".join(str(s) for s in self.conflicts[key])
             raise AlgorithmConflictError(
@@ -124,10 +175,9 @@ class AlgorithmRegistry:
         if key in self._by_key:
             return self._by_key[key]
         lines = [f"no gscore algorithm named {name!r}."]
-        close = difflib.get_close_matches(key, self.names(), n=1)
+        close = difflib.get_close_matches(normalise_name(name), self.names(), n=1)
         if close:
             lines.append(f"Did you mean {close[0]!r}?")
-        installed = ", ".join(sorted(i.name for i in self._infos)) or "none"
         lines.append(f"Installed algorithms: {installed}.")
         failures = list(failures)
         if failures:
@@ -136,28 +186,33 @@ class AlgorithmRegistry:
 
 
 class PluginRegistrar:
-    """What a plugin's ``gscore_register_algorithms`` receives: ``add`` stages, the core commits."""
+    """What a plugin's ``gscore_register_algorithms`` receives: ``add`` stages, the host commits."""
 
     def __init__(self, registry: AlgorithmRegistry, source: PluginSource) -> None:
         self._registry = registry
         self._source = source
-        self._staged: list[AlgorithmInfo] = []
+        self.staged: list[AlgorithmInfo] = []
 
     def add(self, cls: type | str, name: str, aliases: Iterable[str] = (), summary: str = "") -> None:
-        """Register ``cls`` under ``name`` and ``aliases`` (all normalised for lookup).
+        """Register ``cls`` (a ``gscore.Algorithm`` subclass) under ``name`` and ``aliases``.
 
         ``cls`` may be ``"module:Class"``: it is imported only when the algorithm is used,
         so ``gscore list`` stays fast and MindSpore-free; give ``summary`` for the listing.
         """
-        if not isinstance(cls, type) and not (isinstance(cls, str) and re.fullmatch(r"[\w.]+:\w+", cls)):
-            raise TypeError(f"registry.add expects a class or a 'module:Class' path, got {cls!r}")
+        if isinstance(cls, str):
+            if not re.fullmatch(r"[\w.]+:\w+", cls):
+                raise TypeError(f"registry.add expects a gscore.Algorithm subclass or a 'module:Class' path, got {cls!r}")
+        elif not _is_algorithm_class(cls):
+            raise TypeError(f"registry.add expects a gscore.Algorithm subclass or a 'module:Class' path, got {cls!r}")
         normalise_name(name)
+        if isinstance(aliases, str):
+            raise TypeError(f"registry.add: aliases must be a list of names, got the string {aliases!r}")
         aliases = tuple(aliases)
         for alias in aliases:
             normalise_name(alias)
-        self._staged.append(AlgorithmInfo(name=normalise_name(name), target=cls, aliases=aliases, source=self._source, given_summary=summary))
+        self.staged.append(AlgorithmInfo(name=normalise_name(name), target=cls, aliases=aliases, source=self._source, given_summary=summary))
 
     def commit(self) -> None:
-        """Publish everything staged; called by the core after the plugin's hook returned."""
-        self._registry._commit(self._staged)
-        self._staged = []
+        """Publish everything staged (the host does this after the plugin's hook returned)."""
+        self._registry.commit(self.staged)
+        self.staged = []

@@ -7,7 +7,10 @@ Tolerances (stated once, used everywhere):
   w_scale`` is computed in the same order as the reference, so outputs are bit-identical;
 * float paths (weight-only int8/int4, attention) are within ``FLOAT_TOL`` of a float64
   reference, relative to the magnitude of the terms summed: ``|y - y64| <= FLOAT_TOL *
-  (|x| @ |W|.T)`` — the error bound of float32 dot products of a few thousand terms.
+  (|x| @ |W|.T)`` — the error bound of float32 dot products of a few thousand terms. Decode
+  kernels with a zero point sum ``x·code`` and ``zp·Σx`` separately (one pass over the codes),
+  so their terms are ``(|code| + |zp|) * scale``, not ``|code + zp| * scale``: the bound uses
+  those (:func:`term_magnitude`), which matters where a group's codes nearly cancel its zp.
 """
 
 from __future__ import annotations
@@ -49,6 +52,12 @@ def w8_case(draw):
     return x, q, scale, zp_neg
 
 
+def term_magnitude(x: np.ndarray, codes: np.ndarray, zp_neg: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``|x| @ ((|code| + |zp|) * scale).T``: the magnitude of the terms a zero-point kernel sums
+    (``zp_neg``/``scale`` already expanded to ``codes``' shape)."""
+    return np.abs(x.astype(np.float64)) @ ((np.abs(codes.astype(np.float64)) + np.abs(zp_neg)) * scale).T
+
+
 def assert_float_close(y: np.ndarray, reference: np.ndarray, magnitude: np.ndarray) -> None:
     bound = FLOAT_TOL * magnitude + 1e-30
     excess = np.abs(y.astype(np.float64) - reference) - bound
@@ -63,7 +72,7 @@ def test_w8_linear_matches_numpy(level, case):
     w = (q.astype(np.float64) + zp_neg[:, None]) * scale[:, None]
     y = primitive("w8_linear", level)(Tensor(x), Tensor(q), Tensor(scale), Tensor(zp_neg)).asnumpy()
     assert y.shape == (x.shape[0], q.shape[0]) and y.dtype == np.float32
-    assert_float_close(y, x.astype(np.float64) @ w.T, np.abs(x.astype(np.float64)) @ np.abs(w).T)
+    assert_float_close(y, x.astype(np.float64) @ w.T, term_magnitude(x, q, zp_neg[:, None].astype(np.float64), scale[:, None].astype(np.float64)))
 
 
 @st.composite
@@ -90,7 +99,7 @@ def test_w4_linear_matches_numpy_with_ragged_groups(level, case):
     w = (codes.astype(np.float64) + zp_neg[:, per_column]) * scale[:, per_column]
     out = primitive("w4_linear", level)(Tensor(x), Tensor(pack_int4(codes)), Tensor(scale), Tensor(zp_neg), Tensor(np.array([group], np.int32)))
     y = out.asnumpy()
-    assert_float_close(y, x.astype(np.float64) @ w.T, np.abs(x.astype(np.float64)) @ np.abs(w).T)
+    assert_float_close(y, x.astype(np.float64) @ w.T, term_magnitude(x, codes, zp_neg[:, per_column].astype(np.float64), scale[:, per_column].astype(np.float64)))
 
 
 def a8w8_reference(x, q, w_scale, w_zp_neg, x_scale=None, x_zp=None):
@@ -169,8 +178,11 @@ def test_float16_activations_and_scales_give_float16_within_half_precision(level
     assert np.abs(y - reference).max() <= tol * np.abs(reference).max()
 
 
-def attention_reference(q, k, v, mask, scale):
-    """float64 softmax attention with grouped heads; output [B, T, Hq * D]."""
+def attention_reference(q, k, v, mask, scale, prefix=None):
+    """float64 softmax attention with grouped heads; output [B, T, Hq * D]. ``prefix``: float
+    keys and values [1, Hkv, P, D] before every sequence's own (the mask covers them first)."""
+    if prefix is not None:
+        k, v = (np.concatenate([np.broadcast_to(p, (x.shape[0], *p.shape[1:])), x], 2) for p, x in zip(prefix, (k, v)))
     group = q.shape[1] // k.shape[1]
     k = np.repeat(k.astype(np.float64), group, axis=1)
     v = np.repeat(v.astype(np.float64), group, axis=1)
@@ -188,19 +200,22 @@ def attention_case(draw):
     b, kv_heads, group = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
     t, d = draw(st.integers(1, 9)), draw(st.sampled_from([3, 8, 17, 64]))
     s = t + draw(st.integers(0, 40))
+    p = draw(st.sampled_from([0, 0, 1, 3]))  # float prefix entries (none half the time)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     q = rng.standard_normal((b, kv_heads * group, t, d)).astype(np.float32)
     start = s - t
     keys, queries = np.arange(s)[None, :], np.arange(start, s)[:, None]
     mask = np.where(keys > queries, np.float32(-1e9), np.float32(0.0))
-    return q, rng, kv_heads, s, mask, np.float32(1.0 / np.sqrt(d))
+    mask = np.concatenate([np.zeros((t, p), np.float32), mask], axis=1)
+    prefix = tuple(rng.standard_normal((1, kv_heads, p, d)).astype(np.float32) * 3 for _ in range(2)) if p else None
+    return q, rng, kv_heads, s, mask, np.float32(1.0 / np.sqrt(d)), prefix
 
 
 @pytest.mark.parametrize("level", LEVELS)
 @PROPERTY
 @given(case=attention_case(), kind=st.sampled_from(["float", "channel", "token"]))
 def test_attention_over_the_cache_matches_numpy(level, case, kind):
-    q, rng, kv_heads, s, mask, scale = case
+    q, rng, kv_heads, s, mask, scale, prefix = case
     b, _, _, d = q.shape
     shape = (b, kv_heads, s, d)
     if kind == "float":
@@ -217,8 +232,8 @@ def test_attention_over_the_cache_matches_numpy(level, case, kind):
             ks, vs = (rng.random((b, kv_heads, s, 1)) * 0.05).astype(np.float32), (rng.random((b, kv_heads, s, 1)) * 0.05).astype(np.float32)
             inputs = (kq, ks, vq, vs)
             kf, vf = kq * ks, vq * vs
-    reference, magnitude = attention_reference(q, kf, vf, mask, scale)
-    out = primitive(f"attention_{kind}", level)(Tensor(q), *map(Tensor, inputs), Tensor(mask), Tensor(np.array([scale])))
+    reference, magnitude = attention_reference(q, kf, vf, mask, scale, prefix)
+    out = primitive(f"attention_{kind}", level)(Tensor(q), *map(Tensor, inputs), Tensor(mask), Tensor(np.array([scale])), *map(Tensor, prefix or ()))
     y = out.asnumpy()
     assert y.shape == reference.shape
     assert_float_close(y, reference, magnitude + 1e-3 * np.abs(reference))
@@ -239,10 +254,11 @@ def encode_reference(x, kind, scale=None, zero=None):
 
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("kind", ["float", "channel", "token"])
-def test_preallocated_cache_attention_stores_in_place_then_attends(level, kind):
+@pytest.mark.parametrize("prefix_length", [0, 2])
+def test_preallocated_cache_attention_stores_in_place_then_attends(level, kind, prefix_length):
     """Three calls (a 5-token prefill, then 1 and 2 tokens) on one buffer: after each, the new
     rows hold exactly what the cache cells' encode stores, length advanced, and the output is
-    attention over every row so far."""
+    attention over every row so far (after the float prefix, when there is one)."""
     rng = np.random.default_rng(1)
     batch, kv_heads, heads, d, cap = 2, 2, 6, 16, 12
     scale = np.float32(0.25)
@@ -256,6 +272,7 @@ def test_preallocated_cache_attention_stores_in_place_then_attends(level, kind):
     length = np.zeros(1, np.int32)
     tensors = {name: ms.Parameter(Tensor(a), name=name) for name, a in (("k", k_buf), ("v", v_buf), ("ks", k_sbuf), ("vs", v_sbuf), ("len", length))}
     op = primitive(f"cache_attention_{kind}", level)
+    prefix = tuple(rng.standard_normal((1, kv_heads, prefix_length, d)).astype(np.float32) for _ in range(2)) if prefix_length else None
     seen_k, seen_v = [], []
     start = 0
     for tokens in (5, 1, 2):
@@ -264,13 +281,14 @@ def test_preallocated_cache_attention_stores_in_place_then_attends(level, kind):
         v = rng.standard_normal((batch, kv_heads, tokens, d)).astype(np.float32)
         keys, queries = np.arange(cap)[None, :], np.arange(start, start + tokens)[:, None]
         mask = np.where(keys > queries, np.float32(-1e9), np.float32(0.0))
+        mask = np.concatenate([np.zeros((tokens, prefix_length), np.float32), mask], axis=1)
         if kind == "float":
             args = (tensors["k"], tensors["v"])
         elif kind == "channel":
             args = (tensors["k"], Tensor(k_scale), Tensor(k_zero), tensors["v"], Tensor(v_scale), Tensor(v_zero))
         else:
             args = (tensors["k"], tensors["ks"], tensors["v"], tensors["vs"])
-        out = op(Tensor(q), Tensor(k), Tensor(v), *args, tensors["len"], Tensor(mask), Tensor(np.array([scale]))).asnumpy()
+        out = op(Tensor(q), Tensor(k), Tensor(v), *args, tensors["len"], Tensor(mask), Tensor(np.array([scale])), *map(Tensor, prefix or ())).asnumpy()
         k_stored, k_real = encode_reference(k, kind, k_scale, k_zero)
         v_stored, v_real = encode_reference(v, kind, v_scale, v_zero)
         rows = slice(start, start + tokens)
@@ -282,7 +300,7 @@ def test_preallocated_cache_attention_stores_in_place_then_attends(level, kind):
         assert int(tensors["len"].asnumpy()[0]) == start
         seen_k.append(k_real)
         seen_v.append(v_real)
-        reference, magnitude = attention_reference(q, np.concatenate(seen_k, 2), np.concatenate(seen_v, 2), mask[:, :start], scale)
+        reference, magnitude = attention_reference(q, np.concatenate(seen_k, 2), np.concatenate(seen_v, 2), mask[:, : prefix_length + start], scale, prefix)
         assert_float_close(out, reference, magnitude + 1e-5 * np.abs(reference))
 
 

@@ -49,39 +49,44 @@ def make_cache(kind: str) -> FloatKVCache:
     return StaticInt8KVCache(KV_HEADS, HEAD_DIM, *params)
 
 
-def run_steps(cache: FloatKVCache, width: int | None) -> list[np.ndarray]:
-    """A 5-token prefill then steps of 1, 1 and 2 tokens; the same random inputs every time."""
+def run_steps(cache: FloatKVCache, width: int | None, prefix_length: int = 0) -> list[np.ndarray]:
+    """A 5-token prefill then steps of 1, 1 and 2 tokens; the same random inputs every time
+    (and the same float prefix of ``prefix_length`` entries, when asked for)."""
     rng = np.random.default_rng(4)
+    prefix = [Tensor(rng.standard_normal((1, KV_HEADS, prefix_length, HEAD_DIM)).astype(np.float32) * 4) for _ in range(2)] if prefix_length else []
     outputs, start = [], 0
     for tokens in (5, 1, 1, 2):
         q = Tensor(rng.standard_normal((BATCH, HEADS, tokens, HEAD_DIM)).astype(np.float32))
         k = Tensor(rng.standard_normal((BATCH, KV_HEADS, tokens, HEAD_DIM)).astype(np.float32))
         v = Tensor(rng.standard_normal((BATCH, KV_HEADS, tokens, HEAD_DIM)).astype(np.float32))
-        keys, queries = np.arange(width or start + tokens)[None, :], np.arange(start, start + tokens)[:, None]
+        keys, queries = np.arange(prefix_length + (width or start + tokens))[None, :], np.arange(prefix_length + start, prefix_length + start + tokens)[:, None]
         mask = Tensor(np.where(keys > queries, np.float32(-1e9), np.float32(0.0)))
-        outputs.append(cache(q, k, v, mask, 0.35).asnumpy())
+        outputs.append(cache(q, k, v, mask, 0.35, *prefix).asnumpy())
         start += tokens
     return outputs
 
 
 @pytest.mark.parametrize("kind", ["float", "static", "dynamic"])
-def test_every_storage_and_attention_path_gives_the_same_attention(kind):
+@pytest.mark.parametrize("prefix_length", [0, 3])
+def test_every_storage_and_attention_path_gives_the_same_attention(kind, prefix_length):
+    """Growing and preallocated storage, native kernels and MindSpore ops: one attention, with
+    and without a float prefix."""
     with portable():
-        reference = run_steps(make_cache(kind), None)
-    growing = run_steps(make_cache(kind), None)
+        reference = run_steps(make_cache(kind), None, prefix_length)
+    growing = run_steps(make_cache(kind), None, prefix_length)
     cache = make_cache(kind)
     before = {p.name for p in cache.get_parameters()}
     cache.allocate(BATCH, CAPACITY, "cache")
-    preallocated = run_steps(cache, CAPACITY)
+    preallocated = run_steps(cache, CAPACITY, prefix_length)
     cache.reset()
-    again = run_steps(cache, CAPACITY)
+    again = run_steps(cache, CAPACITY, prefix_length)
     assert cache.stored_bytes() == (4 if kind == "float" else 1) * 2 * CAPACITY * BATCH * KV_HEADS * HEAD_DIM + (2 * 4 * CAPACITY * BATCH * KV_HEADS if kind == "dynamic" else 0)
     cache.release()
     assert {p.name for p in cache.get_parameters()} == before  # buffers never reach a checkpoint
     with portable():
         cache = make_cache(kind)
         cache.allocate(BATCH, CAPACITY, "cache")
-        ops_preallocated = run_steps(cache, CAPACITY)
+        ops_preallocated = run_steps(cache, CAPACITY, prefix_length)
     for outputs in (growing, preallocated, again, ops_preallocated):
         for got, want in zip(outputs, reference):
             assert got.shape == (BATCH * want.shape[0] // BATCH, HEADS * HEAD_DIM)
@@ -100,8 +105,11 @@ def teacher_forced_logits(run, prompt: np.ndarray, follow: list[int]) -> list[np
     return logits
 
 
-def test_compiled_decoding_equals_the_op_by_op_network_and_leaves_it_unchanged():
+@pytest.mark.parametrize("prefix", [None, [1, 40]])
+def test_compiled_decoding_equals_the_op_by_op_network_and_leaves_it_unchanged(prefix):
     net = tiny_llama()
+    if prefix is not None:  # a fixed float prefix (PTQ's 'bos' prefix): attended in the graph too
+        net.set_prefix(np.array(prefix))
     prompt, follow = np.array([[3, 14, 15, 92, 65]], np.int32), [35, 89, 79]
     net.reset_cache()
     eager = teacher_forced_logits(net, prompt, follow)

@@ -84,9 +84,10 @@ def test_phase_hooks_run_default_then_wrappers_see_them(register_inline_plugin):
     assert all(r.seconds >= 0 and r.peak_rss_mib > 0 for r in algo.phase_records)
 
 
-def test_a_plugin_can_answer_a_phase_before_the_default(register_inline_plugin):
+def test_a_plugin_can_answer_a_phase_before_the_default_for_what_it_declares(register_inline_plugin):
     class Shortcut:
         @hookimpl
+        @gscore.answers_for(Recorder)
         def gscore_quantize(self, algorithm, network):
             return ["answered by shortcut"]
 

@@ -1,14 +1,15 @@
 import pytest
 
-from gscore.errors import AlgorithmConflictError, UnknownAlgorithmError
-from gscore.registry import AlgorithmRegistry, PluginSource, normalise_name
+from gscore.algorithm import Algorithm
+from gscore.errors import AlgorithmConflictError, PluginLoadError, UnknownAlgorithmError
+from gscore.registry import AlgorithmRegistry, PluginSource, lookup_key, normalise_name
 
 
-class Alpha:
+class Alpha(Algorithm):
     """Alpha does things."""
 
 
-class Beta:
+class Beta(Algorithm):
     pass
 
 
@@ -74,18 +75,44 @@ def test_staged_registrations_vanish_unless_committed():
     assert registry.get("alpha").cls is Alpha
 
 
-def test_add_rejects_non_classes():
+@pytest.mark.parametrize("bad", [Alpha(), dict, "not a path", 3])
+def test_add_accepts_only_algorithm_classes_or_paths(bad):
     registrar = AlgorithmRegistry().registrar(PluginSource("p"))
-    with pytest.raises(TypeError, match="expects a class or a 'module:Class' path"):
-        registrar.add(Alpha(), name="alpha")
+    with pytest.raises(TypeError, match="expects a gscore.Algorithm subclass or a 'module:Class' path"):
+        registrar.add(bad, name="alpha")
 
 
 def test_a_class_registered_by_path_is_imported_only_when_used():
-    registry = _registry_with(("decimal:Decimal", "dec", [], "gscore-dec"), ("decimal:nothing_here", "gone", [], "gscore-gone"))
-    info = registry.get("dec")
+    registry = _registry_with(
+        ("gscore.algorithm:PTQAlgorithm", "ptq-base", [], "gscore-base"),
+        ("gscore.algorithm:nothing_here", "gone", [], "gscore-gone"),
+        ("decimal:Decimal", "dec", [], "gscore-dec"),
+    )
+    info = registry.get("ptq-base")
     assert info.summary == "" and not info._resolved
-    import decimal
+    from gscore.algorithm import PTQAlgorithm
 
-    assert info.cls is decimal.Decimal and info._resolved
-    with pytest.raises(ImportError, match="'decimal:nothing_here', which does not import"):
+    assert info.cls is PTQAlgorithm and info._resolved
+    with pytest.raises(PluginLoadError, match="'gscore.algorithm:nothing_here', which does not import"):
         registry.get("gone").cls
+    with pytest.raises(PluginLoadError, match="'decimal:Decimal' is not a gscore.Algorithm subclass"):
+        registry.get("dec").cls
+
+
+@pytest.mark.parametrize("spelling", ["A16W8-RTN", "a16w8_rtn", "A16w8Rtn", "a16w8 rtn"])
+def test_lookup_ignores_case_and_separators(spelling):
+    registry = _registry_with((Alpha, "rtn", ["a16w8-rtn"], "gscore-rtn"))
+    assert registry.get(spelling).cls is Alpha
+
+
+def test_camel_case_names_with_capital_runs_are_found():
+    registry = _registry_with((Alpha, "scop", ["PrunerKfCompressAlgo"], "gscore-scop"))
+    for spelling in ("PrunerKFCompressAlgo", "prunerkfcompressalgo", "pruner-kf-compress-algo"):
+        assert registry.get(spelling).cls is Alpha
+    assert lookup_key("PrunerKFCompressAlgo") == lookup_key("PrunerKfCompressAlgo")
+
+
+@pytest.mark.parametrize("bad", ["", "   ", None, 3])
+def test_get_with_an_empty_or_non_string_name_is_an_unknown_algorithm(bad):
+    with pytest.raises(UnknownAlgorithmError, match="must be a non-empty string"):
+        _registry_with((Alpha, "alpha", [], "gscore-alpha")).get(bad)

@@ -1,7 +1,10 @@
-"""Real third-party plugin packages, built and pip-installed into a temporary folder.
+"""Real third-party plugin packages, installed into a temporary folder.
 
-Each package has its own pyproject and entry point in group ``gscore``; a subprocess with
-that folder on ``PYTHONPATH`` then sees them exactly as an installed user would.
+Each package has its own distribution and entry point in group ``gscore``; a subprocess with
+that folder on ``PYTHONPATH`` then sees them exactly as an installed user would. The good
+package is built and installed by pip; the others are written in the installed form pip
+would leave (the module and a ``.dist-info`` folder with ``METADATA`` and
+``entry_points.txt``), because building each one costs seconds on a busy machine.
 """
 
 import os
@@ -62,8 +65,88 @@ def gscore_register_algorithms(registry):
     registry.add(NotRtn, name="rtn")
 '''
 
+CLAIMS_TOY = '''
+import gscore
+GSCORE_API_VERSION = gscore.API_VERSION
 
-def _package(root: Path, dist: str, module: str, source: str) -> Path:
+class OtherToy(gscore.Algorithm):
+    """Claims the name toy, as gscore-toy does."""
+
+@gscore.hookimpl
+def gscore_register_algorithms(registry):
+    registry.add(OtherToy, name="toy")
+'''
+
+EXITS_AT_IMPORT = '''
+import sys
+sys.exit("gscore_exits refuses to load")
+'''
+
+EXITS_AT_REGISTER = '''
+import sys
+import gscore
+GSCORE_API_VERSION = gscore.API_VERSION
+
+@gscore.hookimpl
+def gscore_register_algorithms(registry):
+    sys.exit(3)
+'''
+
+FORK_NAMED_RTN = '''
+"""An unrelated plugin whose entry point happens to be called rtn."""
+import gscore
+GSCORE_API_VERSION = gscore.API_VERSION
+
+class Fork(gscore.Algorithm):
+    """A fork under its own name."""
+
+    def apply_phase(self):
+        return None
+
+    def convert_phase(self):
+        return None
+
+@gscore.hookimpl
+def gscore_register_algorithms(registry):
+    registry.add(Fork, name="rtn-fork")
+'''
+
+ANSWERS_42 = '''
+import gscore
+GSCORE_API_VERSION = gscore.API_VERSION
+
+class Greedy(gscore.Algorithm):
+    """Its plugin answers every quantize phase with 42."""
+
+    def apply_phase(self):
+        return None
+
+    def convert_phase(self):
+        return "quantize"
+
+    def quantize(self, network):
+        return network
+
+@gscore.hookimpl
+def gscore_register_algorithms(registry):
+    registry.add(Greedy, name="greedy")
+
+@gscore.hookimpl
+def gscore_quantize(algorithm, network):
+    return 42
+'''
+
+MISSPELLED = '''
+import gscore
+GSCORE_API_VERSION = gscore.API_VERSION
+
+@gscore.hookimpl
+def gscore_quantise(algorithm, network):
+    return network
+'''
+
+
+def _package(root: Path, dist: str, module: str, source: str, entry_point: str = "") -> Path:
     folder = root / dist
     folder.mkdir()
     (folder / f"{module}.py").write_text(textwrap.dedent(source))
@@ -79,7 +162,7 @@ def _package(root: Path, dist: str, module: str, source: str) -> Path:
             version = "1.2.3"
 
             [project.entry-points.gscore]
-            {module.removeprefix("gscore_")} = "{module}"
+            {entry_point or module.removeprefix("gscore_")} = "{module}"
 
             [tool.setuptools]
             py-modules = ["{module}"]
@@ -97,18 +180,41 @@ def site(tmp_path_factory):
         _package(root, "gscore-broken", "gscore_broken", BROKEN),
         _package(root, "gscore-old", "gscore_old", OLD_API),
         _package(root, "gscore-claims-rtn", "gscore_claimsrtn", CLAIMS_RTN),
+        _package(root, "gscore-toy-clone", "gscore_toyclone", CLAIMS_TOY),
+        _package(root, "gscore-exits", "gscore_exits", EXITS_AT_IMPORT),
+        _package(root, "gscore-exits-late", "gscore_exitslate", EXITS_AT_REGISTER),
+        _package(root, "gscore-rtn-fork", "gscore_rtnfork", FORK_NAMED_RTN, entry_point="rtn"),
+        _package(root, "gscore-greedy", "gscore_greedy", ANSWERS_42),
+        _package(root, "gscore-misspelled", "gscore_misspelled", MISSPELLED),
     ]
     target = root / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), *map(str, packages)],
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(packages[0])],
         check=True,
     )
+    for folder in packages[1:]:
+        _install_unbuilt(folder, target)
     return target
 
 
+def _install_unbuilt(folder: Path, target: Path) -> None:
+    """Install a one-module package from :func:`_package` the way pip lays it out."""
+    import tomllib
+
+    project = tomllib.loads((folder / "pyproject.toml").read_text())["project"]
+    (module,) = folder.glob("*.py")
+    (target / module.name).write_text(module.read_text())
+    info = target / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+    points = "".join(f"{name} = {value}\n" for name, value in project["entry-points"]["gscore"].items())
+    (info / "entry_points.txt").write_text(f"[gscore]\n{points}")
+
+
 def _run(site: Path, code: str, **env: str) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONPATH": str(site), **env}
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     full_env.pop("GSCORE_DISABLE_PLUGINS", None)
+    full_env.update(env)
     return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, check=False)
 
 
@@ -134,11 +240,52 @@ def test_unknown_name_error_mentions_the_broken_plugin(site):
     assert "UnknownAlgorithmError" in result.stderr and "broken (gscore-broken)" in result.stderr
 
 
-def test_two_plugins_claiming_one_name_is_an_error_naming_both(site):
-    result = _run(site, "import gscore; gscore.get('rtn')")
+def test_a_third_party_plugin_cannot_take_a_first_party_name(site):
+    code = "import gscore; print(gscore.get('rtn').__module__); print(*gscore.plugin_failures(), sep='\\n')"
+    result = _run(site, code)
+    assert result.returncode == 0, result.stderr
+    module, *failures = result.stdout.splitlines()
+    assert module == "gscore_rtn"
+    refused = [f for f in failures if f.startswith("claimsrtn (gscore-claims-rtn)")]
+    assert len(refused) == 1 and "registration refused" in refused[0] and "'rtn' of gscore-rtn" in refused[0]
+    assert not any("(gscore-rtn)" in f for f in failures)
+
+
+def test_two_third_party_plugins_claiming_one_name_is_an_error_naming_both(site):
+    result = _run(site, "import gscore; gscore.get('toy')")
     assert "AlgorithmConflictError" in result.stderr
-    assert "gscore-rtn" in result.stderr and "gscore-claims-rtn" in result.stderr
-    assert _run(site, "import gscore; gscore.get('toy')").returncode == 0
+    assert "gscore-toy " in result.stderr and "gscore-toy-clone" in result.stderr
+    listing = _run(site, "from gscore.cli import main; main(['list'])").stdout
+    assert "FAILED toyclone (gscore-toy-clone): algorithm name 'toy' is also registered by gscore-toy 1.2.3" in listing
+    assert _run(site, "import gscore; gscore.get('toy_algo')").returncode == 0
+
+
+def test_system_exit_in_a_plugin_is_a_recorded_failure(site):
+    result = _run(site, "import gscore; print(*gscore.plugin_failures(), sep='\\n'); print(gscore.get('toy_algo').__name__)")
+    assert result.returncode == 0, result.stderr
+    assert "exits (gscore-exits): import failed: SystemExit: gscore_exits refuses to load" in result.stdout
+    assert "exitslate (gscore-exits-late): gscore_register_algorithms raised SystemExit: 3" in result.stdout
+    assert result.stdout.splitlines()[-1] == "Toy"
+
+
+def test_an_entry_point_named_like_a_first_party_one_takes_nothing_over(site):
+    code = "import gscore; print(gscore.get('rtn').__module__, gscore.get('rtn-fork').__module__)"
+    result = _run(site, code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["gscore_rtn", "gscore_rtnfork"]
+
+
+def test_a_phase_hook_answers_only_for_its_own_algorithms_and_is_checked(site):
+    code = "import gscore; print(gscore.get('toy_algo')().convert([1, 2])); gscore.get('greedy')().convert([1])"
+    result = _run(site, code)
+    assert result.stdout.strip() == "[2, 4]"
+    assert "PhaseAnswerError: gscore_quantize for Greedy answered int (42), not a network (a list, like the one given)" in result.stderr
+    assert "'greedy' (gscore-greedy 1.2.3)" in result.stderr
+
+
+def test_a_misspelled_hook_is_refused_at_registration(site):
+    result = _run(site, "import gscore; print(*gscore.plugin_failures(), sep='\\n')")
+    assert "misspelled (gscore-misspelled): registration refused: it implements unknown hook(s) 'gscore_quantise' (did you mean 'gscore_quantize'?)" in result.stdout
 
 
 def test_autoload_switch_keeps_only_first_party_plugins(site):
@@ -151,5 +298,14 @@ def test_autoload_switch_keeps_only_first_party_plugins(site):
 
 
 def test_strict_switch_turns_a_broken_plugin_into_an_error(site):
-    result = _run(site, "import gscore; gscore.get('toy')", GSCORE_STRICT_PLUGINS="1")
+    result = _run(site, "import gscore; gscore.get('toy_algo')", GSCORE_STRICT_PLUGINS="1")
     assert result.returncode != 0 and "PluginLoadError" in result.stderr
+
+
+def test_strict_switch_refuses_a_name_conflict(site):
+    disable = "broken,old,exits,exitslate,misspelled,claimsrtn"
+    result = _run(site, "import gscore; gscore.get('toy_algo')", GSCORE_STRICT_PLUGINS="1", GSCORE_DISABLE_PLUGINS=disable)
+    assert result.returncode != 0
+    assert "PluginLoadError: toyclone (gscore-toy-clone): algorithm name 'toy' is also registered by gscore-toy" in result.stderr
+    result = _run(site, "import gscore; gscore.get('toy_algo')", GSCORE_STRICT_PLUGINS="1", GSCORE_DISABLE_PLUGINS=disable.replace("claimsrtn", "GSCORE_TOY_CLONE"))
+    assert "PluginLoadError: claimsrtn (gscore-claims-rtn): registration refused" in result.stderr

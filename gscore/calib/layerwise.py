@@ -9,10 +9,14 @@ and later blocks are calibrated on the activations they will really see.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Callable, Protocol
 
-from mindspore import nn
+import numpy as np
+from mindspore import Tensor, nn
 from tqdm import tqdm
+
+from gscore.errors import CalibrationDataError, data_errors
 
 
 class BlockwiseHelper(Protocol):
@@ -51,20 +55,46 @@ def calibrate_blockwise(
 class WholeNetworkHelper:
     """The fallback for networks without a block-aware helper: the whole network is one block.
 
-    ``datasets`` is an iterable of network inputs (numpy arrays or Tensors); every linear
-    layer is its own smoothing group (no norm to fold into).
+    ``datasets`` is a non-empty iterable of network inputs (numeric numpy arrays or Tensors);
+    every linear layer is its own smoothing group (no norm to fold into). Inputs the network
+    cannot run on raise :class:`~gscore.errors.CalibrationDataError` naming the input.
     """
 
     def blocks(self, network: nn.Cell) -> list[tuple[str, nn.Cell]]:
         return [("", network)]
 
-    def block_inputs(self, network: nn.Cell, datasets: Any) -> list[Any]:
-        from mindspore import Tensor
+    def block_inputs(self, network: nn.Cell, datasets: Any) -> list[Tensor]:
+        if isinstance(datasets, (str, bytes, Tensor, np.ndarray)) or not isinstance(datasets, Iterable):
+            raise CalibrationDataError(f"datasets must be an iterable (e.g. a list) of network inputs, numpy arrays or Tensors; got {type(datasets).__name__}")
+        inputs = []
+        for i, x in enumerate(datasets):
+            if not isinstance(x, Tensor):
+                try:
+                    array = np.asarray(x)
+                except ValueError as exc:  # ragged nested lists
+                    raise CalibrationDataError(f"calibration input {i} is not an array: {exc}") from exc
+                if array.dtype.kind not in "biuf" or array.ndim == 0 or array.size == 0:
+                    raise CalibrationDataError(f"calibration input {i} must be a non-empty numeric array, got dtype {array.dtype} and shape {array.shape}")
+                x = Tensor(array)
+            inputs.append(x)
+        if not inputs:
+            raise CalibrationDataError("datasets is empty: calibration needs at least one network input")
+        return inputs
 
-        return [x if isinstance(x, Tensor) else Tensor(x) for x in datasets]
+    def run_block(self, block: nn.Cell, state: list[Tensor]) -> list[Any]:
+        outputs = []
+        for i, x in enumerate(state):
+            with data_errors(f"the network cannot run on calibration input {i} (shape {tuple(x.shape)}, dtype {x.dtype})"):
+                outputs.append(block(x))
+        return outputs
 
-    def run_block(self, block: nn.Cell, state: list[Any]) -> list[Any]:
-        return [block(x) for x in state]
+    def take(self, state: list[Any], count: int) -> list[Any]:
+        return state[:count]
+
+    def block_output(self, state: list[Any]) -> Any:
+        import numpy as np
+
+        return np.concatenate([x.asnumpy().reshape(-1) for x in state])
 
     def smooth_groups(self, block: nn.Cell) -> tuple[tuple[str | None, tuple[str, ...]], ...]:
         from gscore.nn.linear_view import is_linear

@@ -13,10 +13,13 @@ tokens with a handful of integer steps.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from mindspore import Tensor, nn
 
 from gscore.nn.kv_cache import FloatKVCache
+from gscore.quant import AbsMeanAccumulator, HessianAccumulator
 
 
 class RunningMinMax:
@@ -35,20 +38,37 @@ class RunningMinMax:
         return np.maximum(np.abs(self.lo), np.abs(self.hi))
 
 
-class InputObserver(nn.Cell):
-    """Pass-through wrapper of a layer that records per-channel input min/max.
+@dataclass(frozen=True)
+class Collect:
+    """What an :class:`InputObserver` records beyond per-channel min/max.
 
-    With ``sample_rows`` > 0 it also keeps about that many evenly strided input rows
-    (``self.sample``, float32 ``[rows, in]``), for searches scored on the layer's output.
+    ``hessian``: ``XᵀX`` for GPTQ; ``absmean``: mean ``|x|`` per channel for AWQ;
+    ``sample_rows``: keep about that many evenly strided input rows (0: none).
     """
 
-    def __init__(self, layer: nn.Cell, tokens_per_sequence: int = 0, skip_leading: int = 0, sample_rows: int = 0) -> None:
+    hessian: bool = False
+    absmean: bool = False
+    sample_rows: int = 0
+
+
+class InputObserver(nn.Cell):
+    """Pass-through wrapper of a layer that records statistics of its input rows.
+
+    Always per-channel min/max (``stats``); with :class:`Collect` options also ``hessian``
+    (:class:`~gscore.quant.HessianAccumulator`), ``absmean``
+    (:class:`~gscore.quant.AbsMeanAccumulator`) and ``sample`` (float32 ``[rows, in]``).
+    Rows at the leading ``skip_leading`` positions of every sequence are left out of all of them.
+    """
+
+    def __init__(self, layer: nn.Cell, tokens_per_sequence: int = 0, skip_leading: int = 0, collect: Collect = Collect()) -> None:
         super().__init__()
         self.layer = layer
         self.stats = RunningMinMax()
         self.tokens_per_sequence = tokens_per_sequence
         self.skip_leading = skip_leading
-        self.sample_rows = sample_rows
+        self.collect = collect
+        self.hessian: HessianAccumulator | None = None
+        self.absmean: AbsMeanAccumulator | None = None
         self.sample: np.ndarray | None = None
 
     def construct(self, x: Tensor) -> Tensor:
@@ -57,8 +77,16 @@ class InputObserver(nn.Cell):
             keep = np.arange(len(rows)) % self.tokens_per_sequence >= self.skip_leading
             rows = rows[keep]
         self.stats.update(rows.min(axis=0), rows.max(axis=0))
-        if self.sample_rows:
-            picked = rows[:: max(1, len(rows) // self.sample_rows)].astype(np.float32)
+        if self.collect.hessian:
+            if self.hessian is None:
+                self.hessian = HessianAccumulator(rows.shape[1])
+            self.hessian.add(rows)
+        if self.collect.absmean:
+            if self.absmean is None:
+                self.absmean = AbsMeanAccumulator(rows.shape[1])
+            self.absmean.add(rows)
+        if self.collect.sample_rows:
+            picked = rows[:: max(1, len(rows) // self.collect.sample_rows)].astype(np.float32)
             self.sample = picked if self.sample is None else np.concatenate([self.sample, picked])
         return self.layer(x)
 

@@ -7,26 +7,55 @@ Why our own: mindformers' ``LlamaForCausalLM`` runs a full-sequence forward on C
 
 Shapes: hidden states travel as 2-D ``[batch * tokens, hidden]`` (``nn.Dense`` is several times
 faster on 2-D input); attention reshapes to ``[batch, heads, tokens, head_dim]``. RoPE is
-rotate-half. Every projection is an ``nn.Dense`` without bias, so weight quantizers find them;
-each attention owns a ``kv_cache`` cell that quantizers can swap for an int8 one.
+rotate-half. Every projection is an ``nn.Dense`` (q/k/v/o with a bias when the config says so,
+as Qwen2's q/k/v), so weight quantizers find them; each attention owns a ``kv_cache`` cell that
+quantizers can swap for an int8 one. The output head is the embedding table (tied) or its own
+``lm_head.weight`` (untied); either way it is not an ``nn.Dense`` and stays float.
+The element-wise steps (RMSNorm, RoPE, the SiLU gate, residual adds) are cells of
+:mod:`gscore.nn.fused` (one native operator each with the kernels), and the cache cell computes
+the attention itself, so a decode step is few operators and :meth:`LlamaForCausalLM.forward`
+(tensors only) compiles as a graph (:class:`gscore.nn.decoding.CompiledDecoder`).
+
+Two optional structures serve quantization (both absent in a plain model):
+
+* a fixed *prefix*: every attention can hold float keys/values of a few leading tokens
+  (``prefix_key``/``prefix_value``, ``[1, kv_heads, P, head_dim]``) that every sequence
+  starts with, computed once by the float model (:meth:`LlamaForCausalLM.set_prefix`). The
+  attention-sink activations then live in those float entries and never in the quantized
+  layers (nor in an int8 KV cache: the cache cell attends to them as float); positions of the
+  real tokens start at ``P``.
+* online rotations for a QuaRot-style rotation of the residual stream: of the ``down_proj``
+  input (``mlp.down_rotation``), the part that cannot be folded into weights, and, for a
+  model with a tied head, of the stream itself where it enters and leaves the decoder
+  (``model.entry_rotation`` / ``model.exit_rotation``), so embedding and head stay one table.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import Normal, initializer
 
+from gscore.errors import CheckpointMismatchError
 from gscore.nn.fused import Add, RMSNormOp, Rotary, SiluMul
 from gscore.nn.kv_cache import FloatKVCache
 
 
 @dataclass(frozen=True)
 class LlamaConfig:
-    """Architecture numbers of a Llama (defaults: SmolLM2-135M)."""
+    """Architecture numbers of a Llama (defaults: SmolLM2-135M).
+
+    ``head_dim`` 0 means ``hidden_size // num_heads`` (set in ``__post_init__``); a model may
+    give it explicitly, then q/k/v project to ``num_heads * head_dim`` whatever the hidden
+    size. ``qkv_bias`` / ``o_proj_bias``: the projections carry a bias (Qwen2: q/k/v;
+    Llama's ``attention_bias``: all four). ``tie_word_embeddings``: the output head is the
+    embedding table; otherwise it is its own ``lm_head.weight``.
+    """
 
     vocab_size: int = 49152
     hidden_size: int = 576
@@ -39,10 +68,14 @@ class LlamaConfig:
     max_positions: int = 2048
     bos_token_id: int = 1
     eos_token_id: int = 2
+    tie_word_embeddings: bool = True
+    qkv_bias: bool = False
+    o_proj_bias: bool = False
+    head_dim: int = 0
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+    def __post_init__(self) -> None:
+        if not self.head_dim:
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
 
 
 class RMSNorm(nn.Cell):
@@ -72,13 +105,24 @@ class Attention(nn.Cell):
         super().__init__()
         h, hd = config.hidden_size, config.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, hd
-        self.q_proj = nn.Dense(h, config.num_heads * hd, has_bias=False)
-        self.k_proj = nn.Dense(h, config.num_kv_heads * hd, has_bias=False)
-        self.v_proj = nn.Dense(h, config.num_kv_heads * hd, has_bias=False)
-        self.o_proj = nn.Dense(config.num_heads * hd, h, has_bias=False)
+        self.q_proj = nn.Dense(h, config.num_heads * hd, has_bias=config.qkv_bias)
+        self.k_proj = nn.Dense(h, config.num_kv_heads * hd, has_bias=config.qkv_bias)
+        self.v_proj = nn.Dense(h, config.num_kv_heads * hd, has_bias=config.qkv_bias)
+        self.o_proj = nn.Dense(config.num_heads * hd, h, has_bias=config.o_proj_bias)
         self.kv_cache = FloatKVCache(config.num_kv_heads, hd)
         self.rotary = Rotary()
         self.scale = 1.0 / math.sqrt(hd)
+        self.prefix_length = 0
+
+    def set_prefix(self, keys: np.ndarray, values: np.ndarray, name_prefix: str) -> None:
+        """Keep float ``keys``/``values`` ``[1, kv_heads, P, head_dim]`` (after RoPE) before every
+        sequence's own entries; ``name_prefix`` is this cell's path (``model.layers.3.self_attn.``)."""
+        expected = (1, self.num_kv_heads, keys.shape[2], self.head_dim)
+        if keys.shape != expected or values.shape != expected:
+            raise ValueError(f"prefix keys/values must be {expected}, got {keys.shape} and {values.shape}")
+        self.prefix_key = Parameter(Tensor(keys.astype(np.float32)), name=f"{name_prefix}prefix_key", requires_grad=False)
+        self.prefix_value = Parameter(Tensor(values.astype(np.float32)), name=f"{name_prefix}prefix_value", requires_grad=False)
+        self.prefix_length = int(keys.shape[2])
 
     def _heads(self, x: Tensor, batch: int, heads: int) -> Tensor:
         return ops.transpose(ops.reshape(x, (batch, -1, heads, self.head_dim)), (0, 2, 1, 3))
@@ -89,11 +133,17 @@ class Attention(nn.Cell):
         v = self._heads(self.v_proj(x), batch, self.num_kv_heads)
         q = self.rotary(q, cos, sin)
         k = self.rotary(k, cos, sin)
+        if self.prefix_length:
+            return self.o_proj(self.kv_cache(q, k, v, mask, self.scale, self.prefix_key, self.prefix_value))
         return self.o_proj(self.kv_cache(q, k, v, mask, self.scale))
 
 
 class MLP(nn.Cell):
-    """SwiGLU feed-forward: ``down(silu(gate(x)) * up(x))``."""
+    """SwiGLU feed-forward: ``down(silu(gate(x)) * up(x))``.
+
+    ``down_rotation`` (None unless a rotation installed one) is a parameter-free cell applied to
+    ``down_proj``'s input; ``down_proj``'s weight then carries the inverse rotation.
+    """
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
@@ -101,9 +151,13 @@ class MLP(nn.Cell):
         self.up_proj = nn.Dense(config.hidden_size, config.intermediate_size, has_bias=False)
         self.down_proj = nn.Dense(config.intermediate_size, config.hidden_size, has_bias=False)
         self.gate = SiluMul()
+        self.down_rotation = None
 
     def construct(self, x: Tensor) -> Tensor:
-        return self.down_proj(self.gate(self.gate_proj(x), self.up_proj(x)))
+        h = self.gate(self.gate_proj(x), self.up_proj(x))
+        if self.down_rotation is not None:
+            h = self.down_rotation(h)
+        return self.down_proj(h)
 
 
 class DecoderLayer(nn.Cell):
@@ -130,10 +184,24 @@ class LlamaModel(nn.Cell):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.CellList([DecoderLayer(config) for _ in range(config.num_layers)])
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.entry_rotation = None
+        self.exit_rotation = None
+
+
+class LMHead(nn.Cell):
+    """An untied output projection: ``weight`` ``[vocab, hidden]`` (HF ``lm_head.weight``).
+
+    A bare weight rather than an ``nn.Dense``: like the tied head it is not one of the linear
+    layers quantizers walk, so calibrate and deploy agree that the head stays float.
+    """
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.weight = Parameter(initializer(Normal(0.02), (config.vocab_size, config.hidden_size), ms.float32), name="weight")
 
 
 class LlamaForCausalLM(nn.Cell):
-    """Llama with tied output embeddings; ``construct(input_ids, start)`` returns logits.
+    """Llama with a tied or untied output head; ``construct(input_ids, start)`` returns logits.
 
     ``input_ids``: int32 ``[batch, tokens]``; ``start``: how many positions the KV caches
     already hold (0 for a fresh sequence). Returns float32 logits ``[batch, tokens, vocab]``.
@@ -145,7 +213,43 @@ class LlamaForCausalLM(nn.Cell):
         self.config = config
         self.model = LlamaModel(config)
         self.cos, self.sin = rope_tables(config)
-        self.tied_head = ops.MatMul(transpose_b=True)
+        self.head_matmul = ops.MatMul(transpose_b=True)
+        if not config.tie_word_embeddings:
+            self.lm_head = LMHead(config)
+
+    @property
+    def prefix_length(self) -> int:
+        """Positions taken by the fixed float prefix (0 without one); real tokens start after it."""
+        return self.model.layers[0].self_attn.prefix_length if len(self.model.layers) else 0
+
+    def set_prefix(self, token_ids: np.ndarray) -> None:
+        """Make ``token_ids`` (int ``[P]``) a fixed prefix of every sequence: run them once through
+        this network as it is now (the float model) and keep every layer's keys/values.
+
+        Perplexity and generation are unchanged in meaning: logits are for the caller's tokens,
+        which now see the prefix as context. Setting a prefix again replaces the old one.
+        """
+        ids = np.asarray(token_ids, np.int32).reshape(1, -1)
+        if ids.shape[1] == 0:
+            raise ValueError("a prefix needs at least one token")
+        for layer in self.model.layers:
+            layer.self_attn.prefix_length = 0
+        self.reset_cache()
+        self(Tensor(ids), 0)
+        for i, layer in enumerate(self.model.layers):
+            cache = layer.self_attn.kv_cache
+            keys = ops.cat([cache.decode(s, 0) for s in cache.keys], axis=2).asnumpy()
+            values = ops.cat([cache.decode(s, 1) for s in cache.values], axis=2).asnumpy()
+            layer.self_attn.set_prefix(keys, values, f"model.layers.{i}.self_attn.")
+        self.reset_cache()
+
+    def prefix_placeholders(self, length: int) -> None:
+        """NaN prefix entries of ``length`` positions in every layer, for a checkpoint to fill
+        (NaN, so a network whose prefix was never loaded cannot produce plausible output)."""
+        for i, layer in enumerate(self.model.layers):
+            attn = layer.self_attn
+            empty = np.full((1, attn.num_kv_heads, length, attn.head_dim), np.nan, np.float32)
+            attn.set_prefix(empty, empty, f"model.layers.{i}.self_attn.")
 
     def reset_cache(self) -> None:
         """Empty every layer's KV cache."""
@@ -158,22 +262,32 @@ class LlamaForCausalLM(nn.Cell):
 
     def embed(self, input_ids: Tensor) -> Tensor:
         """Token embeddings as 2-D hidden states ``[batch * tokens, hidden]``."""
-        return ops.reshape(self.model.embed_tokens(input_ids), (-1, self.config.hidden_size))
+        hidden = ops.reshape(self.model.embed_tokens(input_ids), (-1, self.config.hidden_size))
+        return hidden if self.model.entry_rotation is None else self.model.entry_rotation(hidden)
 
     def position_inputs(self, tokens: int, start: int, width: int = 0) -> tuple[Tensor, Tensor, Tensor]:
-        """cos, sin ``[tokens, head_dim]`` and the additive causal mask ``[tokens, width]``
-        (``width`` defaults to ``start + tokens``; preallocated KV caches want their capacity)."""
+        """cos, sin ``[tokens, head_dim]`` and the additive causal mask ``[tokens, P + width]``.
+
+        ``start`` counts the caller's positions; a fixed prefix of ``P`` positions comes first
+        (always visible). ``width`` (the cache's own columns) defaults to ``start + tokens``;
+        preallocated KV caches want their capacity.
+        """
+        prefix = self.prefix_length
+        start += prefix
         if start + tokens > self.config.max_positions:
             raise ValueError(f"sequence of {start + tokens} positions exceeds max_positions={self.config.max_positions}")
         cos, sin = self.cos[start : start + tokens], self.sin[start : start + tokens]
-        keys = np.arange(max(width, start + tokens))[None, :]
+        keys = np.arange(prefix + max(width, start - prefix + tokens))[None, :]
         queries = np.arange(start, start + tokens)[:, None]
         mask = Tensor(np.where(keys > queries, np.float32(-1e9), np.float32(0.0)))
         return cos, sin, mask
 
     def head(self, hidden: Tensor, batch: int) -> Tensor:
-        """Final norm and tied output projection: logits ``[batch, tokens, vocab]``."""
-        logits = self.tied_head(self.model.norm(hidden), self.model.embed_tokens.embedding_table)
+        """Final norm and output projection: logits ``[batch, tokens, vocab]``."""
+        table = self.model.embed_tokens.embedding_table if self.config.tie_word_embeddings else self.lm_head.weight
+        if self.model.exit_rotation is not None:
+            hidden = self.model.exit_rotation(hidden)
+        logits = self.head_matmul(self.model.norm(hidden), table)
         return ops.reshape(logits, (batch, -1, self.config.vocab_size))
 
     def construct(self, input_ids: Tensor, start: int = 0) -> Tensor:
@@ -189,29 +303,28 @@ class LlamaForCausalLM(nn.Cell):
         return self.head(hidden, batch)
 
 
-def build_llama(config: LlamaConfig, weights: dict[str, np.ndarray] | None = None) -> LlamaForCausalLM:
+_HF_NAMES = {"model.embed_tokens.embedding_table": "model.embed_tokens.weight"}  # MindSpore name -> HF name where they differ
+
+
+def build_llama(config: LlamaConfig, weights: Mapping[str, np.ndarray] | None = None) -> LlamaForCausalLM:
     """A :class:`LlamaForCausalLM`, loaded from HF-named float32 ``weights`` when given.
 
-    Only the first ``config.num_layers`` layers of ``weights`` are used (a shallower model
-    for fast tests); any missing or mis-shaped tensor is an error naming it.
+    Only the tensors the network has are read, one at a time, so ``weights`` may be a lazy
+    mapping that reads each on access (layers past ``config.num_layers`` are never asked
+    for: a shallower model for fast tests; a tied model ignores ``lm_head.weight``). A
+    missing or mis-shaped tensor is a :class:`CheckpointMismatchError` naming it.
     """
     net = LlamaForCausalLM(config)
     if weights is not None:
-        params = dict(net.parameters_and_names())
-        renamed = {"model.embed_tokens.weight": "model.embed_tokens.embedding_table"}
-        wanted = {renamed.get(k, k): v for k, v in weights.items() if _layer_index(k) < config.num_layers}
-        missing = sorted(set(params) - set(wanted))
+        params = {_HF_NAMES.get(name, name): param for name, param in net.parameters_and_names()}
+        missing = sorted(name for name in params if name not in weights)
         if missing:
-            raise KeyError(f"weights lack {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+            raise CheckpointMismatchError(f"weights lack {missing[:5]}{' ...' if len(missing) > 5 else ''}")
         for name, param in params.items():
-            value = wanted[name]
+            value = weights[name]
             if tuple(value.shape) != tuple(param.shape):
-                raise ValueError(f"{name}: weights have shape {value.shape}, the network expects {tuple(param.shape)}")
+                raise CheckpointMismatchError(f"{name}: weights have shape {value.shape}, the network expects {tuple(param.shape)}")
             param.set_data(Tensor(value, ms.float32))
     net.set_train(False)
     return net
 
-
-def _layer_index(name: str) -> int:
-    parts = name.split(".")
-    return int(parts[2]) if len(parts) > 3 and parts[1] == "layers" else -1

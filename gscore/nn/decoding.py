@@ -8,7 +8,7 @@ the whole capacity; then a decode step has the same shapes at every position and
 (and the prompt's prefill once per prompt length).
 
 The network must offer ``forward(input_ids, cos, sin, mask)`` (tensors only),
-``position_inputs(tokens, start, width)``, ``reset_cache()`` and ``config``, as
+``position_inputs(tokens, start, width)``, ``reset_cache()``, ``prefix_length`` and ``config``, as
 :class:`gscore.models.llama.LlamaForCausalLM` does. A :class:`CompiledDecoder` is called like the
 network itself (``decoder(input_ids, start)``), so greedy loops written for the network
 (``LlamaHelper.generate``) run it unchanged.
@@ -36,8 +36,9 @@ class CompiledDecoder:
     """
 
     def __init__(self, network: nn.Cell, capacity: int, batch: int = 1, graph: bool = True) -> None:
-        if capacity < 1 or capacity > network.config.max_positions:
-            raise ConfigError(f"capacity must be 1..{network.config.max_positions} tokens (max_positions), got {capacity}")
+        limit = network.config.max_positions - network.prefix_length
+        if capacity < 1 or capacity > limit:
+            raise ConfigError(f"capacity must be 1..{limit} tokens (max_positions less the fixed prefix), got {capacity}")
         self.network = network
         self.config = network.config
         self.capacity, self.batch = capacity, batch

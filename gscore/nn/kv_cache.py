@@ -9,6 +9,11 @@ attend to what the cache holds — for an int8 cache, the dequantised entries, t
 included — so measured perplexity shows the real cost of an int8 cache, also during a
 full-sequence prefill. Heads are grouped: query head ``h`` reads kv head ``h // (heads / kv_heads)``.
 
+A model may also pass a fixed float *prefix* (``prefix_key``/``prefix_value [1, kv_heads, P,
+head_dim]``, see :meth:`gscore.models.llama.LlamaForCausalLM.set_prefix`): entries every
+sequence starts with, never stored in (or quantized by) the cache, attended before the cache's
+own. The mask then has ``P`` more columns, first.
+
 Two storage modes:
 
 * *growing* (default): a list of stored chunks, concatenated on read, emptied by :meth:`reset`;
@@ -38,9 +43,14 @@ from gscore.kernels.ops import primitive
 DECODE_TOKENS = 8
 
 
-def attention_ops(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
+def attention_ops(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, prefix_key: Tensor | None = None, prefix_value: Tensor | None = None) -> Tensor:
     """``softmax(q k^T * scale + mask) v`` with MindSpore ops, kv heads repeated for the query
-    heads; ``q [b, heads, t, d]``, ``k``/``v [b, kv_heads, s, d]`` -> ``[b, t, heads, d]``."""
+    heads; ``q [b, heads, t, d]``, ``k``/``v [b, kv_heads, s, d]`` -> ``[b, t, heads, d]``.
+    A float prefix ``[1, kv_heads, p, d]`` goes before ``k``/``v`` (``mask [t, p + s]``)."""
+    if prefix_key is not None:
+        shape = (k.shape[0], k.shape[1], prefix_key.shape[2], k.shape[3])
+        k = ops.cat([ops.broadcast_to(prefix_key, shape), k], axis=2)
+        v = ops.cat([ops.broadcast_to(prefix_value, shape), v], axis=2)
     group = q.shape[1] // k.shape[1]
     if group > 1:
         k = ops.repeat_interleave(k, group, axis=1)
@@ -165,21 +175,22 @@ class FloatKVCache(nn.Cell):
             self.native = primitive(f"attention_{self.kernel_kind}")
         return self.native
 
-    def construct(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
+    def construct(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, prefix_key: Tensor | None = None, prefix_value: Tensor | None = None) -> Tensor:
         tokens = q.shape[2]
         softmax_scale = ops.full((1,), scale, dtype=ms.float32)
+        prefix = () if prefix_key is None else (prefix_key, prefix_value)
         if self.capacity and self.fused is not None:
-            out = self.fused(q, k, v, *self.kernel_args(self._side("key"), self._side("value")), self.length, mask, softmax_scale)
+            out = self.fused(q, k, v, *self.kernel_args(self._side("key"), self._side("value")), self.length, mask, softmax_scale, *prefix)
         elif self.capacity:
             keys, values = self._write(k, v)
-            out = attention_ops(q, self.decode(keys, 0), self.decode(values, 1), mask, scale)
+            out = attention_ops(q, self.decode(keys, 0), self.decode(values, 1), mask, scale, *prefix)
         else:
             keys, values = self._append(k, v)
             native = self._native_kernel() if tokens <= DECODE_TOKENS else None
             if native is not None:
-                out = native(q, *self.kernel_args(keys, values), mask, softmax_scale)
+                out = native(q, *self.kernel_args(keys, values), mask, softmax_scale, *prefix)
             else:
-                out = attention_ops(q, self.decode(keys, 0), self.decode(values, 1), mask, scale)
+                out = attention_ops(q, self.decode(keys, 0), self.decode(values, 1), mask, scale, *prefix)
         return ops.reshape(out, (-1, q.shape[1] * q.shape[3]))
 
 

@@ -5,6 +5,14 @@ Shared by every quantization algorithm: :func:`find_linears` picks the layers,
 :func:`quantize_network` turns every simulated layer into its integer form, and
 :func:`deployed_linear` builds the integer form with placeholders for ``load_checkpoint``.
 
+The placeholders' weight scales and biases are NaN (and the int8 codes zero): a layer whose
+scale or bias no checkpoint filled outputs NaN, and so does everything after it, instead of a
+plausible-looking result. That is what makes a plain ``mindspore.load_checkpoint`` of a file
+whose names do not match (it only logs a warning) hard to miss: a Golden Stick file, whose
+scales share gscore's names but whose weight and bias do not, leaves zero codes and a NaN
+bias. ``gscore.io.check_loaded`` names every such layer (NaN, or int8 codes all zero, which
+no real layer has). Nothing is checked in the forward pass, so it costs nothing at run time.
+
 Weight scales are stored in the layer's compute dtype (float16 for mindformers ``Linear``,
 as Golden Stick stores them) and the integers are computed with exactly that stored scale,
 so the deployed weight ``(q + zp_neg) * scale`` is what the simulated network used.
@@ -17,12 +25,13 @@ from dataclasses import dataclass
 import numpy as np
 from mindspore import Tensor, nn
 
-from gscore.errors import ConfigError, NoQuantizableLayerError
+from gscore.errors import ConfigError, NoQuantizableLayerError, NonFiniteValueError
 from gscore.nn.linear_view import LinearView, is_linear, linear_view, ms_float_dtype_to_numpy
 from gscore.nn.quant_linear import QuantLinear, SimQuantLinear, is_group_quantizer, quantizers_of, view_of
 from gscore.nn.quantizers import GroupWeightQuantizer, WeightQuantizer
-from gscore.nn.walk import iter_cells, matches_blacklist, replace_cell
-from gscore.quant import Granularity, QuantParams, QuantScheme, pack_int4, quant_params, quantize
+from gscore.nn.walk import iter_cells, matches_blacklist, replace_cell, warn_unmatched_blacklist
+from gscore.quant import Granularity, QuantParams, QuantScheme, pack_int4, quant_params, quantize, round_scale
+from gscore.quant.weights import pad_to_groups
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class WeightSpec:
 def find_linears(network: nn.Cell, blacklist: list[str]) -> list[tuple[str, nn.Cell]]:
     """Linear layers (``nn.Dense``, mindformers ``Linear``) not excluded by ``blacklist``."""
     found = list(iter_cells(network, is_linear))
+    warn_unmatched_blacklist([name for name, _ in found], blacklist)
     kept = [(name, cell) for name, cell in found if not matches_blacklist(name, blacklist)]
     if not kept:
         raise NoQuantizableLayerError(
@@ -68,26 +78,35 @@ def padded_to_groups(weight: np.ndarray, spec: WeightSpec) -> np.ndarray:
 
     A short last group then has its own scale over its real columns plus zeros, which the
     asymmetric range includes anyway."""
-    if not spec.group_size or weight.shape[1] % spec.group_size == 0:
-        return weight
-    return np.pad(weight, ((0, 0), (0, -weight.shape[1] % spec.group_size)))
+    return pad_to_groups(weight, spec.group_size)
 
 
 def stored_params(weight: np.ndarray, view: LinearView, spec: WeightSpec) -> QuantParams:
     """Params of ``weight`` whose scale is rounded to the dtype it is stored in, so the
     integers are computed with the stored value (tiny scales are raised to that dtype's
     smallest normal number)."""
-    params = quant_params(padded_to_groups(weight, spec), spec.scheme(view))
-    store = ms_float_dtype_to_numpy(view.compute_dtype)
-    scale = np.maximum(params.scale.astype(store), np.finfo(store).tiny).astype(np.float32)
-    return QuantParams(scale=scale, zero_point=params.zero_point, scheme=params.scheme)
+    return round_scale(quant_params(padded_to_groups(weight, spec), spec.scheme(view)), ms_float_dtype_to_numpy(view.compute_dtype))
 
 
-def simulated_linear(view: LinearView, spec: WeightSpec, weight: np.ndarray | None = None, input_quantizer: nn.Cell | None = None, smooth_scale: np.ndarray | None = None) -> SimQuantLinear:
-    """The simulated form of ``view``; ``weight`` overrides its float weight (e.g. smoothed)."""
+def simulated_linear(
+    view: LinearView,
+    spec: WeightSpec,
+    weight: np.ndarray | None = None,
+    input_quantizer: nn.Cell | None = None,
+    smooth_scale: np.ndarray | None = None,
+    params: QuantParams | None = None,
+) -> SimQuantLinear:
+    """The simulated form of ``view``; ``weight`` overrides its float weight (e.g. smoothed).
+
+    ``params`` (the layout :func:`stored_params` gives, scales already in the stored dtype)
+    replace the params observed from the weight: an algorithm that chose the integer codes
+    itself (GPTQ) passes its params with the dequantized weight, whose re-quantization then
+    gives exactly its codes.
+    """
     if weight is not None:
         view.weight.set_data(Tensor(np.ascontiguousarray(weight, dtype=np.float32)))
-    params = stored_params(view.weight.asnumpy(), view, spec)
+    if params is None:
+        params = stored_params(view.weight.asnumpy(), view, spec)
     return SimQuantLinear(view, _weight_quantizer(params, view, spec), input_quantizer, smooth_scale)
 
 
@@ -120,24 +139,34 @@ def quantize_network(network: nn.Cell) -> list[str]:
 
 
 def deployed_linear(view: LinearView, spec: WeightSpec, input_quantizer: nn.Cell | None = None, smooth: bool = False) -> QuantLinear:
-    """The integer form of ``view`` with placeholders (zeros, scale 1) to load a checkpoint into."""
+    """The integer form of ``view`` with placeholders (zero codes, NaN scales and bias) to load a checkpoint into."""
     out, inp = view.out_channels, view.in_channels
     scheme = spec.scheme(view)
     groups = (out, -(-inp // spec.group_size), 1) if spec.group_size else ((out, 1) if view.out_axis == 0 else (1, out))
     params = QuantParams(scale=np.ones(groups, np.float32), zero_point=np.zeros(groups, np.float32), scheme=scheme)
+    quantizer = _weight_quantizer(params, view, spec)
+    for placeholder in (quantizer.scale, view.bias) if view.bias is not None else (quantizer.scale,):
+        placeholder.set_data(Tensor(np.full(placeholder.shape, np.nan, np.float32), placeholder.dtype))
     packed = spec.group_size and spec.bits == 4
     stored = np.zeros((view.weight.shape[0], view.weight.shape[1] // 2) if packed else view.weight.shape, np.int8)
-    smooth_scale = np.ones(inp, np.float32) if smooth else None
-    return QuantLinear(view, _weight_quantizer(params, view, spec), stored, input_quantizer, smooth_scale)
+    smooth_scale = np.full(inp, np.nan, np.float32) if smooth else None
+    return QuantLinear(view, quantizer, stored, input_quantizer, smooth_scale)
 
 
 def calibrate_weights(network: nn.Cell, blacklist: list[str], spec: WeightSpec = WeightSpec()) -> list[str]:
-    """Weight-only calibration: every linear layer becomes simulated, scales from its weight."""
-    names = []
+    """Weight-only calibration: every linear layer becomes simulated, scales from its weight.
+
+    Every layer's scales are computed before the first layer is replaced, so a weight that
+    cannot be quantized (NaN) fails the call with the network untouched."""
+    simulated = []
     for name, cell in find_linears(network, blacklist):
-        replace_cell(network, name, simulated_linear(linear_view(cell), spec))
-        names.append(name)
-    return names
+        try:
+            simulated.append((name, simulated_linear(linear_view(cell), spec)))
+        except NonFiniteValueError as exc:
+            raise NonFiniteValueError(f"the weight of layer {name!r}: {exc}") from exc
+    for name, cell in simulated:
+        replace_cell(network, name, cell)
+    return [name for name, _ in simulated]
 
 
 def deploy_weights(network: nn.Cell, blacklist: list[str], spec: WeightSpec = WeightSpec()) -> list[str]:
@@ -171,6 +200,17 @@ def describe_linears(network: nn.Cell) -> dict[str, dict[str, object]]:
             layers[name]["input"] = type(iq).__name__
             layers[name]["smooth_scale"] = cell.has_smooth
     return layers
+
+
+def require_kv_caches(network: nn.Cell, algorithm: str) -> None:
+    """Raise NoQuantizableLayerError unless ``network`` holds a float gscore KV cache to quantize."""
+    from gscore.nn.kv_cache import FloatKVCache
+
+    if not any(True for _ in iter_cells(network, lambda c: type(c) is FloatKVCache)):
+        raise NoQuantizableLayerError(
+            f"{algorithm}: kvcache_quant_dtype is set but {type(network).__name__} has no gscore KV cache "
+            "(gscore.nn.kv_cache.FloatKVCache) to quantize; leave kvcache_quant_dtype None for this network"
+        )
 
 
 def dynamic_kv_caches(network: nn.Cell) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 from mindspore import Parameter, Tensor, nn, ops
 
 from gscore.errors import NoQuantizableLayerError
-from gscore.nn.walk import iter_cells, matches_blacklist
+from gscore.nn.walk import iter_cells, matches_blacklist, warn_unmatched_blacklist
 
 
 class LayerOp(nn.Cell):
@@ -98,7 +98,8 @@ def find_layers(network: nn.Cell, include_dense: bool = True, blacklist: list[st
 
     Finding none is an error (naming ``algorithm``), never a silent no-op."""
     kinds: tuple[type, ...] = (nn.Conv2d, nn.Dense) if include_dense else (nn.Conv2d,)
-    found = iter_cells(network, lambda c: isinstance(c, kinds))
+    found = list(iter_cells(network, lambda c: isinstance(c, kinds)))
+    warn_unmatched_blacklist([name for name, _ in found], blacklist or [])
     layers = [(name, cell) for name, cell in found if not matches_blacklist(name, blacklist or [])]
     if not layers:
         what = "nn.Conv2d or nn.Dense" if include_dense else "nn.Conv2d (set include_dense=True for Dense)"

@@ -139,6 +139,9 @@ class QuantLinear(_QuantLinearBase):
             return self.project_weight_only(x)
         wq = self._weight_quantizer
         x_codes, x_scale = self._input_quantizer.deploy(ops.cast(x, ms.float32))
+        if is_group_quantizer(wq):  # A8W4: a scale per weight group, so the weight is dequantised first
+            y = self.matmul(x_codes, ops.cast(wq.dequantize(self.codes()), ms.float32)) * x_scale
+            return ops.cast(y, self.compute_dtype)
         w_codes = ops.cast(wq.shifted(self.codes()), ms.float32)
         y = self.matmul(x_codes, w_codes) * x_scale * ops.cast(wq.output_scale(), ms.float32)
         return ops.cast(y, self.compute_dtype)

@@ -92,8 +92,9 @@ class GroupWeightQuantizer(WeightQuantizer):
     is shorter: the weight is padded with zeros to whole groups for the arithmetic and cut
     back afterwards, so no storage is spent on padding.
 
-    Storage: two int4 codes per int8 along ``in`` (element ``2k`` in the low nibble, ``2k+1``
-    in the high one), so the ``weight`` parameter is ``[out, in/2]`` int8.
+    Storage: int8 codes are stored as they are (``[out, in]``); int4 codes two per int8 along
+    ``in`` (element ``2k`` in the low nibble, ``2k+1`` in the high one), so an int4 ``weight``
+    parameter is ``[out, in/2]`` int8.
     """
 
     def __init__(self, scale: np.ndarray, zp_neg: np.ndarray, dtype: Any, group_size: int, qmin: int, qmax: int, symmetric: bool = False) -> None:
@@ -114,7 +115,10 @@ class GroupWeightQuantizer(WeightQuantizer):
         return ops.reshape(fn(grouped), (out, groups * self.group_size))[:, :inp]
 
     def unpack(self, stored: Tensor) -> Tensor:
-        """int8 ``[out, in/2]`` -> integer-valued float32 ``[out, in]`` (sign-extended nibbles)."""
+        """Stored codes -> integer-valued float32 ``[out, in]``: int8 codes as they are, int4
+        from ``[out, in/2]`` packed bytes (sign-extended nibbles)."""
+        if self.bits == 8:
+            return ops.cast(stored, ms.float32)
         byte = ops.cast(stored, ms.float32)
         high = ops.floor(byte / 16.0)
         low = byte - 16.0 * high

@@ -10,9 +10,12 @@ which is what checkpoints are keyed by.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Iterator
 
 from mindspore import nn
+
+from gscore.errors import GscoreWarning
 
 
 def iter_cells(network: nn.Cell, predicate: Callable[[nn.Cell], bool]) -> Iterator[tuple[str, nn.Cell]]:
@@ -64,3 +67,11 @@ def replace_cell(network: nn.Cell, full_name: str, new_cell: nn.Cell, name_prefi
 def matches_blacklist(full_name: str, blacklist: list[str]) -> bool:
     """Golden Stick's rule: a layer is skipped when any entry is a substring of its full name."""
     return any(entry in full_name for entry in blacklist)
+
+
+def warn_unmatched_blacklist(layer_names: list[str], blacklist: list[str]) -> None:
+    """Warn (GscoreWarning) about blacklist entries that are a substring of no layer name:
+    they exclude nothing, which is rarely what a user who wrote them meant."""
+    unused = [entry for entry in blacklist if not any(entry in name for name in layer_names)]
+    if unused:
+        warnings.warn(f"opname_blacklist entries {unused} match no layer, so they have no effect; layer names look like {layer_names[:3]}", GscoreWarning, stacklevel=4)

@@ -10,22 +10,25 @@ from typing import NoReturn
 
 import numpy as np
 
+from gscore.errors import NonFiniteValueError
+
 
 def raise_nonfinite(x: np.ndarray, what: str) -> NoReturn:
-    """Raise the ValueError for an array known to hold NaN or ±Inf, counting them.
+    """Raise :class:`~gscore.errors.NonFiniteValueError` (a ValueError) for an array known to
+    hold NaN or ±Inf, counting them.
 
     Only called on the error path, so the full-size boolean mask it builds costs nothing in
     normal runs.
     """
     count = x.size - int(np.count_nonzero(np.isfinite(x)))
-    raise ValueError(
+    raise NonFiniteValueError(
         f"{what} has {count} non-finite value(s) (NaN or +/-Inf) out of {x.size}; "
         "quantization needs finite inputs"
     )
 
 
 def require_finite(x: np.ndarray, what: str) -> None:
-    """Raise ValueError if ``x`` holds NaN or ±Inf.
+    """Raise NonFiniteValueError (a ValueError) if ``x`` holds NaN or ±Inf.
 
     Uses one min and one max reduction (NaN propagates through both, +Inf shows in the max,
     -Inf in the min) instead of ``np.isfinite(x).all()``, which would allocate a full-size

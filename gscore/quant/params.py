@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gscore.errors import NonFiniteValueError
 from gscore.quant import native
 from gscore.quant.blocks import row_blocks
 from gscore.quant.checks import raise_nonfinite
@@ -145,7 +146,7 @@ def compute_params(lo: np.ndarray, hi: np.ndarray, scheme: QuantScheme) -> Quant
     if lo64.shape != hi64.shape:
         raise ValueError(f"lo shape {lo64.shape} and hi shape {hi64.shape} must match")
     if not (np.isfinite(lo64).all() and np.isfinite(hi64).all()):
-        raise ValueError("lo and hi must be finite; quantization needs finite inputs")
+        raise NonFiniteValueError("observed ranges (lo and hi) hold non-finite values (NaN or +/-Inf); quantization needs finite inputs")
     qmin, qmax = scheme.qmin, scheme.qmax
     if scheme.symmetric:
         span = np.maximum(np.abs(lo64), np.abs(hi64)) / qmax

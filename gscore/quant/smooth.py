@@ -8,12 +8,9 @@ columns. Dividing input channel ``j`` by ``s_j`` and multiplying weight column `
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-    from gscore.quant import QuantParams, QuantScheme
+from gscore.quant.checks import require_finite
 
 _FLOOR = 1e-5
 
@@ -22,30 +19,15 @@ def smooth_scales(act_absmax: np.ndarray, weight_absmax: np.ndarray, alpha: floa
     """Scales ``s`` (``[in]`` float32) from per-channel input and weight-column maxima.
 
     Channels that never fired or whose weights are all zero get ``s = 1`` (nothing to move);
-    both maxima are floored at 1e-5 so the power never sees zero.
+    both maxima are floored at 1e-5 so the power never sees zero. Non-finite maxima (a NaN
+    weight or activation) raise NonFiniteValueError.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"SmoothQuant alpha must be in [0, 1], got {alpha}")
+    require_finite(np.asarray(act_absmax), "SmoothQuant's input channel maxima (the calibration activations)")
+    require_finite(np.asarray(weight_absmax), "SmoothQuant's weight column maxima (the layer weights)")
     act = np.maximum(np.asarray(act_absmax, np.float64), _FLOOR)
     weight = np.maximum(np.asarray(weight_absmax, np.float64), _FLOOR)
     scales = act**alpha / weight ** (1.0 - alpha)
     dead = (np.asarray(act_absmax) <= 0) | (np.asarray(weight_absmax) <= 0)
     return np.where(dead, 1.0, scales).astype(np.float32)
-
-
-def smoothing_error(x: np.ndarray, weights: list[np.ndarray], scales: np.ndarray, act_params: "QuantParams", weight_scheme: "QuantScheme") -> float:
-    """Relative squared output error of smoothing by ``scales`` then quantizing, summed over layers.
-
-    ``x``: sample inputs ``[rows, in]``; ``weights``: the float ``[out, in]`` weights sharing
-    that input; ``act_params``: the input quantization after smoothing. Used to pick the
-    migration strength per group of layers by what it does to their outputs.
-    """
-    from gscore.quant import fake_quantize
-
-    x_q = fake_quantize(x / scales, act_params)
-    error = 0.0
-    for w in weights:
-        reference = x @ w.T
-        out = x_q @ fake_quantize(w * scales, weight_scheme).T
-        error += float(np.sum((out - reference) ** 2) / max(np.sum(reference**2), 1e-30))
-    return error

@@ -5,7 +5,9 @@
 // cache_attention below), with Hq a multiple of Hkv (grouped query attention: head h reads kv
 // head h / (Hq / Hkv)); mask [T, S] additive; the output is [B, T, Hq * D], the layout the
 // output projection takes. Only the first `valid` keys are read (the rest of a buffer is
-// unwritten; the mask excludes it anyway). For each (b, h, t):
+// unwritten; the mask excludes it anyway). An optional float *prefix* of P entries
+// (pk/pv [1, Hkv, P, D], the same for every sequence of the batch) comes before the cache's
+// own entries: the mask is then [T, P + S], its first P columns for the prefix. For each (b, h, t):
 //   score[s] = (q . key_s) * softmax_scale + mask[t, s];  p = softmax(score);  out = sum_s p[s] value_s
 // Cache formats (dequantisation folded into the dot products, so entries are never expanded):
 //   float   key_s as stored
@@ -46,6 +48,13 @@ struct KVView {
 struct AttentionShape {
   int64_t B, Hq, Hkv, T, S, D;
   int64_t valid;  // keys [0, valid) are read
+  int64_t P = 0;  // float prefix entries before the cache's own
+};
+
+// The float prefix: keys and values [Hkv, P, D] (nullptr when P is 0).
+struct Prefix {
+  const float* keys = nullptr;
+  const float* values = nullptr;
 };
 
 // dot(a, row) over D values, row float or int8.
@@ -86,14 +95,14 @@ inline void axpy_row(float p, const void* row, bool int8, int64_t D, float* out)
   }
 }
 
-inline void attention(const float* q, const KVView& keys, const KVView& values, const float* mask, float softmax_scale, const AttentionShape& sh, float* out) {
-  const int64_t B = sh.B, Hq = sh.Hq, Hkv = sh.Hkv, T = sh.T, S = sh.S, D = sh.D;
+inline void attention(const float* q, const KVView& keys, const KVView& values, const float* mask, float softmax_scale, const AttentionShape& sh, float* out, const Prefix& prefix = {}) {
+  const int64_t B = sh.B, Hq = sh.Hq, Hkv = sh.Hkv, T = sh.T, S = sh.S, D = sh.D, P = sh.P;
   (void)B;
-  const int64_t group = Hq / Hkv, items = B * Hq * T;
+  const int64_t group = Hq / Hkv, items = B * Hq * T, cols = P + S;
   const bool k8 = keys.kind != CacheKind::kFloat, v8 = values.kind != CacheKind::kFloat;
   const size_t elem_k = k8 ? 1 : 4, elem_v = v8 ? 1 : 4;
-  parallel_for(items, 1, 2 * items * sh.valid * D, [&](int64_t first, int64_t last) {
-    std::vector<float> score(static_cast<size_t>(S)), qs(static_cast<size_t>(D)), acc(static_cast<size_t>(D));
+  parallel_for(items, 1, 2 * items * (P + sh.valid) * D, [&](int64_t first, int64_t last) {
+    std::vector<float> score(static_cast<size_t>(cols)), qs(static_cast<size_t>(D)), acc(static_cast<size_t>(D)), pacc(static_cast<size_t>(D));
     for (int64_t item = first; item < last; ++item) {
       const int64_t t = item % T, h = (item / T) % Hq, b = item / (T * Hq), kvh = h / group;
       const float* qv = q + ((b * Hq + h) * T + t) * D;
@@ -109,23 +118,31 @@ inline void attention(const float* q, const KVView& keys, const KVView& values, 
       } else {
         std::copy(qv, qv + D, qs.begin());
       }
+      const float* mrow = mask + t * cols;
       float best = -std::numeric_limits<float>::infinity();
+      for (int64_t s = 0; s < P; ++s) {  // the float prefix, with the unscaled query
+        score[s] = dot_row(qv, prefix.keys + (kvh * P + s) * D, false, D) * softmax_scale + mrow[s];
+        best = std::max(best, score[s]);
+      }
+      float* own = score.data() + P;  // the cache's entries
       for (int64_t s = 0; s < sh.valid; ++s) {
         const int64_t row = keys.rows.at(b, kvh, s);
         float dot = dot_row(qs.data(), kdata + row * D * elem_k, k8, D) - offset;
         if (keys.kind == CacheKind::kToken) dot *= keys.scale[row];
-        score[s] = dot * softmax_scale + mask[t * S + s];
-        best = std::max(best, score[s]);
+        own[s] = dot * softmax_scale + mrow[P + s];
+        best = std::max(best, own[s]);
       }
       float total = 0.0f;
-      for (int64_t s = 0; s < sh.valid; ++s) {
+      for (int64_t s = 0; s < P + sh.valid; ++s) {
         score[s] = std::exp(score[s] - best);
         total += score[s];
       }
+      std::fill(pacc.begin(), pacc.end(), 0.0f);
+      for (int64_t s = 0; s < P; ++s) axpy_row(score[s], prefix.values + (kvh * P + s) * D, false, D, pacc.data());
       std::fill(acc.begin(), acc.end(), 0.0f);
       float pzero = 0.0f;  // sum of the weights that multiplied raw codes (channel zero points)
       for (int64_t s = 0; s < sh.valid; ++s) {
-        float p = score[s];
+        float p = own[s];
         if (p == 0.0f) continue;
         const int64_t row = values.rows.at(b, kvh, s);
         if (values.kind == CacheKind::kToken) p *= values.scale[row];
@@ -135,9 +152,9 @@ inline void attention(const float* q, const KVView& keys, const KVView& values, 
       float* o = out + ((b * T + t) * Hq + h) * D;
       const float inv = 1.0f / total;
       if (values.kind == CacheKind::kChannel) {
-        for (int64_t d = 0; d < D; ++d) o[d] = (acc[d] - pzero * values.zero[kvh * D + d]) * values.scale[kvh * D + d] * inv;
+        for (int64_t d = 0; d < D; ++d) o[d] = ((acc[d] - pzero * values.zero[kvh * D + d]) * values.scale[kvh * D + d] + pacc[d]) * inv;
       } else {
-        for (int64_t d = 0; d < D; ++d) o[d] = acc[d] * inv;
+        for (int64_t d = 0; d < D; ++d) o[d] = (acc[d] + pacc[d]) * inv;
       }
     }
   });

@@ -149,23 +149,40 @@ static bool attention_shape(const Arg& q, const Arg& k, const Arg& mask, bool to
   if (!q.is("float32") || q.ndim != 4 || k.ndim != 4 || mask.ndim != 2 || !mask.is("float32")) return false;
   const int64_t B = token_major ? k.dim(1) : k.dim(0), H = token_major ? k.dim(2) : k.dim(1), S = token_major ? k.dim(0) : k.dim(2);
   sh = {q.dim(0), q.dim(1), H, q.dim(2), S, q.dim(3), S};
-  return B == sh.B && k.dim(3) == sh.D && sh.Hkv > 0 && sh.Hq % sh.Hkv == 0 && mask.dim(0) == sh.T && mask.dim(1) == sh.S;
+  return B == sh.B && k.dim(3) == sh.D && sh.Hkv > 0 && sh.Hq % sh.Hkv == 0 && mask.dim(0) == sh.T;
 }
 
 static float scalar(const Arg& a) { return *static_cast<const float*>(a.data); }
 
 static const float* f32(const Arg& a) { return static_cast<const float*>(a.data); }
 
-// Attention over a cache given whole, [B, Hkv, S, D] (grown by concatenation).
+// An attention entry takes `inputs` inputs, optionally followed by a float prefix (keys and
+// values [1, Hkv, P, D] float32), then its output. Sets sh.P and prefix, and checks that the
+// mask has P + S columns.
+static bool attention_prefix(const Args& a, int inputs, const Arg& mask, gsk::AttentionShape& sh, gsk::Prefix& prefix) {
+  sh.P = 0;
+  if (a.n == inputs + 1) return mask.dim(1) == sh.S;
+  if (a.n != inputs + 3) return false;
+  const Arg pk = a[inputs], pv = a[inputs + 1];
+  if (!pk.is("float32") || !pv.is("float32") || pk.ndim != 4 || pv.ndim != 4) return false;
+  if (pk.dim(0) != 1 || pk.dim(1) != sh.Hkv || pk.dim(3) != sh.D || pv.numel() != pk.numel() || pv.dim(2) != pk.dim(2)) return false;
+  sh.P = pk.dim(2);
+  prefix = {f32(pk), f32(pv)};
+  return mask.dim(1) == sh.P + sh.S;
+}
+
+// Attention over a cache given whole, [B, Hkv, S, D] (grown by concatenation). Every
+// attention entry may take a float prefix (prefix keys, prefix values) after its inputs.
 // float: q, k, v, mask, softmax_scale -> out [B, T, Hq * D]
 int gsk_attention_float(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
   Args a{nparam, params, ndims, shapes, dtypes};
   gsk::AttentionShape sh;
-  if (nparam != 6 || !attention_shape(a[0], a[1], a[3], false, sh) || !a[1].is("float32") || !a[2].is("float32")) return kBadArgs;
-  if (a[2].numel() != a[1].numel()) return kBadArgs;
+  gsk::Prefix prefix;
+  if (nparam < 6 || !attention_shape(a[0], a[1], a[3], false, sh) || !attention_prefix(a, 5, a[3], sh, prefix)) return kBadArgs;
+  if (!a[1].is("float32") || !a[2].is("float32") || a[2].numel() != a[1].numel()) return kBadArgs;
   const gsk::Strides rows = gsk::Strides::batch_major(sh.Hkv, sh.S);
   gsk::KVView k{gsk::CacheKind::kFloat, a[1].data, nullptr, nullptr, rows}, v{gsk::CacheKind::kFloat, a[2].data, nullptr, nullptr, rows};
-  gsk::attention(f32(a[0]), k, v, f32(a[3]), scalar(a[4]), sh, static_cast<float*>(a[5].data));
+  gsk::attention(f32(a[0]), k, v, f32(a[3]), scalar(a[4]), sh, static_cast<float*>(a[nparam - 1].data), prefix);
   return kOk;
 }
 
@@ -173,13 +190,15 @@ int gsk_attention_float(int nparam, void** params, int* ndims, int64_t** shapes,
 int gsk_attention_channel(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
   Args a{nparam, params, ndims, shapes, dtypes};
   gsk::AttentionShape sh;
-  if (nparam != 10 || !attention_shape(a[0], a[1], a[7], false, sh) || !a[1].is("int8") || !a[4].is("int8")) return kBadArgs;
+  gsk::Prefix prefix;
+  if (nparam < 10 || !attention_shape(a[0], a[1], a[7], false, sh) || !attention_prefix(a, 9, a[7], sh, prefix)) return kBadArgs;
+  if (!a[1].is("int8") || !a[4].is("int8")) return kBadArgs;
   const int64_t per = sh.Hkv * sh.D;
   if (a[4].numel() != a[1].numel() || a[2].numel() != per || a[3].numel() != per || a[5].numel() != per || a[6].numel() != per) return kBadArgs;
   const gsk::Strides rows = gsk::Strides::batch_major(sh.Hkv, sh.S);
   gsk::KVView k{gsk::CacheKind::kChannel, a[1].data, f32(a[2]), f32(a[3]), rows};
   gsk::KVView v{gsk::CacheKind::kChannel, a[4].data, f32(a[5]), f32(a[6]), rows};
-  gsk::attention(f32(a[0]), k, v, f32(a[7]), scalar(a[8]), sh, static_cast<float*>(a[9].data));
+  gsk::attention(f32(a[0]), k, v, f32(a[7]), scalar(a[8]), sh, static_cast<float*>(a[nparam - 1].data), prefix);
   return kOk;
 }
 
@@ -187,13 +206,15 @@ int gsk_attention_channel(int nparam, void** params, int* ndims, int64_t** shape
 int gsk_attention_token(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
   Args a{nparam, params, ndims, shapes, dtypes};
   gsk::AttentionShape sh;
-  if (nparam != 8 || !attention_shape(a[0], a[1], a[5], false, sh) || !a[1].is("int8") || !a[3].is("int8")) return kBadArgs;
+  gsk::Prefix prefix;
+  if (nparam < 8 || !attention_shape(a[0], a[1], a[5], false, sh) || !attention_prefix(a, 7, a[5], sh, prefix)) return kBadArgs;
+  if (!a[1].is("int8") || !a[3].is("int8")) return kBadArgs;
   const int64_t per = sh.B * sh.Hkv * sh.S;
   if (a[3].numel() != a[1].numel() || a[2].numel() != per || a[4].numel() != per) return kBadArgs;
   const gsk::Strides rows = gsk::Strides::batch_major(sh.Hkv, sh.S);
   gsk::KVView k{gsk::CacheKind::kToken, a[1].data, f32(a[2]), nullptr, rows};
   gsk::KVView v{gsk::CacheKind::kToken, a[3].data, f32(a[4]), nullptr, rows};
-  gsk::attention(f32(a[0]), k, v, f32(a[5]), scalar(a[6]), sh, static_cast<float*>(a[7].data));
+  gsk::attention(f32(a[0]), k, v, f32(a[5]), scalar(a[6]), sh, static_cast<float*>(a[nparam - 1].data), prefix);
   return kOk;
 }
 
@@ -201,15 +222,18 @@ int gsk_attention_token(int nparam, void** params, int* ndims, int64_t** shapes,
 // and `length` [1] int32, the number of rows written. One call stores the new keys and values
 // at rows length .. length + T, attends over rows [0, length + T) with mask [T, cap], and
 // advances length: the buffers and length are updated in place (they are the cache cell's
-// parameters, which nothing else writes while the network runs).
+// parameters, which nothing else writes while the network runs). A float prefix may follow
+// softmax_scale, as for the other attention entries (the mask is then [T, P + cap]).
 static int cache_attention(const Args& a, gsk::CacheKind kind) {
   const bool channel = kind == gsk::CacheKind::kChannel, token = kind == gsk::CacheKind::kToken;
   const int extra = channel ? 2 : (token ? 1 : 0);  // per-side inputs besides the buffer
-  const int kbuf = 3, vbuf = kbuf + 1 + extra, len = vbuf + 1 + extra, mask = len + 1, out = mask + 2;
-  if (a.n != out + 1) return kBadArgs;
+  const int kbuf = 3, vbuf = kbuf + 1 + extra, len = vbuf + 1 + extra, mask = len + 1, out = a.n - 1;
+  if (a.n < mask + 3) return kBadArgs;
   const Arg q = a[0], k = a[1], v = a[2], kb = a[kbuf], vb = a[vbuf], length = a[len];
   gsk::AttentionShape sh;
-  if (!attention_shape(q, kb, a[mask], true, sh) || !length.is("int32") || length.numel() != 1) return kBadArgs;
+  gsk::Prefix prefix;
+  if (!attention_shape(q, kb, a[mask], true, sh) || !attention_prefix(a, mask + 2, a[mask], sh, prefix)) return kBadArgs;
+  if (!length.is("int32") || length.numel() != 1) return kBadArgs;
   if (!k.is("float32") || !v.is("float32") || k.numel() != sh.B * sh.Hkv * sh.T * sh.D || v.numel() != k.numel()) return kBadArgs;
   const char* want = kind == gsk::CacheKind::kFloat ? "float32" : "int8";
   if (!kb.is(want) || !vb.is(want) || vb.numel() != kb.numel()) return kBadArgs;
@@ -234,7 +258,7 @@ static int cache_attention(const Args& a, gsk::CacheKind kind) {
   sh.valid = pos + sh.T;
   const gsk::Strides rows = gsk::Strides::token_major(sh.B, sh.Hkv);
   gsk::KVView kv{kind, kb.data, ks, kz, rows}, vv{kind, vb.data, vs, vz, rows};
-  gsk::attention(f32(q), kv, vv, f32(a[mask]), scalar(a[mask + 1]), sh, static_cast<float*>(a[out].data));
+  gsk::attention(f32(q), kv, vv, f32(a[mask]), scalar(a[mask + 1]), sh, static_cast<float*>(a[out].data), prefix);
   *filled = static_cast<int32_t>(pos + sh.T);
   return kOk;
 }

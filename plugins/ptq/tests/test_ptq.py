@@ -25,6 +25,12 @@ CONFIGS = {
     "kv-static": ({"weight_quant_dtype": None, "kvcache_quant_dtype": "int8"}, 0.02),
     "kv-dynamic": ({"weight_quant_dtype": None, "kvcache_quant_dtype": "int8", "kvcache_quant_granularity": "per_token"}, 0.02),
     "a8w8-smooth-kv": ({"act_quant_dtype": "int8", "outliers_suppression": "smooth", "kvcache_quant_dtype": "int8"}, 0.5),
+    "a8w8-rotation-prefix": ({"act_quant_dtype": "int8", "outliers_suppression": "rotation", "algo_args": {"prefix": [1]}}, 0.15),
+    "a8w8-dynamic-rotation": ({"act_quant_dtype": "int8", "act_quant_granularity": "per_token", "outliers_suppression": "rotation"}, 0.05),
+    "a16w4-awq-gptq": ({"weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128, "outliers_suppression": "awq",
+                        "precision_recovery": "gptq", "algo_args": {"desc_act": True, "static_groups": True, "smooth_alpha": [0.0, 0.5]}}, 0.25),
+    "a8w4-gptq": ({"weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128, "act_quant_dtype": "int8",
+                   "act_quant_granularity": "per_token", "precision_recovery": "gptq"}, 0.25),
 }
 
 
@@ -47,7 +53,7 @@ def test_quantize_convert_save_deploy_load(name, make_llama, windows, tmp_path):
     reference = logits(make_llama(), x)
 
     net = make_llama()
-    algo = PTQ(PTQConfig(**kwargs, algo_args=QUIET))
+    algo = PTQ(PTQConfig(**{**kwargs, "algo_args": {**kwargs.get("algo_args", {}), **QUIET}}))
     algo.apply(net, LlamaHelper(), datasets=calibration)
     simulated = logits(net, x)
     sim_layer = net.model.layers[1].mlp.down_proj
@@ -139,12 +145,15 @@ def test_weight_only_and_dynamic_options_need_no_data(make_llama, windows):
 @pytest.mark.parametrize(
     "kwargs, layer_policies, message",
     [
-        ({"precision_recovery": "gptq", "weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128}, None, "gptq is not implemented"),
-        ({"outliers_suppression": "awq"}, None, "awq is not implemented"),
+        ({"act_quant_dtype": "int8", "outliers_suppression": "outlier-suppression-lite"}, None, "does not implement outliers_suppression=.outlier-suppression-lite."),
         ({"weight_quant_dtype": "int4"}, None, "int4 weights need weight_quant_granularity=per_group"),
         ({"algo_args": {"alfa": 0.5}}, None, r"unknown algo_args \['alfa'\]"),
-        ({"act_quant_dtype": "int8", "outliers_suppression": "smooth", "algo_args": {"alpha": 1.5}}, None, r"must be a number in \[0, 1\]"),
-        ({"act_quant_dtype": "int8", "outliers_suppression": "smooth", "algo_args": {"alpha": [0.5, "x"]}}, None, "or a non-empty list of them"),
+        ({"act_quant_dtype": "int8", "outliers_suppression": "smooth", "algo_args": {"alpha": 1.5}}, None, r"alpha.\] must be a number in \[0, 1\]"),
+        ({"act_quant_dtype": "int8", "outliers_suppression": "smooth", "algo_args": {"alpha": [0.5, "x"]}}, None, r"alpha'\] must be a number"),
+        ({"precision_recovery": "gptq", "algo_args": {"damp_percent": float("nan")}}, None, "damp_percent"),
+        ({"precision_recovery": "gptq", "weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128, "algo_args": {"desc_act": True}}, None, "needs algo_args static_groups=True"),
+        ({"weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128, "act_quant_dtype": "int8", "precision_recovery": "gptq"}, None, "A8W4 .* needs dynamic activations"),
+        ({"algo_args": {"prefix": [1, -2]}}, None, "list of token ids"),
         ({}, {"(": PTQConfig()}, "not a valid regular expression"),
         ({}, {"down": PTQConfig(mode="deploy")}, "has mode deploy"),
     ],
@@ -163,29 +172,3 @@ def test_description_says_how_each_layer_is_quantized(make_llama, windows, tmp_p
     path = save_checkpoint(net, tmp_path / "w4.ckpt", description=algo.describe(net))
     layer = read_description(path)["layers"]["model.layers.0.self_attn.q_proj"]
     assert layer["dtype"] == "int4" and layer["group_size"] == 64 and layer["packed"] and not layer["symmetric"]
-
-
-def test_alpha_search_scores_candidates_on_sampled_outputs(make_llama, windows):
-    calibration, evaluation = windows
-    reference = logits(make_llama(layers=2), evaluation[:1])
-    errors = {}
-    for alpha in (0.5, [0.3, 0.5, 0.7, 0.9]):
-        net = make_llama(layers=2)
-        algo = PTQ(PTQConfig(act_quant_dtype="int8", outliers_suppression="smooth", algo_args={"alpha": alpha, **QUIET}))
-        algo.convert(algo.apply(net, LlamaHelper(), datasets=calibration))
-        errors[str(alpha)] = rel_err(logits(net, evaluation[:1]), reference)
-    assert errors[str([0.3, 0.5, 0.7, 0.9])] < 0.5 and np.isfinite(list(errors.values())).all()
-
-
-def test_smoothing_error_is_zero_without_quantization_loss():
-    from gscore.quant import Granularity, QuantScheme, compute_params
-    from gscore.quant.smooth import smoothing_error
-
-    rng = np.random.default_rng(0)
-    x = rng.integers(-8, 8, (32, 16)).astype(np.float32)
-    w = rng.integers(-127, 128, (8, 16)).astype(np.float32)
-    scheme = QuantScheme(bits=8, symmetric=True, granularity=Granularity.PER_CHANNEL, axis=0)
-    w[:, 0] = 127  # every channel's max is 127, so the weight grid is the integers
-    act = compute_params(np.array([[-128.0]]), np.array([[127.0]]), QuantScheme(bits=8, symmetric=False, granularity="per_tensor"))
-    assert smoothing_error(x, [w], np.ones(16, np.float32), act, scheme) == 0.0
-    assert smoothing_error(x, [w], np.full(16, 3.7, np.float32), act, scheme) > 0.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from gscore import PTQAlgorithm, PTQConfig, hookimpl
-from gscore.config import QuantDtype
+from gscore.config import OutliersSuppressionType, PrecisionRecovery, QuantDtype, QuantGranularity
 from gscore.errors import ConfigError
 
 GSCORE_API_VERSION = 1
@@ -23,31 +23,41 @@ class RoundToNearest(PTQAlgorithm):
     """Round-to-nearest A16W8: int8 weights, symmetric, per output channel; no data needed."""
 
     config_cls = PTQConfig
+    # weight-only int8 per channel, no data: int4, per-group, A8W8, SmoothQuant, GPTQ, clipping are in 'ptq'
+    supported_options = {
+        "weight_quant_dtype": (QuantDtype.INT8, None),
+        "weight_quant_granularity": (QuantGranularity.PER_CHANNEL,),
+        "act_quant_dtype": (None,),
+        "precision_recovery": (PrecisionRecovery.NONE,),
+        "outliers_suppression": (OutliersSuppressionType.NONE,),
+        "weight_clip": (False,),
+    }
+    known_algo_args = frozenset()
 
     def validate_config(self) -> None:
         cfg = self.config
-        if cfg.weight_quant_dtype not in (QuantDtype.INT8, None):
-            raise ConfigError(f"rtn quantizes weights to int8 only, got weight_quant_dtype={cfg.weight_quant_dtype}; use 'ptq' for int4")
-        if cfg.act_quant_dtype is not None:
-            raise ConfigError("rtn is weight-only (A16W8); activation quantization (A8W8) is in the 'ptq' algorithm")
         if cfg.kvcache_quant_dtype is not None and cfg.kvcache_quant_granularity.value != "per_token":
             raise ConfigError("rtn quantizes the KV cache dynamically only (kvcache_quant_granularity=per_token); static per-channel KV scales need calibration data: use 'ptq'")
-        if cfg.weight_quant_granularity.value != "per_channel":
-            raise ConfigError("rtn quantizes weights per output channel only; use 'ptq' for per_group")
 
     def calibrate(self, network: Any, network_helper: Any = None, datasets: Any = None) -> Any:
         from gscore.nn.passes import calibrate_weights
 
+        self._check_kv_cache(network)
         self.layers = calibrate_weights(network, self.config.opname_blacklist) if self.config.weight_quant_dtype else []
         self._quantize_kv_cache(network)
         return network
 
+    def _check_kv_cache(self, network: Any) -> None:
+        from gscore.nn.passes import require_kv_caches
+
+        if self.config.kvcache_quant_dtype is not None:
+            require_kv_caches(network, "rtn")
+
     def _quantize_kv_cache(self, network: Any) -> None:
-        from gscore.errors import NoQuantizableLayerError
         from gscore.nn.passes import dynamic_kv_caches
 
-        if self.config.kvcache_quant_dtype is not None and not dynamic_kv_caches(network):
-            raise NoQuantizableLayerError(f"kvcache_quant_dtype is set but {type(network).__name__} has no gscore KV cache (gscore.nn.kv_cache.FloatKVCache)")
+        if self.config.kvcache_quant_dtype is not None:
+            dynamic_kv_caches(network)
 
     def quantize(self, network: Any) -> Any:
         from gscore.nn.passes import quantize_network
@@ -58,6 +68,7 @@ class RoundToNearest(PTQAlgorithm):
     def deploy(self, network: Any) -> Any:
         from gscore.nn.passes import deploy_weights
 
+        self._check_kv_cache(network)
         self.layers = deploy_weights(network, self.config.opname_blacklist) if self.config.weight_quant_dtype else []
         self._quantize_kv_cache(network)
         return network

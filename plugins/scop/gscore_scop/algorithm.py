@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gscore import PruningAlgorithm
-from gscore.errors import CalibrationDataError
+from gscore.errors import CalibrationDataError, CheckpointMismatchError, ConfigError, PhaseOrderError, data_errors
 from gscore_scop.config import SCOPConfig
 from gscore_scop.scoring import channel_scores, select_channels
 
@@ -60,13 +60,22 @@ class SCOP(PruningAlgorithm):
         from gscore_scop.knockoff import KnockoffConv2d
 
         images, labels = _images_and_labels(datasets)
+        cfg = self.config
+        if cfg.knockoff_epochs and len(images) < cfg.knockoff_batch_size:
+            raise CalibrationDataError(
+                f"knockoff training needs at least one full batch: {len(images)} images < knockoff_batch_size {cfg.knockoff_batch_size}; "
+                "pass more images or a smaller knockoff_batch_size"
+            )
         if any(isinstance(c, KnockoffConv2d) for _, c in network.cells_and_names()):
-            raise ValueError("this network already holds knockoff coefficients: apply runs once per network")
-        self.groups, self.skipped = self._choose(channel_groups(network, images[:2]))
+            raise PhaseOrderError("this network already holds knockoff coefficients: apply runs once per network")
+        with data_errors(f"the network cannot run on the given images (each {images.shape[1:]}, float32)"):
+            found = channel_groups(network, images[:2])
+        self.groups, self.skipped = self._choose(found)
         for name in self.groups:
             replace_cell(network, name, KnockoffConv2d(get_cell(network, name)))
-        if self.config.knockoff_epochs:
-            self.train_knockoff(network, images, labels)
+        if cfg.knockoff_epochs:
+            with data_errors("knockoff training failed on the given images and labels (are the labels class indices of the network's outputs?)"):
+                self.train_knockoff(network, images, labels)
         self._images = images
         return network
 
@@ -81,7 +90,7 @@ class SCOP(PruningAlgorithm):
         cfg = self.config
         epochs = cfg.knockoff_epochs if epochs is None else epochs
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"knockoff training needs epochs >= 1, got {epochs!r}")
+            raise ConfigError(f"knockoff training needs epochs >= 1, got {epochs!r}")
         return train_knockoff(network, images, labels, epochs, cfg.knockoff_batch_size, cfg.knockoff_learning_rate, cfg.seed, progress)
 
     def _choose(self, found: ChannelGroups) -> tuple[dict[str, ChannelGroup], dict[str, str]]:
@@ -122,12 +131,12 @@ class SCOP(PruningAlgorithm):
         from gscore_scop.knockoff import KnockoffConv2d
 
         if not self.groups:
-            raise RuntimeError("convert needs the knockoff network: run apply(network, datasets=(images, labels)) first")
+            raise PhaseOrderError("convert needs the knockoff network: run apply(network, datasets=(images, labels)) first")
         wrapped = {}
         for name, group in self.groups.items():
             cell = get_cell(network, name)
             if not isinstance(cell, KnockoffConv2d):
-                raise ValueError(f"{name} is a {type(cell).__name__}, not the KnockoffConv2d apply put there: convert the network apply returned")
+                raise PhaseOrderError(f"{name} is a {type(cell).__name__}, not the KnockoffConv2d apply put there: convert the network apply returned")
             gamma = get_cell(network, group.norms[0]).gamma.asnumpy() if group.norms else None
             self.scores[name] = channel_scores(cell.kfscale.asnumpy(), gamma)
             wrapped[name] = cell
@@ -146,7 +155,7 @@ class SCOP(PruningAlgorithm):
     def describe(self, network: nn.Cell | None = None) -> dict[str, Any]:
         """The checkpoint description of the pruned network: config, kept channels, shrink plan."""
         if self.plan is None:
-            raise RuntimeError("nothing pruned yet: describe() follows convert()")
+            raise PhaseOrderError("nothing pruned yet: describe() follows convert()")
         return {
             "algorithm": type(self).__name__,
             "config": self.config.to_dict(),
@@ -167,19 +176,32 @@ def load_pruned(path: str | Path, network: nn.Cell) -> nn.Cell:
 
     description = read_description(path)
     if not description or DESCRIPTION_KEY not in description:
-        raise ValueError(f"{str(path)!r} holds no pruning description; save it with description=algo.describe()")
+        raise CheckpointMismatchError(f"{str(path)!r} holds no pruning description; save it with description=algo.describe()")
     pruned = shrink(network, ShrinkPlan.from_dict(description[DESCRIPTION_KEY]))
     load_checkpoint(path, pruned)
     return pruned
 
 
 def _images_and_labels(datasets: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``datasets`` checked before anything changes: float32 images ``[n, ...]`` (finite, n >= 2)
+    and int32 class indices ``[n]`` (>= 0)."""
+    usage = (
+        "scop's apply needs datasets=(images, labels): numpy arrays of training images (at least 2, "
+        "shaped as the network takes them) and their int labels"
+    )
     if not isinstance(datasets, (tuple, list)) or len(datasets) != 2:
-        raise CalibrationDataError(
-            "scop's apply needs datasets=(images, labels): numpy arrays of training images (at least 2, "
-            "shaped as the network takes them) and their int labels"
-        )
-    images, labels = (np.asarray(a) for a in datasets)
+        raise CalibrationDataError(usage)
+    try:
+        images, labels = (np.asarray(a) for a in datasets)
+    except ValueError as exc:  # ragged nested lists
+        raise CalibrationDataError(f"{usage}; got something that is not an array: {exc}") from exc
+    if images.dtype.kind not in "biuf" or images.ndim < 2 or labels.ndim != 1:
+        raise CalibrationDataError(f"{usage}; got images of dtype {images.dtype} shape {images.shape} and labels of shape {labels.shape}")
+    if labels.dtype.kind not in "iuf" or (labels.size and (np.any(labels != np.round(labels)) or labels.min() < 0)):
+        raise CalibrationDataError(f"labels must be class indices (integers >= 0), got dtype {labels.dtype}")
     if len(images) < 2 or len(images) != len(labels):
         raise CalibrationDataError(f"scop needs at least 2 images and one label per image, got {len(images)} images and {len(labels)} labels")
-    return images.astype(np.float32, copy=False), labels.astype(np.int32, copy=False)
+    images = images.astype(np.float32, copy=False)
+    if not np.isfinite(images).all():
+        raise CalibrationDataError("the images hold NaN or infinite values")
+    return images, labels.astype(np.int32, copy=False)

@@ -29,8 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gscore.config import StrictEnum, VersionedConfig, coerce_enum
-from gscore.errors import ConfigError
+from gscore.config import StrictEnum, VersionedConfig, check_names, check_number, coerce_enum
 
 
 class Selection(StrictEnum):
@@ -42,7 +41,9 @@ class Selection(StrictEnum):
 
 @dataclass
 class SCOPConfig(VersionedConfig):
-    """Options of the ``scop`` algorithm (see the module docstring for each field)."""
+    """Options of the ``scop`` algorithm (see the module docstring for each field).
+
+    Immutable once built; derive variants with ``dataclasses.replace``."""
 
     prune_rate: float = 0.0
     selection: Selection = Selection.LAYER
@@ -57,19 +58,11 @@ class SCOPConfig(VersionedConfig):
 
     def __post_init__(self) -> None:
         self.selection = coerce_enum(Selection, self.selection, "selection")
-        if isinstance(self.prune_rate, bool) or not isinstance(self.prune_rate, (int, float)) or not 0.0 <= self.prune_rate < 1.0:
-            raise ConfigError(f"prune_rate must be a number in [0, 1), got {self.prune_rate!r}")
-        self.prune_rate = float(self.prune_rate)
+        self.prune_rate = check_number(self.prune_rate, "prune_rate", 0.0, 1.0, high_open=True)
         for name, low in (("min_channels", 1), ("knockoff_epochs", 0), ("knockoff_batch_size", 1), ("recalibrate_batches", 0), ("seed", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
-        rate = self.knockoff_learning_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
-            raise ConfigError(f"knockoff_learning_rate must be a positive number, got {rate!r}")
-        self.knockoff_learning_rate = float(rate)
+            setattr(self, name, check_number(getattr(self, name), name, low, integer=True))
+        self.knockoff_learning_rate = check_number(self.knockoff_learning_rate, "knockoff_learning_rate", 0.0, low_open=True)
         for name in ("layers", "opname_blacklist"):
-            value = getattr(self, name)
-            if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) and s for s in value):
-                raise ConfigError(f"{name} must be a list of non-empty strings (cell names), got {value!r}")
-            setattr(self, name, list(value))
+            setattr(self, name, check_names(getattr(self, name), name, "cell names", allow_empty_strings=False))
+        if self.prune_rate == 0.0:
+            self.warn_without_effect(("selection", "min_channels"), "prune_rate is 0, so no channel is removed")

@@ -52,7 +52,7 @@ def accuracy(net, data, n=500):
         ({"prune_rate": "0.5"}, r"prune_rate must be a number"),
         ({"selection": "network"}, "selection: 'network' is not valid; choose one of 'layer', 'global'"),
         ({"min_channels": 0}, "min_channels must be an int >= 1"),
-        ({"knockoff_learning_rate": 0}, "knockoff_learning_rate must be a positive number"),
+        ({"knockoff_learning_rate": 0}, "knockoff_learning_rate must be a number > 0"),
         ({"layers": "conv1"}, "layers must be a list of non-empty strings"),
     ],
 )

@@ -25,18 +25,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gscore.config import VersionedConfig
+from gscore.config import VersionedConfig, check_bool, check_names, check_number
 from gscore.errors import ConfigError
 from gscore.quant import Granularity, QuantScheme
 
 BITS = tuple(range(2, 9))
 WEIGHT_GRANULARITIES = ("per_channel", "per_tensor")
-
-
-def _bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 def _bits(value: object, name: str, allow_none: bool = False) -> None:
@@ -49,7 +43,9 @@ def _bits(value: object, name: str, allow_none: bool = False) -> None:
 
 @dataclass
 class SimQATConfig(VersionedConfig):
-    """Settings of simulated quantization-aware training (table in the module docstring)."""
+    """Settings of simulated quantization-aware training (table in the module docstring).
+
+    Immutable once built; derive variants with ``dataclasses.replace``."""
 
     weight_bits: int = 8
     act_bits: int | None = 8
@@ -71,15 +67,12 @@ class SimQATConfig(VersionedConfig):
         if self.weight_granularity not in WEIGHT_GRANULARITIES:
             raise ConfigError(f"weight_granularity: {self.weight_granularity!r} is not supported; allowed: {', '.join(WEIGHT_GRANULARITIES)}")
         for name in ("weight_symmetric", "act_symmetric", "narrow_range", "bn_fold", "include_dense"):
-            _bool(getattr(self, name), name)
-        if isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, (int, float)) or not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"ema_decay must be a number in [0, 1) (0 = current batch range), got {self.ema_decay!r}")
-        self.ema_decay = float(self.ema_decay)
-        if isinstance(self.quant_delay, bool) or not isinstance(self.quant_delay, int) or self.quant_delay < 0:
-            raise ConfigError(f"quant_delay must be an int >= 0 (training steps), got {self.quant_delay!r}")
-        if not isinstance(self.opname_blacklist, (list, tuple)) or not all(isinstance(s, str) for s in self.opname_blacklist):
-            raise ConfigError(f"opname_blacklist must be a list of strings (substrings of layer names), got {self.opname_blacklist!r}")
-        self.opname_blacklist = list(self.opname_blacklist)
+            check_bool(getattr(self, name), name)
+        self.ema_decay = check_number(self.ema_decay, "ema_decay", 0.0, 1.0, high_open=True)
+        self.quant_delay = check_number(self.quant_delay, "quant_delay", 0, integer=True)
+        self.opname_blacklist = check_names(self.opname_blacklist, "opname_blacklist", "substrings of layer names")
+        if self.act_bits is None:
+            self.warn_without_effect(("act_symmetric", "ema_decay"), "act_bits is None, so activations are not quantized")
 
     def weight_scheme(self) -> QuantScheme:
         """Signed weight codes, per output channel (axis 0) or per tensor."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gscore.config import VersionedConfig
+from gscore.config import VersionedConfig, check_bool, check_names, check_number
 from gscore.errors import ConfigError
 from gscore.quant import QuantScheme
 
@@ -34,20 +34,11 @@ WEIGHT_BITS = (1, 2, 4)
 ACT_BITS = (8, None)
 
 
-def _number(value: object, name: str, low: float, high: float | None, low_open: bool = False) -> float:
-    bad = isinstance(value, bool) or not isinstance(value, (int, float))
-    if not bad:
-        bad = value <= low if low_open else value < low
-        bad = bad or (high is not None and value > high)
-    if bad:
-        interval = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}{']' if high is not None else ')'}"
-        raise ConfigError(f"{name} must be a number in {interval}, got {value!r}")
-    return float(value)
-
-
 @dataclass
 class SLBConfig(VersionedConfig):
-    """Settings of SLB weight search (table in the module docstring)."""
+    """Settings of SLB weight search (table in the module docstring).
+
+    Immutable once built; derive variants with ``dataclasses.replace``."""
 
     weight_bits: int = 1
     act_bits: int | None = None
@@ -67,20 +58,16 @@ class SLBConfig(VersionedConfig):
         if isinstance(self.act_bits, bool) or self.act_bits not in ACT_BITS:
             raise ConfigError(f"act_bits: {self.act_bits!r} is not supported; allowed: 8, None (float activations)")
         for name in ("include_dense", "init_from_pretrained"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        self.t_start = _number(self.t_start, "t_start", 0.0, None, low_open=True)
-        self.t_end = _number(self.t_end, "t_end", self.t_start, None)
-        self.t_start_time = _number(self.t_start_time, "t_start_time", 0.0, 1.0)
-        self.t_end_time = _number(self.t_end_time, "t_end_time", self.t_start_time, 1.0)
-        self.ema_decay = _number(self.ema_decay, "ema_decay", 0.0, 1.0)
-        if self.ema_decay >= 1.0:
-            raise ConfigError(f"ema_decay must be a number in [0, 1), got {self.ema_decay!r}")
-        if isinstance(self.act_quant_delay, bool) or not isinstance(self.act_quant_delay, int) or self.act_quant_delay < 0:
-            raise ConfigError(f"act_quant_delay must be an int >= 0 (training steps), got {self.act_quant_delay!r}")
-        if not isinstance(self.opname_blacklist, (list, tuple)) or not all(isinstance(s, str) for s in self.opname_blacklist):
-            raise ConfigError(f"opname_blacklist must be a list of strings (substrings of layer names), got {self.opname_blacklist!r}")
-        self.opname_blacklist = list(self.opname_blacklist)
+            check_bool(getattr(self, name), name)
+        self.t_start = check_number(self.t_start, "t_start", 0.0, low_open=True)
+        self.t_end = check_number(self.t_end, "t_end", self.t_start)
+        self.t_start_time = check_number(self.t_start_time, "t_start_time", 0.0, 1.0)
+        self.t_end_time = check_number(self.t_end_time, "t_end_time", self.t_start_time, 1.0)
+        self.ema_decay = check_number(self.ema_decay, "ema_decay", 0.0, 1.0, high_open=True)
+        self.act_quant_delay = check_number(self.act_quant_delay, "act_quant_delay", 0, integer=True)
+        self.opname_blacklist = check_names(self.opname_blacklist, "opname_blacklist", "substrings of layer names")
+        if self.act_bits is None:
+            self.warn_without_effect(("ema_decay", "act_quant_delay"), "act_bits is None, so activations are not quantized")
 
     def act_scheme(self) -> QuantScheme | None:
         """Unsigned per-tensor codes with a zero point for 8-bit activations, or None."""

@@ -1,0 +1,157 @@
+"""Calibration statistics of one layer's inputs, accumulated over rows (tokens).
+
+Each accumulator keeps a raw float64 *sum* over rows and the (weighted) row count
+separately, never a running mean, so that accumulators built on different batches, or in
+different processes, combine exactly by adding both (``merge``, or an AllReduce SUM of
+``total`` and ``count`` followed by ``from_sums``).
+
+Row weights in [0, 1] let the caller down-weight or drop rows: weight ``w`` adds ``w`` times
+the row's contribution and ``w`` to the count, and weight 0 is the same as leaving the row
+out. The attention-sink token at position 0 of every window, whose activations can be a
+thousand times the typical ones, is the row a caller drops or down-weights.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+import numpy as np
+import numpy.typing as npt
+
+from gscore.errors import CalibrationDataError
+from gscore.quant.checks import require_finite
+
+
+def _weighted_rows(x: npt.ArrayLike, row_weights: npt.ArrayLike | None, features: int) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """``(rows [r, features], weights [r] float64 or None for all ones, weighted count)``.
+
+    ``x`` is ``[..., features]``; ``row_weights`` has ``x.shape[:-1]``. Rows of weight 0 are
+    dropped here, so they cost nothing and contribute exactly nothing.
+    """
+    x = np.asarray(x)
+    if x.ndim < 1 or x.shape[-1] != features:
+        raise ValueError(f"inputs must be shaped [..., {features}] (last axis = in_features), got {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"inputs must be floating point, got dtype {x.dtype}")
+    rows = x.reshape(-1, features)
+    require_finite(rows, "calibration input")
+    if row_weights is None:
+        return rows, None, float(rows.shape[0])
+    weights = np.asarray(row_weights, dtype=np.float64)
+    if weights.shape != x.shape[:-1]:
+        raise ValueError(f"row_weights must have the inputs' leading shape {x.shape[:-1]}, got {weights.shape}")
+    weights = weights.reshape(-1)
+    if weights.size and not (np.isfinite(weights).all() and weights.min() >= 0.0 and weights.max() <= 1.0):
+        raise ValueError("row_weights must be finite and in [0, 1] (0 drops a row, 1 keeps it fully)")
+    kept = weights > 0.0
+    rows, weights = rows[kept], weights[kept]
+    count = float(weights.sum())
+    return rows, (None if (weights == 1.0).all() else weights), count
+
+
+class _RowSums:
+    """A float64 sum over weighted rows plus their weighted count; subclasses say what is summed."""
+
+    def __init__(self, total: np.ndarray, count: float = 0.0) -> None:
+        self.total = total
+        self.count = float(count)
+
+    @property
+    def in_features(self) -> int:
+        """Width of the input rows (the layer's ``in`` axis)."""
+        return self.total.shape[0]
+
+    def _row_sum(self, rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def add(self, x: npt.ArrayLike, row_weights: npt.ArrayLike | None = None) -> None:
+        """Accumulate inputs ``x [..., in]`` (float16/32/64), each row weighted by ``row_weights``
+        (shape ``x.shape[:-1]``, values in [0, 1]; None = all 1).
+
+        Raises ValueError for a wrong shape or dtype, non-finite inputs, or weights outside [0, 1].
+        """
+        rows, weights, count = _weighted_rows(x, row_weights, self.in_features)
+        if rows.shape[0]:
+            self.total += self._row_sum(rows, weights)
+        self.count += count
+
+    def merge(self, other: Self) -> None:
+        """Add ``other``'s sums into this one: the result is the accumulator of both row sets."""
+        if type(other) is not type(self) or other.total.shape != self.total.shape:
+            raise ValueError(f"can only merge a {type(self).__name__} of the same in_features ({self.in_features})")
+        self.total += other.total
+        self.count += other.count
+
+    @classmethod
+    def from_sums(cls, total: npt.ArrayLike, count: float) -> Self:
+        """An accumulator holding ``total`` and ``count``, e.g. after an AllReduce SUM of both."""
+        total = np.array(total, dtype=np.float64)
+        if total.ndim == 0 or total.shape[0] < 1:
+            raise ValueError(f"total must be the float64 sum array of a {cls.__name__}, got shape {total.shape}")
+        made = cls(total.shape[0])
+        if total.shape != made.total.shape:
+            raise ValueError(f"total must be shaped {made.total.shape} for {cls.__name__}, got {total.shape}")
+        if not (np.isfinite(total).all() and np.isfinite(count) and count >= 0):
+            raise ValueError("total must be finite and count finite and >= 0")
+        made.total, made.count = total, float(count)
+        return made
+
+    def _require_rows(self) -> None:
+        if self.count <= 0:
+            raise CalibrationDataError(
+                f"{type(self).__name__} has no calibration rows (weighted count {self.count}); "
+                "add inputs with a nonzero row weight first"
+            )
+
+
+class HessianAccumulator(_RowSums):
+    """``XᵀX`` of one linear layer's inputs, for GPTQ.
+
+    ``total`` is the raw float64 ``[in, in]`` sum ``Σ_r w_r x_r x_rᵀ`` and ``count`` the
+    weighted row count ``Σ_r w_r``. Float64 because the sink token's inputs can be ~1e3
+    times the others: in float32 its square would swamp the ordinary rows' contributions.
+    """
+
+    def __init__(self, in_features: int) -> None:
+        if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
+            raise ValueError(f"in_features must be a positive int, got {in_features!r}")
+        super().__init__(np.zeros((in_features, in_features), np.float64))
+
+    def _row_sum(self, rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        scaled = rows.astype(np.float64)
+        if weights is not None:
+            scaled *= np.sqrt(weights)[:, None]
+        return scaled.T @ scaled  # numpy uses the symmetric rank-k update (syrk) for a.T @ a
+
+    def hessian(self) -> np.ndarray:
+        """``H = 2 XᵀX / count``, float64 ``[in, in]``: the Hessian of the layer's mean
+        squared output error with respect to one output row of its weight.
+
+        Raises CalibrationDataError when no rows (of nonzero weight) were added.
+        """
+        self._require_rows()
+        return self.total * (2.0 / self.count)
+
+
+class AbsMeanAccumulator(_RowSums):
+    """Mean ``|x|`` per input channel, for AWQ's activation-aware scales.
+
+    ``total`` is the raw float64 ``[in]`` sum ``Σ_r w_r |x_r|`` and ``count`` ``Σ_r w_r``.
+    """
+
+    def __init__(self, in_features: int) -> None:
+        if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
+            raise ValueError(f"in_features must be a positive int, got {in_features!r}")
+        super().__init__(np.zeros(in_features, np.float64))
+
+    def _row_sum(self, rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        magnitudes = np.abs(rows.astype(np.float64))
+        return magnitudes.sum(axis=0) if weights is None else weights @ magnitudes
+
+    def mean(self) -> np.ndarray:
+        """Weighted mean ``|x|`` per input channel, float64 ``[in]``.
+
+        Raises CalibrationDataError when no rows (of nonzero weight) were added.
+        """
+        self._require_rows()
+        return self.total / self.count

@@ -1,0 +1,125 @@
+"""``PTQConfig.algo_args`` of the ``ptq`` algorithm, parsed once into a frozen, validated form.
+
+Golden Stick's names are kept where it has the knob:
+
+=====================  ==========================================  ==========================
+key                    meaning                                     used with
+=====================  ==========================================  ==========================
+``alpha``              SmoothQuant migration strength, or a list   ``outliers_suppression=
+                       searched per block on its output            smooth``
+``smooth_alpha``       AWQ strengths searched per group of layers  ``awq``
+``duo_scaling``        AWQ scales from activations *and* weights   ``awq``
+``weight_clip_ratio``  clipping ratios searched per (row, group)   ``weight_clip=True``
+``block_size``         GPTQ columns per lazy update                ``precision_recovery=gptq``
+``damp_percent``       GPTQ damping, fraction of mean(diag H)      ``gptq``
+``desc_act``           GPTQ in order of decreasing activation      ``gptq``
+``static_groups``      GPTQ group params from the original weight  ``gptq``
+``rotation_seed``      seed of the randomized Hadamard rotation    ``rotation``
+``prefix``             token ids kept as a float KV prefix, or     any config (see README)
+                       ``"bos"`` for the model's BOS token
+``skip_leading_tokens`` leading positions left out of statistics   calibrated configs
+``search_windows``     calibration windows that score a search     ``alpha`` list
+``progress``           show progress bars                          any
+=====================  ==========================================  ==========================
+
+A key that the config does not use is a warning (it would silently do nothing); an unknown key
+or a bad value is a :class:`~gscore.errors.ConfigError` naming what is allowed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from gscore.config import OutliersSuppressionType, PrecisionRecovery, PTQConfig, check_bool, check_number
+from gscore.errors import ConfigError, GscoreWarning
+
+DEFAULT_AWQ_ALPHAS = tuple(i / 20 for i in range(20))
+DEFAULT_CLIP_RATIOS = tuple(1.0 - i / 20 for i in range(10))
+
+
+def _numbers(key: str, value: Any, low: float, high: float, low_open: bool = False) -> tuple[float, ...]:
+    """A number or a non-empty list of numbers in the bounds, as a tuple."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not values:
+        raise ConfigError(f"algo_args[{key!r}] must be a number or a non-empty list of numbers in [{low}, {high}], got {value!r}")
+    return tuple(check_number(v, f"algo_args[{key!r}]", low, high, low_open=low_open) for v in values)
+
+
+@dataclass(frozen=True)
+class GPTQArgs:
+    """Golden Stick's ``GPTQQuantConfig`` fields."""
+
+    block_size: int = 128
+    damp_percent: float = 0.01
+    desc_act: bool = False
+    static_groups: bool = False
+
+
+@dataclass(frozen=True)
+class PTQArgs:
+    """Every ``algo_args`` knob of ``ptq``, validated (see the module table)."""
+
+    alpha: tuple[float, ...] = (0.5,)
+    smooth_alpha: tuple[float, ...] = DEFAULT_AWQ_ALPHAS
+    duo_scaling: bool = True
+    weight_clip_ratio: tuple[float, ...] = DEFAULT_CLIP_RATIOS
+    gptq: GPTQArgs = GPTQArgs()
+    rotation_seed: int = 0
+    prefix: tuple[int, ...] | str = ()
+    skip_leading_tokens: int = 0
+    search_windows: int = 2
+    progress: bool = True
+
+    @property
+    def alpha_search(self) -> bool:
+        """True when SmoothQuant searches among several strengths."""
+        return len(self.alpha) > 1
+
+
+_USED_BY = {
+    "alpha": lambda c: c.outliers_suppression is OutliersSuppressionType.SMOOTH,
+    "search_windows": lambda c: c.outliers_suppression is OutliersSuppressionType.SMOOTH,
+    "smooth_alpha": lambda c: c.outliers_suppression is OutliersSuppressionType.AWQ,
+    "duo_scaling": lambda c: c.outliers_suppression is OutliersSuppressionType.AWQ,
+    "weight_clip_ratio": lambda c: c.weight_clip,
+    "block_size": lambda c: c.precision_recovery is PrecisionRecovery.GPTQ,
+    "damp_percent": lambda c: c.precision_recovery is PrecisionRecovery.GPTQ,
+    "desc_act": lambda c: c.precision_recovery is PrecisionRecovery.GPTQ,
+    "static_groups": lambda c: c.precision_recovery is PrecisionRecovery.GPTQ,
+    "rotation_seed": lambda c: c.outliers_suppression is OutliersSuppressionType.ROTATION,
+    "prefix": lambda c: True,
+    "skip_leading_tokens": lambda c: True,
+    "progress": lambda c: True,
+}
+KNOWN_ARGS = frozenset(_USED_BY)
+
+
+def parse_args(config: PTQConfig) -> PTQArgs:
+    """The validated :class:`PTQArgs` of ``config.algo_args``; warns about keys without effect."""
+    raw: Mapping[str, Any] = config.algo_args
+    idle = sorted(key for key in raw if not _USED_BY[key](config))
+    if idle:
+        warnings.warn(f"ptq ignores algo_args {idle} with this config (they belong to another option; see gscore_ptq.args)", GscoreWarning, stacklevel=5)
+    gptq = GPTQArgs(
+        block_size=check_number(raw.get("block_size", 128), "algo_args['block_size']", 1, integer=True),
+        damp_percent=check_number(raw.get("damp_percent", 0.01), "algo_args['damp_percent']", 0.0, 1.0),
+        desc_act=check_bool(raw.get("desc_act", False), "algo_args['desc_act']"),
+        static_groups=check_bool(raw.get("static_groups", False), "algo_args['static_groups']"),
+    )
+    prefix = raw.get("prefix", ())
+    if prefix != "bos" and (not isinstance(prefix, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prefix)):
+        raise ConfigError(f"algo_args['prefix'] must be a list of token ids (ints >= 0) or 'bos' (the model's BOS token), got {prefix!r}")
+    return PTQArgs(
+        alpha=_numbers("alpha", raw.get("alpha", 0.5), 0.0, 1.0),
+        smooth_alpha=_numbers("smooth_alpha", raw.get("smooth_alpha", list(DEFAULT_AWQ_ALPHAS)), 0.0, 1.0),
+        duo_scaling=check_bool(raw.get("duo_scaling", True), "algo_args['duo_scaling']"),
+        weight_clip_ratio=_numbers("weight_clip_ratio", raw.get("weight_clip_ratio", list(DEFAULT_CLIP_RATIOS)), 0.0, 1.0, low_open=True),
+        gptq=gptq,
+        rotation_seed=check_number(raw.get("rotation_seed", 0), "algo_args['rotation_seed']", 0, integer=True),
+        prefix=prefix if isinstance(prefix, str) else tuple(prefix),
+        skip_leading_tokens=check_number(raw.get("skip_leading_tokens", 0), "algo_args['skip_leading_tokens']", 0, integer=True),
+        search_windows=check_number(raw.get("search_windows", 2), "algo_args['search_windows']", 1, integer=True),
+        progress=check_bool(raw.get("progress", True), "algo_args['progress']"),
+    )

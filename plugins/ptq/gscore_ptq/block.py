@@ -1,0 +1,286 @@
+"""One block of layer-by-layer PTQ calibration: observe, suppress outliers, quantize weights.
+
+For every block the driver (:func:`gscore.calib.layerwise.calibrate_blockwise`) hands over,
+:class:`BlockCalibrator`
+
+1. runs the float block once with observers on the linears that need statistics (per-channel
+   ranges, ``XᵀX`` for GPTQ, mean ``|x|`` for AWQ, sample rows for searches) and on the KV
+   caches;
+2. migrates outliers (SmoothQuant, or AWQ scales searched per group of layers sharing an
+   input) into the weights: ``x / s`` and ``W · s``, ``1/s`` folded into the norm that feeds the
+   group when every layer it feeds is scaled alike, else kept as the layer's explicit
+   ``smooth_scale``;
+3. searches weight clipping, then rounds the weights (round to nearest, or GPTQ on the
+   Hessian of the scaled inputs) and puts the simulated layers and KV caches in place.
+
+A list of SmoothQuant strengths is searched per block on the block's *output*: each candidate
+quantizes the whole block (round to nearest) and runs it on a few calibration windows; the
+strength whose output is closest to the float block's is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from mindspore import Tensor, nn
+
+from gscore.calib.observers import Collect, InputObserver, ObservingKVCache
+from gscore.nn.kv_cache import DynamicInt8KVCache, FloatKVCache, StaticInt8KVCache
+from gscore.nn.linear_view import is_linear, linear_view, ms_float_dtype_to_numpy
+from gscore.nn.passes import simulated_linear, stored_params
+from gscore.nn.quantizers import DynamicInputQuantizer, StaticInputQuantizer
+from gscore.nn.walk import get_cell, iter_cells, replace_cell
+from gscore.quant import Granularity, QuantParams, QuantScheme, awq_scales, awq_weight_mean, compute_params, gptq_quantize, scaled_fake_quantize, search_weight_clip
+from gscore.quant.smooth import smooth_scales
+from gscore_ptq.args import PTQArgs
+from gscore_ptq.policy import LinearPolicy, PolicyTable
+
+ACT_SCHEME = QuantScheme(bits=8, symmetric=False, signed=True, granularity=Granularity.PER_TENSOR)
+SAMPLE_ROWS = 512  # input rows kept per layer for the AWQ and clipping searches (Golden Stick: ~512)
+
+
+def full_name(block_name: str, relative: str) -> str:
+    return f"{block_name}.{relative}" if block_name else relative
+
+
+def name_prefix(block_name: str) -> str:
+    """Parameter-name prefix of cells inside ``block_name``."""
+    return f"{block_name}." if block_name else ""
+
+
+@dataclass
+class LayerWork:
+    """One linear layer while its block is calibrated: float weight (scaled as the layer's
+    input channels get migration scales) and the statistics of its *unscaled* input.
+
+    ``divisor`` is the product of every scale ``s`` its input has been divided by so far
+    (None: none); statistics are read through it.
+    """
+
+    cell: nn.Cell
+    policy: LinearPolicy
+    weight: np.ndarray
+    observer: InputObserver | None = None
+    divisor: np.ndarray | None = None
+    explicit: bool = False  # the divisor must be applied by the layer itself (no norm absorbed it)
+
+    def scale_input(self, s: np.ndarray, folded: bool) -> None:
+        """Divide the input by ``s`` and multiply the weight columns by ``s``."""
+        self.weight = self.weight * s[None, :]
+        self.divisor = s if self.divisor is None else self.divisor * s
+        self.explicit = self.explicit or not folded
+
+    def _per_channel(self, values: np.ndarray) -> np.ndarray:
+        return values if self.divisor is None else values / self.divisor
+
+    @property
+    def lo(self) -> np.ndarray:
+        return self._per_channel(self.observer.stats.lo)
+
+    @property
+    def hi(self) -> np.ndarray:
+        return self._per_channel(self.observer.stats.hi)
+
+    @property
+    def absmax(self) -> np.ndarray:
+        return np.maximum(np.abs(self.lo), np.abs(self.hi))
+
+    @property
+    def absmean(self) -> np.ndarray:
+        return self._per_channel(self.observer.absmean.mean())
+
+    @property
+    def sample(self) -> np.ndarray:
+        return self._per_channel(self.observer.sample)
+
+    def hessian(self) -> np.ndarray:
+        h = self.observer.hessian.hessian()
+        return h if self.divisor is None else h / np.outer(self.divisor, self.divisor)
+
+
+@dataclass
+class Plan:
+    """A group of scaled layers sharing an input, with the norm that can absorb ``1/s`` (or None)."""
+
+    norm: str | None
+    members: list[str] = field(default_factory=list)
+
+
+class BlockCalibrator:
+    """Calibrates the blocks of one network for one PTQ algorithm instance."""
+
+    def __init__(self, policies: PolicyTable, args: PTQArgs, helper: Any, static_kv: bool, kv_quant: bool) -> None:
+        self.policies = policies
+        self.args = args
+        self.helper = helper
+        self.static_kv = static_kv
+        self.kv_quant = kv_quant
+
+    # -- structure -----------------------------------------------------------------------
+
+    def scaling_plan(self, block: nn.Cell, block_name: str) -> list[Plan]:
+        """Groups of input-scaled layers sharing an input, each with the norm to fold into or None.
+
+        Folding into a norm is exact only when every layer that norm feeds is scaled with the
+        same ``s``; otherwise the group keeps an explicit input scale. DEPLOY rebuilds the
+        same plan to know which layers carry a ``smooth_scale``.
+        """
+        plans = []
+        for norm_name, members in self.helper.smooth_groups(block):
+            scaled = [m for m in members if (p := self.policies.for_layer(full_name(block_name, m))) is not None and p.scales_input]
+            if scaled:
+                plans.append(Plan(norm_name if len(scaled) == len(members) else None, scaled))
+        return plans
+
+    # -- the pipeline --------------------------------------------------------------------
+
+    def __call__(self, block_name: str, block: nn.Cell, state: Any) -> None:
+        work = {
+            rel: LayerWork(cell, policy, cell.weight.asnumpy().astype(np.float32))
+            for rel, cell in iter_cells(block, is_linear)
+            if (policy := self.policies.for_layer(full_name(block_name, rel))) is not None
+        }
+        caches = list(iter_cells(block, lambda c: isinstance(c, FloatKVCache)))
+        watchers = self._observe(block_name, block, state, work, caches)
+        plans = self.scaling_plan(block, block_name)
+        norms = {plan.norm: get_cell(block, plan.norm).weight.asnumpy().astype(np.float32) for plan in plans if plan.norm}
+        if any(w.policy.smooth for w in work.values()) and self.args.alpha_search:
+            alpha = self._search_alpha(block_name, block, state, work, plans, norms)
+        else:
+            alpha = self.args.alpha[0]
+        self._place(block_name, block, work, plans, norms, alpha, gptq=True)
+        self._place_kv_caches(block_name, block, caches, watchers)
+
+    def _observe(self, block_name: str, block: nn.Cell, state: Any, work: dict[str, LayerWork], caches: list[tuple[str, nn.Cell]]) -> dict[str, ObservingKVCache]:
+        """Run the float block once with observers in place; attach them to ``work``."""
+        observed = [rel for rel, w in work.items() if w.policy.needs_input_stats]
+        if not observed and not (self.static_kv and caches):
+            return {}
+        prefix = name_prefix(block_name)
+        for rel in observed:
+            policy = work[rel].policy
+            collect = Collect(hessian=policy.gptq, absmean=policy.awq, sample_rows=SAMPLE_ROWS if (policy.awq or policy.clip) else 0)
+            work[rel].observer = InputObserver(work[rel].cell, self.helper.tokens_per_sequence(), self.args.skip_leading_tokens, collect)
+            replace_cell(block, rel, work[rel].observer, prefix)
+        watchers = {}
+        if self.static_kv:
+            for name, cache in caches:
+                watchers[name] = ObservingKVCache(cache.num_heads, cache.head_dim)
+                replace_cell(block, name, watchers[name], prefix)
+        try:
+            self.helper.run_block(block, state)
+        finally:
+            for rel in observed:
+                replace_cell(block, rel, work[rel].cell, prefix)
+            for name, cache in caches:
+                replace_cell(block, name, cache, prefix)
+        return watchers
+
+    def _migrate(self, work: dict[str, LayerWork], plans: list[Plan], alpha: float) -> dict[str, np.ndarray]:
+        """Apply SmoothQuant (``alpha``) or AWQ scales to every plan; returns ``1/s`` by folded norm."""
+        folded: dict[str, np.ndarray] = {}
+        for plan in plans:
+            members = [work[m] for m in plan.members]
+            if members[0].policy.awq:
+                s = self._awq_scales(members)
+            else:
+                act = np.max([m.absmax for m in members], axis=0)
+                weight = np.max([np.abs(m.weight).max(axis=0) for m in members], axis=0)
+                s = smooth_scales(act, weight, alpha)
+            for member in members:
+                member.scale_input(s, folded=plan.norm is not None)
+            if plan.norm is not None:
+                folded[plan.norm] = 1.0 / s
+        return folded
+
+    def _awq_scales(self, members: list[LayerWork]) -> np.ndarray:
+        """AWQ: the strength whose scaled, quantized group outputs on sample rows are closest to float."""
+        first = members[0]
+        scheme = _weight_scheme(first)
+        store = ms_float_dtype_to_numpy(linear_view(first.cell).compute_dtype)
+        x = first.sample
+        references = [x @ m.weight.T for m in members]
+        weight_mean = awq_weight_mean([m.weight for m in members], scheme.group_size)
+        best, best_error = np.ones(x.shape[1], np.float32), np.inf
+        for alpha in self.args.smooth_alpha:
+            s = awq_scales(first.absmean, weight_mean, alpha, duo_scaling=self.args.duo_scaling)
+            error = sum(float(np.sum((x @ scaled_fake_quantize(m.weight, s, scheme, scale_dtype=store).T - ref) ** 2)) for m, ref in zip(members, references))
+            if error < best_error:
+                best, best_error = s, error
+        return best
+
+    def _search_alpha(self, block_name: str, block: nn.Cell, state: Any, work: dict[str, LayerWork], plans: list[Plan], norms: dict[str, np.ndarray]) -> float:
+        """The SmoothQuant strength whose round-to-nearest block output is closest to the float one."""
+        subset = self.helper.take(state, self.args.search_windows)
+        reference = self.helper.block_output(self.helper.run_block(block, subset))
+        originals = {rel: (w.cell, w.weight, w.divisor, w.explicit) for rel, w in work.items()}
+        prefix = name_prefix(block_name)
+        best, best_error = self.args.alpha[0], np.inf
+        for alpha in self.args.alpha:
+            self._place(block_name, block, work, plans, norms, alpha, gptq=False)
+            output = self.helper.block_output(self.helper.run_block(block, subset))
+            error = float(np.sum((output - reference) ** 2))
+            if error < best_error:
+                best, best_error = alpha, error
+            for rel, (cell, weight, divisor, explicit) in originals.items():
+                replace_cell(block, rel, cell, prefix)
+                cell.weight.set_data(Tensor(weight))
+                work[rel].weight, work[rel].divisor, work[rel].explicit = weight, divisor, explicit
+            for norm, gamma in norms.items():
+                get_cell(block, norm).weight.set_data(Tensor(gamma))
+        return best
+
+    def _place(self, block_name: str, block: nn.Cell, work: dict[str, LayerWork], plans: list[Plan], norms: dict[str, np.ndarray], alpha: float, gptq: bool) -> None:
+        """Migrate outliers, round the weights and put the simulated layers in place."""
+        for norm, inverse in self._migrate(work, plans, alpha).items():
+            get_cell(block, norm).weight.set_data(Tensor((norms[norm] * inverse).astype(np.float32)))
+        for rel, w in work.items():
+            view = linear_view(w.cell)
+            weight, params = self._round(w, view, gptq)
+            smooth = 1.0 / w.divisor if w.explicit else None
+            replace_cell(block, rel, simulated_linear(view, w.policy.weight, weight, self._input_quantizer(w), smooth, params), name_prefix(block_name))
+
+    def _round(self, w: LayerWork, view: Any, gptq: bool) -> tuple[np.ndarray, QuantParams | None]:
+        """The weight to simulate and its params (None: observe them from that weight).
+
+        Clipping alone simulates the clipped weight. With GPTQ, the clipping search only picks
+        the params (the clipped ranges) and GPTQ quantizes the *unclipped* weight with them, so
+        the error of every value beyond a clipped range is fed back to the columns after it.
+        """
+        scheme = w.policy.weight.scheme(view)
+        store = ms_float_dtype_to_numpy(view.compute_dtype)
+        clipped = search_weight_clip(w.weight, w.sample, scheme, self.args.weight_clip_ratio, scale_dtype=store).weight if w.policy.clip else None
+        if gptq and w.policy.gptq:
+            g = self.args.gptq
+            params = None if clipped is None else stored_params(clipped, view, w.policy.weight)
+            result = gptq_quantize(w.weight, w.hessian(), scheme, block_size=g.block_size, damp_percent=g.damp_percent,
+                                   act_order=g.desc_act, static_groups=g.static_groups, scale_dtype=store, params=params)
+            return np.array(result.weight), result.params
+        return (w.weight if clipped is None else clipped), None
+
+    def _input_quantizer(self, w: LayerWork) -> nn.Cell | None:
+        if w.policy.act == "dynamic":
+            return DynamicInputQuantizer()
+        if w.policy.act == "static":
+            params = compute_params(np.array([w.lo.min()]), np.array([w.hi.max()]), ACT_SCHEME)
+            return StaticInputQuantizer(float(params.scale[0]), float(params.zero_point[0]))
+        return None
+
+    def _place_kv_caches(self, block_name: str, block: nn.Cell, caches: list[tuple[str, nn.Cell]], watchers: dict[str, ObservingKVCache]) -> None:
+        if not self.kv_quant:
+            return
+        for name, cache in caches:
+            if self.static_kv:
+                watcher = watchers[name]
+                k = compute_params(watcher.key_stats.lo, watcher.key_stats.hi, ACT_SCHEME)
+                v = compute_params(watcher.value_stats.lo, watcher.value_stats.hi, ACT_SCHEME)
+                new = StaticInt8KVCache(cache.num_heads, cache.head_dim, Tensor(k.scale), Tensor(k.zero_point), Tensor(v.scale), Tensor(v.zero_point))
+            else:
+                new = DynamicInt8KVCache(cache.num_heads, cache.head_dim)
+            replace_cell(block, name, new, name_prefix(block_name))
+
+
+def _weight_scheme(w: LayerWork) -> QuantScheme:
+    return w.policy.weight.scheme(linear_view(w.cell))

@@ -1,0 +1,44 @@
+"""Named PTQ configurations: the settings the main job, the bench and the README talk about.
+
+Each preset is a dict of :class:`~gscore.PTQConfig` fields (mode excluded). ``prefix: "bos"``
+keeps the model's BOS token as a float KV prefix (see :mod:`gscore_ptq.args`): the
+attention-sink activations then never reach a quantized layer or a static range.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_W4 = {"weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128}
+_GPTQ_ACT_ORDER = {"precision_recovery": "gptq", "algo_args": {"desc_act": True, "static_groups": True}}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "a16w8": {},
+    "a16w8-gptq": {"precision_recovery": "gptq"},
+    "a16w4-g128": dict(_W4),
+    "a16w4-g128-gptq": {**_W4, **_GPTQ_ACT_ORDER},
+    "a8w8": {"act_quant_dtype": "int8"},
+    "a8w8-smooth": {"act_quant_dtype": "int8", "outliers_suppression": "smooth"},
+    "a8w8-rotation": {"act_quant_dtype": "int8", "outliers_suppression": "rotation", "algo_args": {"prefix": "bos"}},
+    "a8w8-dynamic": {"act_quant_dtype": "int8", "act_quant_granularity": "per_token"},
+    "a8w8-dynamic-rotation": {"act_quant_dtype": "int8", "act_quant_granularity": "per_token", "outliers_suppression": "rotation"},
+    "a8w4-gptq": {**_W4, "act_quant_dtype": "int8", "act_quant_granularity": "per_token", **_GPTQ_ACT_ORDER},
+    "kv-int8": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8"},
+    "kv-int8-dynamic": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8", "kvcache_quant_granularity": "per_token"},
+    "a8w8-rotation-kv-int8": {"act_quant_dtype": "int8", "outliers_suppression": "rotation", "kvcache_quant_dtype": "int8", "algo_args": {"prefix": "bos"}},
+}
+"""Preset name -> PTQConfig fields. ``a8w8-rotation`` is the best static A8W8 (see bench/results/ptq.md)."""
+
+DEFAULT = "a8w8-rotation"
+
+
+def preset(name: str, **algo_args: Any) -> dict[str, Any]:
+    """The PTQConfig fields of preset ``name``, with ``algo_args`` merged in (e.g. ``progress=False``).
+
+    Raises KeyError naming the presets for an unknown name.
+    """
+    if name not in PRESETS:
+        raise KeyError(f"no PTQ preset {name!r}; presets: {', '.join(PRESETS)}")
+    fields = dict(PRESETS[name])
+    fields["algo_args"] = {**fields.get("algo_args", {}), **algo_args}
+    return fields
