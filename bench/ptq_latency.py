@@ -45,14 +45,11 @@ from gscore.models.llama import LlamaConfig, build_llama
 from gscore.models.llama_helper import LlamaHelper
 from gscore.models.smollm2 import load_smollm2
 from gscore.nn.decoding import CompiledDecoder
+from gscore_ptq.presets import preset
 
-CONFIGS = {
-    "a16w8": {},
-    "a16w4-g128": {"weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128},
-    "a8w8-smooth": {"act_quant_dtype": "int8", "outliers_suppression": "smooth"},
-    "a8w8-dynamic": {"act_quant_dtype": "int8", "act_quant_granularity": "per_token"},
-    "kv-int8-static": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8"},
-}
+# PTQ presets timed against FP32 (gscore_ptq.presets; a8w8-rotation is the default preset:
+# static A8W8 after a residual rotation, with the BOS token as a float KV prefix)
+CONFIGS = ["a16w8", "a16w4-g128", "a8w8", "a8w8-dynamic", "a8w8-rotation", "kv-int8"]
 # profiler scope fragment -> kind of work (first match wins; scopes are cell paths). The KV
 # cache's attention operator is recorded without a cell scope ("Default/Custom-opN"): the only
 # unscoped custom operator in a decode graph.
@@ -67,11 +64,11 @@ KINDS = [
 
 
 def build(name: str, model_config: LlamaConfig, weights: dict, tokenizer: Any, calibration: np.ndarray) -> tuple[Any, float]:
-    """A deployed network for ``name`` (``fp32`` or a CONFIGS key) and its calibration seconds."""
+    """A deployed network for ``name`` (``fp32`` or a preset in CONFIGS) and its calibration seconds."""
     net = build_llama(model_config, weights)
     if name == "fp32":
         return net, 0.0
-    algo = gscore.get("ptq")(PTQConfig(**CONFIGS[name], algo_args={"progress": False}))
+    algo = gscore.get("ptq")(PTQConfig(**preset(name, progress=False)))
     start = time.perf_counter()
     algo.apply(net, LlamaHelper(tokenizer), datasets=calibration)
     seconds = time.perf_counter() - start

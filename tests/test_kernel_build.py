@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
 import os
 import stat
 import sys
@@ -135,3 +136,56 @@ def test_forced_switches_for_a_block_and_restores(fresh_choice):
             assert not kernels.enabled()
         assert kernels.level() == "cpp"
     assert kernels.level() == kernels.supported_levels()[0]
+
+
+@pytest.mark.parametrize(
+    "breakage, reason",
+    [
+        ("failing-compiler", "compiling the .* kernels failed"),
+        ("garbage-library", "building the .* kernels failed"),
+        ("unwritable-cache", "cannot build the .* kernels into"),
+    ],
+)
+def test_a_broken_build_falls_back_with_one_warning(fresh_choice, monkeypatch, tmp_path, fake_compiler, breakage, reason):
+    """A compiler that fails, one that writes a file that is no library, a cache that cannot be
+    written: each is one KernelFallbackWarning naming the cause, then the portable path."""
+    monkeypatch.delenv(kernels.ENV, raising=False)
+    monkeypatch.setenv("GSCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", "/bin/false" if breakage == "failing-compiler" else fake_compiler)
+    if breakage == "unwritable-cache":
+        (tmp_path / "file").write_text("not a directory")
+        monkeypatch.setenv("GSCORE_CACHE", str(tmp_path / "file" / "cache"))
+    with pytest.warns(kernels.KernelFallbackWarning, match=reason) as record:
+        assert kernels.level() == "portable"
+    assert len(record) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not kernels.enabled()
+
+
+DEPLOY_WITHOUT_COMPILER = """
+import warnings
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn
+import gscore
+from gscore import PTQConfig
+
+warnings.simplefilter("always")
+ms.set_seed(0)
+net = nn.SequentialCell([nn.Dense(16, 8), nn.ReLU(), nn.Dense(8, 4)])
+rtn = gscore.get("rtn")(PTQConfig())
+rtn.convert(rtn.apply(net))
+print("kernel", net[0].kernel, "output", net(Tensor(np.ones((2, 16), np.float32))).shape)
+"""
+
+
+def test_a_machine_without_a_compiler_deploys_on_the_portable_path(tmp_path):
+    """A fresh process with no C++ compiler: RTN deploys and runs; one warning says why."""
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "GSCORE_CACHE": str(tmp_path / "cache")}
+    env.pop(kernels.ENV, None)
+    result = subprocess.run([sys.executable, "-c", DEPLOY_WITHOUT_COMPILER], capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "kernel None output (2, 4)" in result.stdout
+    assert result.stderr.count("KernelFallbackWarning") == 1
+    assert "no C++ compiler found" in result.stderr

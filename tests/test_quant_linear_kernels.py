@@ -1,7 +1,8 @@
 """Deployed quantized layers: native kernels against the portable MindSpore path.
 
 The kernels read the same parameters (checkpoint layout unchanged). Tolerances: weight-only
-layers agree within float32 summation order (1e-5 relative to the output scale); A8W8 layers
+and A8W4 layers agree within float32 summation order (1e-5 relative to the output scale; A8W4
+multiplies identical activation codes by the float int4 weight on both paths); A8W8 layers
 are bit-identical while the portable path's float matmul of integer codes is itself exact
 (accumulators below 2^24, as here).
 """
@@ -29,8 +30,10 @@ CASES = {
     "a8w8-static": (WeightSpec(), lambda: StaticInputQuantizer(0.02, -3.0), "a8w8_static_linear"),
     "a8w8-dynamic": (WeightSpec(), DynamicInputQuantizer, "a8w8_dynamic_linear"),
     "a8w8-static-smooth": (WeightSpec(), lambda: StaticInputQuantizer(0.02, 5.0), "a8w8_static_linear"),
+    "a8w4-g64-static": (WeightSpec(bits=4, group_size=64), lambda: StaticInputQuantizer(0.02, -3.0), "a8w4_static_linear"),
+    "a8w4-g64-dynamic-smooth": (WeightSpec(bits=4, group_size=64, symmetric=False), DynamicInputQuantizer, "a8w4_dynamic_linear"),
 }
-SMOOTHED = {"a8w8-static-smooth"}
+SMOOTHED = {"a8w8-static-smooth", "a8w4-g64-dynamic-smooth"}
 
 
 class Wrapper(nn.Cell):

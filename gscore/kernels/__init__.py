@@ -10,8 +10,8 @@ first use into a per-user cache, one library per *dispatch level*:
 ``GSCORE_KERNELS`` picks: ``auto`` (default: the best level this CPU runs), one of the levels
 above, or ``portable`` — no native kernels: quantized cells compute with ordinary MindSpore ops
 (dequantise, then a float matmul), as before the kernels existed. Without a C++ compiler (or
-when the build fails) ``auto`` falls back to ``portable`` too. Either way one
-:class:`KernelFallbackWarning` says so, once per process and reason.
+when the build fails, or the built library does not load) ``auto`` falls back to ``portable``
+too. Either way one :class:`KernelFallbackWarning` says so, once per process and reason.
 
 A cell decides when it is built (deploy/convert time), so set the variable before building the
 network; :func:`forced` switches for a block of code (tests, benchmarks).
@@ -19,6 +19,7 @@ network; :func:`forced` switches for a block of code (tests, benchmarks).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import warnings
 from contextlib import contextmanager
@@ -72,9 +73,12 @@ def _resolve(want: str) -> str:
     if cxx is None:
         return _fall_back("no C++ compiler found: install g++ or set CXX")
     try:
-        library(best, cxx)
-    except KernelError as err:
+        built = ctypes.CDLL(str(library(best, cxx)))
+    except (KernelError, OSError) as err:  # OSError: the library was built but does not load
         return _fall_back(f"building the {best} kernels failed: {err}")
+    built.gsk_level.restype = ctypes.c_char_p
+    if built.gsk_level().decode() != best:
+        return _fall_back(f"the {best} kernel library reports level {built.gsk_level().decode()!r}")
     return best
 
 

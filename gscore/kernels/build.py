@@ -28,6 +28,8 @@ from pathlib import Path
 from gscore.errors import GscoreError
 
 SOURCE_DIR = Path(__file__).resolve().parent / "csrc"
+# A build takes 20-30 s on a busy 2-core machine; a compiler still running after this is stuck.
+COMPILE_TIMEOUT_S = 600
 COMMON_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-Wl,-z,nodelete", "-ffp-contract=off", "-fno-math-errno")
 
 # Native levels, best first: the CPU flags (from /proc/cpuinfo) each needs and how it compiles.
@@ -130,12 +132,23 @@ def library(level: str, cxx: str | None = None) -> Path:
     target = cache_root() / cache_key(level, cxx) / f"libgscore_kernels_{level}.so"
     if target.exists():
         return target
+    try:
+        _compile(level, cxx, target)
+    except OSError as err:  # an unwritable cache, a compiler that cannot be run
+        raise KernelError(f"cannot build the {level} kernels into {target.parent}: {err} (set GSCORE_CACHE to a writable directory, or CXX)") from err
+    return target
+
+
+def _compile(level: str, cxx: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
         command = [cxx, *COMMON_FLAGS, *LEVEL_FLAGS[level][1], "-I", str(SOURCE_DIR), "-o", tmp, str(SOURCE_DIR / "entry.cc")]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=COMPILE_TIMEOUT_S)
+        except subprocess.TimeoutExpired as err:
+            raise KernelError(f"compiling the {level} kernels took over {COMPILE_TIMEOUT_S} s ({' '.join(command)})") from err
         if result.returncode != 0:
             raise KernelError(f"compiling the {level} kernels failed ({' '.join(command)}):\n{result.stderr[-2000:]}")
         os.chmod(tmp, 0o755)
@@ -143,4 +156,3 @@ def library(level: str, cxx: str | None = None) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return target

@@ -53,6 +53,8 @@ KERNELS: dict[str, tuple[Callable[..., list[int]], Callable[..., Any]]] = {
     "w4_linear": (_linear_shape, _like_first),
     "a8w8_static_linear": (_linear_shape, _like_first),
     "a8w8_dynamic_linear": (_linear_shape, _like_first),
+    "a8w4_static_linear": (_linear_shape, _like_first),
+    "a8w4_dynamic_linear": (_linear_shape, _like_first),
     "attention_float": (_attention_shape, _float32),
     "attention_channel": (_attention_shape, _float32),
     "attention_token": (_attention_shape, _float32),

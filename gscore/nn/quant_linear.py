@@ -10,7 +10,8 @@ SmoothQuant's ``1/s`` where it could not be folded into a preceding norm).
 * :class:`QuantLinear` holds the real int8 weight. By default it multiplies with a native
   kernel (:mod:`gscore.kernels`) that reads the int8 / packed int4 storage directly: int8 or
   int4 weights times float activations, or with an input quantizer int8 x int8 exactly in
-  int32, the activation quantization fused in. With ``GSCORE_KERNELS=portable`` (or no C++
+  int32 (int8 x int4 per group: the activation codes times the int4 weight, as the ops path),
+  the activation quantization fused in. With ``GSCORE_KERNELS=portable`` (or no C++
   compiler) it uses MindSpore ops instead: weight-only, it dequantises the weight and
   multiplies; with an input quantizer it multiplies the integer codes (as float32, exact
   below 2^24) and rescales the result by input x weight scales.
@@ -120,11 +121,11 @@ class QuantLinear(_QuantLinearBase):
         self.weight = Parameter(Tensor.from_numpy(stored), name="weight", requires_grad=False)
         self.kernel = native_kernel(weight_quantizer, input_quantizer, view.transpose_b)
         self.native = primitive(self.kernel) if self.kernel else None
-        if self.kernel == "w4_linear":
+        if self.kernel in ("w4_linear", *_A8W4):
             self.group_size = Tensor(np.array([weight_quantizer.group_size], np.int32))
-        if self.kernel in ("a8w8_static_linear", "a8w8_dynamic_linear"):
-            # the a8w8 kernels multiply by the input scale themselves (in float32, as the ops
-            # path does in float32 compute); without one they get ones
+        if self.kernel in (*_A8W8, *_A8W4):
+            # the kernels with quantized inputs multiply by the input scale themselves (in
+            # float32, as the ops path does in float32 compute); without one they get ones
             self.smooths_in_kernel = self.has_smooth and self.compute_dtype == ms.float32
             if not self.smooths_in_kernel:
                 self.unit_scale = Tensor(np.ones(self.in_channels, np.float32))
@@ -154,29 +155,36 @@ class QuantLinear(_QuantLinearBase):
         if self.kernel == "w8_linear":
             return self.native(x, self.weight, wq.scale, wq.zp_neg)
         smooth = self.smooth_scale if self.smooths_in_kernel else self.unit_scale
+        iq = self._input_quantizer
         if self.kernel == "a8w8_static_linear":
-            iq = self._input_quantizer
             return self.native(x, self.weight, wq.scale, wq.zp_neg, iq.scale, iq.zp, smooth)
-        return self.native(x, self.weight, wq.scale, wq.zp_neg, smooth)
+        if self.kernel == "a8w8_dynamic_linear":
+            return self.native(x, self.weight, wq.scale, wq.zp_neg, smooth)
+        if self.kernel == "a8w4_static_linear":
+            return self.native(x, self.weight, wq.scale, wq.zp_neg, self.group_size, iq.scale, iq.zp, smooth)
+        return self.native(x, self.weight, wq.scale, wq.zp_neg, self.group_size, smooth)
+
+
+_A8W8 = ("a8w8_static_linear", "a8w8_dynamic_linear")
+_A8W4 = ("a8w4_static_linear", "a8w4_dynamic_linear")
 
 
 def native_kernel(weight_quantizer: WeightQuantizer, input_quantizer: nn.Cell | None, transpose_b: bool) -> str | None:
     """The :mod:`gscore.kernels` kernel for a deployed layer with these quantizers, or None
     when native kernels are off or do not cover it (an ``[in, out]`` weight, int8 codes per
-    group, a group-quantized weight with quantized inputs)."""
+    group)."""
     if not transpose_b or not kernels.enabled():
         return None
     grouped = isinstance(weight_quantizer, GroupWeightQuantizer)
-    if input_quantizer is None:
-        if not grouped:
-            return "w8_linear"
-        return "w4_linear" if weight_quantizer.bits == 4 else None
-    if grouped:
+    if grouped and weight_quantizer.bits != 4:
         return None
+    if input_quantizer is None:
+        return "w4_linear" if grouped else "w8_linear"
+    static, dynamic = _A8W4 if grouped else _A8W8
     if isinstance(input_quantizer, StaticInputQuantizer):
-        return "a8w8_static_linear"
+        return static
     if isinstance(input_quantizer, DynamicInputQuantizer):
-        return "a8w8_dynamic_linear"
+        return dynamic
     return None
 
 

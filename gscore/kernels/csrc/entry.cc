@@ -145,6 +145,41 @@ int gsk_a8w8_dynamic_linear(int nparam, void** params, int* ndims, int64_t** sha
   return a8w8(Args{nparam, params, ndims, shapes, dtypes}, true);
 }
 
+static int a8w4(const Args& a, bool dynamic) {
+  const Arg x = a[0], q = a[1], scale = a[2], zp = a[3], group = a[4], smooth = a[dynamic ? 5 : 7];
+  if (!is_float(x) || !q.is("int8") || q.ndim != 2 || !is_float(scale) || !is_float(zp) || !group.is("int32") || !is_float(smooth)) return kBadArgs;
+  const int64_t N = q.dim(0), K = 2 * q.dim(1), G = *static_cast<const int32_t*>(group.data);
+  if (G <= 0 || x.dim(-1) != K || smooth.numel() != K) return kBadArgs;
+  const int64_t groups = (K + G - 1) / G;
+  if (scale.numel() != N * groups || zp.numel() != N * groups) return kBadArgs;
+  float xs = 0.0f, xzp = 0.0f;
+  if (!dynamic) {
+    const Arg s = a[5], z = a[6];
+    if (!s.is("float32") || !z.is("float32") || s.numel() != 1 || z.numel() != 1) return kBadArgs;
+    xs = *static_cast<const float*>(s.data);
+    xzp = *static_cast<const float*>(z.data);
+  }
+  std::vector<float> xbuf, ss, zs, sm;
+  Output y{a[dynamic ? 6 : 8], {}};
+  gsk::W4 w{static_cast<const int8_t*>(q.data), as_f32(scale, ss), as_f32(zp, zs), N, K, G, groups};
+  gsk::a8w4_linear(as_f32(x, xbuf), as_f32(smooth, sm), x.numel() / K, w, dynamic, xs, xzp, y.data());
+  y.finish();
+  return kOk;
+}
+
+// x [.., K], q [N, K/2] (two int4 per byte), scale [N, G], zp_neg [N, G], group [1] int32,
+// x_scale [1], x_zp [1], smooth [K] -> y
+int gsk_a8w4_static_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  if (nparam != 9) return kBadArgs;
+  return a8w4(Args{nparam, params, ndims, shapes, dtypes}, false);
+}
+
+// x, q, scale, zp_neg, group, smooth [K] -> y (activation scale per row, computed inside)
+int gsk_a8w4_dynamic_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  if (nparam != 7) return kBadArgs;
+  return a8w4(Args{nparam, params, ndims, shapes, dtypes}, true);
+}
+
 static bool attention_shape(const Arg& q, const Arg& k, const Arg& mask, bool token_major, gsk::AttentionShape& sh) {
   if (!q.is("float32") || q.ndim != 4 || k.ndim != 4 || mask.ndim != 2 || !mask.is("float32")) return false;
   const int64_t B = token_major ? k.dim(1) : k.dim(0), H = token_major ? k.dim(2) : k.dim(1), S = token_major ? k.dim(0) : k.dim(2);

@@ -7,6 +7,9 @@
 // Integer (int8 activations, int8 weights per output channel):
 //   a8w8: x is quantized inside the kernel, statically (one scale and zero point) or dynamically
 //       (symmetric, one scale per row), multiplied exactly in int32, rescaled once at the end.
+//   a8w4: x quantized the same way, its codes (minus the zero point, as floats: exact) times the
+//       int4 weight of w4, then the row's activation scale: the MindSpore path's order (a
+//       scale per weight group leaves no single integer sum to rescale).
 //
 // Two shapes of work: decode (M <= kGemvRows rows) streams each weight row once straight from
 // its int8 storage; prefill (more rows) converts panels of the weight into a packed buffer that
@@ -398,6 +401,22 @@ inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 // static: code = clamp(rint(v / s) + zp, -128, 127); dynamic (per row): s = max(max|v| / 127,
 // 1e-12), code = clamp(rint(v / s), -127, 127). Division, not a reciprocal multiply, and rint in
 // the default rounding mode: the MindSpore path's codes, bit for bit.
+// One row of K activations (times smooth) to int8 codes; returns the row's scale and sets zp.
+inline float quantize_row(const float* x, const float* smooth, int64_t K, bool dynamic, float static_scale, float static_zp, float* v, int8_t* codes, float& zp) {
+  for (int64_t k = 0; k < K; ++k) v[k] = x[k] * smooth[k];
+  float s = static_scale, lo = -128.0f, hi = 127.0f;
+  zp = static_zp;
+  if (dynamic) {
+    float amax = 0.0f;
+    for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(v[k]));
+    s = std::max(amax / 127.0f, 1e-12f);
+    lo = -127.0f;
+    zp = 0.0f;
+  }
+  for (int64_t k = 0; k < K; ++k) codes[k] = static_cast<int8_t>(std::min(std::max(std::nearbyint(v[k] / s) + zp, lo), hi));
+  return s;
+}
+
 inline QuantizedRows quantize_activations(const float* x, const float* smooth, int64_t M, int64_t K, bool dynamic, float static_scale, float static_zp) {
   QuantizedRows r{M, K, round_up(K, std::max<int64_t>(IV::RW, 4 * IV::KP)), {}, {}, {}, {}};
   r.a.assign(static_cast<size_t>(M * r.ld), IV::encode(0));
@@ -405,24 +424,15 @@ inline QuantizedRows quantize_activations(const float* x, const float* smooth, i
   r.zero.resize(M);
   r.sum.resize(M);
   std::vector<float> v(static_cast<size_t>(K));
+  std::vector<int8_t> codes(static_cast<size_t>(K));
   for (int64_t m = 0; m < M; ++m) {
-    for (int64_t k = 0; k < K; ++k) v[k] = x[m * K + k] * smooth[k];
-    float s = static_scale, lo = -128.0f, hi = 127.0f, zp = static_zp;
-    if (dynamic) {
-      float amax = 0.0f;
-      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(v[k]));
-      s = std::max(amax / 127.0f, 1e-12f);
-      lo = -127.0f;
-      zp = 0.0f;
-    }
+    float zp = 0.0f;
+    r.scale[m] = quantize_row(x + m * K, smooth, K, dynamic, static_scale, static_zp, v.data(), codes.data(), zp);
     int32_t total = 0;
     for (int64_t k = 0; k < K; ++k) {
-      const float c = std::min(std::max(std::nearbyint(v[k] / s) + zp, lo), hi);
-      const int8_t code = static_cast<int8_t>(c);
-      r.a[m * r.ld + k] = IV::encode(code);
-      total += code;
+      r.a[m * r.ld + k] = IV::encode(codes[k]);
+      total += codes[k];
     }
-    r.scale[m] = s;
     r.zero[m] = static_cast<int32_t>(zp);
     r.sum[m] = total;
   }
@@ -580,6 +590,21 @@ inline void a8w8_linear(const float* x, const float* smooth, int64_t M, const A8
     case 7: a8w8_gemv<7>(xq, w, y); break;
     default: a8w8_gemv<8>(xq, w, y); break;
   }
+}
+
+// int8 activations x int4 weights per group: y = ((code - zp) @ W.T) * activation scale.
+inline void a8w4_linear(const float* x, const float* smooth, int64_t M, const W4& w, bool dynamic, float xs, float xzp, float* y) {
+  const int64_t K = w.K;
+  std::vector<float> codes(static_cast<size_t>(M * K)), v(static_cast<size_t>(K)), scale(static_cast<size_t>(M));
+  std::vector<int8_t> row(static_cast<size_t>(K));
+  for (int64_t m = 0; m < M; ++m) {
+    float zp = 0.0f;
+    scale[m] = quantize_row(x + m * K, smooth, K, dynamic, xs, xzp, v.data(), row.data(), zp);
+    for (int64_t k = 0; k < K; ++k) codes[m * K + k] = static_cast<float>(row[k]) - zp;
+  }
+  w4_linear(codes.data(), M, w, y);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < w.N; ++n) y[m * w.N + n] *= scale[m];
 }
 
 }  // namespace gsk
