@@ -161,6 +161,39 @@ def test_a8w8_dynamic_is_exact(level, case, smoothed):
     np.testing.assert_array_equal(y, a8w8_reference(x * smooth, q, w_scale, w_zp_neg))
 
 
+def activation_codes(x, x_scale=None, x_zp=None):
+    """``(codes - zp)`` float64 ``[M, K]`` and the row scales ``[M, 1]`` float32, as the MindSpore
+    input quantizers compute them (dynamic per token without ``x_scale``)."""
+    if x_scale is None:
+        s = np.maximum(np.abs(x).max(axis=1, keepdims=True) / np.float32(127.0), np.float32(1e-12)).astype(np.float32)
+        return np.clip(np.rint(x / s), -127, 127).astype(np.float64), s
+    codes = np.clip(np.rint(x / np.float32(x_scale)) + np.float32(x_zp), -128, 127)
+    return codes.astype(np.float64) - float(x_zp), np.full((x.shape[0], 1), x_scale, np.float32)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@PROPERTY
+@given(case=w4_case(), dynamic=st.booleans(), smoothed=st.booleans(), magnitude=st.sampled_from([1e-3, 1.0, 50.0]))
+def test_a8w4_matches_numpy_with_ragged_groups(level, case, dynamic, smoothed, magnitude):
+    """Activation codes identical to the input quantizers' (so the float bound covers only the
+    int4 products): ``(codes @ W.T) * row scale`` within FLOAT_TOL of the terms summed."""
+    x, codes, scale, zp_neg, group = case
+    x = x * np.float32(magnitude)
+    smooth = smooth_of(x, smoothed)
+    per_column = np.arange(x.shape[1]) // group
+    w = (codes.astype(np.float64) + zp_neg[:, per_column]) * scale[:, per_column]
+    weight = (Tensor(pack_int4(codes)), Tensor(scale), Tensor(zp_neg), Tensor(np.array([group], np.int32)))
+    if dynamic:
+        xc, s = activation_codes(x * smooth)
+        y = primitive("a8w4_dynamic_linear", level)(Tensor(x), *weight, Tensor(smooth)).asnumpy()
+    else:
+        x_scale, x_zp = np.float32(np.abs(x * smooth).max() / 100 + 1e-6), np.float32(3.0)  # some values clip
+        xc, s = activation_codes(x * smooth, x_scale, x_zp)
+        y = primitive("a8w4_static_linear", level)(Tensor(x), *weight, Tensor(np.array([x_scale])), Tensor(np.array([x_zp])), Tensor(smooth)).asnumpy()
+    magnitude = term_magnitude(xc, codes, zp_neg[:, per_column].astype(np.float64), scale[:, per_column].astype(np.float64)) * s
+    assert_float_close(y, (xc @ w.T) * s, magnitude)
+
+
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("name", ["w8_linear", "a8w8_dynamic_linear"])
 def test_float16_activations_and_scales_give_float16_within_half_precision(level, name):
