@@ -273,12 +273,12 @@ class LlamaForCausalLM(nn.Cell):
         preallocated KV caches want their capacity.
         """
         prefix = self.prefix_length
-        start += prefix
-        if start + tokens > self.config.max_positions:
-            raise ValueError(f"sequence of {start + tokens} positions exceeds max_positions={self.config.max_positions}")
-        cos, sin = self.cos[start : start + tokens], self.sin[start : start + tokens]
-        keys = np.arange(prefix + max(width, start - prefix + tokens))[None, :]
-        queries = np.arange(start, start + tokens)[:, None]
+        first = prefix + start  # position of the first new token
+        if first + tokens > self.config.max_positions:
+            raise ValueError(f"sequence of {first + tokens} positions exceeds max_positions={self.config.max_positions}")
+        cos, sin = self.cos[first : first + tokens], self.sin[first : first + tokens]
+        keys = np.arange(prefix + max(width, start + tokens))[None, :]
+        queries = np.arange(first, first + tokens)[:, None]
         mask = Tensor(np.where(keys > queries, np.float32(-1e9), np.float32(0.0)))
         return cos, sin, mask
 
