@@ -19,7 +19,7 @@ them round-robin, so each ratio shares the load. Measured:
   without native kernels (the state before them), op by op with them, compiled with them;
 * **calibration** time next to plain float forwards over the same calibration windows.
 
-Usage: python bench/ptq_latency.py [--repeat 3] [--tokens 512] [--calib 8] [--prompt 64] [--new 64] [--rounds 3]
+Usage: python bench/ptq_latency.py [--repeat 3] [--tokens 512] [--calib 8] [--prompt 64] [--new 64] [--rounds 3] [--configs a16w8 ...]
 Writes bench/results/ptq_latency.json and .md.
 """
 
@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile-steps", type=int, default=8)
     parser.add_argument("--steps-tokens", type=int, default=16)
+    parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS, help="presets to time against FP32")
     args = parser.parse_args()
     ms.runtime.launch_blocking()
     load_start = load_info()
@@ -155,7 +156,7 @@ def main() -> None:
         nets["fp32"](Tensor(ids[None]), 0)
     nets["fp32"].reset_cache()
     calibration_s["float forwards"] = time.perf_counter() - start
-    for name in CONFIGS:
+    for name in args.configs:
         nets[name], calibration_s[name] = build(name, model_config, weights, tokenizer, calibration)
         print(f"built {name}", flush=True)
     param_bytes = {name: parameter_bytes(net) for name, net in nets.items()}
