@@ -48,6 +48,17 @@ def summary(samples: list[float]) -> dict[str, Any]:
     return {"best_s": ordered[0], "median_s": ordered[len(ordered) // 2], "samples_s": samples}
 
 
+def copy_bandwidth(megabytes: int = 256, repeat: int = 7) -> float:
+    """Bytes per second of a numpy copy of ``megabytes`` MiB (best of ``repeat``): the memory
+    bandwidth a memory-bound kernel can hope for on this machine right now."""
+    import numpy as np
+
+    src = np.ones(megabytes * 2**20 // 4, np.float32)
+    dst = np.empty_like(src)
+    best = min(timed(lambda: np.copyto(dst, src))[0] for _ in range(repeat))
+    return src.nbytes / best
+
+
 # --------------------------------------------------------------------------- memory
 
 

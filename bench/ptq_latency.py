@@ -1,103 +1,295 @@
-"""Deployed forward latency (and calibration time) of PTQ options against FP32, in one process.
+"""Deployed SmolLM2 against FP32 in one process: prefill latency, decode tokens/s, where time goes.
 
 bench/ptq.py measures each option in its own process, minutes apart, so machine load moves
-between them; this script keeps FP32 and every quantized network in memory together and
-times them round-robin on the same 512-token window, so each ratio shares the load. Calibration time is also put next to plain float forwards
-over the same calibration windows, measured in this process.
+between them; this script keeps FP32 and every quantized network in memory together and times
+them round-robin, so each ratio shares the load. Measured:
 
-Usage: python bench/ptq_latency.py [--repeat 5] [--tokens 512] [--calib 8]
+* **prefill**: one ``--tokens``-token window through the network (op by op, as deployed), median
+  of ``--repeat`` round-robin repetitions;
+* **decode**: a ``--prompt``-token prompt, then ``--new`` greedy tokens through the KV cache,
+  with the forward compiled into graphs over preallocated caches
+  (:class:`gscore.nn.decoding.CompiledDecoder`; compile time reported apart); tokens/s over the
+  new tokens, median of ``--rounds`` round-robin rounds; and against the memory-bandwidth limit
+  (parameter bytes read per token / numpy copy bandwidth measured in this run);
+* **where the time goes** per token: one profiled pass per network (MindSpore profiler), op
+  time by kind (quantized-linear kernels, MindSpore MatMul, attention, fused element-wise
+  kernels, other MindSpore ops); the rest of the wall time is framework overhead (dispatch
+  between operators). The profiler slows the pass a little; its wall time is reported with it;
+* **decode overhead, step by step** (FP32 and A16W8, ``--steps-tokens`` tokens): op by op
+  without native kernels (the state before them), op by op with them, compiled with them;
+* **calibration** time next to plain float forwards over the same calibration windows.
+
+Usage: python bench/ptq_latency.py [--repeat 3] [--tokens 512] [--calib 8] [--prompt 64] [--new 64] [--rounds 3] [--configs a16w8 ...]
 Writes bench/results/ptq_latency.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
+import csv
+import tempfile
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 
 import gscore
-from gscore import PTQConfig
+from _common import command_line, copy_bandwidth, git_revision, load_info, machine_info, md_table, write_json, write_text
+from gscore import PTQConfig, kernels
 from gscore.data.wikipedia import load_articles, split_articles, token_windows
 from gscore.models.llama import LlamaConfig, build_llama
 from gscore.models.llama_helper import LlamaHelper
 from gscore.models.smollm2 import load_smollm2
+from gscore.nn.decoding import CompiledDecoder
+from gscore_ptq.presets import preset
 
-RESULTS = Path(__file__).resolve().parent / "results"
-CONFIGS = {
-    "a16w8": {},
-    "a16w4-g128": {"weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128},
-    "a8w8-smooth": {"act_quant_dtype": "int8", "outliers_suppression": "smooth"},
-    "a8w8-dynamic": {"act_quant_dtype": "int8", "act_quant_granularity": "per_token"},
-    "kv-int8-static": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8"},
-}
+# PTQ presets timed against FP32 (gscore_ptq.presets; a8w8-rotation is the default preset:
+# static A8W8 after a residual rotation, with the BOS token as a float KV prefix)
+CONFIGS = ["a16w8", "a16w4-g128", "a8w8", "a8w8-dynamic", "a8w8-rotation", "kv-int8"]
+# profiler scope fragment -> kind of work (first match wins; scopes are cell paths). The KV
+# cache's attention operator is recorded without a cell scope ("Default/Custom-opN"): the only
+# unscoped custom operator in a decode graph.
+KINDS = [
+    ("QuantLinear", "quantized-linear kernels"),
+    ("RMSNormOp", "fused element-wise"),
+    ("Rotary", "fused element-wise"),
+    ("SiluMul", "fused element-wise"),
+    ("residual-Add", "fused element-wise"),
+    ("Default/Custom", "attention"),
+]
+
+
+def build(name: str, model_config: LlamaConfig, weights: dict, tokenizer: Any, calibration: np.ndarray) -> tuple[Any, float]:
+    """A deployed network for ``name`` (``fp32`` or a preset in CONFIGS) and its calibration seconds."""
+    net = build_llama(model_config, weights)
+    if name == "fp32":
+        return net, 0.0
+    algo = gscore.get("ptq")(PTQConfig(**preset(name, progress=False)))
+    start = time.perf_counter()
+    algo.apply(net, LlamaHelper(tokenizer), datasets=calibration)
+    seconds = time.perf_counter() - start
+    algo.convert(net)
+    return net, seconds
+
+
+def parameter_bytes(net: Any) -> int:
+    """Bytes of every parameter: what one decode step reads (each linear weight once, the tied
+    embedding once for the output projection; norms and scales are small)."""
+    return sum(p.nbytes for p in net.get_parameters())
+
+
+def greedy(run: Any, prompt: np.ndarray, new: int) -> tuple[float, list[float], list[int]]:
+    """Prefill seconds, per-token step seconds and the tokens of a greedy continuation."""
+    run.reset_cache()
+    start = time.perf_counter()
+    logits = run(Tensor(prompt), 0).asnumpy()
+    prefill = time.perf_counter() - start
+    steps, tokens = [], []
+    for position in range(prompt.shape[1], prompt.shape[1] + new):
+        token = int(logits[0, -1].argmax())
+        tokens.append(token)
+        start = time.perf_counter()
+        logits = run(Tensor(np.array([[token]], np.int32)), position).asnumpy()
+        steps.append(time.perf_counter() - start)
+    run.reset_cache()
+    return prefill, steps, tokens
+
+
+def profile_decode(decoder: CompiledDecoder, prompt: np.ndarray, steps: int) -> dict[str, float]:
+    """Milliseconds per token by kind of work, from a profiled pass of ``steps`` decode steps."""
+    from mindspore.profiler import Profiler
+
+    decoder.reset_cache()
+    logits = decoder(Tensor(prompt), 0).asnumpy()
+    with tempfile.TemporaryDirectory() as out:
+        profiler = Profiler(output_path=out)
+        start = time.perf_counter()
+        for position in range(prompt.shape[1], prompt.shape[1] + steps):
+            logits = decoder(Tensor(np.array([[int(logits[0, -1].argmax())]], np.int32)), position).asnumpy()
+        wall = time.perf_counter() - start
+        profiler.stop()
+        profiler.analyse()
+        table = next(Path(out).rglob("cpu_op_detail_info_0.csv"))
+        kinds: dict[str, float] = {}
+        with open(table) as f:
+            for row in csv.DictReader(f):
+                kind = next((k for fragment, k in KINDS if fragment in row["full_op_name"]), None)
+                kind = kind or ("MindSpore MatMul" if row["op_type"] in ("MatMul", "BatchMatMul") else "other MindSpore ops")
+                kinds[kind] = kinds.get(kind, 0.0) + float(row["op_total_time(ms)"]) / steps
+    decoder.reset_cache()
+    ops_ms = sum(kinds.values())
+    return {"profiled wall": 1e3 * wall / steps, **kinds, "framework overhead": 1e3 * wall / steps - ops_ms}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--calib", type=int, default=8)
+    parser.add_argument("--prompt", type=int, default=64)
+    parser.add_argument("--new", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile-steps", type=int, default=8)
+    parser.add_argument("--steps-tokens", type=int, default=16)
+    parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS, help="presets to time against FP32")
     args = parser.parse_args()
     ms.runtime.launch_blocking()
+    load_start = load_info()
     weights, config, tokenizer = load_smollm2()
     articles = load_articles()
     calibration = token_windows(tokenizer, split_articles(articles, "calibration"), args.tokens, args.calib)
-    window = Tensor(token_windows(tokenizer, split_articles(articles, "evaluation"), args.tokens, 1))
+    evaluation = token_windows(tokenizer, split_articles(articles, "evaluation"), args.tokens, 2)
+    window, prompt = Tensor(evaluation[:1]), evaluation[1:, : args.prompt]
     model_config = LlamaConfig(**config)
-    nets = {"fp32": build_llama(model_config, weights)}
+    level = kernels.level()
+
+    nets: dict[str, Any] = {}
+    calibration_s: dict[str, float] = {}
+    nets["fp32"], _ = build("fp32", model_config, weights, tokenizer, calibration)
     start = time.perf_counter()
     for ids in calibration:
         nets["fp32"].reset_cache()
         nets["fp32"](Tensor(ids[None]), 0)
     nets["fp32"].reset_cache()
-    calibration_s = {"float forwards": time.perf_counter() - start}
-    for name, kwargs in CONFIGS.items():
-        net = build_llama(model_config, weights)
-        algo = gscore.get("ptq")(PTQConfig(**kwargs, algo_args={"progress": False}))
-        start = time.perf_counter()
-        algo.apply(net, LlamaHelper(tokenizer), datasets=calibration)
-        calibration_s[name] = time.perf_counter() - start
-        algo.convert(net)
-        nets[name] = net
-    times: dict[str, list[float]] = {name: [] for name in nets}
+    calibration_s["float forwards"] = time.perf_counter() - start
+    for name in args.configs:
+        nets[name], calibration_s[name] = build(name, model_config, weights, tokenizer, calibration)
+        print(f"built {name}", flush=True)
+    param_bytes = {name: parameter_bytes(net) for name, net in nets.items()}
+
+    prefill: dict[str, list[float]] = {name: [] for name in nets}
     for _ in range(args.repeat):
         for name, net in nets.items():
             net.reset_cache()
             start = time.perf_counter()
             net(window, 0).asnumpy()
-            times[name].append(time.perf_counter() - start)
+            prefill[name].append(time.perf_counter() - start)
             net.reset_cache()
-    median = {name: float(np.median(t)) for name, t in times.items()}
+    print("prefill done", flush=True)
+
+    bandwidth = copy_bandwidth()
+    decoders, compile_s = {}, {}
+    for name, net in nets.items():
+        decoders[name] = CompiledDecoder(net, capacity=args.prompt + args.new)
+        start = time.perf_counter()
+        greedy(decoders[name], prompt, 1)
+        compile_s[name] = time.perf_counter() - start
+        print(f"compiled {name} in {compile_s[name]:.0f} s", flush=True)
+    decode: dict[str, dict[str, Any]] = {name: {"prefill_s": [], "tokens_per_s": [], "step_s": []} for name in nets}
+    for _ in range(args.rounds):
+        for name, decoder in decoders.items():
+            pre, steps, tokens = greedy(decoder, prompt, args.new)
+            decode[name]["prefill_s"].append(pre)
+            decode[name]["tokens_per_s"].append(len(steps) / sum(steps))
+            decode[name]["step_s"].append(float(np.median(steps)))
+            decode[name]["text"] = tokenizer.decode(tokens[:24])
+    print("decode done", flush=True)
+    where = {name: profile_decode(decoder, prompt, args.profile_steps) for name, decoder in decoders.items()}
+    steps_report = overhead_steps(decoders, weights, model_config, tokenizer, calibration, prompt, args.steps_tokens)
+    for decoder in decoders.values():
+        decoder.close()
+
+    median = {name: float(np.median(t)) for name, t in prefill.items()}
+    summary = {}
+    for name, d in decode.items():
+        tps = float(np.median(d["tokens_per_s"]))
+        limit = bandwidth / param_bytes[name]
+        summary[name] = {
+            "tokens_per_s": tps,
+            "x_fp32": tps / float(np.median(decode["fp32"]["tokens_per_s"])),
+            "bytes_per_token": param_bytes[name],
+            "bandwidth_limit_tokens_per_s": limit,
+            "of_limit": tps / limit,
+            "prefill_ms": 1e3 * float(np.median(d["prefill_s"])),
+            "compile_s": compile_s[name],
+            "text": d["text"],
+        }
     report = {
-        "command": "python bench/ptq_latency.py " + " ".join(sys.argv[1:]),
+        "command": command_line(),
+        "git": git_revision(),
+        "machine": machine_info(),
+        "load_start": load_start,
+        "load_end": load_info(),
+        "kernel_level": level,
         "tokens": args.tokens,
-        "load_average": os.getloadavg(),
-        "median_s": median,
-        "ratio_to_fp32": {name: median[name] / median["fp32"] for name in median},
+        "copy_bandwidth_gb_s": bandwidth / 1e9,
+        "prefill_median_s": median,
+        "prefill_ratio_to_fp32": {name: median[name] / median["fp32"] for name in median},
+        "decode": summary,
+        "decode_rounds": decode,
+        "where_time_goes_ms_per_token": where,
+        "overhead_steps": steps_report,
         "calibration_s": calibration_s,
     }
-    (RESULTS / "ptq_latency.json").write_text(json.dumps(report, indent=2))
+    write_json("ptq_latency", report)
+    text = markdown(report, args)
+    write_text("ptq_latency.md", text)
+    print(text)
+
+
+def overhead_steps(decoders: dict[str, CompiledDecoder], weights: dict, model_config: LlamaConfig, tokenizer: Any, calibration: np.ndarray, prompt: np.ndarray, new: int) -> dict[str, dict[str, float]]:
+    """Decode tokens/s of FP32 and A16W8 as decode overhead was removed, round-robin: the
+    portable network op by op with growing caches (before native kernels), then the kernel
+    network op by op and compiled, both on preallocated caches."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
+        with kernels.forced(kernels.PORTABLE):
+            before = {name: build(name, model_config, weights, tokenizer, calibration)[0] for name in ("fp32", "a16w8")}
+    runs = {name: {"op by op, no native kernels": before[name], "op by op, native kernels": decoders[name], "compiled, native kernels": decoders[name]} for name in before}
+    rates: dict[str, dict[str, list[float]]] = {name: {step: [] for step in r} for name, r in runs.items()}
+    for _ in range(2):
+        for name, steps in runs.items():
+            for step, run in steps.items():
+                if isinstance(run, CompiledDecoder):
+                    run.graph = step.startswith("compiled")
+                _, seconds, _ = greedy(run, prompt, new)
+                rates[name][step].append(len(seconds) / sum(seconds))
+    return {name: {step: float(np.median(r)) for step, r in steps.items()} for name, steps in rates.items()}
+
+
+def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
+    median, ratio = report["prefill_median_s"], report["prefill_ratio_to_fp32"]
+    load = report["load_start"]["loadavg_1_5_15"][0], report["load_end"]["loadavg_1_5_15"][0]
     lines = [
-        f"# Deployed forward latency, SmolLM2-135M, one {args.tokens}-token window (round-robin, median of {args.repeat})",
+        "# Deployed SmolLM2-135M against FP32: prefill, decode, where the time goes",
         "",
-        f"Command: `{report['command']}`; load average at the end {report['load_average'][0]:.1f}.",
+        f"Command: `{report['command']}` (git {report['git'][:12]}); native kernel level `{report['kernel_level']}`; "
+        f"{report['machine']['cpu_model']}, {report['machine']['usable_cores']} cores, load average {load[0]:.1f} at start and {load[1]:.1f} at end "
+        "(a shared machine: every ratio below compares networks timed round-robin in this process).",
         "",
-        "| network | median s | × FP32 |",
-        "|---|---|---|",
+        f"## Prefill: one {report['tokens']}-token window, op by op (median of {args.repeat})",
+        "",
+        md_table(["network", "median s", "x FP32"], [[n, f"{median[n]:.2f}", f"{ratio[n]:.2f}x"] for n in median]),
+        f"## Decode: {args.prompt}-token prompt, then {args.new} greedy tokens (compiled, median of {args.rounds} rounds)",
+        "",
+        f"Copy bandwidth {report['copy_bandwidth_gb_s']:.1f} GB/s (numpy, this run). Limit = bandwidth / parameter bytes per token.",
+        "",
+        md_table(
+            ["network", "tokens/s", "x FP32", "MB read per token", "limit tokens/s", "of limit", "prompt prefill ms", "compile s", "greedy text (first 24 tokens)"],
+            [[n, f"{d['tokens_per_s']:.1f}", f"{d['x_fp32']:.2f}x", f"{d['bytes_per_token'] / 1e6:.0f}", f"{d['bandwidth_limit_tokens_per_s']:.1f}", f"{100 * d['of_limit']:.0f} %", f"{d['prefill_ms']:.0f}", f"{d['compile_s']:.0f}", repr(d["text"])] for n, d in report["decode"].items()],
+        ),
+        f"## Where a decode step's time goes (ms per token, profiled pass of {args.profile_steps} steps)",
+        "",
     ]
-    lines += [f"| {name} | {median[name]:.2f} | {median[name] / median['fp32']:.2f}× |" for name in median]
-    lines += ["", f"Calibration on {args.calib} windows, same process:", "", "| what | s | × float forwards |", "|---|---|---|"]
-    base = calibration_s["float forwards"]
-    lines += [f"| {name} | {sec:.1f} | {sec / base:.2f}× |" for name, sec in calibration_s.items()]
-    (RESULTS / "ptq_latency.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    kinds = ["profiled wall", "quantized-linear kernels", "MindSpore MatMul", "attention", "fused element-wise", "other MindSpore ops", "framework overhead"]
+    where = report["where_time_goes_ms_per_token"]
+    lines += [md_table(["network", *kinds], [[n, *(f"{w.get(k, 0.0):.1f}" for k in kinds)] for n, w in where.items()])]
+    lines += [
+        "'framework overhead' = profiled wall time minus the time inside operators: dispatch between operators and the Python step loop.",
+        "",
+        f"## Decode overhead removed step by step (tokens/s over {args.steps_tokens} greedy tokens, median of 2 rounds)",
+        "",
+    ]
+    steps = report["overhead_steps"]
+    names = list(next(iter(steps.values())))
+    lines += [md_table(["network", *names], [[n, *(f"{s[k]:.2f}" for k in names)] for n, s in steps.items()])]
+    base = report["calibration_s"]["float forwards"]
+    lines += [f"## Calibration on {args.calib} windows, same process", "", md_table(["what", "s", "x float forwards"], [[n, f"{s:.1f}", f"{s / base:.2f}x"] for n, s in report["calibration_s"].items()])]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

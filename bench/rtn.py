@@ -266,14 +266,14 @@ class StepTimer:
         """Label -> (module or class, attribute) of everything timed."""
         import gscore.nn.passes as passes
         import gscore.nn.quant_linear as ql
-        import gscore.quant.core as core
+        import gscore.quant.native as native
         import gscore.quant.params as params
 
         names = {
             passes: ["find_weight_layers", "linear_view", "simulated_linear", "stored_params", "quant_params", "_weight_quantizer",
                      "replace_cell", "_integer_weight", "quantize", "view_of", "quantizers_of"],
             params: ["observe_minmax", "compute_params"],
-            core: ["require_finite", "_codes"],
+            native: ["row_minmax", "quantize_rows"],
             ql: ["Parameter"],
         }
         out = {attr: (owner, attr) for owner, attrs in names.items() for attr in attrs}
@@ -307,7 +307,9 @@ STEP_TREE = [
         ("find_weight_layers", "walk the cell tree", [], ""),
         ("simulated_linear", "per layer: scales and the simulated cell", [
             ("stored_params", "quant_params, then the scale rounded to the store dtype", [
-                ("observe_minmax", "w.min(1) and w.max(1): 2 full reads of the fp32 weights", [], ""),
+                ("observe_minmax", "each row's min and max", [
+                    ("row_minmax", "native kernel: one pass over the fp32 weights, both cores", [], ""),
+                ], "reshapes, finiteness check of the [out, 1] ranges"),
                 ("compute_params", "scales from [out, 1] ranges", [], ""),
             ], "QuantParams checks, scale rounding"),
             ("_weight_quantizer", "WeightQuantizer cell with 2 small Parameters", [], ""),
@@ -318,9 +320,8 @@ STEP_TREE = [
     ("quantize", "convert: the quantize phase", [
         ("_integer_weight", "int8 codes of one layer from its stored scales", [
             ("quantize", "gscore.quant.quantize", [
-                ("require_finite", "w.min() and w.max(): 2 full reads of the fp32 weights", [], ""),
-                ("_codes", "divide into a new fp32 [out, in] buffer, then rint and clip in place", [], ""),
-            ], "astype(int8) into a new array; freeing the fp32 buffer"),
+                ("quantize_rows", "native kernel: divide, round, clip, int8 and a finiteness count in one pass", [], ""),
+            ], "layout checks, reshapes"),
         ], "scale/zp asnumpy, QuantParams"),
         ("QuantLinear.__init__", "cell construction", [
             ("Parameter", "Parameter(Tensor.from_numpy(q)): copies q into MindSpore memory", [], ""),
@@ -374,13 +375,15 @@ def profile_steps(weights: list[np.ndarray]) -> dict[str, Any]:
 
 
 def profile_codes(weights: list[np.ndarray], repeat: int) -> dict[str, float]:
-    """The full-array numpy operations of ``observe_minmax``/``quantize`` one by one, best of ``repeat``, seconds over all layers.
+    """The full-array numpy operations a numpy ``observe_minmax``/``quantize`` needs, one by one,
+    next to the two native kernels that replace them; best of ``repeat``, seconds over all layers.
 
-    Uses gscore's own parameters for each weight; "divide (new buffer)" is what ``_codes`` does
-    (a fresh 64 MiB buffer per 4096x4096 layer, so its pages are faulted in each time),
-    "divide (reused buffer)" shows what that allocation costs.
+    Uses gscore's own parameters for each weight; "divide (new buffer)" allocates a fresh
+    64 MiB buffer per 4096x4096 layer (pages faulted in each time), "divide (reused buffer)"
+    shows what that allocation costs.
     """
     from gscore.quant import QuantScheme, quant_params
+    from gscore.quant.native import quantize_rows, row_minmax
 
     params = [quant_params(w, QuantScheme()) for w in weights]
     buf = np.empty_like(weights[0])
@@ -402,6 +405,8 @@ def profile_codes(weights: list[np.ndarray], repeat: int) -> dict[str, float]:
         "np.rint in place": each(lambda w, p: np.rint(buf, out=buf)),
         "np.clip in place": each(lambda w, p: np.clip(buf, -128, 127, out=buf)),
         "astype(int8) (new array)": each(lambda w, p: buf.astype(np.int8)),
+        "native row_minmax (replaces the min/max pairs)": each(lambda w, p: row_minmax(w)),
+        "native quantize_rows (replaces divide..astype)": each(lambda w, p: quantize_rows(w, p.scale, p.zero_point, p.scheme)),
     }
     out = {}
     for name, fn in pieces.items():
@@ -587,7 +592,7 @@ def markdown(res: dict[str, Any]) -> str:
         prof = res["profile"]
         out.append("\n## Where apply/convert spend their time (one instrumented run, seconds summed over layers)\n\n")
         out.append(common.md_table(["step", "s", "x numpy copy", "what"], [[f"`{row['step']}`", f"{row['seconds']:.3f}", f"{row['seconds'] / copy:.2f}", row["what"]] for row in prof["steps"]["rows"]]))
-        out.append("\nThe numpy operations of `quantize`, one by one over all layers (best of the repetitions):\n\n")
+        out.append("\nWhat a numpy `observe_minmax` + `quantize` would run, operation by operation, and the two native kernels that replace them, over all layers (best of the repetitions):\n\n")
         out.append(common.md_table(["operation", "s", "x numpy copy"], [[k, f"{v:.3f}", f"{v / copy:.2f}"] for k, v in prof["numpy_pieces_s"].items()]))
     return "".join(out)
 

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from mindspore import Tensor
 
+from gscore import kernels
 from gscore.errors import ConfigError
 from gscore.nn.fake_quant import ActivationFakeQuant, FakeQuantSTE, WeightFakeQuant, graph_params
 from gscore.nn.quant_conv import ActivationQuantizer, Int8Weight, PackedWeight
@@ -129,3 +130,42 @@ def test_an_observer_that_never_saw_data_refuses_to_evaluate():
     observer(Tensor(np.array([-1.0, 2.0], np.float32)))
     observer.set_train(False)
     assert observer(Tensor(np.ones(3, np.float32))).shape == (3,)
+
+
+def _portable(make):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
+        with kernels.forced("portable"):
+            return make()
+
+
+@pytest.mark.skipif(not kernels.enabled(), reason="needs native kernels (no C++ compiler here)")
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_fused_fake_quant_equals_the_elementwise_ops_forward_and_backward(symmetric):
+    """Forward values and observed ranges bit for bit; gradients within float32 rounding (the
+    ops path multiplies by scale and divides by it again, the fused backward passes dout)."""
+    rng = np.random.default_rng(5)
+    act_scheme = QuantScheme(bits=8, symmetric=symmetric, granularity="per_tensor")
+    w_scheme = QuantScheme(bits=8, symmetric=symmetric, granularity="per_channel", axis=0)
+    pairs = [(_portable(lambda: ActivationFakeQuant(act_scheme, ema_decay=0.9)), ActivationFakeQuant(act_scheme, ema_decay=0.9)), (_portable(lambda: WeightFakeQuant(w_scheme)), WeightFakeQuant(w_scheme))]
+    for ops_cell, fused_cell in pairs:
+        assert fused_cell.fused and not ops_cell.fused
+        for cell in (ops_cell, fused_cell):
+            cell.set_train(True)
+        for step in range(3):
+            x = Tensor((rng.standard_normal((6, 5, 4)) * (step + 1)).astype(np.float32))
+            weights = Tensor(rng.standard_normal((6, 5, 4)).astype(np.float32))
+            results = []
+            for cell in (ops_cell, fused_cell):
+                out, grad = ms.value_and_grad(lambda v, c=cell: (c(v) * weights).sum())(x)
+                results.append((cell(x).asnumpy() if isinstance(cell, WeightFakeQuant) else out.asnumpy(), grad.asnumpy()))
+            np.testing.assert_array_equal(results[1][0], results[0][0])
+            np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-6, atol=0)
+            if isinstance(ops_cell, ActivationFakeQuant):
+                np.testing.assert_array_equal(fused_cell.minimum.asnumpy(), ops_cell.minimum.asnumpy())
+                np.testing.assert_array_equal(fused_cell.maximum.asnumpy(), ops_cell.maximum.asnumpy())
+        for cell in (ops_cell, fused_cell):
+            cell.set_train(False)
+        np.testing.assert_array_equal(fused_cell(x).asnumpy(), ops_cell(x).asnumpy())

@@ -11,6 +11,10 @@ rotate-half. Every projection is an ``nn.Dense`` (q/k/v/o with a bias when the c
 as Qwen2's q/k/v), so weight quantizers find them; each attention owns a ``kv_cache`` cell that
 quantizers can swap for an int8 one. The output head is the embedding table (tied) or its own
 ``lm_head.weight`` (untied); either way it is not an ``nn.Dense`` and stays float.
+The element-wise steps (RMSNorm, RoPE, the SiLU gate, residual adds) are cells of
+:mod:`gscore.nn.fused` (one native operator each with the kernels), and the cache cell computes
+the attention itself, so a decode step is few operators and :meth:`LlamaForCausalLM.forward`
+(tensors only) compiles as a graph (:class:`gscore.nn.decoding.CompiledDecoder`).
 
 Two optional structures serve quantization (both absent in a plain model):
 
@@ -18,7 +22,8 @@ Two optional structures serve quantization (both absent in a plain model):
   (``prefix_key``/``prefix_value``, ``[1, kv_heads, P, head_dim]``) that every sequence
   starts with, computed once by the float model (:meth:`LlamaForCausalLM.set_prefix`). The
   attention-sink activations then live in those float entries and never in the quantized
-  layers; positions of the real tokens start at ``P``.
+  layers (nor in an int8 KV cache: the cache cell attends to them as float); positions of the
+  real tokens start at ``P``.
 * online rotations for a QuaRot-style rotation of the residual stream: of the ``down_proj``
   input (``mlp.down_rotation``), the part that cannot be folded into weights, and, for a
   model with a tied head, of the stream itself where it enters and leaves the decoder
@@ -37,6 +42,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
 from gscore.errors import CheckpointMismatchError
+from gscore.nn.fused import Add, RMSNormOp, Rotary, SiluMul
 from gscore.nn.kv_cache import FloatKVCache
 
 
@@ -73,16 +79,15 @@ class LlamaConfig:
 
 
 class RMSNorm(nn.Cell):
-    """``x / rms(x) * weight`` over the last axis, in float32."""
+    """``x / rms(x) * weight`` over the last axis, in float32 (one fused operator)."""
 
     def __init__(self, size: int, eps: float) -> None:
         super().__init__()
         self.weight = Parameter(Tensor(np.ones(size, np.float32)), name="weight")
-        self.eps = eps
+        self.norm = RMSNormOp(eps)
 
     def construct(self, x: Tensor) -> Tensor:
-        variance = ops.mean(ops.square(x), axis=-1, keep_dims=True)
-        return x * ops.rsqrt(variance + self.eps) * self.weight
+        return self.norm(x, self.weight)
 
 
 def rope_tables(config: LlamaConfig) -> tuple[Tensor, Tensor]:
@@ -91,11 +96,6 @@ def rope_tables(config: LlamaConfig) -> tuple[Tensor, Tensor]:
     angles = np.outer(np.arange(config.max_positions, dtype=np.float64), inv_freq)
     angles = np.concatenate([angles, angles], axis=1)
     return Tensor(np.cos(angles).astype(np.float32)), Tensor(np.sin(angles).astype(np.float32))
-
-
-def rotate_half(x: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    return ops.cat([-x[..., half:], x[..., :half]], axis=-1)
 
 
 class Attention(nn.Cell):
@@ -110,6 +110,7 @@ class Attention(nn.Cell):
         self.v_proj = nn.Dense(h, config.num_kv_heads * hd, has_bias=config.qkv_bias)
         self.o_proj = nn.Dense(config.num_heads * hd, h, has_bias=config.o_proj_bias)
         self.kv_cache = FloatKVCache(config.num_kv_heads, hd)
+        self.rotary = Rotary()
         self.scale = 1.0 / math.sqrt(hd)
         self.prefix_length = 0
 
@@ -130,21 +131,11 @@ class Attention(nn.Cell):
         q = self._heads(self.q_proj(x), batch, self.num_heads)
         k = self._heads(self.k_proj(x), batch, self.num_kv_heads)
         v = self._heads(self.v_proj(x), batch, self.num_kv_heads)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        k, v = self.kv_cache(k, v)
+        q = self.rotary(q, cos, sin)
+        k = self.rotary(k, cos, sin)
         if self.prefix_length:
-            shape = (batch, self.num_kv_heads, self.prefix_length, self.head_dim)
-            k = ops.cat([ops.broadcast_to(self.prefix_key, shape), k], axis=2)
-            v = ops.cat([ops.broadcast_to(self.prefix_value, shape), v], axis=2)
-        group = self.num_heads // self.num_kv_heads
-        if group > 1:
-            k = ops.repeat_interleave(k, group, axis=1)
-            v = ops.repeat_interleave(v, group, axis=1)
-        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * self.scale + mask
-        out = ops.matmul(ops.softmax(scores, axis=-1), v)
-        out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (-1, self.num_heads * self.head_dim))
-        return self.o_proj(out)
+            return self.o_proj(self.kv_cache(q, k, v, mask, self.scale, self.prefix_key, self.prefix_value))
+        return self.o_proj(self.kv_cache(q, k, v, mask, self.scale))
 
 
 class MLP(nn.Cell):
@@ -159,10 +150,11 @@ class MLP(nn.Cell):
         self.gate_proj = nn.Dense(config.hidden_size, config.intermediate_size, has_bias=False)
         self.up_proj = nn.Dense(config.hidden_size, config.intermediate_size, has_bias=False)
         self.down_proj = nn.Dense(config.intermediate_size, config.hidden_size, has_bias=False)
+        self.gate = SiluMul()
         self.down_rotation = None
 
     def construct(self, x: Tensor) -> Tensor:
-        h = ops.silu(self.gate_proj(x)) * self.up_proj(x)
+        h = self.gate(self.gate_proj(x), self.up_proj(x))
         if self.down_rotation is not None:
             h = self.down_rotation(h)
         return self.down_proj(h)
@@ -177,10 +169,11 @@ class DecoderLayer(nn.Cell):
         self.self_attn = Attention(config)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
+        self.residual = Add()
 
     def construct(self, x: Tensor, batch: int, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), batch, cos, sin, mask)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        x = self.residual(x, self.self_attn(self.input_layernorm(x), batch, cos, sin, mask))
+        return self.residual(x, self.mlp(self.post_attention_layernorm(x)))
 
 
 class LlamaModel(nn.Cell):
@@ -272,17 +265,20 @@ class LlamaForCausalLM(nn.Cell):
         hidden = ops.reshape(self.model.embed_tokens(input_ids), (-1, self.config.hidden_size))
         return hidden if self.model.entry_rotation is None else self.model.entry_rotation(hidden)
 
-    def position_inputs(self, tokens: int, start: int) -> tuple[Tensor, Tensor, Tensor]:
-        """cos, sin ``[tokens, head_dim]`` and the additive causal mask ``[tokens, P+start+tokens]``.
+    def position_inputs(self, tokens: int, start: int, width: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+        """cos, sin ``[tokens, head_dim]`` and the additive causal mask ``[tokens, P + width]``.
 
-        ``start`` counts the caller's positions; a fixed prefix of ``P`` positions comes first.
+        ``start`` counts the caller's positions; a fixed prefix of ``P`` positions comes first
+        (always visible). ``width`` (the cache's own columns) defaults to ``start + tokens``;
+        preallocated KV caches want their capacity.
         """
-        start += self.prefix_length
-        if start + tokens > self.config.max_positions:
-            raise ValueError(f"sequence of {start + tokens} positions exceeds max_positions={self.config.max_positions}")
-        cos, sin = self.cos[start : start + tokens], self.sin[start : start + tokens]
-        keys = np.arange(start + tokens)[None, :]
-        queries = np.arange(start, start + tokens)[:, None]
+        prefix = self.prefix_length
+        first = prefix + start  # position of the first new token
+        if first + tokens > self.config.max_positions:
+            raise ValueError(f"sequence of {first + tokens} positions exceeds max_positions={self.config.max_positions}")
+        cos, sin = self.cos[first : first + tokens], self.sin[first : first + tokens]
+        keys = np.arange(prefix + max(width, start + tokens))[None, :]
+        queries = np.arange(first, first + tokens)[:, None]
         mask = Tensor(np.where(keys > queries, np.float32(-1e9), np.float32(0.0)))
         return cos, sin, mask
 
@@ -295,8 +291,12 @@ class LlamaForCausalLM(nn.Cell):
         return ops.reshape(logits, (batch, -1, self.config.vocab_size))
 
     def construct(self, input_ids: Tensor, start: int = 0) -> Tensor:
-        batch, tokens = input_ids.shape
-        cos, sin, mask = self.position_inputs(tokens, start)
+        return self.forward(input_ids, *self.position_inputs(input_ids.shape[1], start))
+
+    def forward(self, input_ids: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
+        """Logits from token ids and their position inputs: tensors only, so it compiles as a
+        graph (:class:`gscore.nn.decoding.CompiledDecoder` runs it that way)."""
+        batch = input_ids.shape[0]
         hidden = self.embed(input_ids)
         for layer in self.model.layers:
             hidden = layer(hidden, batch, cos, sin, mask)

@@ -25,6 +25,11 @@ that moves codes, and zero points near a half flip.)
 An activation quantizer whose observer never saw a training-mode forward still holds the
 initial range [0, 0]; evaluating it, or converting it, raises :class:`CalibrationDataError`
 naming it (:func:`require_observed`), instead of quantizing with a meaningless scale of 1.
+
+With native kernels (:mod:`gscore.kernels`) the range observation and the fake quantization
+itself each run as one fused operator, the latter with its own straight-through backward (one
+pass over the tensor each way instead of about ten): same values forward, bit for bit, and
+the gradient is the incoming gradient where the value quantizes without clipping.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from gscore import dist
+from gscore import dist, kernels
 from gscore.errors import CalibrationDataError, ConfigError
+from gscore.kernels.ops import primitive
 from gscore.quant import Granularity, QuantScheme
 
 _SCALE_FLOOR = float(np.finfo(np.float32).tiny)
@@ -95,6 +101,31 @@ def _ste(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: float, qmax: float,
     return codes * scale
 
 
+# Fused kernels, resolved once by _load_fused() before any graph using them is compiled (a
+# compiled function reads module globals when it is compiled).
+_FAKE_QUANT = None
+_MINMAX = None
+_CHANNEL_MINMAX = None
+
+
+def _load_fused() -> bool:
+    """True when native kernels are on (their level when first asked is kept for the process)."""
+    global _FAKE_QUANT, _MINMAX, _CHANNEL_MINMAX
+    if not kernels.enabled():
+        return False
+    if _FAKE_QUANT is None:
+        _FAKE_QUANT, _MINMAX, _CHANNEL_MINMAX = primitive("fake_quant"), primitive("minmax"), primitive("channel_minmax")
+    return True
+
+
+def _quantize(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: float, qmax: float, symmetric: bool, fused: bool) -> Tensor:
+    """:func:`_ste`, as one fused operator when ``fused`` (a symmetric scheme's zero point is 0)."""
+    if fused:
+        zero_point = ops.zeros_like(scale) if symmetric else zero_point
+        return _FAKE_QUANT(x, scale, zero_point, Tensor([qmin, qmax], ms.float32))
+    return _ste(x, scale, zero_point, qmin, qmax, symmetric)
+
+
 # The two training-time paths run as compiled graphs: op-by-op PYNATIVE dispatch made a
 # quantizer cost several times a small layer's own forward and backward. Module-level
 # functions with constant scheme arguments share MindSpore's compile cache across cells; a
@@ -104,31 +135,42 @@ def _ste(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: float, qmax: float,
 
 
 @ms.jit
-def _fake_quant_observed(w: Tensor, qmin: float, qmax: float, symmetric: bool, per_channel: bool) -> Tensor:
+def _fake_quant_observed(w: Tensor, qmin: float, qmax: float, symmetric: bool, per_channel: bool, fused: bool) -> Tensor:
     """Fake-quantize ``w`` with the range of ``w`` itself, per output channel (axis 0) or per tensor."""
     observed = ops.stop_gradient(w)
     if per_channel:
-        axes = tuple(range(1, w.ndim))
-        lo, hi = ops.amin(observed, axes, True), ops.amax(observed, axes, True)
+        if fused:
+            lo_hi = _CHANNEL_MINMAX(observed)
+            keep_dims = (-1,) + (1,) * (w.ndim - 1)
+            lo, hi = ops.reshape(lo_hi[:, 0], keep_dims), ops.reshape(lo_hi[:, 1], keep_dims)
+        else:
+            axes = tuple(range(1, w.ndim))
+            lo, hi = ops.amin(observed, axes, True), ops.amax(observed, axes, True)
+    elif fused:
+        lo_hi = _MINMAX(observed)
+        lo, hi = lo_hi[0], lo_hi[1]
     else:
         lo, hi = observed.min(), observed.max()
     scale, zero = _params(lo, hi, qmin, qmax, symmetric)
-    return _ste(w, scale, zero, qmin, qmax, symmetric)
+    return _quantize(w, scale, zero, qmin, qmax, symmetric, fused)
 
 
 @ms.jit
-def _range(x: Tensor) -> tuple[Tensor, Tensor]:
+def _range(x: Tensor, fused: bool) -> tuple[Tensor, Tensor]:
     observed = ops.stop_gradient(x)
+    if fused:
+        lo_hi = _MINMAX(observed)
+        return lo_hi[0], lo_hi[1]
     return ops.cast(observed.min(), ms.float32), ops.cast(observed.max(), ms.float32)
 
 
-def batch_range(x: Tensor) -> tuple[Tensor, Tensor]:
+def batch_range(x: Tensor, fused: bool = False) -> tuple[Tensor, Tensor]:
     """``(min, max)`` of the batch ``x`` as float32 scalars, without gradient.
 
     In a data-parallel job, of every worker's batch together: what one process training on
     the global batch observes, so the EMA ranges stay the same on every worker.
     """
-    lo, hi = _range(x)
+    lo, hi = _range(x, fused)
     if not dist.active():
         return lo, hi
     ranges = dist.gather(np.array([lo.asnumpy(), hi.asnumpy()], np.float32))
@@ -137,23 +179,24 @@ def batch_range(x: Tensor) -> tuple[Tensor, Tensor]:
 
 @ms.jit
 def _observe_fake_quant(
-    x: Tensor, batch_lo: Tensor, batch_hi: Tensor, lo: Tensor, hi: Tensor, keep: Tensor, qmin: float, qmax: float, symmetric: bool
+    x: Tensor, batch_lo: Tensor, batch_hi: Tensor, lo: Tensor, hi: Tensor, keep: Tensor, qmin: float, qmax: float, symmetric: bool, fused: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     """EMA range update ``keep * old + (1 - keep) * batch``, then fake quantization with it."""
     lo = keep * lo + (1.0 - keep) * batch_lo
     hi = keep * hi + (1.0 - keep) * batch_hi
     scale, zero = _params(lo, hi, qmin, qmax, symmetric)
-    return _ste(x, scale, zero, qmin, qmax, symmetric), lo, hi
+    return _quantize(x, scale, zero, qmin, qmax, symmetric, fused), lo, hi
 
 
 @ms.jit
-def fake_quant_with(x: Tensor, scale: Tensor, zero: Tensor, qmin: float, qmax: float, symmetric: bool) -> Tensor:
+def fake_quant_with(x: Tensor, scale: Tensor, zero: Tensor, qmin: float, qmax: float, symmetric: bool, fused: bool) -> Tensor:
     """Fake-quantize ``x`` with a given ``scale``/``zero`` (straight-through gradient, see :class:`FakeQuantSTE`).
 
     The one compiled forward of a fixed activation quantizer: the simulated network in
-    evaluation and the deployed network both run it, on scales from :func:`graph_params`.
+    evaluation and the deployed network both run it, on scales from :func:`graph_params`
+    (``fused``: as the native operator, same values).
     """
-    return _ste(x, scale, zero, qmin, qmax, symmetric)
+    return _quantize(x, scale, zero, qmin, qmax, symmetric, fused)
 
 
 class FakeQuantSTE(nn.Cell):
@@ -166,16 +209,20 @@ class FakeQuantSTE(nn.Cell):
     ``stop_gradient(fq - x)`` to ``x`` (which would be off by float rounding). The gradient
     w.r.t. ``x`` is 1 where ``x / scale + zp`` lies within ``[qmin - 0.5, qmax + 0.5]`` (the
     values that quantize without clipping) and 0 outside; scale and zero point get none.
-    Element-wise ops only: a custom ``bprop`` cost more than the whole float layer on CPU.
+    With native kernels and float32 per-tensor parameters this is one fused operator (the same
+    values); otherwise element-wise MindSpore ops (a Python ``bprop`` cost more than the whole
+    float layer on CPU).
     """
 
     def __init__(self, qmin: int, qmax: int, symmetric: bool) -> None:
         super().__init__()
         self.qmin, self.qmax = float(qmin), float(qmax)
         self.symmetric = symmetric
+        self.fused = _load_fused()
 
     def construct(self, x: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
-        return fake_quant_with(x, scale, zero_point, self.qmin, self.qmax, self.symmetric)
+        fused = self.fused and scale.size == 1 and all(t.dtype == ms.float32 for t in (x, scale, zero_point))
+        return fake_quant_with(x, scale, zero_point, self.qmin, self.qmax, self.symmetric, fused)
 
 
 def _check_non_negative_int(value: int, name: str) -> int:
@@ -196,6 +243,7 @@ class _DelayedFakeQuant(nn.Cell):
         super().__init__()
         self.scheme = scheme
         self.quant_delay = _check_non_negative_int(quant_delay, "quant_delay")
+        self.fused = _load_fused()
         self.step = Parameter(Tensor(0, ms.int32), name="step", requires_grad=False)
 
     def _count_and_check_delay(self) -> bool:
@@ -227,7 +275,7 @@ class WeightFakeQuant(_DelayedFakeQuant):
         if self._count_and_check_delay():
             return w
         scheme = self.scheme
-        return _fake_quant_observed(w + 0, float(scheme.qmin), float(scheme.qmax), scheme.symmetric, self.per_channel)
+        return _fake_quant_observed(w + 0, float(scheme.qmin), float(scheme.qmax), scheme.symmetric, self.per_channel, self.fused and w.dtype == ms.float32)
 
 
 class ActivationFakeQuant(_DelayedFakeQuant):
@@ -273,11 +321,12 @@ class ActivationFakeQuant(_DelayedFakeQuant):
             if not self.observed:
                 raise CalibrationDataError(unobserved_message([self.label]))
             scale, zero = self.params()
-            return fake_quant_with(x, scale, zero, qmin, qmax, scheme.symmetric)
+            return fake_quant_with(x, scale, zero, qmin, qmax, scheme.symmetric, self.fused and x.dtype == ms.float32)
         delayed = self._count_and_check_delay()
         keep = self.ema_decay * ops.cast(self.step > 1, ms.float32)  # the first step takes the batch range
-        batch_lo, batch_hi = batch_range(x)
-        out, lo, hi = _observe_fake_quant(x, batch_lo, batch_hi, self.minimum + 0, self.maximum + 0, keep, qmin, qmax, scheme.symmetric)
+        fused = self.fused and x.dtype == ms.float32
+        batch_lo, batch_hi = batch_range(x, fused)
+        out, lo, hi = _observe_fake_quant(x, batch_lo, batch_hi, self.minimum + 0, self.maximum + 0, keep, qmin, qmax, scheme.symmetric, fused)
         ops.assign(self.minimum, lo)
         ops.assign(self.maximum, hi)
         self._seen_data = True

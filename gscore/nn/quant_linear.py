@@ -7,13 +7,20 @@ SmoothQuant's ``1/s`` where it could not be folded into a preceding norm).
 
 * :class:`SimQuantLinear` keeps the float weight and fake-quantizes weight and input on
   each forward.
-* :class:`QuantLinear` holds the real int8 weight. Weight-only: it dequantises the weight
-  and multiplies (the portable CPU path). With an input quantizer it multiplies the integer
-  codes (as float32, exact below 2^24) and rescales the result by input x weight scales.
+* :class:`QuantLinear` holds the real int8 weight. By default it multiplies with a native
+  kernel (:mod:`gscore.kernels`) that reads the int8 / packed int4 storage directly: int8 or
+  int4 weights times float activations, or with an input quantizer int8 x int8 exactly in
+  int32 (int8 x int4 per group: the activation codes times the int4 weight, as the ops path),
+  the activation quantization fused in. With ``GSCORE_KERNELS=portable`` (or no C++
+  compiler) it uses MindSpore ops instead: weight-only, it dequantises the weight and
+  multiplies; with an input quantizer it multiplies the integer codes (as float32, exact
+  below 2^24) and rescales the result by input x weight scales.
 
-Without an input quantizer both forms compute ``(q + zp_neg) * scale`` in the compute dtype
-the same way, so their outputs are bit-identical. With one, they differ only by float
-rounding order (tested to 1e-5 relative).
+On the portable path, without an input quantizer, both forms compute ``(q + zp_neg) * scale``
+in the compute dtype the same way, so their outputs are bit-identical; with one they differ
+only by float rounding order (tested to 1e-5 relative). The kernels compute the same sums in
+another order: float results agree within float32 rounding (``tests/test_kernels.py`` states
+the tolerance), integer results are exact.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
+from gscore import kernels
+from gscore.kernels.ops import primitive
 from gscore.nn.linear_view import LinearView
-from gscore.nn.quantizers import GroupWeightQuantizer, WeightQuantizer
+from gscore.nn.quantizers import DynamicInputQuantizer, GroupWeightQuantizer, StaticInputQuantizer, WeightQuantizer
 
 
 class _QuantLinearBase(nn.Cell):
@@ -48,6 +57,7 @@ class _QuantLinearBase(nn.Cell):
         self.has_smooth = smooth_scale is not None
         if self.has_smooth:
             self.smooth_scale = Parameter(Tensor(smooth_scale.astype(np.float32)), name="smooth_scale", requires_grad=False)
+        self.smooths_in_kernel = False
 
     def codes(self) -> Tensor:
         """The weight's integer codes (float32 values): computed (simulated) or stored (deployed)."""
@@ -68,7 +78,7 @@ class _QuantLinearBase(nn.Cell):
         out_shape = x.shape[:-1] + (self.out_channels,)
         ori_dtype = x.dtype
         x = ops.cast(ops.reshape(x, (-1, self.in_channels)), self.compute_dtype)
-        if self.has_smooth:
+        if self.has_smooth and not self.smooths_in_kernel:
             x = x * ops.cast(self.smooth_scale, self.compute_dtype)
         y = self.project(x)
         if self.has_bias:
@@ -97,18 +107,35 @@ class SimQuantLinear(_QuantLinearBase):
 
 
 class QuantLinear(_QuantLinearBase):
-    """Deployed form: ``weight`` is real int8 storage (int4 codes packed for group quantizers)."""
+    """Deployed form: ``weight`` is real int8 storage (int4 codes packed for group quantizers).
+
+    ``kernel`` names the native kernel the cell multiplies with (chosen when the cell is built,
+    from its quantizers and the active :func:`gscore.kernels.level`), or is None for the
+    MindSpore ops path. The parameters are the same either way, so checkpoints do not change.
+    """
 
     def __init__(self, view: LinearView, weight_quantizer: WeightQuantizer, stored: np.ndarray, input_quantizer: nn.Cell | None = None, smooth_scale: np.ndarray | None = None) -> None:
         super().__init__(view, weight_quantizer, input_quantizer, smooth_scale)
         if stored.dtype != np.int8:
             raise TypeError(f"QuantLinear stores its weight as int8, got {stored.dtype}")
         self.weight = Parameter(Tensor.from_numpy(stored), name="weight", requires_grad=False)
+        self.kernel = native_kernel(weight_quantizer, input_quantizer, view.transpose_b)
+        self.native = primitive(self.kernel) if self.kernel else None
+        if self.kernel in ("w4_linear", *_A8W4):
+            self.group_size = Tensor(np.array([weight_quantizer.group_size], np.int32))
+        if self.kernel in (*_A8W8, *_A8W4):
+            # the kernels with quantized inputs multiply by the input scale themselves (in
+            # float32, as the ops path does in float32 compute); without one they get ones
+            self.smooths_in_kernel = self.has_smooth and self.compute_dtype == ms.float32
+            if not self.smooths_in_kernel:
+                self.unit_scale = Tensor(np.ones(self.in_channels, np.float32))
 
     def codes(self) -> Tensor:
         return ops.cast(self._weight_quantizer.unpack(self.weight), ms.float32)
 
     def project(self, x: Tensor) -> Tensor:
+        if self.native is not None:
+            return self.project_native(x)
         if not self.has_input_quantizer:
             return self.project_weight_only(x)
         wq = self._weight_quantizer
@@ -119,6 +146,46 @@ class QuantLinear(_QuantLinearBase):
         w_codes = ops.cast(wq.shifted(self.codes()), ms.float32)
         y = self.matmul(x_codes, w_codes) * x_scale * ops.cast(wq.output_scale(), ms.float32)
         return ops.cast(y, self.compute_dtype)
+
+    def project_native(self, x: Tensor) -> Tensor:
+        """One kernel call on the stored weight and scales; output in ``x``'s dtype."""
+        wq = self._weight_quantizer
+        if self.kernel == "w4_linear":
+            return self.native(x, self.weight, wq.scale, wq.zp_neg, self.group_size)
+        if self.kernel == "w8_linear":
+            return self.native(x, self.weight, wq.scale, wq.zp_neg)
+        smooth = self.smooth_scale if self.smooths_in_kernel else self.unit_scale
+        iq = self._input_quantizer
+        if self.kernel == "a8w8_static_linear":
+            return self.native(x, self.weight, wq.scale, wq.zp_neg, iq.scale, iq.zp, smooth)
+        if self.kernel == "a8w8_dynamic_linear":
+            return self.native(x, self.weight, wq.scale, wq.zp_neg, smooth)
+        if self.kernel == "a8w4_static_linear":
+            return self.native(x, self.weight, wq.scale, wq.zp_neg, self.group_size, iq.scale, iq.zp, smooth)
+        return self.native(x, self.weight, wq.scale, wq.zp_neg, self.group_size, smooth)
+
+
+_A8W8 = ("a8w8_static_linear", "a8w8_dynamic_linear")
+_A8W4 = ("a8w4_static_linear", "a8w4_dynamic_linear")
+
+
+def native_kernel(weight_quantizer: WeightQuantizer, input_quantizer: nn.Cell | None, transpose_b: bool) -> str | None:
+    """The :mod:`gscore.kernels` kernel for a deployed layer with these quantizers, or None
+    when native kernels are off or do not cover it (an ``[in, out]`` weight, int8 codes per
+    group)."""
+    if not transpose_b or not kernels.enabled():
+        return None
+    grouped = isinstance(weight_quantizer, GroupWeightQuantizer)
+    if grouped and weight_quantizer.bits != 4:
+        return None
+    if input_quantizer is None:
+        return "w4_linear" if grouped else "w8_linear"
+    static, dynamic = _A8W4 if grouped else _A8W8
+    if isinstance(input_quantizer, StaticInputQuantizer):
+        return static
+    if isinstance(input_quantizer, DynamicInputQuantizer):
+        return dynamic
+    return None
 
 
 def view_of(cell: _QuantLinearBase) -> LinearView:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from gscore.errors import NonFiniteValueError
+from gscore.quant import native
+from gscore.quant.blocks import row_blocks
 from gscore.quant.checks import raise_nonfinite
 from gscore.quant.layout import compact, layout
 from gscore.quant.scheme import QuantScheme
@@ -91,8 +93,24 @@ def observe_minmax(x: np.ndarray, scheme: QuantScheme) -> tuple[np.ndarray, np.n
         raise ValueError(f"cannot observe the range of an empty array (shape {x.shape})")
     xv = x.reshape(view)
     dtype = np.result_type(x.dtype, np.float32)
-    lo = np.min(xv, axis=reduced, keepdims=True).astype(dtype, copy=False)
-    hi = np.max(xv, axis=reduced, keepdims=True).astype(dtype, copy=False)
+    shape2d = native.trailing_rows(x, view, reduced)
+    extremes = native.row_minmax(x.reshape(shape2d)) if shape2d else None
+    if extremes is not None:  # one native pass (gscore.quant.native)
+        keep = tuple(1 if a in reduced else n for a, n in enumerate(view))
+        lo, hi = extremes[:, 0].reshape(keep), extremes[:, 1].reshape(keep)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            raise_nonfinite(x, "observed array")
+        return lo, hi
+    # block by block, so the max pass reads the block from cache, not memory (gscore.quant.blocks)
+    lows, highs = [], []
+    for rows in row_blocks(view):
+        lows.append(np.min(xv[rows], axis=reduced, keepdims=True))
+        highs.append(np.max(xv[rows], axis=reduced, keepdims=True))
+    if 0 in reduced:  # the blocked axis is reduced too: combine the blocks' extremes
+        lo, hi = np.minimum.reduce(lows), np.maximum.reduce(highs)
+    else:
+        lo, hi = np.concatenate(lows), np.concatenate(highs)
+    lo, hi = lo.astype(dtype, copy=False), hi.astype(dtype, copy=False)
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):  # NaN propagates through min/max
         raise_nonfinite(x, "observed array")
     return lo, hi

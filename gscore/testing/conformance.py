@@ -4,8 +4,9 @@ Subclass :class:`AlgorithmConformance` in a test module of your plugin, set
 ``algorithm_name``, and pytest collects the checks. For a quantization algorithm also set
 ``make_network`` (a zero-argument callable returning a fresh float MindSpore network with
 deterministic weights) and ``make_input``; the suite then runs QUANTIZE → save → DEPLOY →
-load and demands the deployed outputs equal the quantized network's exactly. A model adapter
-plugin subclasses :class:`ModelAdapterConformance` the same way.
+load and demands the deployed outputs equal the quantized network's exactly, with the native
+kernels and on the portable path (the ``kernel_path`` fixture of gscore's pytest plugin). A
+model adapter plugin subclasses :class:`ModelAdapterConformance` the same way.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class AlgorithmConformance:
         assert cls.config_cls.from_dict(config.to_dict()) == config
         assert cls.config_cls.from_yaml(config.to_yaml()) == config
 
-    def test_quantize_save_deploy_load_reproduces_outputs(self, tmp_path: Path) -> None:
+    def test_quantize_save_deploy_load_reproduces_outputs(self, tmp_path: Path, kernel_path: str) -> None:
         if type(self).make_network is None:
             return
         import numpy as np
@@ -111,7 +112,7 @@ class QATConformance(AlgorithmConformance):
             out = net(x).asnumpy()
             assert out.shape == tuple(expected) and np.isfinite(out).all()
 
-    def test_quantize_save_deploy_load_reproduces_outputs(self, tmp_path: Path) -> None:
+    def test_quantize_save_deploy_load_reproduces_outputs(self, tmp_path: Path, kernel_path: str) -> None:
         if type(self).make_network is None:
             return
         import numpy as np

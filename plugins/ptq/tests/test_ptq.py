@@ -46,7 +46,7 @@ def rel_err(a, b):
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_quantize_convert_save_deploy_load(name, make_llama, windows, tmp_path):
+def test_quantize_convert_save_deploy_load(name, make_llama, windows, tmp_path, kernel_path):
     kwargs, bound = CONFIGS[name]
     calibration, evaluation = windows
     x = evaluation[:1]
@@ -60,8 +60,14 @@ def test_quantize_convert_save_deploy_load(name, make_llama, windows, tmp_path):
     algo.convert(net)
     deployed = logits(net, x)
     assert rel_err(deployed, reference) < bound
-    if not kwargs.get("act_quant_dtype"):
-        np.testing.assert_array_equal(deployed, simulated)
+    down = net.model.layers[1].mlp.down_proj
+    if isinstance(down, QuantLinear):
+        assert (down.kernel is not None) == (kernel_path != "portable")
+    if not kwargs.get("act_quant_dtype") and kernel_path == "portable":
+        np.testing.assert_array_equal(deployed, simulated)  # the same ops in the same order
+    elif not kwargs.get("act_quant_dtype"):
+        # native kernels sum in another order (float rounding)
+        np.testing.assert_allclose(deployed, simulated, rtol=1e-5, atol=1e-4)
     else:
         # one layer on one input: equal up to float summation order (1e-5 of the output's scale;
         # per-group dequantization sums in another order than the simulated float weight) ...

@@ -1,0 +1,179 @@
+"""Native kernels against FP32 MindSpore on the same shapes, and against memory bandwidth.
+
+Questions answered, for every kernel at decode (M = 1, 4) and prefill (M = 64, 512) shapes:
+
+* how long one call takes as a MindSpore operator (PyNative, ``launch_blocking``: what a
+  network pays per layer), next to ``ops.MatMul(transpose_b=True)`` on float32 weights of the
+  same shape — the ratio is the issue's "vs FP32";
+* how long the kernel alone takes (called through ctypes on the same arrays, no framework), so
+  the per-call framework overhead is the difference;
+* at M = 1, how close it gets to the memory-bandwidth limit: the weight bytes it must read
+  divided by the bandwidth of a numpy copy measured in this run (goal: int8 GEMV 1x4096x4096
+  at >= 70 % of that limit);
+* attention over a KV cache at decode (1 new token, 128 and 1024 cached), float and int8,
+  against the MindSpore ops a float cache runs without kernels.
+
+All contenders of one shape are timed round-robin in one process (``--rounds`` rounds of
+``--calls`` calls each); the tables give medians over rounds of the per-call time, and ratios of
+medians. The machine is shared: the load average is recorded.
+
+Usage: python bench/kernels.py [--rounds 7] [--calls 5] [--level auto]
+Writes bench/results/kernels.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any, Callable
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, ops
+
+from _common import command_line, copy_bandwidth, git_revision, load_info, machine_info, md_table, write_json, write_text
+from gscore import kernels
+from gscore.kernels.direct import Call
+from gscore.kernels.ops import primitive
+from gscore.nn.kv_cache import attention_ops
+from gscore.quant import pack_int4
+
+SHAPES = [(4096, 4096), (576, 1536), (1536, 576)]  # (K in, N out): the issue's GEMV, SmolLM2's MLP
+ROWS = [1, 4, 64, 512]
+GROUP = 128
+
+
+def linear_contenders(m: int, k: int, n: int, level: str, rng: np.random.Generator) -> tuple[dict[str, Callable[[], Any]], dict[str, int]]:
+    """Callables (MindSpore op and direct) per contender, and the weight bytes each reads."""
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    q = rng.integers(-127, 128, (n, k)).astype(np.int8)
+    scale, zp = (rng.random(n) * 0.01 + 1e-3).astype(np.float32), np.zeros(n, np.float32)
+    groups = -(-k // GROUP)
+    packed = pack_int4(rng.integers(-8, 8, (n, k)).astype(np.int8))
+    gscale, gzp = (rng.random((n, groups)) * 0.01).astype(np.float32), rng.integers(-7, 8, (n, groups)).astype(np.float32)
+    group = np.array([GROUP], np.int32)
+    xs, xz, ones = np.array([0.02], np.float32), np.array([-3.0], np.float32), np.ones(k, np.float32)
+    y = np.empty((m, n), np.float32)
+    inputs = {
+        "w8": ("w8_linear", [x, q, scale, zp], n * k),
+        "w4-g128": ("w4_linear", [x, packed, gscale, gzp, group], n * k // 2),
+        "a8w8-static": ("a8w8_static_linear", [x, q, scale, zp, xs, xz, ones], n * k),
+        "a8w8-dynamic": ("a8w8_dynamic_linear", [x, q, scale, zp, ones], n * k),
+    }
+    matmul = ops.MatMul(transpose_b=True)
+    tx, tw = Tensor(x), Tensor(w)
+    fns: dict[str, Callable[[], Any]] = {"fp32 MatMul": lambda: matmul(tx, tw).asnumpy()}
+    weight_bytes = {"fp32 MatMul": 4 * n * k}
+    for name, (kernel, arrays, nbytes) in inputs.items():
+        op, tensors = primitive(kernel, level), [Tensor(a) for a in arrays]
+        direct = Call(kernel, level, arrays, [y])
+        fns[name] = lambda op=op, tensors=tensors: op(*tensors).asnumpy()
+        fns[f"{name} (kernel alone)"] = direct.run
+        weight_bytes[name] = weight_bytes[f"{name} (kernel alone)"] = nbytes
+    return fns, weight_bytes
+
+
+def attention_contenders(cached: int, level: str, rng: np.random.Generator) -> dict[str, Callable[[], Any]]:
+    """Decode attention (1 query token, 9 heads over 3 kv heads of 64) on a cache of ``cached``."""
+    q = Tensor(rng.standard_normal((1, 9, 1, 64)).astype(np.float32))
+    kf, vf = rng.standard_normal((2, 1, 3, cached, 64)).astype(np.float32)
+    kq, vq = rng.integers(-127, 128, (2, 1, 3, cached, 64)).astype(np.int8)
+    ch_scale, ch_zp = Tensor((rng.random((3, 1, 64)) * 0.05).astype(np.float32)), Tensor(np.zeros((3, 1, 64), np.float32))
+    tok_scale = Tensor((rng.random((1, 3, cached, 1)) * 0.05).astype(np.float32))
+    mask, softmax_scale = Tensor(np.zeros((1, cached), np.float32)), Tensor(np.array([0.125], np.float32))
+    tk, tv = Tensor(kf), Tensor(vf)
+    fns: dict[str, Callable[[], Any]] = {"MindSpore ops, float cache": lambda: attention_ops(q, tk, tv, mask, 0.125).asnumpy()}
+    kernel = primitive("attention_float", level)
+    fns["kernel, float cache"] = lambda: kernel(q, tk, tv, mask, softmax_scale).asnumpy()
+    channel, ck, cv = primitive("attention_channel", level), Tensor(kq), Tensor(vq)
+    fns["kernel, int8 per channel"] = lambda: channel(q, ck, ch_scale, ch_zp, cv, ch_scale, ch_zp, mask, softmax_scale).asnumpy()
+    token = primitive("attention_token", level)
+    fns["kernel, int8 per token"] = lambda: token(q, ck, tok_scale, cv, tok_scale, mask, softmax_scale).asnumpy()
+    return fns
+
+
+def race(fns: dict[str, Callable[[], Any]], rounds: int, calls: int) -> dict[str, dict[str, float]]:
+    """Per-call seconds of each contender, round-robin: median and best over rounds."""
+    for fn in fns.values():
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            samples[name].append((time.perf_counter() - start) / calls)
+    return {name: {"median_s": float(np.median(s)), "best_s": float(min(s))} for name, s in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument("--level", default="auto", choices=kernels.CHOICES[:-1])
+    args = parser.parse_args()
+    ms.runtime.launch_blocking()
+    with kernels.forced(args.level) as level:
+        rng = np.random.default_rng(0)
+        load_start = load_info()
+        bandwidth = copy_bandwidth()
+        linear: list[dict[str, Any]] = []
+        for k, n in SHAPES:
+            for m in ROWS:
+                fns, weight_bytes = linear_contenders(m, k, n, level, rng)
+                times = race(fns, args.rounds, args.calls if m < 512 else max(1, args.calls // 5))
+                for name, t in times.items():
+                    linear.append({"M": m, "K": k, "N": n, "contender": name, **t, "weight_bytes": weight_bytes[name], "bandwidth_limit_s": weight_bytes[name] / bandwidth})
+                print(f"{m}x{k}x{n}: " + ", ".join(f"{name} {t['median_s'] * 1e3:.3f} ms" for name, t in times.items()), flush=True)
+        attention: list[dict[str, Any]] = []
+        for cached in (128, 1024):
+            for name, t in race(attention_contenders(cached, level, rng), args.rounds, args.calls * 4).items():
+                attention.append({"cached_tokens": cached, "contender": name, **t})
+    report = {
+        "command": command_line(),
+        "git": git_revision(),
+        "machine": machine_info(),
+        "load_start": load_start,
+        "load_end": load_info(),
+        "level": level,
+        "copy_bandwidth_gb_s": bandwidth / 1e9,
+        "linear": linear,
+        "attention": attention,
+    }
+    write_json("kernels", report)
+    write_text("kernels.md", markdown(report))
+    print(markdown(report))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    fp32 = {(r["M"], r["K"], r["N"]): r["median_s"] for r in report["linear"] if r["contender"] == "fp32 MatMul"}
+    rows = []
+    for r in report["linear"]:
+        base = fp32[(r["M"], r["K"], r["N"])]
+        limit = f"{100 * r['bandwidth_limit_s'] / r['median_s']:.0f} %" if r["M"] == 1 else ""
+        rows.append([f"{r['M']}x{r['K']}x{r['N']}", r["contender"], f"{r['median_s'] * 1e3:.3f}", f"{r['best_s'] * 1e3:.3f}", f"{r['median_s'] / base:.2f}x", limit])
+    gemv = next(r for r in report["linear"] if (r["M"], r["K"], r["N"], r["contender"]) == (1, 4096, 4096, "w8 (kernel alone)"))
+    base_attention = {r["cached_tokens"]: r["median_s"] for r in report["attention"] if r["contender"].startswith("MindSpore")}
+    attention_rows = [[r["cached_tokens"], r["contender"], f"{r['median_s'] * 1e3:.3f}", f"{r['median_s'] / base_attention[r['cached_tokens']]:.2f}x"] for r in report["attention"]]
+    load = report["load_start"]["loadavg_1_5_15"][0], report["load_end"]["loadavg_1_5_15"][0]
+    return (
+        "# Native kernels vs FP32 MindSpore, and vs memory bandwidth\n\n"
+        f"Command: `{report['command']}` (git {report['git'][:12]}); level `{report['level']}`; "
+        f"{report['machine']['cpu_model']}, {report['machine']['usable_cores']} cores; load average {load[0]:.1f} at start, {load[1]:.1f} at end "
+        "(the machine is shared: absolute times move, ratios within one row group were measured round-robin).\n\n"
+        f"Copy bandwidth (numpy, 256 MiB, best of 7): {report['copy_bandwidth_gb_s']:.1f} GB/s. "
+        "'of limit' = (weight bytes / copy bandwidth) / time, for M = 1.\n\n"
+        "Goal: int8 GEMV 1x4096x4096 >= 70 % of the bandwidth limit: "
+        f"**{100 * gemv['bandwidth_limit_s'] / gemv['median_s']:.0f} %** (kernel alone, median), "
+        f"{100 * gemv['bandwidth_limit_s'] / gemv['best_s']:.0f} % best.\n\n"
+        "## Linear layers (per call, ms; M x K x N)\n\n"
+        + md_table(["shape", "contender", "median ms", "best ms", "x FP32 MatMul", "of limit"], rows)
+        + "\nRows 'kernel alone' call the C++ entry point through ctypes; the difference to the row above is MindSpore's per-operator cost.\n\n"
+        "## Attention at decode (1 new token; 9 query heads over 3 KV heads of 64)\n\n"
+        + md_table(["cached tokens", "contender", "median ms", "x MindSpore ops"], attention_rows)
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""SimQAT A8W8 training-step time against the float step, fused fake-quant kernels vs MindSpore ops.
+
+Question answered: what does the fused fake-quant operator (one forward pass with the range
+observation fused, one straight-through backward pass; :mod:`gscore.nn.fake_quant`) buy a
+SimQAT training step? The goal of issue 11 is a SimQAT A8W8 step at most 1.5x the float step
+(bench/results/qat.md measured 2.85x on LeNet5 and 2.76x on DigitsResNet with the
+element-wise ops).
+
+Per network, these train side by side in one process, interleaved in rounds on the same MNIST
+batches (Adam, batch 64; training steps as in bench/qat.py, whose Trainer is reused): float;
+SimQAT A8W8 with native kernels (fused fake quantization); SimQAT A8W8 built with
+``GSCORE_KERNELS=portable`` (MindSpore element-wise ops, the state before); and SimQAT with
+weights only, both ways. Ratios are of median step times. Accuracy is bench/qat.py's subject;
+the forward values of the two implementations are identical (tests/test_qat_fake_quant.py).
+
+Usage: python bench/qat_step.py [--rounds 7] [--steps 4] [--no-resnet]
+Writes bench/results/qat_step.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+
+from _common import command_line, git_revision, load_info, machine_info, md_table, write_json, write_text
+from qat import Trainer, batches
+
+
+def variants(make_net: Callable[[], Any], config: dict[str, Any]) -> dict[str, Callable[[], Any]]:
+    """Builders of each contender's network (kernel choice is made when the cells are built)."""
+    import gscore
+    from gscore import kernels
+
+    def simqat(act: bool, choice: str) -> Callable[[], Any]:
+        def build() -> Any:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
+                with kernels.forced(choice):
+                    net = make_net()
+                    algo = gscore.get("simqat")
+                    algo(algo.config_cls(**config, **({} if act else {"act_bits": None}))).apply(net)
+            return net
+
+        return build
+
+    return {
+        "float": make_net,
+        "simqat-a8w8, fused kernels": simqat(True, kernels.AUTO),
+        "simqat-a8w8, MindSpore ops": simqat(True, kernels.PORTABLE),
+        "simqat-w8, fused kernels": simqat(False, kernels.AUTO),
+        "simqat-w8, MindSpore ops": simqat(False, kernels.PORTABLE),
+    }
+
+
+def time_steps(builders: dict[str, Callable[[], Any]], data: Any, rounds: int, steps: int) -> dict[str, dict[str, float]]:
+    import mindspore as ms
+
+    plan = batches(len(data.train_x), 64, 1, seed=99)
+    trainers = {}
+    for name, build in builders.items():
+        ms.set_seed(0)
+        net = build()
+        net.set_train(True)
+        trainers[name] = Trainer(net, 5e-4)
+        for idx in plan[:3]:  # warm-up: graphs compile, kernels load
+            trainers[name].step(data.train_x[idx], data.train_y[idx])
+    samples: dict[str, list[float]] = {name: [] for name in trainers}
+    for r in range(rounds):
+        for name, trainer in trainers.items():
+            for idx in plan[3 + r * steps : 3 + (r + 1) * steps]:
+                start = time.perf_counter()
+                trainer.step(data.train_x[idx], data.train_y[idx])
+                samples[name].append(time.perf_counter() - start)
+    median = {name: float(np.median(s)) for name, s in samples.items()}
+    return {name: {"median_step_s": median[name], "x_float": median[name] / median["float"]} for name in median}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--no-resnet", action="store_true")
+    args = parser.parse_args()
+    import mindspore as ms
+
+    from gscore import kernels
+    from gscore.data.mnist import load_mnist_5k
+    from gscore.models.convnets import DigitsResNet, LeNet5
+
+    ms.runtime.launch_blocking()
+    data = load_mnist_5k()
+    load_start = load_info()
+    results = {"LeNet5": time_steps(variants(LeNet5, {}), data, args.rounds, args.steps)}
+    if not args.no_resnet:
+        results["DigitsResNet"] = time_steps(variants(DigitsResNet, {"bn_fold": True}), data, args.rounds, args.steps)
+    report = {"command": command_line(), "git": git_revision(), "machine": machine_info(), "load_start": load_start, "load_end": load_info(), "kernel_level": kernels.level(), "steps": results}
+    write_json("qat_step", report)
+    load = load_start["loadavg_1_5_15"][0], report["load_end"]["loadavg_1_5_15"][0]
+    text = (
+        "# SimQAT training step vs float: fused fake-quant kernels vs MindSpore element-wise ops\n\n"
+        f"Command: `{report['command']}` (git {report['git'][:12]}); kernel level `{report['kernel_level']}`; "
+        f"load average {load[0]:.1f} at start, {load[1]:.1f} at end; medians of {args.rounds} rounds x {args.steps} interleaved steps (batch 64).\n\n"
+        "Goal (issue 11): SimQAT A8W8 step <= 1.5x the float step.\n\n"
+    )
+    for network, steps in results.items():
+        text += f"## {network}\n\n" + md_table(["variant", "median step ms", "x float"], [[n, f"{s['median_step_s'] * 1e3:.0f}", f"{s['x_float']:.2f}x"] for n, s in steps.items()]) + "\n"
+    write_text("qat_step.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

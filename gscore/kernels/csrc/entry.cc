@@ -1,0 +1,415 @@
+// Entry points: MindSpore AOT custom operators (ops.Custom("lib.so:name", ..., func_type="aot"))
+// and plain C functions for ctypes.
+//
+// An AOT operator receives every input then every output as (pointer, rank, shape, dtype
+// name); returning non-zero makes MindSpore raise. Inputs arrive contiguous. Shapes are
+// checked again here (the Python wrappers check them first, with clear messages), so a
+// mismatch fails instead of reading out of bounds.
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "attention.h"
+#include "elementwise.h"
+#include "fake_quant.h"
+#include "linear.h"
+#include "simd.h"
+
+namespace {
+
+struct Arg {
+  void* data;
+  int ndim;
+  const int64_t* shape;
+  const char* dtype;
+
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; ++i) n *= shape[i];
+    return n;
+  }
+  int64_t dim(int i) const { return shape[i < 0 ? ndim + i : i]; }
+  bool is(const char* name) const { return std::strcmp(dtype, name) == 0; }
+};
+
+struct Args {
+  int n;
+  void** params;
+  int* ndims;
+  int64_t** shapes;
+  const char** dtypes;
+  Arg operator[](int i) const { return Arg{params[i], ndims[i], shapes[i], dtypes[i]}; }
+};
+
+// A float32 view of a float32 or float16 tensor (float16 is converted into `storage`).
+const float* as_f32(const Arg& a, std::vector<float>& storage) {
+  if (a.is("float32")) return static_cast<const float*>(a.data);
+  const int64_t n = a.numel();
+  storage.resize(static_cast<size_t>(n));
+  const uint16_t* h = static_cast<const uint16_t*>(a.data);
+  for (int64_t i = 0; i < n; ++i) storage[i] = gsk::half_to_float(h[i]);
+  return storage.data();
+}
+
+bool is_float(const Arg& a) { return a.is("float32") || a.is("float16"); }
+
+// Output in the dtype of `out`: computed straight into it (float32) or converted (float16).
+struct Output {
+  Arg out;
+  std::vector<float> storage;
+  float* data() {
+    if (out.is("float32")) return static_cast<float*>(out.data);
+    storage.resize(static_cast<size_t>(out.numel()));
+    return storage.data();
+  }
+  void finish() {
+    if (out.is("float32")) return;
+    uint16_t* h = static_cast<uint16_t*>(out.data);
+    for (size_t i = 0; i < storage.size(); ++i) h[i] = gsk::float_to_half(storage[i]);
+  }
+};
+
+constexpr int kOk = 0, kBadArgs = 1;
+
+}  // namespace
+
+extern "C" {
+
+const char* gsk_level() { return gsk::kLevel; }
+
+// x [.., K] float, q [N, K] int8, scale [N], zp_neg [N] -> y [.., N] (x's dtype)
+int gsk_w8_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 5) return kBadArgs;
+  const Arg x = a[0], q = a[1], scale = a[2], zp = a[3];
+  if (!is_float(x) || !q.is("int8") || q.ndim != 2 || !is_float(scale) || !is_float(zp)) return kBadArgs;
+  const int64_t N = q.dim(0), K = q.dim(1);
+  if (x.dim(-1) != K || scale.numel() != N || zp.numel() != N) return kBadArgs;
+  std::vector<float> xs, ss, zs;
+  Output y{a[4], {}};
+  gsk::W8 w{static_cast<const int8_t*>(q.data), as_f32(scale, ss), as_f32(zp, zs), N, K};
+  gsk::w8_linear(as_f32(x, xs), x.numel() / K, w, y.data());
+  y.finish();
+  return kOk;
+}
+
+// x [.., K] float, q [N, K/2] int8 (two int4 per byte), scale [N, G], zp_neg [N, G],
+// group [1] int32 -> y [.., N]
+int gsk_w4_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 6) return kBadArgs;
+  const Arg x = a[0], q = a[1], scale = a[2], zp = a[3], group = a[4];
+  if (!is_float(x) || !q.is("int8") || q.ndim != 2 || !is_float(scale) || !is_float(zp) || !group.is("int32")) return kBadArgs;
+  const int64_t N = q.dim(0), K = 2 * q.dim(1), G = *static_cast<const int32_t*>(group.data);
+  if (G <= 0 || x.dim(-1) != K) return kBadArgs;
+  const int64_t groups = (K + G - 1) / G;
+  if (scale.numel() != N * groups || zp.numel() != N * groups) return kBadArgs;
+  std::vector<float> xs, ss, zs;
+  Output y{a[5], {}};
+  gsk::W4 w{static_cast<const int8_t*>(q.data), as_f32(scale, ss), as_f32(zp, zs), N, K, G, groups};
+  gsk::w4_linear(as_f32(x, xs), x.numel() / K, w, y.data());
+  y.finish();
+  return kOk;
+}
+
+static int a8w8(const Args& a, bool dynamic) {
+  const Arg x = a[0], q = a[1], scale = a[2], zp = a[3], smooth = a[dynamic ? 4 : 6];
+  if (!is_float(x) || !q.is("int8") || q.ndim != 2 || !is_float(scale) || !is_float(zp) || !is_float(smooth)) return kBadArgs;
+  const int64_t N = q.dim(0), K = q.dim(1);
+  if (x.dim(-1) != K || scale.numel() != N || zp.numel() != N || smooth.numel() != K) return kBadArgs;
+  float xs = 0.0f, xzp = 0.0f;
+  if (!dynamic) {
+    const Arg s = a[4], z = a[5];
+    if (!s.is("float32") || !z.is("float32") || s.numel() != 1 || z.numel() != 1) return kBadArgs;
+    xs = *static_cast<const float*>(s.data);
+    xzp = *static_cast<const float*>(z.data);
+  }
+  std::vector<float> xbuf, ss, zs, sm;
+  Output y{a[dynamic ? 5 : 7], {}};
+  gsk::A8W8 w{static_cast<const int8_t*>(q.data), as_f32(scale, ss), as_f32(zp, zs), N, K};
+  gsk::a8w8_linear(as_f32(x, xbuf), as_f32(smooth, sm), x.numel() / K, w, dynamic, xs, xzp, y.data());
+  y.finish();
+  return kOk;
+}
+
+// x, q [N, K] int8, scale [N], zp_neg [N], x_scale [1], x_zp [1], smooth [K] (input scale,
+// ones when none) -> y
+int gsk_a8w8_static_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  if (nparam != 8) return kBadArgs;
+  return a8w8(Args{nparam, params, ndims, shapes, dtypes}, false);
+}
+
+// x, q [N, K] int8, scale [N], zp_neg [N], smooth [K] -> y (activation scale per row, computed inside)
+int gsk_a8w8_dynamic_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  if (nparam != 6) return kBadArgs;
+  return a8w8(Args{nparam, params, ndims, shapes, dtypes}, true);
+}
+
+static int a8w4(const Args& a, bool dynamic) {
+  const Arg x = a[0], q = a[1], scale = a[2], zp = a[3], group = a[4], smooth = a[dynamic ? 5 : 7];
+  if (!is_float(x) || !q.is("int8") || q.ndim != 2 || !is_float(scale) || !is_float(zp) || !group.is("int32") || !is_float(smooth)) return kBadArgs;
+  const int64_t N = q.dim(0), K = 2 * q.dim(1), G = *static_cast<const int32_t*>(group.data);
+  if (G <= 0 || x.dim(-1) != K || smooth.numel() != K) return kBadArgs;
+  const int64_t groups = (K + G - 1) / G;
+  if (scale.numel() != N * groups || zp.numel() != N * groups) return kBadArgs;
+  float xs = 0.0f, xzp = 0.0f;
+  if (!dynamic) {
+    const Arg s = a[5], z = a[6];
+    if (!s.is("float32") || !z.is("float32") || s.numel() != 1 || z.numel() != 1) return kBadArgs;
+    xs = *static_cast<const float*>(s.data);
+    xzp = *static_cast<const float*>(z.data);
+  }
+  std::vector<float> xbuf, ss, zs, sm;
+  Output y{a[dynamic ? 6 : 8], {}};
+  gsk::W4 w{static_cast<const int8_t*>(q.data), as_f32(scale, ss), as_f32(zp, zs), N, K, G, groups};
+  gsk::a8w4_linear(as_f32(x, xbuf), as_f32(smooth, sm), x.numel() / K, w, dynamic, xs, xzp, y.data());
+  y.finish();
+  return kOk;
+}
+
+// x [.., K], q [N, K/2] (two int4 per byte), scale [N, G], zp_neg [N, G], group [1] int32,
+// x_scale [1], x_zp [1], smooth [K] -> y
+int gsk_a8w4_static_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  if (nparam != 9) return kBadArgs;
+  return a8w4(Args{nparam, params, ndims, shapes, dtypes}, false);
+}
+
+// x, q, scale, zp_neg, group, smooth [K] -> y (activation scale per row, computed inside)
+int gsk_a8w4_dynamic_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  if (nparam != 7) return kBadArgs;
+  return a8w4(Args{nparam, params, ndims, shapes, dtypes}, true);
+}
+
+static bool attention_shape(const Arg& q, const Arg& k, const Arg& mask, bool token_major, gsk::AttentionShape& sh) {
+  if (!q.is("float32") || q.ndim != 4 || k.ndim != 4 || mask.ndim != 2 || !mask.is("float32")) return false;
+  const int64_t B = token_major ? k.dim(1) : k.dim(0), H = token_major ? k.dim(2) : k.dim(1), S = token_major ? k.dim(0) : k.dim(2);
+  sh = {q.dim(0), q.dim(1), H, q.dim(2), S, q.dim(3), S};
+  return B == sh.B && k.dim(3) == sh.D && sh.Hkv > 0 && sh.Hq % sh.Hkv == 0 && mask.dim(0) == sh.T;
+}
+
+static float scalar(const Arg& a) { return *static_cast<const float*>(a.data); }
+
+static const float* f32(const Arg& a) { return static_cast<const float*>(a.data); }
+
+// An attention entry takes `inputs` inputs, optionally followed by a float prefix (keys and
+// values [1, Hkv, P, D] float32), then its output. Sets sh.P and prefix, and checks that the
+// mask has P + S columns.
+static bool attention_prefix(const Args& a, int inputs, const Arg& mask, gsk::AttentionShape& sh, gsk::Prefix& prefix) {
+  sh.P = 0;
+  if (a.n == inputs + 1) return mask.dim(1) == sh.S;
+  if (a.n != inputs + 3) return false;
+  const Arg pk = a[inputs], pv = a[inputs + 1];
+  if (!pk.is("float32") || !pv.is("float32") || pk.ndim != 4 || pv.ndim != 4) return false;
+  if (pk.dim(0) != 1 || pk.dim(1) != sh.Hkv || pk.dim(3) != sh.D || pv.numel() != pk.numel() || pv.dim(2) != pk.dim(2)) return false;
+  sh.P = pk.dim(2);
+  prefix = {f32(pk), f32(pv)};
+  return mask.dim(1) == sh.P + sh.S;
+}
+
+// Attention over a cache given whole, [B, Hkv, S, D] (grown by concatenation). Every
+// attention entry may take a float prefix (prefix keys, prefix values) after its inputs.
+// float: q, k, v, mask, softmax_scale -> out [B, T, Hq * D]
+int gsk_attention_float(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  gsk::AttentionShape sh;
+  gsk::Prefix prefix;
+  if (nparam < 6 || !attention_shape(a[0], a[1], a[3], false, sh) || !attention_prefix(a, 5, a[3], sh, prefix)) return kBadArgs;
+  if (!a[1].is("float32") || !a[2].is("float32") || a[2].numel() != a[1].numel()) return kBadArgs;
+  const gsk::Strides rows = gsk::Strides::batch_major(sh.Hkv, sh.S);
+  gsk::KVView k{gsk::CacheKind::kFloat, a[1].data, nullptr, nullptr, rows}, v{gsk::CacheKind::kFloat, a[2].data, nullptr, nullptr, rows};
+  gsk::attention(f32(a[0]), k, v, f32(a[3]), scalar(a[4]), sh, static_cast<float*>(a[nparam - 1].data), prefix);
+  return kOk;
+}
+
+// channel: q, k codes, k_scale [Hkv, 1, D], k_zp, v codes, v_scale, v_zp, mask, softmax_scale -> out
+int gsk_attention_channel(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  gsk::AttentionShape sh;
+  gsk::Prefix prefix;
+  if (nparam < 10 || !attention_shape(a[0], a[1], a[7], false, sh) || !attention_prefix(a, 9, a[7], sh, prefix)) return kBadArgs;
+  if (!a[1].is("int8") || !a[4].is("int8")) return kBadArgs;
+  const int64_t per = sh.Hkv * sh.D;
+  if (a[4].numel() != a[1].numel() || a[2].numel() != per || a[3].numel() != per || a[5].numel() != per || a[6].numel() != per) return kBadArgs;
+  const gsk::Strides rows = gsk::Strides::batch_major(sh.Hkv, sh.S);
+  gsk::KVView k{gsk::CacheKind::kChannel, a[1].data, f32(a[2]), f32(a[3]), rows};
+  gsk::KVView v{gsk::CacheKind::kChannel, a[4].data, f32(a[5]), f32(a[6]), rows};
+  gsk::attention(f32(a[0]), k, v, f32(a[7]), scalar(a[8]), sh, static_cast<float*>(a[nparam - 1].data), prefix);
+  return kOk;
+}
+
+// token: q, k codes, k_scale [B, Hkv, S, 1], v codes, v_scale, mask, softmax_scale -> out
+int gsk_attention_token(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  gsk::AttentionShape sh;
+  gsk::Prefix prefix;
+  if (nparam < 8 || !attention_shape(a[0], a[1], a[5], false, sh) || !attention_prefix(a, 7, a[5], sh, prefix)) return kBadArgs;
+  if (!a[1].is("int8") || !a[3].is("int8")) return kBadArgs;
+  const int64_t per = sh.B * sh.Hkv * sh.S;
+  if (a[3].numel() != a[1].numel() || a[2].numel() != per || a[4].numel() != per) return kBadArgs;
+  const gsk::Strides rows = gsk::Strides::batch_major(sh.Hkv, sh.S);
+  gsk::KVView k{gsk::CacheKind::kToken, a[1].data, f32(a[2]), nullptr, rows};
+  gsk::KVView v{gsk::CacheKind::kToken, a[3].data, f32(a[4]), nullptr, rows};
+  gsk::attention(f32(a[0]), k, v, f32(a[5]), scalar(a[6]), sh, static_cast<float*>(a[nparam - 1].data), prefix);
+  return kOk;
+}
+
+// A preallocated cache: token-major buffers [cap, B, Hkv, D] (token scales [cap, B, Hkv, 1])
+// and `length` [1] int32, the number of rows written. One call stores the new keys and values
+// at rows length .. length + T, attends over rows [0, length + T) with mask [T, cap], and
+// advances length: the buffers and length are updated in place (they are the cache cell's
+// parameters, which nothing else writes while the network runs). A float prefix may follow
+// softmax_scale, as for the other attention entries (the mask is then [T, P + cap]).
+static int cache_attention(const Args& a, gsk::CacheKind kind) {
+  const bool channel = kind == gsk::CacheKind::kChannel, token = kind == gsk::CacheKind::kToken;
+  const int extra = channel ? 2 : (token ? 1 : 0);  // per-side inputs besides the buffer
+  const int kbuf = 3, vbuf = kbuf + 1 + extra, len = vbuf + 1 + extra, mask = len + 1, out = a.n - 1;
+  if (a.n < mask + 3) return kBadArgs;
+  const Arg q = a[0], k = a[1], v = a[2], kb = a[kbuf], vb = a[vbuf], length = a[len];
+  gsk::AttentionShape sh;
+  gsk::Prefix prefix;
+  if (!attention_shape(q, kb, a[mask], true, sh) || !attention_prefix(a, mask + 2, a[mask], sh, prefix)) return kBadArgs;
+  if (!length.is("int32") || length.numel() != 1) return kBadArgs;
+  if (!k.is("float32") || !v.is("float32") || k.numel() != sh.B * sh.Hkv * sh.T * sh.D || v.numel() != k.numel()) return kBadArgs;
+  const char* want = kind == gsk::CacheKind::kFloat ? "float32" : "int8";
+  if (!kb.is(want) || !vb.is(want) || vb.numel() != kb.numel()) return kBadArgs;
+  int32_t* filled = static_cast<int32_t*>(length.data);
+  const int64_t pos = *filled;
+  if (pos < 0 || pos + sh.T > sh.S) return kBadArgs;  // the buffer is full
+  const float *ks = nullptr, *kz = nullptr, *vs = nullptr, *vz = nullptr;
+  if (channel) {
+    ks = f32(a[kbuf + 1]), kz = f32(a[kbuf + 2]), vs = f32(a[vbuf + 1]), vz = f32(a[vbuf + 2]);
+    const int64_t per = sh.Hkv * sh.D;
+    if (a[kbuf + 1].numel() != per || a[kbuf + 2].numel() != per || a[vbuf + 1].numel() != per || a[vbuf + 2].numel() != per) return kBadArgs;
+  }
+  if (token) {
+    ks = f32(a[kbuf + 1]), vs = f32(a[vbuf + 1]);
+    const int64_t per = sh.S * sh.B * sh.Hkv;
+    if (a[kbuf + 1].numel() != per || a[vbuf + 1].numel() != per) return kBadArgs;
+  }
+  float* kts = token ? static_cast<float*>(a[kbuf + 1].data) : nullptr;
+  float* vts = token ? static_cast<float*>(a[vbuf + 1].data) : nullptr;
+  gsk::cache_write(f32(k), kind, kb.data, kts, ks, kz, sh.B, sh.Hkv, sh.T, sh.D, pos);
+  gsk::cache_write(f32(v), kind, vb.data, vts, vs, vz, sh.B, sh.Hkv, sh.T, sh.D, pos);
+  sh.valid = pos + sh.T;
+  const gsk::Strides rows = gsk::Strides::token_major(sh.B, sh.Hkv);
+  gsk::KVView kv{kind, kb.data, ks, kz, rows}, vv{kind, vb.data, vs, vz, rows};
+  gsk::attention(f32(q), kv, vv, f32(a[mask]), scalar(a[mask + 1]), sh, static_cast<float*>(a[out].data), prefix);
+  *filled = static_cast<int32_t>(pos + sh.T);
+  return kOk;
+}
+
+// q, k, v, key buffer, value buffer, length, mask, softmax_scale -> out
+int gsk_cache_attention_float(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  return cache_attention(Args{nparam, params, ndims, shapes, dtypes}, gsk::CacheKind::kFloat);
+}
+
+// q, k, v, key codes, k_scale [Hkv, 1, D], k_zp, value codes, v_scale, v_zp, length, mask, softmax_scale -> out
+int gsk_cache_attention_channel(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  return cache_attention(Args{nparam, params, ndims, shapes, dtypes}, gsk::CacheKind::kChannel);
+}
+
+// q, k, v, key codes, key scales [cap, B, Hkv, 1], value codes, value scales, length, mask, softmax_scale -> out
+int gsk_cache_attention_token(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  return cache_attention(Args{nparam, params, ndims, shapes, dtypes}, gsk::CacheKind::kToken);
+}
+
+// x [.., H] float32, w [H] float32, eps [1] float32 -> y [.., H]
+int gsk_rms_norm(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 4 || !a[0].is("float32") || !a[1].is("float32") || !a[2].is("float32")) return kBadArgs;
+  const int64_t H = a[0].dim(-1);
+  if (a[1].numel() != H || a[2].numel() != 1 || a[3].numel() != a[0].numel()) return kBadArgs;
+  gsk::rms_norm(f32(a[0]), f32(a[1]), scalar(a[2]), a[0].numel() / H, H, static_cast<float*>(a[3].data));
+  return kOk;
+}
+
+// x [B, H, T, D] float32, cos [T, D], sin [T, D] -> y [B, H, T, D]
+int gsk_rotary(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 4 || !a[0].is("float32") || !a[1].is("float32") || !a[2].is("float32") || a[0].ndim != 4) return kBadArgs;
+  const int64_t T = a[0].dim(2), D = a[0].dim(3);
+  if (D % 2 || a[1].numel() != T * D || a[2].numel() != T * D) return kBadArgs;
+  gsk::rotary(f32(a[0]), f32(a[1]), f32(a[2]), a[0].dim(0) * a[0].dim(1), T, D, static_cast<float*>(a[3].data));
+  return kOk;
+}
+
+// gate, up (same shape) float32 -> silu(gate) * up
+int gsk_silu_mul(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 3 || !a[0].is("float32") || !a[1].is("float32") || a[1].numel() != a[0].numel()) return kBadArgs;
+  gsk::silu_mul(f32(a[0]), f32(a[1]), a[0].numel(), static_cast<float*>(a[2].data));
+  return kOk;
+}
+
+// a, b float32 of the same size -> a + b
+int gsk_add(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 3 || !a[0].is("float32") || !a[1].is("float32") || a[1].numel() != a[0].numel() || a[2].numel() != a[0].numel()) return kBadArgs;
+  gsk::add(f32(a[0]), f32(a[1]), a[0].numel(), static_cast<float*>(a[2].data));
+  return kOk;
+}
+
+static bool fake_quant_shape(const Arg& x, const Arg& scale, const Arg& zp, const Arg& bounds, gsk::FakeQuantShape& sh) {
+  if (!x.is("float32") || !scale.is("float32") || !zp.is("float32") || !bounds.is("float32") || bounds.numel() != 2 || x.ndim < 1) return false;
+  const int64_t n = x.numel(), c = scale.numel();
+  if (zp.numel() != c || (c != 1 && c != x.dim(0))) return false;
+  sh = {c, c ? n / c : 0, c == 1};
+  if (sh.broadcast) sh = {1, n, true};
+  return true;
+}
+
+// x float32, scale and zp [1] or [x.shape[0], 1, ...], bounds [qmin, qmax] -> fake-quantized x
+int gsk_fake_quant(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  gsk::FakeQuantShape sh;
+  if (nparam != 5 || !fake_quant_shape(a[0], a[1], a[2], a[3], sh) || a[4].numel() != a[0].numel()) return kBadArgs;
+  gsk::fake_quant(f32(a[0]), f32(a[1]), f32(a[2]), f32(a[3])[0], f32(a[3])[1], sh, static_cast<float*>(a[4].data));
+  return kOk;
+}
+
+// x, scale, zp, bounds, dout -> dx (straight-through: dout where x quantizes without clipping)
+int gsk_fake_quant_grad(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  gsk::FakeQuantShape sh;
+  if (nparam != 6 || !fake_quant_shape(a[0], a[1], a[2], a[3], sh) || !a[4].is("float32") || a[4].numel() != a[0].numel() || a[5].numel() != a[0].numel()) return kBadArgs;
+  gsk::fake_quant_grad(f32(a[0]), f32(a[1]), f32(a[2]), f32(a[3])[0], f32(a[3])[1], sh, f32(a[4]), static_cast<float*>(a[5].data));
+  return kOk;
+}
+
+// x float32 -> [2]: (min, max) of all of x
+int gsk_minmax(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 2 || !a[0].is("float32") || a[0].numel() == 0 || a[1].numel() != 2) return kBadArgs;
+  gsk::minmax(f32(a[0]), 1, a[0].numel(), static_cast<float*>(a[1].data));
+  return kOk;
+}
+
+// x float32 [C, ...] -> [C, 2]: (min, max) of each leading-axis channel
+int gsk_channel_minmax(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 2 || !a[0].is("float32") || a[0].ndim < 1 || a[0].numel() == 0 || a[1].numel() != 2 * a[0].dim(0)) return kBadArgs;
+  gsk::minmax(f32(a[0]), a[0].dim(0), a[0].numel() / a[0].dim(0), static_cast<float*>(a[1].data));
+  return kOk;
+}
+
+// x [R, C] float32, scale [R] or [1], zp [R] or [1], bounds [qmin, qmax] -> codes [R, C] int8 or
+// uint8, nonfinite [1] int32 (count of NaN/Inf in x; the codes are then not valid)
+int gsk_quantize(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 6 || !a[0].is("float32") || a[0].ndim != 2 || !a[1].is("float32") || !a[2].is("float32") || !a[3].is("float32") || a[3].numel() != 2) return kBadArgs;
+  const int64_t R = a[0].dim(0), C = a[0].dim(1), n = a[1].numel();
+  if ((n != 1 && n != R) || a[2].numel() != n || a[4].numel() != R * C || !a[5].is("int32") || a[5].numel() != 1) return kBadArgs;
+  const float qmin = f32(a[3])[0], qmax = f32(a[3])[1];
+  int64_t bad;
+  if (a[4].is("int8")) {
+    bad = gsk::quantize_rows(f32(a[0]), R, C, f32(a[1]), f32(a[2]), n != 1, qmin, qmax, static_cast<int8_t*>(a[4].data));
+  } else if (a[4].is("uint8")) {
+    bad = gsk::quantize_rows(f32(a[0]), R, C, f32(a[1]), f32(a[2]), n != 1, qmin, qmax, static_cast<uint8_t*>(a[4].data));
+  } else {
+    return kBadArgs;
+  }
+  *static_cast<int32_t*>(a[5].data) = static_cast<int32_t>(std::min<int64_t>(bad, INT32_MAX));
+  return kOk;
+}
+
+}  // extern "C"

@@ -1,0 +1,610 @@
+// Quantized linear layers: y[M, N] = x[M, K] times a low-bit weight [N, K] (transpose_b layout).
+//
+// Weight-only (float activations):
+//   w8: int8 codes q, per output channel scale s and zp_neg z:  w = (q + z) * s
+//   w4: int4 codes packed two per byte along K (code 2b in the low nibble of byte b), per group
+//       of G input channels scale s[n, g] and zp_neg z[n, g]; the last group may be shorter.
+// Integer (int8 activations, int8 weights per output channel):
+//   a8w8: x is quantized inside the kernel, statically (one scale and zero point) or dynamically
+//       (symmetric, one scale per row), multiplied exactly in int32, rescaled once at the end.
+//   a8w4: x quantized the same way, its codes (minus the zero point, as floats: exact) times the
+//       int4 weight of w4, then the row's activation scale: the MindSpore path's order (a
+//       scale per weight group leaves no single integer sum to rescale).
+//
+// Two shapes of work: decode (M <= kGemvRows rows) streams each weight row once straight from
+// its int8 storage; prefill (more rows) converts panels of the weight into a packed buffer that
+// a register-tiled micro-kernel reuses across all rows. Both split the output channels across
+// OpenMP threads.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "pool.h"
+#include "simd.h"
+
+namespace gsk {
+
+constexpr int64_t kGemvRows = 8;  // decode shapes (M = 1..8) take the GEMV kernels
+constexpr int64_t kGemvGrain = 64;  // weight rows per GEMV chunk
+
+inline int8_t int4_code(const int8_t* row, int64_t k) {
+  int8_t b = row[k >> 1];
+  return (k & 1) ? static_cast<int8_t>(b >> 4) : static_cast<int8_t>(static_cast<int8_t>(static_cast<uint8_t>(b) << 4) >> 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Float GEMM for prefill: C[M, N] (+)= A[M, K] Bp, where Bp holds packed panels of NR columns.
+
+constexpr int kMR = 6;
+constexpr int kNR = 2 * FV::W;
+constexpr int64_t kKC = 256;
+constexpr int64_t kMC = 96;
+
+// C[MR rows][nr <= kNR] (+)= A B over kc: A packed [kc][MR] (ap), B packed [kc][kNR] (bp).
+template <int MR>
+inline void micro_f32(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, int nr, bool accumulate) {
+  using V = FV::V;
+  constexpr int W = FV::W;
+  V c0[MR], c1[MR];
+  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = FV::zero();
+  for (int64_t kk = 0; kk < kc; ++kk) {
+    V b0 = FV::load(bp + kk * kNR), b1 = FV::load(bp + kk * kNR + W);
+    for (int i = 0; i < MR; ++i) {
+      V av = FV::set1(ap[kk * MR + i]);
+      c0[i] = FV::fma(av, b0, c0[i]);
+      c1[i] = FV::fma(av, b1, c1[i]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    float* row = c + i * ldc;
+    if (nr == kNR) {
+      if (accumulate) {
+        c0[i] = FV::add(c0[i], FV::load(row));
+        c1[i] = FV::add(c1[i], FV::load(row + W));
+      }
+      FV::store(row, c0[i]);
+      FV::store(row + W, c1[i]);
+    } else {
+      float tmp[kNR];
+      FV::store(tmp, c0[i]);
+      FV::store(tmp + W, c1[i]);
+      for (int j = 0; j < nr; ++j) row[j] = accumulate ? row[j] + tmp[j] : tmp[j];
+    }
+  }
+}
+
+inline void micro_f32_rows(int mr, int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, int nr, bool accumulate) {
+  switch (mr) {
+    case 6: micro_f32<6>(kc, ap, bp, c, ldc, nr, accumulate); break;
+    case 5: micro_f32<5>(kc, ap, bp, c, ldc, nr, accumulate); break;
+    case 4: micro_f32<4>(kc, ap, bp, c, ldc, nr, accumulate); break;
+    case 3: micro_f32<3>(kc, ap, bp, c, ldc, nr, accumulate); break;
+    case 2: micro_f32<2>(kc, ap, bp, c, ldc, nr, accumulate); break;
+    default: micro_f32<1>(kc, ap, bp, c, ldc, nr, accumulate); break;
+  }
+}
+
+// Rows m0 .. m1 of A, columns k0 .. k0 + kc, as consecutive panels of kMR rows, each [kc][mr].
+inline void pack_rows(const float* a, int64_t K, int64_t m0, int64_t m1, int64_t k0, int64_t kc, float* ap) {
+  for (int64_t m = m0; m < m1; m += kMR) {
+    const int64_t mr = std::min<int64_t>(kMR, m1 - m);
+    float* panel = ap + (m - m0) * kc;
+    for (int64_t kk = 0; kk < kc; ++kk)
+      for (int64_t i = 0; i < mr; ++i) panel[kk * mr + i] = a[(m + i) * K + k0 + kk];
+  }
+}
+
+// A grow-only buffer per calling thread (slot tells buffers of one call apart): prefill packs
+// the whole weight once per call, and reusing the memory keeps page faults out of every call.
+template <class T>
+T* scratch(size_t n, int slot) {
+  thread_local std::vector<T> buffers[2];
+  if (buffers[slot].size() < n) buffers[slot].resize(n);
+  return buffers[slot].data();
+}
+
+// Work is split into chunks of (a block of kMC rows) x (a block of column panels). Row blocks
+// come first: a chunk packs its rows of A once per block of K and reuses them across all its
+// panels. Columns are split only as far as needed to give every thread two chunks.
+struct GemmChunks {
+  int64_t panels, row_blocks, col_blocks, per_col_block;
+  GemmChunks(int64_t M, int64_t N, int64_t nr) : panels((N + nr - 1) / nr), row_blocks((M + kMC - 1) / kMC) {
+    const int64_t wanted = 2 * Pool::instance().threads();
+    col_blocks = std::min(panels, std::max<int64_t>(1, (wanted + row_blocks - 1) / row_blocks));
+    per_col_block = (panels + col_blocks - 1) / col_blocks;
+    col_blocks = (panels + per_col_block - 1) / per_col_block;
+  }
+  int64_t count() const { return col_blocks * row_blocks; }
+  int64_t first_panel(int64_t chunk) const { return (chunk % col_blocks) * per_col_block; }
+  int64_t end_panel(int64_t chunk) const { return std::min(first_panel(chunk) + per_col_block, panels); }
+  int64_t first_row(int64_t chunk) const { return (chunk / col_blocks) * kMC; }
+};
+
+// pack(n0, bp): fill bp[K][kNR] with weight columns n0 .. n0 + kNR (0 past N), all of K.
+// finish(m0, m1, n0, n1): runs once per chunk after all of K, e.g. to rescale its outputs.
+template <class Pack, class Finish>
+void gemm_f32(int64_t M, int64_t N, int64_t K, const float* a, float* c, const Pack& pack, const Finish& finish) {
+  const GemmChunks chunks(M, N, kNR);
+  float* bp = scratch<float>(static_cast<size_t>(chunks.panels * K * kNR), 0);
+  parallel_for(chunks.panels, 2, N * K * 8, [&](int64_t first, int64_t last) {
+    for (int64_t p = first; p < last; ++p) pack(p * kNR, bp + p * K * kNR);
+  });
+  parallel_for(chunks.count(), 1, M * N * K, [&](int64_t first, int64_t last) {
+    float* ap = scratch<float>(static_cast<size_t>(kMC * kKC), 1);
+    for (int64_t chunk = first; chunk < last; ++chunk) {
+      const int64_t p0 = chunks.first_panel(chunk), p1 = chunks.end_panel(chunk);
+      const int64_t m0 = chunks.first_row(chunk), m1 = std::min(m0 + kMC, M);
+      for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+        const int64_t kc = std::min(kKC, K - k0);
+        pack_rows(a, K, m0, m1, k0, kc, ap);
+        for (int64_t p = p0; p < p1; ++p) {
+          const int nr = static_cast<int>(std::min<int64_t>(kNR, N - p * kNR));
+          for (int64_t m = m0; m < m1; m += kMR) {
+            const int mr = static_cast<int>(std::min<int64_t>(kMR, m1 - m));
+            micro_f32_rows(mr, kc, ap + (m - m0) * kc, bp + (p * K + k0) * kNR, c + m * N + p * kNR, N, nr, k0 > 0);
+          }
+        }
+      }
+      finish(m0, m1, p0 * kNR, std::min(p1 * kNR, N));
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weight-only int8, per output channel.
+
+struct W8 {
+  const int8_t* q;
+  const float* scale;
+  const float* zp_neg;
+  int64_t N, K;
+};
+
+// Decode: rows n0..n0+NB of the weight against MB rows of x. sx[m] = sum_k x[m, k].
+template <int MB, int NB>
+inline void w8_gemv_block(const float* x, const float* sx, const W8& w, int64_t n0, float* y) {
+  using V = FV::V;
+  const int64_t K = w.K;
+  V acc[NB][MB];
+  for (int j = 0; j < NB; ++j)
+    for (int i = 0; i < MB; ++i) acc[j][i] = FV::zero();
+  int64_t k = 0;
+  for (; k + FV::W <= K; k += FV::W) {
+    V wv[NB];
+    for (int j = 0; j < NB; ++j) wv[j] = FV::from_i8(w.q + (n0 + j) * K + k);
+    for (int i = 0; i < MB; ++i) {
+      V xv = FV::load(x + i * K + k);
+      for (int j = 0; j < NB; ++j) acc[j][i] = FV::fma(xv, wv[j], acc[j][i]);
+    }
+  }
+  for (int j = 0; j < NB; ++j) {
+    const int64_t n = n0 + j;
+    const int8_t* row = w.q + n * K;
+    for (int i = 0; i < MB; ++i) {
+      float s = FV::sum(acc[j][i]);
+      for (int64_t kk = k; kk < K; ++kk) s += x[i * K + kk] * static_cast<float>(row[kk]);
+      y[i * w.N + n] = (s + w.zp_neg[n] * sx[i]) * w.scale[n];
+    }
+  }
+}
+
+template <int MB>
+void w8_gemv(const float* x, const float* sx, const W8& w, float* y) {
+  constexpr int NB = MB <= 2 ? 4 : (MB <= 4 ? 2 : 1);
+  const int64_t N = w.N, blocks = N / NB;
+  parallel_for(blocks, kGemvGrain / NB, MB * N * w.K, [&](int64_t first, int64_t last) {
+    for (int64_t b = first; b < last; ++b) w8_gemv_block<MB, NB>(x, sx, w, b * NB, y);
+  });
+  for (int64_t n = blocks * NB; n < N; ++n) w8_gemv_block<MB, 1>(x, sx, w, n, y);
+}
+
+inline void row_sums(const float* x, int64_t M, int64_t K, float* sx) {
+  for (int64_t m = 0; m < M; ++m) {
+    float s = 0.0f;
+    for (int64_t k = 0; k < K; ++k) s += x[m * K + k];
+    sx[m] = s;
+  }
+}
+
+inline void w8_linear(const float* x, int64_t M, const W8& w, float* y) {
+  if (M <= kGemvRows) {
+    float sx[kGemvRows];
+    row_sums(x, M, w.K, sx);
+    switch (M) {
+      case 1: w8_gemv<1>(x, sx, w, y); break;
+      case 2: w8_gemv<2>(x, sx, w, y); break;
+      case 3: w8_gemv<3>(x, sx, w, y); break;
+      case 4: w8_gemv<4>(x, sx, w, y); break;
+      case 5: w8_gemv<5>(x, sx, w, y); break;
+      case 6: w8_gemv<6>(x, sx, w, y); break;
+      case 7: w8_gemv<7>(x, sx, w, y); break;
+      default: w8_gemv<8>(x, sx, w, y); break;
+    }
+    return;
+  }
+  // Prefill: y = (x @ (q + zp_neg).T) * scale, the order the MindSpore path computes in.
+  auto pack = [&w](int64_t n0, float* bp) {
+    for (int j = 0; j < kNR; ++j) {
+      const int64_t n = n0 + j;
+      if (n >= w.N) {
+        for (int64_t k = 0; k < w.K; ++k) bp[k * kNR + j] = 0.0f;
+        continue;
+      }
+      const int8_t* row = w.q + n * w.K;
+      const float z = w.zp_neg[n];
+      for (int64_t k = 0; k < w.K; ++k) bp[k * kNR + j] = static_cast<float>(row[k]) + z;
+    }
+  };
+  auto finish = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    for (int64_t m = m0; m < m1; ++m)
+      for (int64_t n = n0; n < n1; ++n) y[m * w.N + n] *= w.scale[n];
+  };
+  gemm_f32(M, w.N, w.K, x, y, pack, finish);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weight-only int4 per group, packed two per byte.
+
+struct W4 {
+  const int8_t* q;  // [N, K/2]
+  const float* scale;  // [N, groups]
+  const float* zp_neg;  // [N, groups]
+  int64_t N, K, group, groups;
+};
+
+// x rearranged for the nibble layout: inside each vector chunk of 2W codes (W bytes) that lies
+// within one group, the W even-indexed values come first, then the W odd-indexed ones, matching
+// from_i4's (low nibbles, high nibbles). Values outside whole chunks stay in place.
+// End of the part of group [g0, g1) that whole vector chunks cover (none if g0 is odd: a
+// chunk must start on a byte boundary).
+inline int64_t w4_vector_end(int64_t g0, int64_t g1) {
+  constexpr int64_t C = 2 * FV::W;
+  return (g0 & 1) ? g0 : g0 + (g1 - g0) / C * C;
+}
+
+inline void w4_permute_row(const float* x, const W4& w, float* xp) {
+  constexpr int W = FV::W;
+  for (int64_t g = 0; g < w.groups; ++g) {
+    const int64_t g0 = g * w.group, g1 = std::min(g0 + w.group, w.K), gv = w4_vector_end(g0, g1);
+    int64_t k = g0;
+    for (; k < gv; k += 2 * W)
+      for (int l = 0; l < W; ++l) {
+        xp[k + l] = x[k + 2 * l];
+        xp[k + W + l] = x[k + 2 * l + 1];
+      }
+    for (; k < g1; ++k) xp[k] = x[k];
+  }
+}
+
+template <int MB, int NB>
+inline void w4_gemv_block(const float* xp, const float* x, const float* sxg, const W4& w, int64_t n0, float* y) {
+  using V = FV::V;
+  constexpr int W = FV::W;
+  const int64_t K = w.K, half = K / 2;
+  float out[NB][MB] = {};
+  for (int64_t g = 0; g < w.groups; ++g) {
+    const int64_t g0 = g * w.group, g1 = std::min(g0 + w.group, K), gv = w4_vector_end(g0, g1);
+    V acc[NB][MB];
+    for (int j = 0; j < NB; ++j)
+      for (int i = 0; i < MB; ++i) acc[j][i] = FV::zero();
+    int64_t k = g0;
+    for (; k < gv; k += 2 * W) {
+      V even[NB], odd[NB];
+      for (int j = 0; j < NB; ++j) FV::from_i4(w.q + (n0 + j) * half + k / 2, even[j], odd[j]);
+      for (int i = 0; i < MB; ++i) {
+        V xe = FV::load(xp + i * K + k), xo = FV::load(xp + i * K + k + W);
+        for (int j = 0; j < NB; ++j) acc[j][i] = FV::fma(xo, odd[j], FV::fma(xe, even[j], acc[j][i]));
+      }
+    }
+    for (int j = 0; j < NB; ++j) {
+      const int64_t n = n0 + j;
+      const int8_t* row = w.q + n * half;
+      const float s = w.scale[n * w.groups + g], z = w.zp_neg[n * w.groups + g];
+      for (int i = 0; i < MB; ++i) {
+        float d = FV::sum(acc[j][i]);
+        for (int64_t kk = k; kk < g1; ++kk) d += x[i * K + kk] * static_cast<float>(int4_code(row, kk));
+        out[j][i] += (d + z * sxg[i * w.groups + g]) * s;
+      }
+    }
+  }
+  for (int j = 0; j < NB; ++j)
+    for (int i = 0; i < MB; ++i) y[i * w.N + n0 + j] = out[j][i];
+}
+
+template <int MB>
+void w4_gemv(const float* xp, const float* x, const float* sxg, const W4& w, float* y) {
+  constexpr int NB = MB <= 2 ? 4 : (MB <= 4 ? 2 : 1);
+  const int64_t N = w.N, blocks = N / NB;
+  parallel_for(blocks, kGemvGrain / NB, MB * N * w.K, [&](int64_t first, int64_t last) {
+    for (int64_t b = first; b < last; ++b) w4_gemv_block<MB, NB>(xp, x, sxg, w, b * NB, y);
+  });
+  for (int64_t n = blocks * NB; n < N; ++n) w4_gemv_block<MB, 1>(xp, x, sxg, w, n, y);
+}
+
+inline void w4_linear(const float* x, int64_t M, const W4& w, float* y) {
+  const int64_t K = w.K;
+  if (M <= kGemvRows) {
+    std::vector<float> xp(static_cast<size_t>(M * K)), sxg(static_cast<size_t>(M * w.groups));
+    for (int64_t m = 0; m < M; ++m) {
+      w4_permute_row(x + m * K, w, xp.data() + m * K);
+      for (int64_t g = 0; g < w.groups; ++g) {
+        float s = 0.0f;
+        for (int64_t k = g * w.group; k < std::min((g + 1) * w.group, K); ++k) s += x[m * K + k];
+        sxg[m * w.groups + g] = s;
+      }
+    }
+    switch (M) {
+      case 1: w4_gemv<1>(xp.data(), x, sxg.data(), w, y); break;
+      case 2: w4_gemv<2>(xp.data(), x, sxg.data(), w, y); break;
+      case 3: w4_gemv<3>(xp.data(), x, sxg.data(), w, y); break;
+      case 4: w4_gemv<4>(xp.data(), x, sxg.data(), w, y); break;
+      case 5: w4_gemv<5>(xp.data(), x, sxg.data(), w, y); break;
+      case 6: w4_gemv<6>(xp.data(), x, sxg.data(), w, y); break;
+      case 7: w4_gemv<7>(xp.data(), x, sxg.data(), w, y); break;
+      default: w4_gemv<8>(xp.data(), x, sxg.data(), w, y); break;
+    }
+    return;
+  }
+  // Prefill: y = x @ ((code + zp_neg) * scale).T, the MindSpore path's dequantised weight.
+  auto pack = [&w](int64_t n0, float* bp) {
+    for (int j = 0; j < kNR; ++j) {
+      const int64_t n = n0 + j;
+      if (n >= w.N) {
+        for (int64_t k = 0; k < w.K; ++k) bp[k * kNR + j] = 0.0f;
+        continue;
+      }
+      const int8_t* row = w.q + n * (w.K / 2);
+      for (int64_t g = 0; g < w.groups; ++g) {
+        const float s = w.scale[n * w.groups + g], z = w.zp_neg[n * w.groups + g];
+        const int64_t g0 = g * w.group, g1 = std::min(g0 + w.group, w.K);
+        int64_t k = g0;
+        if (k & 1) {  // a group starting inside a byte (odd group size)
+          bp[k * kNR + j] = (static_cast<float>(int4_code(row, k)) + z) * s;
+          ++k;
+        }
+        for (; k + 1 < g1; k += 2) {  // whole bytes: low nibble then high nibble
+          const int8_t b = row[k >> 1];
+          bp[k * kNR + j] = (static_cast<float>(static_cast<int8_t>(static_cast<uint8_t>(b) << 4) >> 4) + z) * s;
+          bp[(k + 1) * kNR + j] = (static_cast<float>(b >> 4) + z) * s;
+        }
+        if (k < g1) bp[k * kNR + j] = (static_cast<float>(int4_code(row, k)) + z) * s;
+      }
+    }
+  };
+  gemm_f32(M, w.N, K, x, y, pack, [](int64_t, int64_t, int64_t, int64_t) {});
+}
+
+// ---------------------------------------------------------------------------------------------
+// int8 activations x int8 weights, exact in int32.
+
+struct A8W8 {
+  const int8_t* q;  // [N, K]
+  const float* scale;  // [N] weight scale
+  const float* zp_neg;  // [N] weight zp_neg (integers)
+  int64_t N, K;
+};
+
+// Activation codes of M rows, encoded for IV and padded with code 0 to a multiple of the
+// vector width; plus what the epilogue needs: per-row scale, zero point and code sum.
+struct QuantizedRows {
+  int64_t M, K, ld;
+  std::vector<IV::A> a;
+  std::vector<float> scale;
+  std::vector<int32_t> zero, sum;
+};
+
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Activations ``x * smooth`` (SmoothQuant's input scale; all ones for layers without) quantized:
+// static: code = clamp(rint(v / s) + zp, -128, 127); dynamic (per row): s = max(max|v| / 127,
+// 1e-12), code = clamp(rint(v / s), -127, 127). Division, not a reciprocal multiply, and rint in
+// the default rounding mode: the MindSpore path's codes, bit for bit.
+// One row of K activations (times smooth) to int8 codes; returns the row's scale and sets zp.
+inline float quantize_row(const float* x, const float* smooth, int64_t K, bool dynamic, float static_scale, float static_zp, float* v, int8_t* codes, float& zp) {
+  for (int64_t k = 0; k < K; ++k) v[k] = x[k] * smooth[k];
+  float s = static_scale, lo = -128.0f, hi = 127.0f;
+  zp = static_zp;
+  if (dynamic) {
+    float amax = 0.0f;
+    for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(v[k]));
+    s = std::max(amax / 127.0f, 1e-12f);
+    lo = -127.0f;
+    zp = 0.0f;
+  }
+  for (int64_t k = 0; k < K; ++k) codes[k] = static_cast<int8_t>(std::min(std::max(std::nearbyint(v[k] / s) + zp, lo), hi));
+  return s;
+}
+
+inline QuantizedRows quantize_activations(const float* x, const float* smooth, int64_t M, int64_t K, bool dynamic, float static_scale, float static_zp) {
+  QuantizedRows r{M, K, round_up(K, std::max<int64_t>(IV::RW, 4 * IV::KP)), {}, {}, {}, {}};
+  r.a.assign(static_cast<size_t>(M * r.ld), IV::encode(0));
+  r.scale.resize(M);
+  r.zero.resize(M);
+  r.sum.resize(M);
+  std::vector<float> v(static_cast<size_t>(K));
+  std::vector<int8_t> codes(static_cast<size_t>(K));
+  for (int64_t m = 0; m < M; ++m) {
+    float zp = 0.0f;
+    r.scale[m] = quantize_row(x + m * K, smooth, K, dynamic, static_scale, static_zp, v.data(), codes.data(), zp);
+    int32_t total = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      r.a[m * r.ld + k] = IV::encode(codes[k]);
+      total += codes[k];
+    }
+    r.zero[m] = static_cast<int32_t>(zp);
+    r.sum[m] = total;
+  }
+  return r;
+}
+
+// sum_k (xq - xzp)(wq + wzn) expanded into exact integer terms, then float(t) * xs * ws.
+inline float a8w8_output(int64_t sxw, int64_t sx, int64_t sw, int64_t xzp, int64_t wzn, int64_t K, float xs, float ws) {
+  const int64_t t = sxw + wzn * sx - xzp * sw - xzp * wzn * K;
+  return (static_cast<float>(t) * xs) * ws;
+}
+
+template <int MB, int NB>
+inline void a8w8_gemv_block(const QuantizedRows& xq, const A8W8& w, int64_t n0, float* y) {
+  using V = IV::V;
+  const int64_t K = w.K;
+  V acc[NB][MB], sw[NB];
+  for (int j = 0; j < NB; ++j) {
+    sw[j] = IV::zero();
+    for (int i = 0; i < MB; ++i) acc[j][i] = IV::zero();
+  }
+  int64_t k = 0;
+  for (; k + IV::RW <= K; k += IV::RW) {
+    decltype(IV::row_load_w(nullptr)) wv[NB];
+    for (int j = 0; j < NB; ++j) {
+      wv[j] = IV::row_load_w(w.q + (n0 + j) * K + k);
+      sw[j] = IV::row_sum_w(sw[j], wv[j]);
+    }
+    for (int i = 0; i < MB; ++i) {
+      auto av = IV::row_load_a(xq.a.data() + i * xq.ld + k);
+      for (int j = 0; j < NB; ++j) acc[j][i] = IV::row_dot(acc[j][i], av, wv[j]);
+    }
+  }
+  for (int j = 0; j < NB; ++j) {
+    const int64_t n = n0 + j;
+    const int8_t* row = w.q + n * K;
+    int64_t swn = IV::sum(sw[j]);
+    int64_t tail_w = 0;
+    for (int64_t kk = k; kk < K; ++kk) tail_w += row[kk];
+    for (int i = 0; i < MB; ++i) {
+      int64_t sxw = static_cast<int64_t>(IV::sum(acc[j][i])) - IV::kBias * swn;
+      for (int64_t kk = k; kk < K; ++kk) sxw += static_cast<int64_t>(xq.a[i * xq.ld + kk] - IV::kBias) * row[kk];
+      y[i * w.N + n] = a8w8_output(sxw, xq.sum[i], swn + tail_w, xq.zero[i], static_cast<int64_t>(w.zp_neg[n]), K, xq.scale[i], w.scale[n]);
+    }
+  }
+}
+
+template <int MB>
+void a8w8_gemv(const QuantizedRows& xq, const A8W8& w, float* y) {
+  constexpr int NB = MB <= 2 ? 4 : (MB <= 4 ? 2 : 1);
+  const int64_t N = w.N, blocks = N / NB;
+  parallel_for(blocks, kGemvGrain / NB, MB * N * w.K, [&](int64_t first, int64_t last) {
+    for (int64_t b = first; b < last; ++b) a8w8_gemv_block<MB, NB>(xq, w, b * NB, y);
+  });
+  for (int64_t n = blocks * NB; n < N; ++n) a8w8_gemv_block<MB, 1>(xq, w, n, y);
+}
+
+// Prefill: int32 C tile += A (encoded codes) x Bp, Bp = kc/KP groups of [2 * NL channels][KP].
+constexpr int kINR = 2 * IV::NL;
+constexpr int64_t kIKC = 512;
+
+template <int MR>
+inline void micro_i8(int64_t kgroups, const IV::A* a, int64_t lda, const IV::B* bp, int32_t* c, int64_t ldc, int nr, bool accumulate) {
+  using V = IV::V;
+  V c0[MR], c1[MR];
+  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = IV::zero();
+  for (int64_t g = 0; g < kgroups; ++g) {
+    V b0 = IV::load_b(bp + g * kINR * IV::KP), b1 = IV::load_b(bp + g * kINR * IV::KP + IV::NL * IV::KP);
+    for (int i = 0; i < MR; ++i) {
+      V av = IV::broadcast(a + i * lda + g * IV::KP);
+      c0[i] = IV::dot(c0[i], av, b0);
+      c1[i] = IV::dot(c1[i], av, b1);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    int32_t tmp[kINR];
+    IV::store(tmp, c0[i]);
+    IV::store(tmp + IV::NL, c1[i]);
+    int32_t* row = c + i * ldc;
+    for (int j = 0; j < nr; ++j) row[j] = accumulate ? row[j] + tmp[j] : tmp[j];
+  }
+}
+
+inline void micro_i8_rows(int mr, int64_t kg, const IV::A* a, int64_t lda, const IV::B* bp, int32_t* c, int64_t ldc, int nr, bool accumulate) {
+  static_assert(IV::MR == 4 || IV::MR == 6, "micro_i8_rows dispatches 4 or 6 rows");
+  switch (mr) {
+    case 6: micro_i8<IV::MR == 6 ? 6 : 1>(kg, a, lda, bp, c, ldc, nr, accumulate); break;
+    case 5: micro_i8<IV::MR == 6 ? 5 : 1>(kg, a, lda, bp, c, ldc, nr, accumulate); break;
+    case 4: micro_i8<4>(kg, a, lda, bp, c, ldc, nr, accumulate); break;
+    case 3: micro_i8<3>(kg, a, lda, bp, c, ldc, nr, accumulate); break;
+    case 2: micro_i8<2>(kg, a, lda, bp, c, ldc, nr, accumulate); break;
+    default: micro_i8<1>(kg, a, lda, bp, c, ldc, nr, accumulate); break;
+  }
+}
+
+inline void a8w8_gemm(const QuantizedRows& xq, const A8W8& w, float* y) {
+  const int64_t M = xq.M, N = w.N, K = w.K, Kp = round_up(K, IV::KP);
+  const GemmChunks chunks(M, N, kINR);
+  // pack every panel once: [Kp / KP][kINR channels][KP], and each channel's code sum
+  IV::B* bp = scratch<IV::B>(static_cast<size_t>(chunks.panels * Kp * kINR), 0);
+  int64_t* sw = scratch<int64_t>(static_cast<size_t>(chunks.panels * kINR), 0);
+  parallel_for(chunks.panels, 2, N * K * 8, [&](int64_t first, int64_t last) {
+    for (int64_t p = first; p < last; ++p) {
+      IV::B* panel = bp + p * Kp * kINR;
+      for (int j = 0; j < kINR; ++j) {
+        const int64_t n = p * kINR + j;
+        const int8_t* row = n < N ? w.q + n * K : nullptr;
+        int64_t s = 0;
+        for (int64_t k = 0; k < Kp; ++k) {
+          const int8_t v = (row && k < K) ? row[k] : 0;
+          s += v;
+          panel[(k / IV::KP) * kINR * IV::KP + j * IV::KP + k % IV::KP] = v;
+        }
+        sw[n] = s;
+      }
+    }
+  });
+  int32_t* acc = scratch<int32_t>(static_cast<size_t>(M * N), 0);
+  parallel_for(chunks.count(), 1, M * N * K, [&](int64_t first, int64_t last) {
+    for (int64_t chunk = first; chunk < last; ++chunk) {
+      const int64_t p0 = chunks.first_panel(chunk), p1 = chunks.end_panel(chunk);
+      const int64_t m0 = chunks.first_row(chunk), m1 = std::min(m0 + kMC, M);
+      for (int64_t k0 = 0; k0 < Kp; k0 += kIKC) {
+        const int64_t kg = std::min(kIKC, Kp - k0) / IV::KP;
+        for (int64_t p = p0; p < p1; ++p) {
+          const int nr = static_cast<int>(std::min<int64_t>(kINR, N - p * kINR));
+          for (int64_t m = m0; m < m1; m += IV::MR) {
+            const int mr = static_cast<int>(std::min<int64_t>(IV::MR, m1 - m));
+            micro_i8_rows(mr, kg, xq.a.data() + m * xq.ld + k0, xq.ld, bp + (p * Kp + k0) * kINR, acc + m * N + p * kINR, N, nr, k0 > 0);
+          }
+        }
+      }
+      for (int64_t m = m0; m < m1; ++m)
+        for (int64_t n = p0 * kINR; n < std::min(p1 * kINR, N); ++n) {
+          const int64_t sxw = acc[m * N + n] - static_cast<int64_t>(IV::kBias) * sw[n];
+          y[m * N + n] = a8w8_output(sxw, xq.sum[m], sw[n], xq.zero[m], static_cast<int64_t>(w.zp_neg[n]), K, xq.scale[m], w.scale[n]);
+        }
+    }
+  });
+}
+
+inline void a8w8_linear(const float* x, const float* smooth, int64_t M, const A8W8& w, bool dynamic, float xs, float xzp, float* y) {
+  QuantizedRows xq = quantize_activations(x, smooth, M, w.K, dynamic, xs, xzp);
+  if (M > kGemvRows) {
+    a8w8_gemm(xq, w, y);
+    return;
+  }
+  switch (M) {
+    case 1: a8w8_gemv<1>(xq, w, y); break;
+    case 2: a8w8_gemv<2>(xq, w, y); break;
+    case 3: a8w8_gemv<3>(xq, w, y); break;
+    case 4: a8w8_gemv<4>(xq, w, y); break;
+    case 5: a8w8_gemv<5>(xq, w, y); break;
+    case 6: a8w8_gemv<6>(xq, w, y); break;
+    case 7: a8w8_gemv<7>(xq, w, y); break;
+    default: a8w8_gemv<8>(xq, w, y); break;
+  }
+}
+
+// int8 activations x int4 weights per group: y = ((code - zp) @ W.T) * activation scale.
+inline void a8w4_linear(const float* x, const float* smooth, int64_t M, const W4& w, bool dynamic, float xs, float xzp, float* y) {
+  const int64_t K = w.K;
+  std::vector<float> codes(static_cast<size_t>(M * K)), v(static_cast<size_t>(K)), scale(static_cast<size_t>(M));
+  std::vector<int8_t> row(static_cast<size_t>(K));
+  for (int64_t m = 0; m < M; ++m) {
+    float zp = 0.0f;
+    scale[m] = quantize_row(x + m * K, smooth, K, dynamic, xs, xzp, v.data(), row.data(), zp);
+    for (int64_t k = 0; k < K; ++k) codes[m * K + k] = static_cast<float>(row[k]) - zp;
+  }
+  w4_linear(codes.data(), M, w, y);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < w.N; ++n) y[m * w.N + n] *= scale[m];
+}
+
+}  // namespace gsk

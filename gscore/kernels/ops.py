@@ -1,0 +1,103 @@
+"""The native kernels as MindSpore operators (AOT custom operators, CPU).
+
+:func:`primitive` returns one ``ops.Custom`` per (kernel, level), created once and shared by
+every cell; a cell keeps the primitive it got when it was built, so a network is compiled
+(graph mode) or run (PyNative) with the level that was active then. Inputs are passed as they
+are stored: int8 weights untouched, scales in float32 or float16; the output has the dtype of
+the activations. Shapes follow the C++ entry points in ``csrc/entry.cc``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import mindspore as ms
+from mindspore import ops
+
+from gscore.kernels import PORTABLE, KernelError, level
+from gscore.kernels.build import library
+
+
+def _linear_shape(x: list[int], q: list[int], *_: Any) -> list[int]:
+    return [*x[:-1], q[0]]
+
+
+def _attention_shape(q: list[int], *_: Any) -> list[int]:
+    batch, heads, tokens, head_dim = q
+    return [batch, tokens, heads * head_dim]
+
+
+def _like_first(first: Any, *_: Any) -> Any:
+    return first
+
+
+def _float32(*_: Any) -> Any:
+    return ms.float32
+
+
+def _fake_quant_bprop(at: str) -> Callable[..., tuple]:
+    """Straight-through backward of ``fake_quant``: the gradient passes where the input
+    quantizes without clipping; scale, zero point and bounds get none."""
+    grad = primitive("fake_quant_grad", at)
+
+    def bprop(x: Any, scale: Any, zero_point: Any, bounds: Any, out: Any, dout: Any) -> tuple:
+        return grad(x, scale, zero_point, bounds, dout), ops.zeros_like(scale), ops.zeros_like(zero_point), ops.zeros_like(bounds)
+
+    return bprop
+
+
+# kernel name: (output shape from input shapes, output dtype from input dtypes)
+KERNELS: dict[str, tuple[Callable[..., list[int]], Callable[..., Any]]] = {
+    "w8_linear": (_linear_shape, _like_first),
+    "w4_linear": (_linear_shape, _like_first),
+    "a8w8_static_linear": (_linear_shape, _like_first),
+    "a8w8_dynamic_linear": (_linear_shape, _like_first),
+    "a8w4_static_linear": (_linear_shape, _like_first),
+    "a8w4_dynamic_linear": (_linear_shape, _like_first),
+    "attention_float": (_attention_shape, _float32),
+    "attention_channel": (_attention_shape, _float32),
+    "attention_token": (_attention_shape, _float32),
+    "cache_attention_float": (_attention_shape, _float32),
+    "cache_attention_channel": (_attention_shape, _float32),
+    "cache_attention_token": (_attention_shape, _float32),
+    "rms_norm": (_like_first, _like_first),
+    "rotary": (_like_first, _like_first),
+    "silu_mul": (_like_first, _like_first),
+    "add": (_like_first, _like_first),
+    "fake_quant": (_like_first, _like_first),
+    "fake_quant_grad": (_like_first, _like_first),
+    "minmax": (lambda x: [2], _like_first),
+    "channel_minmax": (lambda x: [x[0], 2], _like_first),
+}
+
+BPROPS: dict[str, Callable[[str], Callable[..., tuple]]] = {"fake_quant": _fake_quant_bprop}
+
+_primitives: dict[tuple[str, str], ops.Custom] = {}
+
+
+def _check_white_list(path: str) -> None:
+    allowed = os.environ.get("MS_CUSTOM_AOT_WHITE_LIST")
+    if allowed and not os.path.realpath(path).startswith(os.path.realpath(allowed)):
+        raise KernelError(
+            f"MS_CUSTOM_AOT_WHITE_LIST={allowed} does not contain the kernel cache ({path}); "
+            "add the cache to it, point GSCORE_CACHE inside it, or set GSCORE_KERNELS=portable"
+        )
+
+
+def primitive(name: str, at: str | None = None) -> ops.Custom | None:
+    """The operator for kernel ``name`` at level ``at`` (default: the active level);
+    None when that level is ``portable`` (the caller then uses MindSpore ops)."""
+    if name not in KERNELS:
+        raise KernelError(f"unknown kernel {name!r}; known: {', '.join(KERNELS)}")
+    at = at or level()
+    if at == PORTABLE:
+        return None
+    key = (name, at)
+    if key not in _primitives:
+        path = str(library(at))
+        _check_white_list(path)
+        shape, dtype = KERNELS[name]
+        bprop = BPROPS[name](at) if name in BPROPS else None
+        _primitives[key] = ops.Custom(f"{path}:gsk_{name}", out_shape=shape, out_dtype=dtype, func_type="aot", bprop=bprop)
+    return _primitives[key]

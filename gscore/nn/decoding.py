@@ -1,0 +1,82 @@
+"""Decoding with the forward pass compiled into MindSpore graphs.
+
+Run op by op (PyNative), a decode step of a small LLM is dominated by framework overhead: each
+of the few hundred small operators per token costs far more to dispatch than to compute. A
+compiled graph dispatches them from C++. Graphs need fixed shapes, so the KV caches switch to
+preallocated buffers (:meth:`gscore.nn.kv_cache.FloatKVCache.allocate`) and the mask covers
+the whole capacity; then a decode step has the same shapes at every position and compiles once
+(and the prompt's prefill once per prompt length).
+
+The network must offer ``forward(input_ids, cos, sin, mask)`` (tensors only),
+``position_inputs(tokens, start, width)``, ``reset_cache()``, ``prefix_length`` and ``config``, as
+:class:`gscore.models.llama.LlamaForCausalLM` does. A :class:`CompiledDecoder` is called like the
+network itself (``decoder(input_ids, start)``), so greedy loops written for the network
+(``LlamaHelper.generate``) run it unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mindspore as ms
+from mindspore import Tensor, nn
+
+from gscore.errors import ConfigError
+from gscore.nn.kv_cache import FloatKVCache
+from gscore.nn.walk import iter_cells
+
+
+class CompiledDecoder:
+    """``network``'s forward as compiled graphs over KV caches of ``capacity`` tokens.
+
+    ``graph=False`` (or setting :attr:`graph` later) runs the same fixed-shape forward op by op
+    instead, on the same caches: what compiling buys, measured. Use as a context manager (or
+    call :meth:`close`): leaving gives the caches back their growing storage and drops the
+    buffers, so the network's parameters are as before.
+    """
+
+    def __init__(self, network: nn.Cell, capacity: int, batch: int = 1, graph: bool = True) -> None:
+        limit = network.config.max_positions - network.prefix_length
+        if capacity < 1 or capacity > limit:
+            raise ConfigError(f"capacity must be 1..{limit} tokens (max_positions less the fixed prefix), got {capacity}")
+        self.network = network
+        self.config = network.config
+        self.capacity, self.batch = capacity, batch
+        self.caches = list(iter_cells(network, lambda c: isinstance(c, FloatKVCache)))
+        for name, cache in self.caches:
+            cache.allocate(batch, capacity, name)
+        self.filled = 0
+        self.graph = graph
+        self._compiled = ms.jit(network.forward)
+
+    def __call__(self, input_ids: Tensor, start: int = 0) -> Tensor:
+        """Logits ``[batch, tokens, vocab]`` for ``input_ids [batch, tokens]`` at positions
+        ``start ..``; ``start`` must be the number of tokens already cached."""
+        batch, tokens = input_ids.shape
+        if batch != self.batch:
+            raise ConfigError(f"this decoder holds caches for batch {self.batch}, got input of batch {batch}")
+        if start != self.filled:
+            raise ConfigError(f"the caches hold {self.filled} tokens; a call must start there, got start={start} (reset_cache() to begin again)")
+        if start + tokens > self.capacity:
+            raise ConfigError(f"{start + tokens} tokens exceed the cache capacity of {self.capacity}; build the decoder with a larger capacity")
+        forward = self._compiled if self.graph else self.network.forward
+        logits = forward(input_ids, *self.network.position_inputs(tokens, start, self.capacity))
+        self.filled += tokens
+        return logits
+
+    def reset_cache(self) -> None:
+        """Empty the caches (a new sequence starts)."""
+        self.network.reset_cache()
+        self.filled = 0
+
+    def close(self) -> None:
+        """Give the caches back their growing storage."""
+        for _, cache in self.caches:
+            cache.release()
+        self.caches = []
+
+    def __enter__(self) -> "CompiledDecoder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

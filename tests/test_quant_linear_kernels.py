@@ -1,0 +1,79 @@
+"""Deployed quantized layers: native kernels against the portable MindSpore path.
+
+The kernels read the same parameters (checkpoint layout unchanged). Tolerances: weight-only
+and A8W4 layers agree within float32 summation order (1e-5 relative to the output scale; A8W4
+multiplies identical activation codes by the float int4 weight on both paths); A8W8 layers
+are bit-identical while the portable path's float matmul of integer codes is itself exact
+(accumulators below 2^24, as here).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import Tensor, nn
+
+from gscore import kernels
+from gscore.nn.linear_view import linear_view
+from gscore.nn.passes import WeightSpec, quantize_network, simulated_linear
+from gscore.nn.quant_linear import QuantLinear
+from gscore.nn.quantizers import DynamicInputQuantizer, StaticInputQuantizer
+
+CASES = {
+    # name: (weight spec, input quantizer factory, expected kernel)
+    "w8": (WeightSpec(), lambda: None, "w8_linear"),
+    "w8-asymmetric": (WeightSpec(symmetric=False), lambda: None, "w8_linear"),
+    "w4-g64-ragged": (WeightSpec(bits=4, group_size=64, symmetric=False), lambda: None, "w4_linear"),
+    "a8w8-static": (WeightSpec(), lambda: StaticInputQuantizer(0.02, -3.0), "a8w8_static_linear"),
+    "a8w8-dynamic": (WeightSpec(), DynamicInputQuantizer, "a8w8_dynamic_linear"),
+    "a8w8-static-smooth": (WeightSpec(), lambda: StaticInputQuantizer(0.02, 5.0), "a8w8_static_linear"),
+    "a8w4-g64-static": (WeightSpec(bits=4, group_size=64), lambda: StaticInputQuantizer(0.02, -3.0), "a8w4_static_linear"),
+    "a8w4-g64-dynamic-smooth": (WeightSpec(bits=4, group_size=64, symmetric=False), DynamicInputQuantizer, "a8w4_dynamic_linear"),
+}
+SMOOTHED = {"a8w8-static-smooth", "a8w4-g64-dynamic-smooth"}
+
+
+class Wrapper(nn.Cell):
+    def __init__(self, layer: nn.Cell) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def construct(self, x):
+        return self.layer(x)
+
+
+def deployed(name: str, choice: str) -> Wrapper:
+    spec, input_quantizer, _ = CASES[name]
+    ms.set_seed(7)
+    net = Wrapper(nn.Dense(150, 37, has_bias=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
+        with kernels.forced(choice):
+            smooth = np.linspace(0.5, 2.0, 150).astype(np.float32) if name in SMOOTHED else None
+            net.layer = simulated_linear(linear_view(net.layer), spec, input_quantizer=input_quantizer(), smooth_scale=smooth)
+            quantize_network(net)
+    return net
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _blocking():
+    ms.runtime.launch_blocking()
+
+
+@pytest.mark.parametrize("level", kernels.supported_levels())
+@pytest.mark.parametrize("name", list(CASES))
+def test_native_layer_matches_the_portable_layer(name, level):
+    x = Tensor(np.random.default_rng(8).standard_normal((2, 5, 150)).astype(np.float32))
+    portable, native = deployed(name, "portable"), deployed(name, level)
+    assert isinstance(native.layer, QuantLinear) and native.layer.kernel == CASES[name][2]
+    assert portable.layer.kernel is None
+    assert [(p.name, p.dtype, p.shape) for p in native.get_parameters()] == [(p.name, p.dtype, p.shape) for p in portable.get_parameters()]
+    want, got = portable(x).asnumpy(), native(x).asnumpy()
+    assert got.shape == (2, 5, 37)
+    if name.startswith("a8w8"):
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
