@@ -102,7 +102,9 @@ def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"recipe {str(path)!r} cannot be read: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise RecipeError(f"recipe {str(path)!r} is not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise RecipeError(f"recipe {str(path)!r} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from exc
     return parse_recipe(data, source=str(path), default_name=path.stem)
 
 

@@ -105,6 +105,3 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail(f"internal error: {type(exc).__name__}: {exc} (GSCORE_DEBUG=1 shows the traceback)")
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from gscore.io.safetensors_io import export_safetensors
 
     deployed, _ = runs.deployed_network(run_)
-    description = read_description(run_.checkpoint)
+    stored = read_description(run_.checkpoint) or {}
+    description = {k: v for k, v in stored.items() if k not in ("format", "version")}  # as quantize exports it
     export_safetensors(deployed, args.out, description, metadata={"recipe": run_.recipe.to_yaml(), "model": run_.model})
     return {"out": str(args.out), "bytes": os.path.getsize(args.out), "parameters": sum(1 for _ in deployed.get_parameters())}
 

@@ -48,8 +48,8 @@ def check_deployed(quantized: Any, deployed: Any, ids: np.ndarray) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    recipe = load_recipe(args.recipe)
     model = sources.model_reference(args.model)
+    recipe = load_recipe(args.recipe)
     runs.require(args.force or not args.out.exists(), f"{str(args.out)!r} already exists; choose another --out or pass --force to replace it")
     runs.require(args.calib >= 1 and args.report_windows >= 1, "--calib and --report-windows must be at least 1")
     import mindspore as ms

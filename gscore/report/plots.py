@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gscore.errors import GscoreError
-from gscore.report.layers import LayerStats
+
+if TYPE_CHECKING:
+    from gscore.report.layers import LayerStats
 
 DPI = 110
 
