@@ -118,8 +118,12 @@ def run_row(name: str, windows: str, out: str) -> None:
     Path(out).write_text(json.dumps(row))
 
 
-def memory_probe(depth: int, out: str) -> None:
-    """Static A8W8+SmoothQuant calibration of a random SmolLM2-shaped Llama of ``depth`` blocks."""
+PROBE_PRESETS = ("a8w8-rotation", "a16w4-g128-gptq")
+"""Presets whose calibration memory is probed: the default, and GPTQ (one Hessian per layer)."""
+
+
+def memory_probe(name: str, depth: int, out: str) -> None:
+    """Calibration with preset ``name`` of a random SmolLM2-shaped Llama of ``depth`` blocks."""
     import mindspore as ms
     import numpy as np
 
@@ -134,9 +138,9 @@ def memory_probe(depth: int, out: str) -> None:
     weight_mib = sum(p.nbytes for p in net.get_parameters()) / 2**20
     before = peak_rss_mib()
     calibration = np.random.default_rng(0).integers(0, 49152, (8, 256), dtype=np.int32)
-    algo = gscore.get("ptq")(PTQConfig(act_quant_dtype="int8", outliers_suppression="smooth", algo_args={"progress": False}))
+    algo = gscore.get("ptq")(PTQConfig(**preset(name, progress=False)))
     algo.apply(net, LlamaHelper(), datasets=calibration)
-    Path(out).write_text(json.dumps({"depth": depth, "weights_mib": weight_mib, "rss_before_mib": before, "peak_rss_mib": peak_rss_mib()}))
+    Path(out).write_text(json.dumps({"preset": name, "depth": depth, "weights_mib": weight_mib, "rss_before_mib": before, "peak_rss_mib": peak_rss_mib()}))
 
 
 def _child(args: list[str], out: Path, resume: bool) -> dict:
@@ -157,7 +161,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="keep rows measured by an interrupted run (same windows)")
     parser.add_argument("--no-probe-memory", dest="probe_memory", action="store_false", help="skip the layer-by-layer memory probe")
     parser.add_argument("--row", help=argparse.SUPPRESS)
-    parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("--windows", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -167,7 +171,8 @@ def main() -> None:
     if args.row:
         return run_row(args.row, args.windows, args.out)
     if args.probe:
-        return memory_probe(args.probe, args.out)
+        name, depth = args.probe.split(":")
+        return memory_probe(name, int(depth), args.out)
 
     RESULTS.mkdir(exist_ok=True)
     windows = RESULTS / f".{args.output}-windows.npz"
@@ -178,7 +183,11 @@ def main() -> None:
         print(f"bench ptq: {name}", flush=True)
         extra = [f"--config={name}={json.dumps(EXTRA_ROWS[name])}"] if name in EXTRA_ROWS else []
         rows.append(_child(["--row", name, "--windows", str(windows), *extra], RESULTS / f".{args.output}-{name}.json", args.resume))
-    probes = [_child(["--probe", str(depth)], RESULTS / f".{args.output}-probe-{depth}.json", args.resume) for depth in (4, 16)] if args.probe_memory else []
+    probes = [
+        _child(["--probe", f"{name}:{depth}"], RESULTS / f".{args.output}-probe-{name}-{depth}.json", args.resume)
+        for name in PROBE_PRESETS
+        for depth in (4, 16)
+    ] if args.probe_memory else []
     for tmp in RESULTS.glob(f".{args.output}-*"):
         tmp.unlink()
     report = {
@@ -229,10 +238,10 @@ def markdown(report: dict) -> str:
     lines += ["", "Configs:", ""] + [f"- {r['name']}: `{json.dumps(r['config'])}`" for r in rows]
     if not report["memory_probe"]:
         return "\n".join(lines) + "\n"
-    lines += ["", "Layer-by-layer calibration memory (random SmolLM2-shaped weights, static A8W8 + SmoothQuant, 8 × 256 tokens):", "",
-              "| depth | weights MiB | peak RSS MiB | peak − weights MiB |", "|---|---|---|---|"]
+    lines += ["", "Layer-by-layer calibration memory (random SmolLM2-shaped weights, 8 × 256 tokens):", "",
+              "| preset | depth | weights MiB | peak RSS MiB | peak − weights MiB |", "|---|---|---|---|---|"]
     for p in report["memory_probe"]:
-        lines.append(f"| {p['depth']} | {p['weights_mib']:.0f} | {p['peak_rss_mib']:.0f} | {p['peak_rss_mib'] - p['weights_mib']:.0f} |")
+        lines.append(f"| {p['preset']} | {p['depth']} | {p['weights_mib']:.0f} | {p['peak_rss_mib']:.0f} | {p['peak_rss_mib'] - p['weights_mib']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -42,6 +42,10 @@ class AlgorithmConflictError(GscoreError):
     """Two plugins registered the same algorithm name or alias."""
 
 
+class RegistrationError(GscoreError, TypeError):
+    """A plugin registered something that is not an algorithm class (or a 'module:Class' path)."""
+
+
 class PluginLoadError(GscoreError):
     """A plugin failed to import or register (raised in strict mode, or when a class registered
     by path is used and does not import)."""

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from gscore.errors import AlgorithmConflictError, PluginLoadError, UnknownAlgorithmError
+from gscore.errors import AlgorithmConflictError, PluginLoadError, RegistrationError, UnknownAlgorithmError
 
 
 def normalise_name(name: str) -> str:
@@ -201,12 +201,12 @@ class PluginRegistrar:
         """
         if isinstance(cls, str):
             if not re.fullmatch(r"[\w.]+:\w+", cls):
-                raise TypeError(f"registry.add expects a gscore.Algorithm subclass or a 'module:Class' path, got {cls!r}")
+                raise RegistrationError(f"registry.add expects a gscore.Algorithm subclass or a 'module:Class' path, got {cls!r}")
         elif not _is_algorithm_class(cls):
-            raise TypeError(f"registry.add expects a gscore.Algorithm subclass or a 'module:Class' path, got {cls!r}")
+            raise RegistrationError(f"registry.add expects a gscore.Algorithm subclass or a 'module:Class' path, got {cls!r}")
         normalise_name(name)
         if isinstance(aliases, str):
-            raise TypeError(f"registry.add: aliases must be a list of names, got the string {aliases!r}")
+            raise RegistrationError(f"registry.add: aliases must be a list of names, got the string {aliases!r}")
         aliases = tuple(aliases)
         for alias in aliases:
             normalise_name(alias)

@@ -29,10 +29,10 @@ def test_main_job_reports_a_deployed_int8_classifier(tmp_path):
 @pytest.mark.slow
 def test_main_job_quantizes_smollm2_and_deploys_it_from_the_checkpoint(tmp_path):
     script = SCRIPT.with_name("ptq_smollm2.py")
-    args = ["--preset", "a8w8-dynamic", "--eval", "1", "--calib", "1", "--tokens", "64", "--out", str(tmp_path)]
+    args = ["--eval", "1", "--calib", "1", "--tokens", "64", "--out", str(tmp_path)]
     result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| a8w8-dynamic, deployed from smollm2-a8w8-dynamic.ckpt" in result.stdout
+    assert "| a8w8-rotation, deployed from smollm2-a8w8-rotation.ckpt" in result.stdout  # the default preset
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["quant_ppl"] < 1.1 * report["fp32_ppl"]
     assert report["quant_text"].startswith(" Paris")

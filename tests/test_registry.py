@@ -1,7 +1,7 @@
 import pytest
 
 from gscore.algorithm import Algorithm
-from gscore.errors import AlgorithmConflictError, PluginLoadError, UnknownAlgorithmError
+from gscore.errors import AlgorithmConflictError, PluginLoadError, RegistrationError, UnknownAlgorithmError
 from gscore.registry import AlgorithmRegistry, PluginSource, lookup_key, normalise_name
 
 
@@ -78,7 +78,7 @@ def test_staged_registrations_vanish_unless_committed():
 @pytest.mark.parametrize("bad", [Alpha(), dict, "not a path", 3])
 def test_add_accepts_only_algorithm_classes_or_paths(bad):
     registrar = AlgorithmRegistry().registrar(PluginSource("p"))
-    with pytest.raises(TypeError, match="expects a gscore.Algorithm subclass or a 'module:Class' path"):
+    with pytest.raises(RegistrationError, match="expects a gscore.Algorithm subclass or a 'module:Class' path"):
         registrar.add(bad, name="alpha")
 
 

@@ -115,7 +115,7 @@ def test_rtn_refuses_what_it_does_not_implement(kwargs, message):
 @pytest.mark.parametrize(
     "algo_args, message",
     [
-        ({"bogus": 1}, r"unknown algo_args \['bogus'\] for PTQ; known: \['alpha', 'progress', 'skip_leading_tokens'\]"),
+        ({"bogus": 1}, r"unknown algo_args \['bogus'\] for PTQ; known: \['alpha', 'block_size', .*'weight_clip_ratio'\]"),
         ({"skip_leading_tokens": -1}, r"algo_args\['skip_leading_tokens'\] must be an int >= 0"),
         ({"skip_leading_tokens": "2"}, r"algo_args\['skip_leading_tokens'\] must be an int"),
         ({"progress": "no"}, r"algo_args\['progress'\] must be True or False"),
@@ -163,7 +163,6 @@ def test_a_kv_cache_config_on_a_network_without_a_kv_cache_is_an_error(name):
         (lambda: SimQATConfig(act_bits=None, ema_decay=0.5), r"SimQATConfig.ema_decay=0.5 has no effect: act_bits is None"),
         (lambda: SLBConfig(act_quant_delay=3), r"SLBConfig.act_quant_delay=3 has no effect: act_bits is None"),
         (lambda: SCOPConfig(min_channels=4), r"SCOPConfig.min_channels=4 has no effect: prune_rate is 0"),
-        (lambda: PTQConfig(weight_quant_dtype=None, kvcache_quant_dtype="int8", weight_clip=True), r"PTQConfig.weight_clip=True has no effect"),
     ],
 )
 def test_options_without_effect_warn(make, message):

@@ -78,20 +78,24 @@ class PTQArgs:
         return len(self.alpha) > 1
 
 
+_SMOOTH = (lambda c: c.outliers_suppression is OutliersSuppressionType.SMOOTH, "outliers_suppression='smooth'")
+_AWQ = (lambda c: c.outliers_suppression is OutliersSuppressionType.AWQ, "outliers_suppression='awq'")
+_GPTQ = (lambda c: c.precision_recovery is PrecisionRecovery.GPTQ, "precision_recovery='gptq'")
+_ANY = (lambda c: True, "any config")
 _USED_BY = {
-    "alpha": lambda c: c.outliers_suppression is OutliersSuppressionType.SMOOTH,
-    "search_windows": lambda c: c.outliers_suppression is OutliersSuppressionType.SMOOTH,
-    "smooth_alpha": lambda c: c.outliers_suppression is OutliersSuppressionType.AWQ,
-    "duo_scaling": lambda c: c.outliers_suppression is OutliersSuppressionType.AWQ,
-    "weight_clip_ratio": lambda c: c.weight_clip,
-    "block_size": lambda c: c.precision_recovery is PrecisionRecovery.GPTQ,
-    "damp_percent": lambda c: c.precision_recovery is PrecisionRecovery.GPTQ,
-    "desc_act": lambda c: c.precision_recovery is PrecisionRecovery.GPTQ,
-    "static_groups": lambda c: c.precision_recovery is PrecisionRecovery.GPTQ,
-    "rotation_seed": lambda c: c.outliers_suppression is OutliersSuppressionType.ROTATION,
-    "prefix": lambda c: True,
-    "skip_leading_tokens": lambda c: True,
-    "progress": lambda c: True,
+    "alpha": _SMOOTH,
+    "search_windows": _SMOOTH,
+    "smooth_alpha": _AWQ,
+    "duo_scaling": _AWQ,
+    "weight_clip_ratio": (lambda c: c.weight_clip, "weight_clip=True"),
+    "block_size": _GPTQ,
+    "damp_percent": _GPTQ,
+    "desc_act": _GPTQ,
+    "static_groups": _GPTQ,
+    "rotation_seed": (lambda c: c.outliers_suppression is OutliersSuppressionType.ROTATION, "outliers_suppression='rotation'"),
+    "prefix": _ANY,
+    "skip_leading_tokens": _ANY,
+    "progress": _ANY,
 }
 KNOWN_ARGS = frozenset(_USED_BY)
 
@@ -99,9 +103,10 @@ KNOWN_ARGS = frozenset(_USED_BY)
 def parse_args(config: PTQConfig) -> PTQArgs:
     """The validated :class:`PTQArgs` of ``config.algo_args``; warns about keys without effect."""
     raw: Mapping[str, Any] = config.algo_args
-    idle = sorted(key for key in raw if not _USED_BY[key](config))
-    if idle:
-        warnings.warn(f"ptq ignores algo_args {idle} with this config (they belong to another option; see gscore_ptq.args)", GscoreWarning, stacklevel=5)
+    for key in sorted(raw):
+        used, needs = _USED_BY[key]
+        if not used(config):
+            warnings.warn(f"algo_args[{key!r}] has no effect: it is used with {needs}", GscoreWarning, stacklevel=5)
     gptq = GPTQArgs(
         block_size=check_number(raw.get("block_size", 128), "algo_args['block_size']", 1, integer=True),
         damp_percent=check_number(raw.get("damp_percent", 0.01), "algo_args['damp_percent']", 0.0, 1.0),

@@ -63,9 +63,11 @@ def test_quantize_convert_save_deploy_load(name, make_llama, windows, tmp_path):
     if not kwargs.get("act_quant_dtype"):
         np.testing.assert_array_equal(deployed, simulated)
     else:
-        # one layer on one input: equal up to float summation order (1e-5 relative) ...
+        # one layer on one input: equal up to float summation order (1e-5 of the output's scale;
+        # per-group dequantization sums in another order than the simulated float weight) ...
         h = Tensor(np.random.default_rng(0).standard_normal((16, 1536)).astype(np.float32))
-        np.testing.assert_allclose(net.model.layers[1].mlp.down_proj(h).asnumpy(), sim_layer(h).asnumpy(), rtol=1e-5, atol=1e-5)
+        expected = sim_layer(h).asnumpy()
+        np.testing.assert_allclose(net.model.layers[1].mlp.down_proj(h).asnumpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
         # ... which can flip a later activation's rounding by one step; with coarse static
         # per-tensor steps (down_proj's input range is set by outliers) that shows at the logits
         assert rel_err(deployed, simulated) < 5e-2
