@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from typing import Any, NoReturn
@@ -53,17 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _plain(value: Any) -> Any:
-    """``value`` with non-finite floats as None (JSON has no NaN), tuples as lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _print(text: str) -> None:
     if text:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -88,9 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.quiet:
             os.environ["TQDM_DISABLE"] = "1"  # read by tqdm when first imported (by the verb)
             os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only
+        from gscore.cli.runs import json_ready
+
         result: dict[str, Any] = args.run(args)
         if args.json:
-            _print(json.dumps(_plain(result), indent=2, allow_nan=False, default=str))
+            _print(json.dumps(json_ready(result), indent=2, allow_nan=False, default=str))
         elif not args.quiet:
             _print(args.render(result))
         return 0

@@ -38,10 +38,10 @@ def _contents(path: Path) -> tuple[dict[str, Any] | None, dict[str, tuple[str, t
         return description, {k: (str(v.dtype), tuple(v.shape), v.nbytes) for k, v in tensors.items()}
     import mindspore as ms
 
-    from gscore.io import read_description
+    from gscore.io import DESCRIPTION_KEY, read_description
 
     description = read_description(path)
-    params = {k: v for k, v in ms.load_checkpoint(str(path)).items() if k != "gscore_quant_description"}
+    params = {k: v for k, v in ms.load_checkpoint(str(path)).items() if k != DESCRIPTION_KEY}
     return description, {k: (str(v.dtype), tuple(v.shape), int(np.prod(v.shape)) * v.itemsize) for k, v in params.items()}
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -112,12 +113,21 @@ def new_run_folder(path: str | os.PathLike[str], force: bool) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
+def json_ready(value: Any) -> Any:
+    """``value`` with non-finite floats as None (JSON has no NaN) and tuples as lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON through a temporary file renamed into place."""
-    from gscore.cli import _plain
-
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_plain(data), indent=2, allow_nan=False))
+    tmp.write_text(json.dumps(json_ready(data), indent=2, allow_nan=False))
     os.replace(tmp, path)
 
 
