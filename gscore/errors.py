@@ -138,3 +138,12 @@ def data_errors(context: str) -> Iterator[None]:
     except FRAMEWORK_DATA_ERRORS as exc:
         first_paragraph = str(exc).strip().split("\n\n")[0]  # MindSpore appends a C++ call stack
         raise CalibrationDataError(f"{context}: {first_paragraph}") from exc
+
+
+class RecipeError(ConfigError):
+    """A recipe file cannot be used: not readable YAML, an unknown or missing key, or a stage
+    whose algorithm or config is invalid. The message names the file, the stage and the field."""
+
+
+class RunFolderError(GscoreError):
+    """A run folder (what ``gscore quantize --out`` wrote) is missing, incomplete or unreadable."""

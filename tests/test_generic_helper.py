@@ -151,7 +151,7 @@ def test_a_network_without_repeated_blocks_is_one_block():
     assert find_blocks(net) == [("", net)]
 
 
-def test_rtn_and_ptq_a16w8_match_the_float_encoder():
+def test_rtn_and_ptq_a16w8_match_the_float_encoder(kernel_path):
     items = batches(3)
     reference = run(Encoder(), items)
     for algorithm, kwargs in (("rtn", {}), ("ptq", {"algo_args": QUIET})):
@@ -162,7 +162,10 @@ def test_rtn_and_ptq_a16w8_match_the_float_encoder():
         algo.convert(net)
         deployed = run(net, items)
         assert rel_err(deployed, reference) < 0.02, algorithm
-        np.testing.assert_array_equal(deployed, simulated)
+        if kernel_path == "portable":
+            np.testing.assert_array_equal(deployed, simulated)  # the same ops in the same order
+        else:
+            np.testing.assert_allclose(deployed, simulated, rtol=1e-5, atol=1e-5)  # native kernels sum in another order
         assert sum(isinstance(c, QuantLinear) for _, c in net.cells_and_names()) == 2 * 6 + 1
 
 

@@ -6,9 +6,10 @@ the division is folded into the norm: ``y / s = n(x) * (gamma / s) + beta / s``.
 per-channel parameter of the norm is divided, the bias (``beta``) as much as the gain:
 dividing only the gain would leave ``beta`` un-scaled and shift the layer's input.
 
-Recognised: ``nn.LayerNorm`` (``gamma``, ``beta``) and any childless cell whose class name
-ends in ``Norm`` (RMSNorm ports, ``weight`` and optional ``bias``) and whose parameters are all
-1-d vectors of one length, the channel count of its last axis. ``BatchNorm*`` normalises axis 1
+Recognised: ``nn.LayerNorm`` (``gamma``, ``beta``) and any cell whose class name ends in
+``Norm`` (RMSNorm ports, ``weight`` and optional ``bias``), whose children hold no parameters
+(a fused operator cell may compute it) and whose parameters are all 1-d vectors of one length,
+the channel count of its last axis. ``BatchNorm*`` normalises axis 1
 (channels of NCHW), not the last axis, so it is not one of them.
 """
 
@@ -21,7 +22,7 @@ from mindspore import Parameter, Tensor, nn
 def affine_parameters(cell: nn.Cell) -> list[Parameter]:
     """The per-channel parameters of a norm that folding divides (``[gamma, beta]``, ``[weight]``);
     empty when ``cell`` is not a norm gscore can fold into."""
-    if cell.name_cells() or "BatchNorm" in type(cell).__name__:
+    if "BatchNorm" in type(cell).__name__ or any(list(child.get_parameters()) for child in cell.name_cells().values()):
         return []
     if not (isinstance(cell, nn.LayerNorm) or type(cell).__name__.endswith("Norm")):
         return []

@@ -38,6 +38,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from gscore.errors import GscoreError
+from gscore.nn.norms import is_foldable_norm
 from gscore.nn.walk import iter_cells
 
 #: Cells traced as one unit even when they hold sub-cells (``Dense`` holds its activation).
@@ -59,8 +60,9 @@ class UnsupportedStructureError(GscoreError, ValueError):
 
 
 def is_atomic(cell: nn.Cell) -> bool:
-    """True for the cells the tracer hooks: known layer types and cells without children."""
-    return isinstance(cell, ATOMIC_TYPES) or not cell.name_cells()
+    """True for the cells the tracer hooks: known layer types, foldable norms (whatever operator
+    cell computes them) and cells without children."""
+    return isinstance(cell, ATOMIC_TYPES) or not cell.name_cells() or is_foldable_norm(cell)
 
 
 @dataclass

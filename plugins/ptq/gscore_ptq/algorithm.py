@@ -136,6 +136,13 @@ class PTQ(PTQAlgorithm):
             )
         return found
 
+    def prepare_reference(self, network: nn.Cell, network_helper: Any = None) -> nn.Cell:
+        """Give float ``network`` the model-level structure this config adds before quantizing
+        (rotation, float prefix) and leave it float: it computes the float model's function in
+        the quantized network's basis, the like-for-like reference of a per-layer comparison."""
+        self._prepare(network, self._helper(network_helper), deploy=False)
+        return network
+
     def _prepare(self, network: nn.Cell, helper: Any, deploy: bool) -> None:
         """Model-level structure before any layer is quantized: rotation, then the float prefix.
 

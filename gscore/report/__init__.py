@@ -1,0 +1,1 @@
+"""Where a quantized network's error comes from: per-layer statistics, plots and a markdown report."""
