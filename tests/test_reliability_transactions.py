@@ -69,6 +69,16 @@ def images() -> tuple[np.ndarray, np.ndarray]:
     return rng.random((8, 1, 6, 6)).astype(np.float32), rng.integers(0, 3, 8)
 
 
+def trained_step(algo: Any, net: Any) -> Any:
+    """QAT apply, then one training-mode forward: the activation ranges have observed data
+    (convert refuses quantizers that never did)."""
+    net = algo.apply(net)
+    net.set_train(True)
+    net(Tensor(images()[0]))
+    net.set_train(False)
+    return net
+
+
 # (algorithm, config, network factory, steps before the verb, the verb); a step takes (algo, net)
 SCENARIOS: dict[str, tuple[str, dict[str, Any], Callable[[], Any], list[Callable[..., Any]], Callable[..., Any]]] = {
     "rtn-apply": ("rtn", {}, mlp, [], lambda a, n: a.apply(n)),
@@ -79,7 +89,7 @@ SCENARIOS: dict[str, tuple[str, dict[str, Any], Callable[[], Any], list[Callable
     "ptq-convert": ("ptq", {"act_quant_dtype": "int8", "algo_args": QUIET}, mlp, [lambda a, n: a.apply(n, datasets=mlp_data())], lambda a, n: a.convert(n)),
     "ptq-deploy": ("ptq", {"mode": "deploy", "act_quant_dtype": "int8"}, mlp, [], lambda a, n: a.apply(n)),
     "simqat-apply": ("simqat", {}, convnet, [], lambda a, n: a.apply(n)),
-    "simqat-convert": ("simqat", {}, convnet, [lambda a, n: a.apply(n)], lambda a, n: a.convert(n)),
+    "simqat-convert": ("simqat", {}, convnet, [trained_step], lambda a, n: a.convert(n)),
     "slb-apply": ("slb", {"include_dense": True, "act_bits": 8}, convnet, [], lambda a, n: a.apply(n)),
     "slb-convert": ("slb", {"include_dense": True}, convnet, [lambda a, n: a.apply(n)], lambda a, n: a.convert(n)),
     "scop-apply": ("scop", {"prune_rate": 0.5, "knockoff_epochs": 1, "knockoff_batch_size": 4, "recalibrate_batches": 1}, convnet, [], lambda a, n: a.apply(n, datasets=images())),
@@ -169,7 +179,7 @@ def test_a_nan_in_the_last_layer_converts_nothing(name, config, data):
 
 def test_simqat_convert_with_a_nan_keeps_the_trained_float_weights():
     algo = gscore.get("simqat")()
-    net = algo.apply(convnet())
+    net = trained_step(algo, convnet())
     trained = {p.name: p for p in net.get_parameters() if p.name.endswith("weight")}
     for param in trained.values():  # what training did to the weights
         param.set_data(Tensor(param.asnumpy() * 1.5))
@@ -197,10 +207,11 @@ def test_scop_apply_that_failed_can_be_retried():
 
 def test_convert_whose_checkpoint_does_not_fit_is_undone_as_a_whole(tmp_path):
     simqat = gscore.get("simqat")
-    other = simqat().convert(simqat().apply(FuzzConvNet(1, (2, 3), 6, 3, batchnorm=True, seed=3)))
+    maker = simqat()
+    other = maker.convert(trained_step(maker, FuzzConvNet(1, (2, 3), 6, 3, batchnorm=True, seed=3)))
     path = save_checkpoint(other, tmp_path / "other.ckpt")
     algo = simqat()
-    net = algo.apply(convnet())
+    net = trained_step(algo, convnet())
     state = network_state(net)
     with pytest.raises(CheckpointMismatchError, match="does not fit"):
         algo.convert(net, ckpt_path=path)
