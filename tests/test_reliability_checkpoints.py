@@ -285,6 +285,19 @@ def test_cleanup_keeps_files_whose_lock_is_held_and_removes_unlocked_ones(tmp_pa
         os.close(holder)
 
 
+def test_a_staged_lock_of_a_dead_writer_goes_and_one_of_a_live_pid_stays(tmp_path):
+    """A writer killed between creating its lock file (``.lock.new``) and renaming it leaves it
+    behind; the pid in its token tells whether that writer can still be running."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = tmp_path / f".m.ckpt.{child.pid}-aaaaaaaaaaaa.{MARK}.lock.new"
+    live = tmp_path / f".m.ckpt.{os.getpid()}-bbbbbbbbbbbb.{MARK}.lock.new"
+    for path in (dead, live):
+        path.write_bytes(b"")
+    save_checkpoint(FuzzMLP((4, 2)), tmp_path / "m.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.ckpt", live.name])
+
+
 @pytest.mark.slow
 def test_many_kills_at_random_moments_never_lose_the_file(tmp_path):
     target = tmp_path / "model.ckpt"

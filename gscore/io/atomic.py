@@ -13,7 +13,8 @@ process dies, however it dies, so a lock that can be taken belongs to a dead wri
 files without a lock file have none. A live concurrent save (another process, or another
 thread of this one) keeps its lock and its files; a reused pid cannot fool the check. (The
 lock file is created locked, under a ``.new`` name renamed into place, so no cleaner ever
-sees it unlocked; a writer killed in that microsecond leaves an empty ``.lock.new`` behind.)
+sees it unlocked. A writer killed in that microsecond leaves an empty ``.lock.new`` behind: it
+is removed once the pid in its token is gone; a live or reused pid keeps it, the safe side.)
 Without ``fcntl`` (Windows) saves are still atomic but nothing is cleaned up.
 
 :func:`atomic_folder` does the same for a whole folder written once (a converted model).
@@ -66,18 +67,34 @@ def _lock_is_free(lock_path: Path) -> tuple[bool, int | None]:
     return True, fd
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 def remove_stale(target: Path, keep: str = "") -> list[Path]:
     """Delete the files of dead earlier saves to ``target`` (never token ``keep``'s); returns them."""
     if fcntl is None:
         return []
     pattern = _pattern(target)
+    staging = re.compile(rf"^\.{re.escape(target.name)}\.((\d+)-[0-9a-f]{{12}})\.{MARK}\.lock\.new$")
     tokens = set()
+    removed = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(target.parent):
             match = pattern.match(entry.name)
             if match:
                 tokens.add(match.group(1))
-    removed = []
+            staged = staging.match(entry.name)
+            if staged and staged.group(1) != keep and not _pid_alive(int(staged.group(2))):
+                with contextlib.suppress(FileNotFoundError, PermissionError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
     for token in sorted(tokens - {keep}):
         base = target.parent / _base(target, token)
         free, fd = _lock_is_free(Path(f"{base}.lock"))
