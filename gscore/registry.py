@@ -285,18 +285,23 @@ class PluginRegistrar:
                 raise RegistrationError(f"registry.add expects a gscore.Algorithm subclass or a 'module:Class' path, got {cls!r}")
         elif not _is_algorithm_class(cls):
             raise RegistrationError(f"registry.add expects a gscore.Algorithm subclass or a 'module:Class' path, got {cls!r}")
-        normalise_name(name)
-        if isinstance(aliases, str):
-            raise RegistrationError(f"registry.add: aliases must be a list of names, got the string {aliases!r}")
-        aliases = tuple(aliases)
-        for alias in aliases:
-            normalise_name(alias)
-        self.staged.append(AlgorithmInfo(name=normalise_name(name), target=cls, aliases=aliases, source=self._source, given_summary=summary))
+        name, aliases = _checked_names(name, aliases)
+        self.staged.append(AlgorithmInfo(name=name, target=cls, aliases=aliases, source=self._source, given_summary=summary))
 
     def commit(self) -> None:
         """Publish everything staged (the host does this after the plugin's hook returned)."""
         self._registry.commit(self.staged)
         self.staged = []
+
+
+def _checked_names(name: str, aliases: Iterable[str]) -> tuple[str, tuple[str, ...]]:
+    """``(normalised name, aliases as given)``; a bad name, or aliases given as one string, is refused."""
+    if isinstance(aliases, str):
+        raise RegistrationError(f"registry.add: aliases must be a list of names, got the string {aliases!r}")
+    aliases = tuple(aliases)
+    for alias in aliases:
+        normalise_name(alias)
+    return normalise_name(name), aliases
 
 
 class ModelRegistrar:
@@ -319,12 +324,7 @@ class ModelRegistrar:
         _check_path(loader, "registry.add: loader")
         if loader is not None and not isinstance(loader, str) and not callable(loader):
             raise RegistrationError(f"registry.add: loader must be callable, a 'module:function' path or None, got {loader!r}")
-        normalise_name(name)
-        if isinstance(aliases, str):
-            raise RegistrationError(f"registry.add: aliases must be a list of names, got the string {aliases!r}")
-        aliases = tuple(aliases)
-        for alias in aliases:
-            normalise_name(alias)
+        name, aliases = _checked_names(name, aliases)
         if not summary and isinstance(helper, type):
             summary = ((helper.__doc__ or "").strip().splitlines() or [""])[0]
-        self.staged.append(ModelInfo(normalise_name(name), helper, loader, aliases, self._source, summary))
+        self.staged.append(ModelInfo(name, helper, loader, aliases, self._source, summary))
