@@ -61,6 +61,16 @@ def _valid_images(case: dict[str, Any]) -> Tensor:
     return Tensor(np.random.default_rng(7).random((2, in_channels, size, size)).astype(np.float32))
 
 
+def _apply_failed(algo: Any, net: Any, apply: Any) -> str:
+    """Run ``apply`` all-or-nothing; if it failed, convert must fail all-or-nothing too (the
+    network is unchanged); returns the outcome label, or "" when apply finished."""
+    _, error = call_all_or_nothing(apply, net)
+    if error is None:
+        return ""
+    call_all_or_nothing(lambda: algo.convert(net), net)
+    return f"apply: {type(error).__name__}"
+
+
 def check_ptq_family(name: str, config: dict[str, Any], case: dict[str, Any], folder: Path) -> str:
     """rtn / ptq: apply (with the data) and convert; if both finish, save, deploy, load, compare."""
     cls = gscore.get(name)
@@ -69,10 +79,9 @@ def check_ptq_family(name: str, config: dict[str, Any], case: dict[str, Any], fo
         algo = cls(config)
     except gscore.GscoreError:
         return "config refused"
-    _, error = call_all_or_nothing(lambda: algo.apply(net, datasets=case["data"]), net)
-    if error is not None:
-        call_all_or_nothing(lambda: algo.convert(net), net)
-        return f"apply: {type(error).__name__}"
+    failed = _apply_failed(algo, net, lambda: algo.apply(net, datasets=case["data"]))
+    if failed:
+        return failed
     _, error = call_all_or_nothing(lambda: algo.convert(net), net)
     if error is not None:
         return f"convert: {type(error).__name__}"
@@ -97,10 +106,9 @@ def check_qat(name: str, config: dict[str, Any], case: dict[str, Any], folder: P
         algo = cls(config)
     except gscore.GscoreError:
         return "config refused"
-    _, error = call_all_or_nothing(lambda: algo.apply(net), net)
-    if error is not None:
-        call_all_or_nothing(lambda: algo.convert(net), net)
-        return f"apply: {type(error).__name__}"
+    failed = _apply_failed(algo, net, lambda: algo.apply(net))
+    if failed:
+        return failed
     x = _valid_images(case)
     net.set_train(True)
     net(x)  # one training-mode forward gives the activation observers a range (else convert refuses them)
@@ -128,10 +136,9 @@ def check_scop(name: str, config: dict[str, Any], case: dict[str, Any], folder: 
         algo = cls({**config, "knockoff_batch_size": config.get("knockoff_batch_size", 2)})
     except gscore.GscoreError:
         return "config refused"
-    _, error = call_all_or_nothing(lambda: algo.apply(net, datasets=case["data"]), net)
-    if error is not None:
-        call_all_or_nothing(lambda: algo.convert(net), net)
-        return f"apply: {type(error).__name__}"
+    failed = _apply_failed(algo, net, lambda: algo.apply(net, datasets=case["data"]))
+    if failed:
+        return failed
     pruned, error = call_all_or_nothing(lambda: algo.convert(net), net)
     if error is not None:
         return f"convert: {type(error).__name__}"
