@@ -52,21 +52,29 @@ STEP_GOALS = {"simqat": 1.5, "slb": 2.0}  # allowed step-time ratio vs float
 
 class Trainer:
     """Adam + cross-entropy on ``net``, one optimizer step per call, with an optional per-step
-    hook (the SLB temperature schedule) run before the step."""
+    hook (the SLB temperature schedule) run before the step; ``compiled``: the step (forward,
+    backward, update) as one compiled graph."""
 
-    def __init__(self, net: Any, learning_rate: float, before_step: Callable[[], Any] | None = None) -> None:
+    def __init__(self, net: Any, learning_rate: float, before_step: Callable[[], Any] | None = None, compiled: bool = False) -> None:
         import mindspore as ms
         from mindspore import nn
 
         self.net = net
         params = net.trainable_params()
-        self.optimizer = nn.Adam(params, learning_rate=learning_rate)
+        optimizer = nn.Adam(params, learning_rate=learning_rate)
         loss_fn = nn.CrossEntropyLoss()
 
         def forward(images: Any, labels: Any) -> Any:
             return loss_fn(net(images), labels)
 
-        self.grad_fn = ms.value_and_grad(forward, None, params)
+        grad_fn = ms.value_and_grad(forward, None, params)
+
+        def train_step(images: Any, labels: Any) -> Any:
+            loss, grads = grad_fn(images, labels)
+            optimizer(grads)
+            return loss
+
+        self.train_step = ms.jit(train_step) if compiled else train_step
         self.before_step = before_step
 
     def step(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -74,9 +82,7 @@ class Trainer:
 
         if self.before_step is not None:
             self.before_step()
-        loss, grads = self.grad_fn(Tensor(x), Tensor(y))
-        self.optimizer(grads)
-        return float(loss.asnumpy())
+        return float(self.train_step(Tensor(x), Tensor(y)).asnumpy())
 
 
 def batches(n: int, batch_size: int, epochs: int, seed: int) -> list[np.ndarray]:

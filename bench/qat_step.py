@@ -7,10 +7,12 @@ SimQAT training step? The goal of issue 11 is a SimQAT A8W8 step at most 1.5x th
 element-wise ops).
 
 Per network, these train side by side in one process, interleaved in rounds on the same MNIST
-batches (Adam, batch 64; training steps as in bench/qat.py, whose Trainer is reused): float;
+batches (Adam, batch 64; training steps as in bench/qat.py, whose Trainer is reused), each once
+op by op (PyNative) and once with the whole step compiled into one graph: float;
 SimQAT A8W8 with native kernels (fused fake quantization); SimQAT A8W8 built with
 ``GSCORE_KERNELS=portable`` (MindSpore element-wise ops, the state before); and SimQAT with
-weights only, both ways. Ratios are of median step times. Accuracy is bench/qat.py's subject;
+weights only, both ways. Ratios are of median step times, against the float step run the
+same way (and against the op-by-op float step). Accuracy is bench/qat.py's subject;
 the forward values of the two implementations are identical (tests/test_qat_fake_quant.py).
 
 Usage: python bench/qat_step.py [--rounds 7] [--steps 4] [--no-resnet]
@@ -56,27 +58,38 @@ def variants(make_net: Callable[[], Any], config: dict[str, Any]) -> dict[str, C
     }
 
 
-def time_steps(builders: dict[str, Callable[[], Any]], data: Any, rounds: int, steps: int) -> dict[str, dict[str, float]]:
+MODES = ("op by op", "compiled")
+"""How each contender's training step runs: op by op (PyNative, ``Trainer(compiled=False)``),
+or as one compiled graph (forward, backward and Adam update; ``compiled=True``)."""
+
+
+def time_steps(builders: dict[str, Callable[[], Any]], data: Any, rounds: int, steps: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Median step seconds of every contender in both modes, all interleaved round-robin;
+    ratios are to the float step of the same mode."""
     import mindspore as ms
 
     plan = batches(len(data.train_x), 64, 1, seed=99)
     trainers = {}
-    for name, build in builders.items():
-        ms.set_seed(0)
-        net = build()
-        net.set_train(True)
-        trainers[name] = Trainer(net, 5e-4)
-        for idx in plan[:3]:  # warm-up: graphs compile, kernels load
-            trainers[name].step(data.train_x[idx], data.train_y[idx])
-    samples: dict[str, list[float]] = {name: [] for name in trainers}
+    for mode in MODES:
+        for name, build in builders.items():
+            ms.set_seed(0)
+            net = build()
+            net.set_train(True)
+            trainers[mode, name] = Trainer(net, 5e-4, compiled=mode == "compiled")
+            for idx in plan[:3]:  # warm-up: graphs compile, kernels load
+                trainers[mode, name].step(data.train_x[idx], data.train_y[idx])
+    samples: dict[tuple[str, str], list[float]] = {key: [] for key in trainers}
     for r in range(rounds):
-        for name, trainer in trainers.items():
+        for key, trainer in trainers.items():
             for idx in plan[3 + r * steps : 3 + (r + 1) * steps]:
                 start = time.perf_counter()
                 trainer.step(data.train_x[idx], data.train_y[idx])
-                samples[name].append(time.perf_counter() - start)
-    median = {name: float(np.median(s)) for name, s in samples.items()}
-    return {name: {"median_step_s": median[name], "x_float": median[name] / median["float"]} for name in median}
+                samples[key].append(time.perf_counter() - start)
+    median = {key: float(np.median(s)) for key, s in samples.items()}
+    return {
+        mode: {name: {"median_step_s": median[mode, name], "x_float": median[mode, name] / median[mode, "float"], "x_float_op_by_op": median[mode, name] / median["op by op", "float"]} for name in builders}
+        for mode in MODES
+    }
 
 
 def main() -> None:
@@ -106,8 +119,9 @@ def main() -> None:
         f"load average {load[0]:.1f} at start, {load[1]:.1f} at end; medians of {args.rounds} rounds x {args.steps} interleaved steps (batch 64).\n\n"
         "Goal (issue 11): SimQAT A8W8 step <= 1.5x the float step.\n\n"
     )
-    for network, steps in results.items():
-        text += f"## {network}\n\n" + md_table(["variant", "median step ms", "x float"], [[n, f"{s['median_step_s'] * 1e3:.0f}", f"{s['x_float']:.2f}x"] for n, s in steps.items()]) + "\n"
+    for network, modes in results.items():
+        rows = [[mode, n, f"{s['median_step_s'] * 1e3:.1f}", f"{s['x_float']:.2f}x", f"{s['x_float_op_by_op']:.2f}x"] for mode, steps in modes.items() for n, s in steps.items()]
+        text += f"## {network}\n\n" + md_table(["step", "variant", "median step ms", "x float (same step)", "x float op by op"], rows) + "\n"
     write_text("qat_step.md", text)
     print(text)
 

@@ -237,6 +237,12 @@ class _DelayedFakeQuant(nn.Cell):
     ``step`` counts training forwards of this quantizer (a parameter, so it is saved and
     restored with the network: a resumed run keeps its delay). The first ``quant_delay``
     training forwards pass the input through unchanged; evaluation always quantizes.
+
+    Written for both execution modes: op by op, and inside a training step compiled as one
+    graph (``ms.jit``, ``GRAPH_MODE``, :func:`gscore.train.classifier.train_classifier` with
+    ``compiled=True``). So ``construct`` keeps no Python-side state and never reads a tensor
+    into Python: the delay is a select on the counter, not a Python ``if`` (MindSpore would
+    run such code as an interpreted node and silently stop the gradient there).
     """
 
     def __init__(self, scheme: QuantScheme, quant_delay: int) -> None:
@@ -246,12 +252,14 @@ class _DelayedFakeQuant(nn.Cell):
         self.fused = _load_fused()
         self.step = Parameter(Tensor(0, ms.int32), name="step", requires_grad=False)
 
-    def _count_and_check_delay(self) -> bool:
-        """In training: count this step; True while the delay still holds (pass through)."""
-        if not self.training:
-            return False
+    def _count_step(self) -> None:
         ops.assign_add(self.step, Tensor(1, ms.int32))
-        return self.quant_delay > 0 and int(self.step.asnumpy()) <= self.quant_delay
+
+    def _after_delay(self, x: Tensor, quantized: Tensor) -> Tensor:
+        """In training, after :meth:`_count_step`: ``x`` while the delay holds, else ``quantized``."""
+        if self.quant_delay == 0:
+            return quantized
+        return ops.select(ops.broadcast_to(self.step <= self.quant_delay, x.shape), x, quantized)
 
 
 class WeightFakeQuant(_DelayedFakeQuant):
@@ -272,10 +280,12 @@ class WeightFakeQuant(_DelayedFakeQuant):
         self.per_channel = scheme.granularity is Granularity.PER_CHANNEL
 
     def construct(self, w: Tensor) -> Tensor:
-        if self._count_and_check_delay():
-            return w
         scheme = self.scheme
-        return _fake_quant_observed(w + 0, float(scheme.qmin), float(scheme.qmax), scheme.symmetric, self.per_channel, self.fused and w.dtype == ms.float32)
+        quantized = _fake_quant_observed(w + 0, float(scheme.qmin), float(scheme.qmax), scheme.symmetric, self.per_channel, self.fused and w.dtype == ms.float32)
+        if not self.training:
+            return quantized
+        self._count_step()
+        return self._after_delay(w, quantized)
 
 
 class ActivationFakeQuant(_DelayedFakeQuant):
@@ -322,15 +332,14 @@ class ActivationFakeQuant(_DelayedFakeQuant):
                 raise CalibrationDataError(unobserved_message([self.label]))
             scale, zero = self.params()
             return fake_quant_with(x, scale, zero, qmin, qmax, scheme.symmetric, self.fused and x.dtype == ms.float32)
-        delayed = self._count_and_check_delay()
+        self._count_step()
         keep = self.ema_decay * ops.cast(self.step > 1, ms.float32)  # the first step takes the batch range
         fused = self.fused and x.dtype == ms.float32
         batch_lo, batch_hi = batch_range(x, fused)
         out, lo, hi = _observe_fake_quant(x, batch_lo, batch_hi, self.minimum + 0, self.maximum + 0, keep, qmin, qmax, scheme.symmetric, fused)
         ops.assign(self.minimum, lo)
         ops.assign(self.maximum, hi)
-        self._seen_data = True
-        return x if delayed else out
+        return self._after_delay(x, out)
 
 
 def unobserved_message(labels: list[str]) -> str:

@@ -16,6 +16,7 @@ from mindspore import Tensor, nn
 from tqdm import tqdm
 
 from gscore import dist
+from gscore.errors import ConfigError
 from gscore.dist.training import gradient_mean, local_rows, refuse_batch_statistics
 
 
@@ -37,6 +38,7 @@ def train_classifier(
     seed: int = 0,
     progress: bool = True,
     before_step: Callable[[], Any] | None = None,
+    compiled: bool = False,
 ) -> TrainResult:
     """Train ``net`` on images ``x`` / int labels ``y`` with Adam and cross-entropy.
 
@@ -44,7 +46,16 @@ def train_classifier(
     loop needs no CPU-unsupported random op and is reproducible. ``before_step`` runs before
     every optimizer step (e.g. SLB's ``schedule.step(net)``). ``batch_size`` is the global
     batch: in a data-parallel job each of ``n`` workers runs ``batch_size / n`` rows of it.
+
+    ``compiled=True`` runs each training step (forward, backward and the Adam update) as one
+    compiled MindSpore graph instead of op by op: several times faster for small networks,
+    whose op-by-op step is mostly dispatch overhead (bench/results/qat_step.md). Float and
+    SimQAT networks compute the same step either way (plugins/simqat/tests/test_compiled_step.py). One
+    process only: a data-parallel step combines gradients and observer ranges outside the
+    graph, so under ``msrun`` it raises :class:`ConfigError`.
     """
+    if compiled and dist.active():
+        raise ConfigError("compiled=True trains in one process; data-parallel training (msrun) runs op by op: pass compiled=False")
     refuse_batch_statistics(net)
     loss_fn = nn.CrossEntropyLoss()
     params = net.trainable_params()
@@ -55,6 +66,13 @@ def train_classifier(
         return loss_fn(net(images), labels)
 
     grad_fn = ms.value_and_grad(forward, None, params)
+
+    def train_step(images: Tensor, labels: Tensor) -> Tensor:
+        loss, grads = grad_fn(images, labels)
+        optimizer(reduce_gradients(grads))
+        return loss
+
+    step = ms.jit(train_step) if compiled else train_step
     rng = np.random.default_rng(seed)
     net.set_train(True)
     steps, epoch_loss = 0, float("nan")
@@ -65,8 +83,7 @@ def train_classifier(
             idx = local_rows(order[start : start + batch_size])
             if before_step is not None:
                 before_step()
-            loss, grads = grad_fn(Tensor(x[idx]), Tensor(y[idx]))
-            optimizer(reduce_gradients(grads))
+            loss = step(Tensor(x[idx]), Tensor(y[idx]))
             losses.append(float(loss.asnumpy()))
             steps += 1
         epoch_loss = float(dist.all_sum(np.mean(losses))) / dist.size()  # equal shares: the mean over the global batches
