@@ -48,11 +48,14 @@ def train_classifier(
     batch: in a data-parallel job each of ``n`` workers runs ``batch_size / n`` rows of it.
 
     ``compiled=True`` runs each training step (forward, backward and the Adam update) as one
-    compiled MindSpore graph instead of op by op: several times faster for small networks,
-    whose op-by-op step is mostly dispatch overhead (bench/results/qat_step.md). Float and
-    SimQAT networks compute the same step either way (plugins/simqat/tests/test_compiled_step.py). One
-    process only: a data-parallel step combines gradients and observer ranges outside the
-    graph, so under ``msrun`` it raises :class:`ConfigError`.
+    compiled MindSpore graph instead of op by op. A fake-quant network gains most: op by op,
+    its quantizers' many small operators cost more to dispatch than to compute (a SimQAT A8W8
+    step on LeNet5: 2.9x the float step op by op, 1.1x compiled; bench/results/qat_step.md).
+    Float and SimQAT networks compute the same step either way
+    (plugins/simqat/tests/test_compiled_step.py). Not for SLB: its schedule switches the
+    network from soft to hard weights between steps, a Python attribute a compiled graph does
+    not see change. One process only: a data-parallel step combines gradients and observer
+    ranges outside the graph, so under ``msrun`` it raises :class:`ConfigError`.
     """
     if compiled and dist.active():
         raise ConfigError("compiled=True trains in one process; data-parallel training (msrun) runs op by op: pass compiled=False")
