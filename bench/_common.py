@@ -198,6 +198,11 @@ def write_text(name: str, text: str) -> Path:
     return path
 
 
+def write_results(name: str, res: dict[str, Any], markdown: Callable[[dict[str, Any]], str]) -> None:
+    """Write ``bench/results/<name>.json`` and ``<name>.md`` (``markdown(res)``) and say where."""
+    print("wrote", write_json(name, res), "and", write_text(f"{name}.md", markdown(res)))
+
+
 def md_table(header: list[str], rows: list[list[Any]]) -> str:
     """A GitHub markdown table; cells are str()-ed."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

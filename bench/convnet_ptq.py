@@ -104,7 +104,7 @@ def markdown(res: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     res = run(args)
-    print("wrote", common.write_json(args.name, res), "and", common.write_text(f"{args.name}.md", markdown(res)))
+    common.write_results(args.name, res, markdown)
     return 0
 
 

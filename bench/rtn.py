@@ -606,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{r['gscore_apply_plus_convert_over_numpy_copy']:.2f}x numpy copy ({res['numpy_copy']['best_s']:.3f} s); "
         f"naive RTN {r['naive_rtn_over_numpy_copy']:.2f}x; target 3x: {'met' if r['meets_target'] else 'missed'}"
     )
-    print("wrote", common.write_json(args.name, res), "and", common.write_text(f"{args.name}.md", markdown(res)))
+    common.write_results(args.name, res, markdown)
     return 0
 
 

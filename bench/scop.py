@@ -466,7 +466,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     res = run(args)
-    print("wrote", common.write_json(args.name, res), "and", common.write_text(f"{args.name}.md", markdown(res)))
+    common.write_results(args.name, res, markdown)
     return 0
 
 
