@@ -24,7 +24,8 @@ from contextvars import ContextVar
 from typing import Any, Iterator
 
 _CONTAINERS = (dict, OrderedDict, list)
-_active: ContextVar[frozenset[int]] = ContextVar("gscore_transactions", default=frozenset())
+_active: ContextVar[tuple[tuple[int, Any], ...]] = ContextVar("gscore_transactions", default=())
+"""The open transactions of this context: (id of the network, its snapshot or None), outermost first."""
 
 
 def attribute_state(obj: Any) -> dict[str, tuple[Any, Any]]:
@@ -64,7 +65,7 @@ def is_cell(network: Any) -> bool:
 def transaction(network: Any, owner: Any = None) -> Iterator[None]:
     """Run the block all-or-nothing for ``network`` (and ``owner``'s attributes); see the module doc."""
     active = _active.get()
-    if id(network) in active:
+    if any(key == id(network) for key, _ in active):
         yield
         return
     snapshot = None
@@ -73,7 +74,7 @@ def transaction(network: Any, owner: Any = None) -> Iterator[None]:
 
         snapshot = NetworkSnapshot(network)
     owner_state = attribute_state(owner) if owner is not None else None
-    token = _active.set(active | {id(network)})
+    token = _active.set((*active, (id(network), snapshot)))
     try:
         yield
     except BaseException as exc:
@@ -87,3 +88,21 @@ def transaction(network: Any, owner: Any = None) -> Iterator[None]:
         raise
     finally:
         _active.reset(token)
+        if snapshot is not None:
+            snapshot.close()
+
+
+def spill_undo(network: Any) -> int:
+    """Move the undo data of the transaction open on ``network`` to a temporary file; returns
+    the bytes moved (0 outside a transaction).
+
+    For phases that change a network step by step (the layer-by-layer calibration driver calls
+    it after every block): without it, an all-or-nothing phase would keep the old storage of
+    every layer it changed in memory until it ends, one float copy of the model. Call it only
+    where the phase no longer uses the cells it has taken out of the network (see
+    :meth:`gscore.nn.snapshot.NetworkSnapshot.spill`).
+    """
+    for key, snapshot in _active.get():
+        if key == id(network) and snapshot is not None:
+            return snapshot.spill()
+    return 0

@@ -5,7 +5,9 @@ generic discovery, or a model adapter's own split). The driver
 captures the first block's inputs once, then for each block lets the algorithm observe and
 quantize it, and runs the *quantized* block to produce the next block's inputs. Peak memory
 is the weights plus one block's activations over the calibration set, whatever the depth,
-and later blocks are calibrated on the activations they will really see.
+and later blocks are calibrated on the activations they will really see. The phase is
+all-or-nothing (:mod:`gscore.transaction`); its undo data is moved to disk before the first
+block and after every block, so it does not keep a float copy of each finished block in memory.
 
 Under ``msrun`` an algorithm that wraps its helper with
 :func:`~gscore.calib.data_parallel.data_parallel` calibrates data-parallel: each worker runs
@@ -24,6 +26,7 @@ from mindspore import nn
 from tqdm import tqdm
 
 from gscore import dist
+from gscore.transaction import spill_undo
 from gscore.calib.network_helper import NetworkHelperProtocol
 from gscore.io.digest import parameters_digest
 
@@ -40,11 +43,14 @@ def calibrate_blockwise(
     ``process_block`` may run the block on ``state`` to observe it and must leave the block
     in its calibrated (simulated) form; the driver then advances ``state`` through it and
     calls the helper's optional ``block_done(name, block, state)`` (the streaming driver
-    writes the finished block out there).
+    writes the finished block out there). Between blocks, the cells that ``process_block``
+    took out of the network may be emptied (their undo data goes to disk): it must not keep
+    using them once it returned, nor the ones a model-level step took out before the driver.
     """
     state = helper.block_inputs(network, datasets)
     blocks = helper.blocks(network)
     finished = getattr(helper, "block_done", None)
+    spill_undo(network)
     for name, block in tqdm(blocks, desc="calibrate", disable=not progress or not dist.is_root(), leave=False):
         process_block(name, block, state)
         if dist.active():
@@ -52,4 +58,5 @@ def calibrate_blockwise(
         state = helper.run_block(block, state)
         if finished is not None:
             finished(name, block, state)
+        spill_undo(network)
     return len(blocks)
