@@ -13,6 +13,11 @@ For every block the driver (:func:`gscore.calib.layerwise.calibrate_blockwise`) 
 3. searches weight clipping, then rounds the weights (round to nearest, or GPTQ on the
    Hessian of the scaled inputs) and puts the simulated layers and KV caches in place.
 
+Layers that share an input (q/k/v, gate/up) share one Hessian: it is collected once, and GPTQ
+quantizes their stacked weights in one call. GPTQ treats every output row on its own given the
+Hessian, so this is the same computation as one call per layer, with one ``XᵀX``, one
+factorization and one column loop per group instead of one per layer.
+
 A list of SmoothQuant strengths is searched per block on the block's *output*: each candidate
 quantizes the whole block (round to nearest) and runs it on a few calibration windows; the
 strength whose output is closest to the float block's is kept.
@@ -66,6 +71,7 @@ class LayerWork:
     observer: InputObserver | None = None
     divisor: np.ndarray | None = None
     explicit: bool = False  # the divisor must be applied by the layer itself (no norm absorbed it)
+    hessian_of: str | None = None  # the layer (this one, or one sharing its input) whose observer collects XᵀX
 
     def scale_input(self, s: np.ndarray, folded: bool) -> None:
         """Divide the input by ``s`` and multiply the weight columns by ``s``."""
@@ -96,8 +102,10 @@ class LayerWork:
     def sample(self) -> np.ndarray:
         return self._per_channel(self.observer.sample)
 
-    def hessian(self) -> np.ndarray:
-        h = self.observer.hessian.hessian()
+    def hessian(self, work: dict[str, "LayerWork"]) -> np.ndarray:
+        """``2XᵀX/rows`` of this layer's scaled input (``work``: the block's layers, one of
+        which collected it)."""
+        h = work[self.hessian_of].observer.hessian.hessian()
         return h if self.divisor is None else h / np.outer(self.divisor, self.divisor)
 
 
@@ -163,9 +171,10 @@ class BlockCalibrator:
         if not observed and not (self.static_kv and caches):
             return {}
         prefix = name_prefix(block_name)
+        self._share_hessians(block, work)
         for rel in observed:
             policy = work[rel].policy
-            collect = Collect(hessian=policy.gptq, absmean=policy.awq, sample_rows=SAMPLE_ROWS if (policy.awq or policy.clip) else 0)
+            collect = Collect(hessian=work[rel].hessian_of == rel, absmean=policy.awq, sample_rows=SAMPLE_ROWS if (policy.awq or policy.clip) else 0)
             work[rel].observer = InputObserver(work[rel].cell, self.helper.tokens_per_sequence(), self.args.skip_leading_tokens, collect)
             replace_cell(block, rel, work[rel].observer, prefix)
         watchers = {}
@@ -181,6 +190,18 @@ class BlockCalibrator:
             for name, cache in caches:
                 replace_cell(block, name, cache, prefix)
         return watchers
+
+    def _share_hessians(self, block: nn.Cell, work: dict[str, LayerWork]) -> None:
+        """Set ``hessian_of`` of every GPTQ layer: the first GPTQ layer of its shared-input group."""
+        gptq = [rel for rel, w in work.items() if w.policy.gptq]
+        for rel in gptq:
+            work[rel].hessian_of = rel
+        if len(gptq) < 2:
+            return
+        for _, members in self.helper.smooth_groups(block):
+            sharing = [m for m in members if m in gptq]
+            for member in sharing[1:]:
+                work[member].hessian_of = sharing[0]
 
     def _migrate(self, work: dict[str, LayerWork], plans: list[Plan], alpha: float) -> dict[str, np.ndarray]:
         """Apply SmoothQuant (``alpha``) or AWQ scales to every plan; returns ``1/s`` by folded norm."""
@@ -240,29 +261,55 @@ class BlockCalibrator:
         """Migrate outliers, round the weights and put the simulated layers in place."""
         for norm, inverse in self._migrate(work, plans, alpha).items():
             set_folded(get_cell(block, norm), norms[norm], inverse)
+        rounded = self._round(work, gptq)
         for rel, w in work.items():
             view = linear_view(w.cell)
-            weight, params = self._round(w, view, gptq)
+            weight, params = rounded[rel]
             smooth = 1.0 / w.divisor if w.explicit else None
             replace_cell(block, rel, simulated_linear(view, w.policy.weight, weight, self._input_quantizer(w), smooth, params), name_prefix(block_name))
 
-    def _round(self, w: LayerWork, view: Any, gptq: bool) -> tuple[np.ndarray, QuantParams | None]:
-        """The weight to simulate and its params (None: observe them from that weight).
+    def _round(self, work: dict[str, LayerWork], gptq: bool) -> dict[str, tuple[np.ndarray, QuantParams | None]]:
+        """Every layer's weight to simulate and its params (None: observe them from that weight).
 
         Clipping alone simulates the clipped weight. With GPTQ, the clipping search only picks
         the params (the clipped ranges) and GPTQ quantizes the *unclipped* weight with them, so
         the error of every value beyond a clipped range is fed back to the columns after it.
+        GPTQ layers with one Hessian, scheme and input scaling are quantized stacked, in one call.
         """
-        scheme = w.policy.weight.scheme(view)
-        store = ms_float_dtype_to_numpy(view.compute_dtype)
-        clipped = search_weight_clip(w.weight, w.sample, scheme, self.args.weight_clip_ratio, scale_dtype=store).weight if w.policy.clip else None
-        if gptq and w.policy.gptq:
-            g = self.args.gptq
-            params = None if clipped is None else stored_params(clipped, view, w.policy.weight)
-            result = gptq_quantize(w.weight, w.hessian(), scheme, block_size=g.block_size, damp_percent=g.damp_percent,
-                                   act_order=g.desc_act, static_groups=g.static_groups, scale_dtype=store, params=params)
-            return np.array(result.weight), result.params
-        return (w.weight if clipped is None else clipped), None
+        rounded: dict[str, tuple[np.ndarray, QuantParams | None]] = {}
+        batches: dict[tuple[Any, ...], list[tuple[str, QuantParams | None]]] = {}
+        for rel, w in work.items():
+            view = linear_view(w.cell)
+            scheme = w.policy.weight.scheme(view)
+            store = ms_float_dtype_to_numpy(view.compute_dtype)
+            clipped = search_weight_clip(w.weight, w.sample, scheme, self.args.weight_clip_ratio, scale_dtype=store).weight if w.policy.clip else None
+            if gptq and w.policy.gptq:
+                params = None if clipped is None else stored_params(clipped, view, w.policy.weight)
+                divisor = None if w.divisor is None else w.divisor.tobytes()
+                batches.setdefault((w.hessian_of, scheme, np.dtype(store), w.policy.clip, divisor), []).append((rel, params))
+            else:
+                rounded[rel] = (w.weight if clipped is None else clipped), None
+        for (_, scheme, store, *_), members in batches.items():
+            rounded.update(self._gptq(work, members, scheme, store))
+        return rounded
+
+    def _gptq(self, work: dict[str, LayerWork], members: list[tuple[str, QuantParams | None]], scheme: QuantScheme, store: np.dtype) -> dict[str, tuple[np.ndarray, QuantParams]]:
+        """GPTQ of layers sharing one Hessian (``members``: name and clipped params or None),
+        their weights stacked: GPTQ quantizes each output row on its own given the Hessian."""
+        g = self.args.gptq
+        weights = [work[rel].weight for rel, _ in members]
+        fixed = [params for _, params in members]
+        params = None
+        if fixed[0] is not None:
+            params = QuantParams(np.concatenate([p.scale for p in fixed]), np.concatenate([p.zero_point for p in fixed]), fixed[0].scheme)
+        result = gptq_quantize(np.concatenate(weights), work[members[0][0]].hessian(work), scheme, block_size=g.block_size, damp_percent=g.damp_percent,
+                               act_order=g.desc_act, static_groups=g.static_groups, scale_dtype=store, params=params)
+        ends = np.cumsum([len(weight) for weight in weights])
+        return {
+            rel: (np.array(result.weight[end - len(weight):end]),
+                  QuantParams(result.params.scale[end - len(weight):end], result.params.zero_point[end - len(weight):end], result.params.scheme))
+            for (rel, _), weight, end in zip(members, weights, ends)
+        }
 
     def _input_quantizer(self, w: LayerWork) -> nn.Cell | None:
         if w.policy.act == "dynamic":
