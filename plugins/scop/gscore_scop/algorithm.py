@@ -91,7 +91,7 @@ class SCOP(PruningAlgorithm):
         """Train the knockoff coefficients of the network ``apply`` prepared.
 
         ``epochs`` defaults to the config's ``knockoff_epochs``; batch size, learning rate,
-        separation and seed come from the config. Each call is one whole run of the separation ramp.
+        separation, budget (:meth:`_budgets`) and seed come from the config. Each call is one whole run of the separation ramp.
         """
         from gscore_scop.knockoff import train_knockoff
 
@@ -106,7 +106,8 @@ class SCOP(PruningAlgorithm):
 
     def _budgets(self) -> list[tuple[list[str], float]]:
         """Per budget (every group alone under ``layer`` selection, all together under ``global``),
-        the channels ``select_channels`` will keep there: the sum its coefficients are held to."""
+        the channels ``select_channels`` will keep there (under ``global`` the pooled count, raised
+        to the groups' ``min_channels`` floor): the sum its coefficients are held to."""
         cfg = self.config
         sizes = {name: group.channels for name, group in self.groups.items()}
         if cfg.selection is Selection.LAYER:

@@ -7,9 +7,9 @@ group), and the lowest scores go. The score rises with both ``k`` and the scale,
 decides: the paper's ``scale * (2k - 1)`` fell with the scale wherever ``k < 0.5``, so among the
 channels the knockoff stage marked as replaceable it removed the *largest* first, and where
 ``k`` saturated at 1 it ranked by the scale alone, which on the bench's ResNet chose worse
-channels than random ones (issue 14). With the knockoff budget (:mod:`gscore_scop.knockoff`)
-the coefficients are graded by what the task loss needs at the prune rate, so they carry the
-ranking; the scale only orders channels whose ``k`` sit together at a bound of [0, 1].
+channels than random ones (issue 14). ``k`` is what the task loss measured; the scale only
+orders channels whose ``k`` sit together (typically at a bound of [0, 1]); the knockoff budget
+(:mod:`gscore_scop.knockoff`) is the way to keep the coefficients off the bound.
 The scale of a channel is what a removed channel takes away from the layers after it: ``|gamma|``
 of the BatchNorm2d right after its convolution, or, where no BatchNorm follows, the L2 norm of the
 convolution's filter for that channel (all channels of a layer see the same input, so the filter

@@ -150,7 +150,7 @@ def test_the_knockoff_budget_holds_each_group_to_its_kept_channel_count(digits):
     ms.set_seed(0)
     net = LeNet5()
     train_classifier(net, digits.train_x[:512], digits.train_y[:512], epochs=1, batch_size=32, progress=False)
-    algo = SCOP(SCOPConfig(prune_rate=0.5, knockoff_epochs=1, knockoff_batch_size=32, knockoff_learning_rate=0.05))
+    algo = SCOP(SCOPConfig(prune_rate=0.5, knockoff_epochs=1, knockoff_batch_size=32, knockoff_learning_rate=0.05, knockoff_budget=True))
     algo.apply(net, datasets=(digits.train_x[:256], digits.train_y[:256]))
     for name, group in algo.groups.items():
         k = algo.coefficients[name].asnumpy().ravel()
