@@ -22,7 +22,7 @@ import numpy as np
 
 from gscore import PruningAlgorithm
 from gscore.errors import CalibrationDataError, CheckpointMismatchError, ConfigError, PhaseOrderError, data_errors
-from gscore_scop.config import SCOPConfig, Selection
+from gscore_scop.config import SCOPConfig
 from gscore_scop.scoring import channel_scale, channel_scores, select_channels
 
 if TYPE_CHECKING:  # MindSpore is imported when a phase runs, not when gscore lists algorithms
@@ -91,7 +91,7 @@ class SCOP(PruningAlgorithm):
         """Train the knockoff coefficients of the network ``apply`` prepared.
 
         ``epochs`` defaults to the config's ``knockoff_epochs``; batch size, learning rate,
-        separation, budget (:meth:`_budgets`) and seed come from the config. Each call is one whole run of the separation ramp.
+        separation and seed come from the config. Each call is one whole run of the separation ramp.
         """
         from gscore_scop.knockoff import train_knockoff
 
@@ -100,26 +100,8 @@ class SCOP(PruningAlgorithm):
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ConfigError(f"knockoff training needs epochs >= 1, got {epochs!r}")
         return train_knockoff(
-            network, self.coefficients, images, labels, epochs, cfg.knockoff_batch_size, cfg.knockoff_learning_rate, cfg.knockoff_separation, cfg.seed, progress,
-            self._budgets() if cfg.knockoff_budget else (),
+            network, self.coefficients, images, labels, epochs, cfg.knockoff_batch_size, cfg.knockoff_learning_rate, cfg.knockoff_separation, cfg.seed, progress
         )
-
-    def _budgets(self) -> list[tuple[list[str], float]]:
-        """Per budget (every group alone under ``layer`` selection, all together under ``global``),
-        the channels ``select_channels`` will keep there (under ``global`` the pooled count, raised
-        to the groups' ``min_channels`` floor): the sum its coefficients are held to."""
-        cfg = self.config
-        sizes = {name: group.channels for name, group in self.groups.items()}
-        if cfg.selection is Selection.LAYER:
-            pools = [[name] for name in sizes]
-        else:
-            pools = [list(sizes)]
-        budgets = []
-        for names in pools:
-            total = sum(sizes[n] for n in names)
-            floor = sum(min(cfg.min_channels, sizes[n]) for n in names)
-            budgets.append((names, float(max(total - int(cfg.prune_rate * total), floor))))
-        return budgets
 
     def _choose(self, found: ChannelGroups) -> tuple[dict[str, ChannelGroup], dict[str, str]]:
         """The groups to prune under ``layers`` / ``opname_blacklist``, and the skipped convolutions with why.

@@ -19,15 +19,6 @@ allowed):
   ``knockoff_epochs=0`` only inserts the coefficients; train them with ``SCOP.train_knockoff``.
 * ``knockoff_separation`` -- final weight of the ramped cost ``mean(k)`` that separates real from
   knockoff features (:mod:`gscore_scop.knockoff`); 0 is the paper's plain objective.
-* ``knockoff_budget`` -- hold the coefficients, after every step, to the number of channels the
-  selection keeps (per group under ``layer``, over all groups under ``global``): the sum of a
-  group's ``k`` is its kept channel count. Without it every channel the task uses saturates at
-  ``k = 1`` and the ranking falls back to the channel scale (issue 14: median 1.0 in 5 of the 6
-  ResNet groups); with it the network must do with the kept share of real features during the
-  stage, so the channels compete and ``k`` grades them at the prune rate. False (the default) is
-  the paper's box constraint alone: on the bench's full digit ResNet the budget chose better
-  channels at rate 0.5 (23.2 % right after pruning against L1's 18.9 %) but worse at 0.3
-  (39.1 % against 52.8 % for random choices; 94.7 % after fine-tuning, the former SCOP 97.6 %).
 * ``recalibrate_batches`` -- after pruning, ``convert`` repairs the smaller network with forward
   passes over this many batches of the ``apply`` images: consumers with a bias are moved back to
   the float network's mean outputs (what a BatchNorm-free network needs) and BatchNorm
@@ -41,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gscore.config import StrictEnum, VersionedConfig, check_bool, check_names, check_number, coerce_enum
+from gscore.config import StrictEnum, VersionedConfig, check_names, check_number, coerce_enum
 
 
 class Selection(StrictEnum):
@@ -66,7 +57,6 @@ class SCOPConfig(VersionedConfig):
     knockoff_batch_size: int = 64
     knockoff_learning_rate: float = 0.01
     knockoff_separation: float = 1.0
-    knockoff_budget: bool = False
     recalibrate_batches: int = 16
     seed: int = 0
 
@@ -77,7 +67,6 @@ class SCOPConfig(VersionedConfig):
             setattr(self, name, check_number(getattr(self, name), name, low, integer=True))
         self.knockoff_learning_rate = check_number(self.knockoff_learning_rate, "knockoff_learning_rate", 0.0, low_open=True)
         self.knockoff_separation = check_number(self.knockoff_separation, "knockoff_separation", 0.0)
-        self.knockoff_budget = check_bool(self.knockoff_budget, "knockoff_budget")
         for name in ("layers", "opname_blacklist"):
             setattr(self, name, check_names(getattr(self, name), name, "cell names", allow_empty_strings=False))
         if self.prune_rate == 0.0:

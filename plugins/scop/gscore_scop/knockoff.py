@@ -29,13 +29,6 @@ feature, so channels whose real feature is not worth the charge slide to ``k = 0
 knockoff serves as well), and the ones that stay at 1 are those the task needs even when their
 neighbours are already knockoffs. ``separation=0`` is the paper's plain objective.
 
-That cost is one price for every network; the **budget** (``budgets``, SCOPConfig's
-``knockoff_budget``) ties the coefficients to the prune rate instead: after every step a group's
-(or, for global selection, all groups') coefficients are projected onto the set whose sum is the
-number of channels the selection keeps. During the stage the network thus runs on the kept
-share of real features, a channel can only gain ``k`` at another's expense, and the task loss
-grades the channels against each other at that rate instead of saturating them at 1.
-
 In eval mode the wrapper is the plain convolution, so the accuracy after the knockoff stage
 equals the float accuracy. The permutations and draws are numpy (MindSpore's ``Randperm`` has
 no CPU kernel).
@@ -43,7 +36,7 @@ no CPU kernel).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import mindspore as ms
@@ -112,31 +105,6 @@ def _project(params: list[Parameter]) -> None:
         ops.assign(param, ops.clamp(param, 0.0, 1.0))
 
 
-def project_budget(k: np.ndarray, total: float, iterations: int = 60) -> np.ndarray:
-    """Euclidean projection of ``k`` onto ``{0 <= k <= 1, sum(k) = total}``: ``clip(k - tau, 0, 1)``
-    with the shift ``tau`` found by bisection (the sum falls monotonically in ``tau``)."""
-    k = np.asarray(k, np.float64)
-    if not 0 <= total <= k.size:
-        raise ValueError(f"a budget of {total} does not fit {k.size} coefficients in [0, 1]")
-    low, high = float(k.min()) - 1.0, float(k.max())
-    for _ in range(iterations):
-        tau = 0.5 * (low + high)
-        if np.clip(k - tau, 0.0, 1.0).sum() > total:
-            low = tau
-        else:
-            high = tau
-    return np.clip(k - 0.5 * (low + high), 0.0, 1.0)
-
-
-def _project_budgets(coefficients: Mapping[str, Parameter], budgets: Sequence[tuple[Sequence[str], float]]) -> None:
-    """Project the coefficients of each budget's groups, pooled, onto their budget (:func:`project_budget`)."""
-    for names, total in budgets:
-        params = [coefficients[n] for n in names]
-        flat = project_budget(np.concatenate([p.asnumpy().ravel() for p in params]), total)
-        for param, part in zip(params, np.split(flat, np.cumsum([p.size for p in params])[:-1])):
-            ops.assign(param, Tensor(part.reshape(param.shape).astype(np.float32)))
-
-
 def train_knockoff(
     network: nn.Cell,
     coefficients: Mapping[str, Parameter],
@@ -148,15 +116,13 @@ def train_knockoff(
     separation: float = 0.0,
     seed: int = 0,
     progress: bool = True,
-    budgets: Sequence[tuple[Sequence[str], float]] = (),
 ) -> TrainResult:
     """Train the knockoff ``coefficients`` (group name -> ``kfscale``) of ``network`` on images
     ``x`` / int labels ``y``.
 
     Adam (``betas = (0.5, 0.9)``, the paper's) on the coefficients only; loss = cross-entropy of
     the real half + ``separation * t * mean(k)`` with ``t`` rising linearly from 0 to 1 over the
-    run; after every step the coefficients are clipped to [0, 1], or, for the groups named in
-    ``budgets`` (``(group names, sum of their k)`` pairs), projected onto the budget. Batch order and knockoff draws
+    run; after every step the coefficients are clipped to [0, 1]. Batch order and knockoff draws
     come from ``numpy.random.default_rng(seed)``. Leaves the network in eval mode.
     """
     params = list(coefficients.values())
@@ -178,7 +144,6 @@ def train_knockoff(
     steps_per_epoch = len(x) // batch_size
     total = epochs * steps_per_epoch
     _set_mode(network, True)
-    _project_budgets(coefficients, budgets)
     steps, epoch_loss = 0, float("nan")
     try:
         for _ in tqdm(range(epochs), desc="knockoff", disable=not progress, leave=False):
@@ -192,7 +157,6 @@ def train_knockoff(
                 optimizer(grads)
                 steps += 1
                 _project(params)
-                _project_budgets(coefficients, budgets)
                 losses.append(float(loss.asnumpy()))
             epoch_loss = float(np.mean(losses))
     finally:

@@ -1,15 +1,8 @@
 """SCOP's channel scores and the choice of channels to keep (numpy only).
 
 A knockoff coefficient ``k`` near 1 means the network relied on the real feature of that
-channel; near 0 means the knockoff served as well. A channel's score is its coefficient, with
-the channel's scale only breaking ties: ``k + TIE_BREAK * scale / max(scale)`` (scale over the
-group), and the lowest scores go. The score rises with both ``k`` and the scale, and ``k``
-decides: the paper's ``scale * (2k - 1)`` fell with the scale wherever ``k < 0.5``, so among the
-channels the knockoff stage marked as replaceable it removed the *largest* first, and where
-``k`` saturated at 1 it ranked by the scale alone, which on the bench's ResNet chose worse
-channels than random ones (issue 14). ``k`` is what the task loss measured; the scale only
-orders channels whose ``k`` sit together (typically at a bound of [0, 1]); the knockoff budget
-(:mod:`gscore_scop.knockoff`) is the way to keep the coefficients off the bound.
+channel; near 0 means the knockoff served as well. SCOP scores a channel by its importance
+``k - (1 - k) = 2k - 1`` (in [-1, 1]) times the channel's scale, and removes the lowest scores.
 The scale of a channel is what a removed channel takes away from the layers after it: ``|gamma|``
 of the BatchNorm2d right after its convolution, or, where no BatchNorm follows, the L2 norm of the
 convolution's filter for that channel (all channels of a layer see the same input, so the filter
@@ -25,8 +18,6 @@ import numpy as np
 
 from gscore_scop.config import Selection
 
-TIE_BREAK = 1e-3  # below any difference in k that matters, above float32 noise
-
 
 def channel_scale(gammas: Sequence[np.ndarray | None], weights: Sequence[np.ndarray]) -> np.ndarray:
     """Scale ``[C]`` of a group's channels: per convolution ``|gamma|`` of its BatchNorm (``gammas[i]``),
@@ -41,11 +32,9 @@ def channel_scale(gammas: Sequence[np.ndarray | None], weights: Sequence[np.ndar
 
 
 def channel_scores(kfscale: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """``k + TIE_BREAK * scale / max(scale)`` per channel; ``kfscale`` (in [0, 1]) and ``scale`` are ``[C]``."""
+    """``scale * (2k - 1)`` per channel; ``kfscale`` and ``scale`` are ``[C]``."""
     k = np.asarray(kfscale, dtype=np.float64).reshape(-1)
-    scale = np.asarray(scale, np.float64).reshape(-1)
-    top = scale.max(initial=0.0)
-    return k + TIE_BREAK * (scale / top if top > 0 else scale)
+    return np.asarray(scale, np.float64).reshape(-1) * (2.0 * k - 1.0)
 
 
 def select_channels(scores: Mapping[str, np.ndarray], prune_rate: float, selection: Selection, min_channels: int) -> dict[str, np.ndarray]:
