@@ -26,9 +26,9 @@ from mindspore import nn
 from tqdm import tqdm
 
 from gscore import dist
-from gscore.transaction import spill_undo
 from gscore.calib.network_helper import NetworkHelperProtocol
 from gscore.io.digest import parameters_digest
+from gscore.transaction import spill_undo
 
 
 def calibrate_blockwise(

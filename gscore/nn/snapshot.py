@@ -38,6 +38,7 @@ from mindspore import Parameter, Tensor, nn
 from gscore.errors import GscoreWarning
 from gscore.transaction import attribute_state, restore_attributes
 
+
 def _data_view(param: Parameter) -> np.ndarray | None:
     """The parameter's data as a numpy view of its storage (None for lazily initialised ones)."""
     if param.has_init:
