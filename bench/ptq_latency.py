@@ -8,7 +8,8 @@ them round-robin, so each ratio shares the load. Measured:
   of ``--repeat`` round-robin repetitions;
 * **decode**: a ``--prompt``-token prompt, then ``--new`` greedy tokens through the KV cache,
   with the forward compiled into graphs over preallocated caches
-  (:class:`gscore.nn.decoding.CompiledDecoder`; compile time reported apart); tokens/s over the
+  (:class:`gscore.nn.decoding.CompiledDecoder`, which runs a deployed block's layers as
+  linear-group operators; compile time reported apart); tokens/s over the
   new tokens, median of ``--rounds`` round-robin rounds; and against the memory-bandwidth limit
   (parameter bytes read per token / numpy copy bandwidth measured in this run);
 * **where the time goes** per token: one profiled pass per network (MindSpore profiler), op
@@ -16,7 +17,8 @@ them round-robin, so each ratio shares the load. Measured:
   kernels, other MindSpore ops); the rest of the wall time is framework overhead (dispatch
   between operators). The profiler slows the pass a little; its wall time is reported with it;
 * **decode overhead, step by step** (FP32 and A16W8, ``--steps-tokens`` tokens): op by op
-  without native kernels (the state before them), op by op with them, compiled with them;
+  without native kernels (the state before them), op by op with them, compiled with them,
+  compiled with each block's layers as linear groups (what the decode table runs);
 * **calibration** time next to plain float forwards over the same calibration windows.
 
 Usage: python bench/ptq_latency.py [--repeat 3] [--tokens 512] [--calib 8] [--prompt 64] [--new 64] [--rounds 3] [--configs a16w8 ...]
@@ -54,6 +56,7 @@ CONFIGS = ["a16w8", "a16w4-g128", "a8w8", "a8w8-dynamic", "a8w8-rotation", "kv-i
 # cache's attention operator is recorded without a cell scope ("Default/Custom-opN"): the only
 # unscoped custom operator in a decode graph.
 KINDS = [
+    ("LinearGroup", "linear groups (+ norm, RoPE, gate, residual)"),
     ("QuantLinear", "quantized-linear kernels"),
     ("RMSNormOp", "fused element-wise"),
     ("Rotary", "fused element-wise"),
@@ -233,13 +236,27 @@ def main() -> None:
 
 def overhead_steps(decoders: dict[str, CompiledDecoder], weights: dict, model_config: LlamaConfig, tokenizer: Any, calibration: np.ndarray, prompt: np.ndarray, new: int) -> dict[str, dict[str, float]]:
     """Decode tokens/s of FP32 and A16W8 as decode overhead was removed, round-robin: the
-    portable network op by op with growing caches (before native kernels), then the kernel
-    network op by op and compiled, both on preallocated caches."""
+    portable network op by op with growing caches (before native kernels); a kernel network
+    with its layers one by one, op by op and compiled, on preallocated caches; the compiled
+    decoder as the decode table runs it (blocks as linear groups, where the network has
+    quantized layers)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
         with kernels.forced(kernels.PORTABLE):
             before = {name: build(name, model_config, weights, tokenizer, calibration)[0] for name in ("fp32", "a16w8")}
-    runs = {name: {"op by op, no native kernels": before[name], "op by op, native kernels": decoders[name], "compiled, native kernels": decoders[name]} for name in before}
+    capacity = decoders["fp32"].capacity
+    ungrouped = {name: CompiledDecoder(build(name, model_config, weights, tokenizer, calibration)[0], capacity, group_linears=False) for name in before}
+    runs = {
+        name: {
+            "op by op, no native kernels": before[name],
+            "op by op, native kernels": ungrouped[name],
+            "compiled, native kernels": ungrouped[name],
+            "compiled, native kernels, linear groups": decoders[name],
+        }
+        for name in before
+    }
+    for decoder in ungrouped.values():
+        greedy(decoder, prompt, 1)  # compile before timing
     rates: dict[str, dict[str, list[float]]] = {name: {step: [] for step in r} for name, r in runs.items()}
     for _ in range(2):
         for name, steps in runs.items():
@@ -248,6 +265,8 @@ def overhead_steps(decoders: dict[str, CompiledDecoder], weights: dict, model_co
                     run.graph = step.startswith("compiled")
                 _, seconds, _ = greedy(run, prompt, new)
                 rates[name][step].append(len(seconds) / sum(seconds))
+    for decoder in ungrouped.values():
+        decoder.close()
     return {name: {step: float(np.median(r)) for step, r in steps.items()} for name, steps in rates.items()}
 
 
@@ -275,7 +294,7 @@ def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         f"## Where a decode step's time goes (ms per token, profiled pass of {args.profile_steps} steps)",
         "",
     ]
-    kinds = ["profiled wall", "quantized-linear kernels", "MindSpore MatMul", "attention", "fused element-wise", "other MindSpore ops", "framework overhead"]
+    kinds = ["profiled wall", "linear groups (+ norm, RoPE, gate, residual)", "quantized-linear kernels", "MindSpore MatMul", "attention", "fused element-wise", "other MindSpore ops", "framework overhead"]
     where = report["where_time_goes_ms_per_token"]
     lines += [md_table(["network", *kinds], [[n, *(f"{w.get(k, 0.0):.1f}" for k in kinds)] for n, w in where.items()])]
     lines += [

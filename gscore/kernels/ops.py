@@ -85,6 +85,12 @@ def _check_white_list(path: str) -> None:
         )
 
 
+def _library_path(at: str) -> str:
+    path = str(library(at))
+    _check_white_list(path)
+    return path
+
+
 def primitive(name: str, at: str | None = None) -> ops.Custom | None:
     """The operator for kernel ``name`` at level ``at`` (default: the active level);
     None when that level is ``portable`` (the caller then uses MindSpore ops)."""
@@ -95,9 +101,62 @@ def primitive(name: str, at: str | None = None) -> ops.Custom | None:
         return None
     key = (name, at)
     if key not in _primitives:
-        path = str(library(at))
-        _check_white_list(path)
         shape, dtype = KERNELS[name]
         bprop = BPROPS[name](at) if name in BPROPS else None
-        _primitives[key] = ops.Custom(f"{path}:gsk_{name}", out_shape=shape, out_dtype=dtype, func_type="aot", bprop=bprop)
+        _primitives[key] = ops.Custom(f"{_library_path(at)}:gsk_{name}", out_shape=shape, out_dtype=dtype, func_type="aot", bprop=bprop)
+    return _primitives[key]
+
+
+# the linear kernels in the order of ``gsk_linear_group``'s plan (csrc/entry.cc, LinearKind),
+# with the number of inputs each takes after x
+LINEAR_KINDS: dict[str, int] = {
+    "w8_linear": 3,
+    "w4_linear": 4,
+    "a8w8_static_linear": 6,
+    "a8w8_dynamic_linear": 4,
+    "a8w4_static_linear": 7,
+    "a8w4_dynamic_linear": 5,
+}
+PROLOGUES = (None, "rms_norm")
+EPILOGUES = (None, "add", "silu_mul")
+
+
+def linear_group_plan(kernel: str, biases: tuple[bool, ...], prologue: str | None, epilogue: str | None, rope: bool = False) -> tuple[int, ...]:
+    """The plan ``gsk_linear_group`` reads (6 int32): kind, count, prologue, epilogue, bias
+    mask, RoPE on the first two outputs."""
+    if kernel not in LINEAR_KINDS or prologue not in PROLOGUES or epilogue not in EPILOGUES:
+        raise KernelError(f"no linear group for kernel {kernel!r}, prologue {prologue!r}, epilogue {epilogue!r}")
+    wanted = {None: range(2 if rope else 1, 4), "add": (1,), "silu_mul": (2,)}[epilogue]
+    if len(biases) not in wanted or (rope and epilogue):
+        raise KernelError(f"epilogue {epilogue!r}{' with RoPE' if rope else ''} takes {' or '.join(map(str, wanted))} linears, got {len(biases)}")
+    mask = sum(1 << i for i, has in enumerate(biases) if has)
+    return (list(LINEAR_KINDS).index(kernel), len(biases), PROLOGUES.index(prologue), EPILOGUES.index(epilogue), mask, int(rope))
+
+
+def linear_group_primitive(plan: tuple[int, ...], at: str | None = None) -> ops.Custom | None:
+    """The ``gsk_linear_group`` operator for ``plan`` (:func:`linear_group_plan`) at level
+    ``at``; None at ``portable``. Its output shapes follow from the plan: one per linear, or one
+    for an epilogue."""
+    at = at or level()
+    if at == PORTABLE:
+        return None
+    key = (f"linear_group{plan}", at)
+    if key not in _primitives:
+        kind, count, prologue, epilogue, mask, rope = plan
+        per_linear = list(LINEAR_KINDS.values())[kind]
+        first = 2 + 2 * (prologue == 1) + 2 * rope + (epilogue == 1)  # index of the first weight among the inputs
+        weights, at_input = [], first
+        for i in range(count):
+            weights.append(at_input)
+            at_input += per_linear + ((mask >> i) & 1)
+
+        def shape(*shapes: list[int]) -> Any:
+            rows = list(shapes[1][:-1])
+            outs = [[*rows, shapes[w][0]] for w in weights]
+            return outs[0] if epilogue else tuple(outs)
+
+        def dtype(*dtypes: Any) -> Any:
+            return ms.float32 if epilogue else tuple(ms.float32 for _ in weights)
+
+        _primitives[key] = ops.Custom(f"{_library_path(at)}:gsk_linear_group", out_shape=shape, out_dtype=dtype, func_type="aot")
     return _primitives[key]

@@ -44,6 +44,7 @@ from mindspore.common.initializer import Normal, initializer
 from gscore.errors import CheckpointMismatchError
 from gscore.nn.fused import Add, RMSNormOp, Rotary, SiluMul
 from gscore.nn.kv_cache import FloatKVCache
+from gscore.nn.linear_group import LinearGroup, can_group
 
 
 @dataclass(frozen=True)
@@ -124,18 +125,23 @@ class Attention(nn.Cell):
         self.prefix_value = Parameter(Tensor(values.astype(np.float32)), name=f"{name_prefix}prefix_value", requires_grad=False)
         self.prefix_length = int(keys.shape[2])
 
-    def _heads(self, x: Tensor, batch: int, heads: int) -> Tensor:
+    def heads(self, x: Tensor, batch: int, heads: int) -> Tensor:
+        """``[batch * tokens, heads * head_dim]`` -> ``[batch, heads, tokens, head_dim]``."""
         return ops.transpose(ops.reshape(x, (batch, -1, heads, self.head_dim)), (0, 2, 1, 3))
 
-    def construct(self, x: Tensor, batch: int, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
-        q = self._heads(self.q_proj(x), batch, self.num_heads)
-        k = self._heads(self.k_proj(x), batch, self.num_kv_heads)
-        v = self._heads(self.v_proj(x), batch, self.num_kv_heads)
-        q = self.rotary(q, cos, sin)
-        k = self.rotary(k, cos, sin)
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        """Attention through the KV cache of ``q``/``k``/``v`` ``[batch, heads, tokens,
+        head_dim]`` (queries and keys after RoPE): ``[batch * tokens, num_heads * head_dim]``,
+        the input of o_proj."""
         if self.prefix_length:
-            return self.o_proj(self.kv_cache(q, k, v, mask, self.scale, self.prefix_key, self.prefix_value))
-        return self.o_proj(self.kv_cache(q, k, v, mask, self.scale))
+            return self.kv_cache(q, k, v, mask, self.scale, self.prefix_key, self.prefix_value)
+        return self.kv_cache(q, k, v, mask, self.scale)
+
+    def construct(self, x: Tensor, batch: int, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
+        q = self.rotary(self.heads(self.q_proj(x), batch, self.num_heads), cos, sin)
+        k = self.rotary(self.heads(self.k_proj(x), batch, self.num_kv_heads), cos, sin)
+        v = self.heads(self.v_proj(x), batch, self.num_kv_heads)
+        return self.o_proj(self.attend(q, k, v, mask))
 
 
 class MLP(nn.Cell):
@@ -161,7 +167,13 @@ class MLP(nn.Cell):
 
 
 class DecoderLayer(nn.Cell):
-    """Pre-norm block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""
+    """Pre-norm block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``.
+
+    After :meth:`group_linears` (deployed layers on native kernels) the block runs as four
+    linear-group operators around the attention — norm + q/k/v + RoPE, o_proj + residual,
+    norm + gate/up + SiLU gate, down_proj + residual — instead of fourteen operators, with
+    bit-identical results (:mod:`gscore.nn.linear_group`).
+    """
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
@@ -170,10 +182,42 @@ class DecoderLayer(nn.Cell):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
         self.residual = Add()
+        self.grouped = False
+
+    def group_linears(self) -> bool:
+        """Compute the block with linear-group operators from now on, if every linear layer is
+        deployed on a native kernel (:func:`gscore.nn.linear_group.can_group`) and the norms and
+        the residual add are native; returns whether it did. Parameters do not change."""
+        attn, mlp = self.self_attn, self.mlp
+        native = all(cell.native is not None for cell in (self.input_layernorm.norm, self.post_attention_layernorm.norm, self.residual, mlp.gate))
+        groups = [(attn.q_proj, attn.k_proj, attn.v_proj), (attn.o_proj,), (mlp.gate_proj, mlp.up_proj), (mlp.down_proj,)]
+        if not native or not all(can_group(group) for group in groups):
+            return False
+        self.attention_in = LinearGroup(groups[0], prologue="rms_norm", rope=True)
+        self.attention_out = LinearGroup(groups[1], epilogue="add")
+        self.mlp_in = LinearGroup(groups[2], prologue="rms_norm", epilogue="silu_mul")
+        self.mlp_out = LinearGroup(groups[3], epilogue="add")
+        self.grouped = True
+        return True
 
     def construct(self, x: Tensor, batch: int, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
+        if self.grouped:
+            return self.construct_grouped(x, batch, cos, sin, mask)
         x = self.residual(x, self.self_attn(self.input_layernorm(x), batch, cos, sin, mask))
         return self.residual(x, self.mlp(self.post_attention_layernorm(x)))
+
+    def construct_grouped(self, x: Tensor, batch: int, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
+        attn, mlp = self.self_attn, self.mlp
+        norm = self.input_layernorm
+        qkv = attn.q_proj.group_inputs() + attn.k_proj.group_inputs() + attn.v_proj.group_inputs()
+        q, k, v = self.attention_in(x, (norm.weight, norm.norm.eps_tensor, cos, sin), qkv)
+        q, k, v = attn.heads(q, batch, attn.num_heads), attn.heads(k, batch, attn.num_kv_heads), attn.heads(v, batch, attn.num_kv_heads)
+        x = self.attention_out(attn.attend(q, k, v, mask), (x,), attn.o_proj.group_inputs())
+        norm = self.post_attention_layernorm
+        h = self.mlp_in(x, (norm.weight, norm.norm.eps_tensor), mlp.gate_proj.group_inputs() + mlp.up_proj.group_inputs())
+        if mlp.down_rotation is not None:
+            h = mlp.down_rotation(h)
+        return self.mlp_out(h, (x,), mlp.down_proj.group_inputs())
 
 
 class LlamaModel(nn.Cell):
@@ -250,6 +294,12 @@ class LlamaForCausalLM(nn.Cell):
             attn = layer.self_attn
             empty = np.full((1, attn.num_kv_heads, length, attn.head_dim), np.nan, np.float32)
             attn.set_prefix(empty, empty, f"model.layers.{i}.self_attn.")
+
+    def group_linears(self) -> int:
+        """Run each decoder block whose layers allow it as linear-group operators
+        (:meth:`DecoderLayer.group_linears`): same results, fewer operators per token. Returns
+        how many blocks were grouped."""
+        return sum(layer.group_linears() for layer in self.model.layers)
 
     def reset_cache(self) -> None:
         """Empty every layer's KV cache."""

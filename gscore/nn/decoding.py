@@ -9,7 +9,11 @@ the whole capacity; then a decode step has the same shapes at every position and
 
 The network must offer ``forward(input_ids, cos, sin, mask)`` (tensors only),
 ``position_inputs(tokens, start, width)``, ``reset_cache()``, ``prefix_length`` and ``config``, as
-:class:`gscore.models.llama.LlamaForCausalLM` does. A :class:`CompiledDecoder` is called like the
+:class:`gscore.models.llama.LlamaForCausalLM` does. If it also offers ``group_linears()``, the
+decoder calls it (unless told not to): a deployed Llama then runs each block as a few
+linear-group operators (:mod:`gscore.nn.linear_group`), bit-identical and with a third of the
+operators per token; the network keeps running that way after the decoder closes (same
+results). A :class:`CompiledDecoder` is called like the
 network itself (``decoder(input_ids, start)``), so greedy loops written for the network
 (``LlamaHelper.generate``) run it unchanged.
 """
@@ -32,15 +36,19 @@ class CompiledDecoder:
     ``graph=False`` (or setting :attr:`graph` later) runs the same fixed-shape forward op by op
     instead, on the same caches: what compiling buys, measured. Use as a context manager (or
     call :meth:`close`): leaving gives the caches back their growing storage and drops the
-    buffers, so the network's parameters are as before.
+    buffers, so the network's parameters are as before. ``group_linears=False`` leaves the
+    blocks ungrouped (to measure what grouping buys); :attr:`grouped_blocks` counts the blocks
+    the network grouped.
     """
 
-    def __init__(self, network: nn.Cell, capacity: int, batch: int = 1, graph: bool = True) -> None:
+    def __init__(self, network: nn.Cell, capacity: int, batch: int = 1, graph: bool = True, group_linears: bool = True) -> None:
         limit = network.config.max_positions - network.prefix_length
         if capacity < 1 or capacity > limit:
             raise ConfigError(f"capacity must be 1..{limit} tokens (max_positions less the fixed prefix), got {capacity}")
         self.network = network
         self.config = network.config
+        group = getattr(network, "group_linears", None) if group_linears else None
+        self.grouped_blocks = group() if group is not None else 0
         self.capacity, self.batch = capacity, batch
         self.caches = list(iter_cells(network, lambda c: isinstance(c, FloatKVCache)))
         for name, cache in self.caches:

@@ -149,20 +149,41 @@ class QuantLinear(_QuantLinearBase):
 
     def project_native(self, x: Tensor) -> Tensor:
         """One kernel call on the stored weight and scales; output in ``x``'s dtype."""
+        return self.native(x, *self.kernel_inputs())
+
+    def kernel_inputs(self) -> tuple:
+        """What the native kernel takes after ``x``: the stored weight and scales, then (as the
+        kernel needs them) the group size, the static input scale and zero point, the smooth
+        scale (``csrc/entry.cc`` gives the order)."""
         wq = self._weight_quantizer
         if self.kernel == "w4_linear":
-            return self.native(x, self.weight, wq.scale, wq.zp_neg, self.group_size)
+            return self.weight, wq.scale, wq.zp_neg, self.group_size
         if self.kernel == "w8_linear":
-            return self.native(x, self.weight, wq.scale, wq.zp_neg)
+            return self.weight, wq.scale, wq.zp_neg
         smooth = self.smooth_scale if self.smooths_in_kernel else self.unit_scale
         iq = self._input_quantizer
         if self.kernel == "a8w8_static_linear":
-            return self.native(x, self.weight, wq.scale, wq.zp_neg, iq.scale, iq.zp, smooth)
+            return self.weight, wq.scale, wq.zp_neg, iq.scale, iq.zp, smooth
         if self.kernel == "a8w8_dynamic_linear":
-            return self.native(x, self.weight, wq.scale, wq.zp_neg, smooth)
+            return self.weight, wq.scale, wq.zp_neg, smooth
         if self.kernel == "a8w4_static_linear":
-            return self.native(x, self.weight, wq.scale, wq.zp_neg, self.group_size, iq.scale, iq.zp, smooth)
-        return self.native(x, self.weight, wq.scale, wq.zp_neg, self.group_size, smooth)
+            return self.weight, wq.scale, wq.zp_neg, self.group_size, iq.scale, iq.zp, smooth
+        return self.weight, wq.scale, wq.zp_neg, self.group_size, smooth
+
+    def group_inputs(self) -> tuple:
+        """:meth:`kernel_inputs` followed by the bias when the layer has one: this layer's part
+        of a :mod:`gscore.nn.linear_group` operator."""
+        if self.has_bias:
+            return (*self.kernel_inputs(), self.bias)
+        return self.kernel_inputs()
+
+    @property
+    def groupable(self) -> bool:
+        """Whether a linear group operator can compute this layer: a native kernel, float32
+        compute and bias, no activation, any smooth scale applied inside the kernel."""
+        smooth_outside = self.has_smooth and not self.smooths_in_kernel
+        float_bias = not self.has_bias or self.bias.dtype == ms.float32
+        return self.native is not None and self.compute_dtype == ms.float32 and self.activation is None and not smooth_outside and float_bias
 
 
 _A8W8 = ("a8w8_static_linear", "a8w8_dynamic_linear")

@@ -35,17 +35,30 @@ inline void rms_norm(const float* x, const float* w, float eps, int64_t rows, in
   });
 }
 
+// One head vector x [D] at one position (c, s [D]) -> y [D] (y must not alias x).
+inline void rotate_half(const float* x, const float* c, const float* s, int64_t D, float* y) {
+  const int64_t half = D / 2;
+  for (int64_t d = 0; d < half; ++d) y[d] = x[d] * c[d] + (-x[d + half]) * s[d];
+  for (int64_t d = half; d < D; ++d) y[d] = x[d] * c[d] + x[d - half] * s[d];
+}
+
 // x [B, H, T, D], cos/sin [T, D] -> y
 inline void rotary(const float* x, const float* cos, const float* sin, int64_t BH, int64_t T, int64_t D, float* y) {
-  const int64_t half = D / 2;
   parallel_for(BH * T, kRowGrain, BH * T * D * 3, [&](int64_t first, int64_t last) {
     for (int64_t row = first; row < last; ++row) {
       const int64_t t = row % T;
-      const float* xr = x + row * D;
-      const float *c = cos + t * D, *s = sin + t * D;
-      float* yr = y + row * D;
-      for (int64_t d = 0; d < half; ++d) yr[d] = xr[d] * c[d] + (-xr[d + half]) * s[d];
-      for (int64_t d = half; d < D; ++d) yr[d] = xr[d] * c[d] + xr[d - half] * s[d];
+      rotate_half(x + row * D, cos + t * D, sin + t * D, D, y + row * D);
+    }
+  });
+}
+
+// The same on a projection's output before the heads are split out: x [B * T, H * D] (row
+// b * T + t holds token t's H head vectors one after another) -> y.
+inline void rotary_tokens(const float* x, const float* cos, const float* sin, int64_t rows, int64_t T, int64_t H, int64_t D, float* y) {
+  parallel_for(rows, kRowGrain, rows * H * D * 3, [&](int64_t first, int64_t last) {
+    for (int64_t row = first; row < last; ++row) {
+      const int64_t t = row % T;
+      for (int64_t h = 0; h < H; ++h) rotate_half(x + (row * H + h) * D, cos + t * D, sin + t * D, D, y + (row * H + h) * D);
     }
   });
 }

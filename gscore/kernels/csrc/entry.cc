@@ -71,6 +71,81 @@ struct Output {
 
 constexpr int kOk = 0, kBadArgs = 1;
 
+float scalar(const Arg& a) { return *static_cast<const float*>(a.data); }
+
+const float* f32(const Arg& a) { return static_cast<const float*>(a.data); }
+
+// The quantized linear kinds, in the order of the plan's kind field of gsk_linear_group.
+enum LinearKind { kW8 = 0, kW4, kA8W8Static, kA8W8Dynamic, kA8W4Static, kA8W4Dynamic, kLinearKinds };
+
+// Inputs of each kind after x (weight, scale, zp_neg, then group size, static input scale and
+// zero point, smooth scale where the kind has them).
+constexpr int kLinearInputs[kLinearKinds] = {3, 4, 6, 4, 7, 5};
+
+// y [M, N] = linear of `kind` on x [M, K] float32, its inputs a[at ..] (as the single-linear
+// entries below take them after x). Sets N; false (nothing computed) on inputs that do not fit.
+bool run_linear(int kind, const float* x, int64_t M, int64_t K, const Args& a, int at, float* y, int64_t& N) {
+  const Arg q = a[at], scale = a[at + 1], zp = a[at + 2];
+  if (!q.is("int8") || q.ndim != 2 || !is_float(scale) || !is_float(zp)) return false;
+  const bool int4 = kind == kW4 || kind == kA8W4Static || kind == kA8W4Dynamic;
+  const bool quantized_input = kind >= kA8W8Static, dynamic = kind == kA8W8Dynamic || kind == kA8W4Dynamic;
+  N = q.dim(0);
+  int next = at + 3;
+  int64_t G = 0, groups = 1;
+  if (int4) {
+    const Arg group = a[next++];
+    if (!group.is("int32") || 2 * q.dim(1) != K) return false;
+    G = *static_cast<const int32_t*>(group.data);
+    if (G <= 0) return false;
+    groups = (K + G - 1) / G;
+  } else if (q.dim(1) != K) {
+    return false;
+  }
+  if (scale.numel() != N * groups || zp.numel() != N * groups) return false;
+  float xs = 0.0f, xzp = 0.0f;
+  if (quantized_input && !dynamic) {
+    const Arg s = a[next++], z = a[next++];
+    if (!s.is("float32") || !z.is("float32") || s.numel() != 1 || z.numel() != 1) return false;
+    xs = *static_cast<const float*>(s.data);
+    xzp = *static_cast<const float*>(z.data);
+  }
+  std::vector<float> ss, zs, sm;
+  const float* smooth = nullptr;
+  if (quantized_input) {
+    const Arg s = a[next++];
+    if (!is_float(s) || s.numel() != K) return false;
+    smooth = as_f32(s, sm);
+  }
+  const int8_t* codes = static_cast<const int8_t*>(q.data);
+  const float *sc = as_f32(scale, ss), *zn = as_f32(zp, zs);
+  if (int4) {
+    const gsk::W4 w{codes, sc, zn, N, K, G, groups};
+    if (quantized_input) {
+      gsk::a8w4_linear(x, smooth, M, w, dynamic, xs, xzp, y);
+    } else {
+      gsk::w4_linear(x, M, w, y);
+    }
+  } else if (quantized_input) {
+    gsk::a8w8_linear(x, smooth, M, gsk::A8W8{codes, sc, zn, N, K}, dynamic, xs, xzp, y);
+  } else {
+    gsk::w8_linear(x, M, gsk::W8{codes, sc, zn, N, K}, y);
+  }
+  return true;
+}
+
+// One linear: x [.., K] float32 or float16, then the kind's inputs -> y [.., N] in x's dtype.
+int single_linear(const Args& a, int kind) {
+  if (a.n != 2 + kLinearInputs[kind] || !is_float(a[0])) return kBadArgs;
+  const Arg x = a[0];
+  const int64_t K = x.dim(-1);
+  std::vector<float> xs;
+  Output y{a[a.n - 1], {}};
+  int64_t N = 0;
+  if (K <= 0 || !run_linear(kind, as_f32(x, xs), x.numel() / K, K, a, 1, y.data(), N)) return kBadArgs;
+  y.finish();
+  return kOk;
+}
+
 }  // namespace
 
 extern "C" {
@@ -79,105 +154,129 @@ const char* gsk_level() { return gsk::kLevel; }
 
 // x [.., K] float, q [N, K] int8, scale [N], zp_neg [N] -> y [.., N] (x's dtype)
 int gsk_w8_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
-  Args a{nparam, params, ndims, shapes, dtypes};
-  if (nparam != 5) return kBadArgs;
-  const Arg x = a[0], q = a[1], scale = a[2], zp = a[3];
-  if (!is_float(x) || !q.is("int8") || q.ndim != 2 || !is_float(scale) || !is_float(zp)) return kBadArgs;
-  const int64_t N = q.dim(0), K = q.dim(1);
-  if (x.dim(-1) != K || scale.numel() != N || zp.numel() != N) return kBadArgs;
-  std::vector<float> xs, ss, zs;
-  Output y{a[4], {}};
-  gsk::W8 w{static_cast<const int8_t*>(q.data), as_f32(scale, ss), as_f32(zp, zs), N, K};
-  gsk::w8_linear(as_f32(x, xs), x.numel() / K, w, y.data());
-  y.finish();
-  return kOk;
+  return single_linear(Args{nparam, params, ndims, shapes, dtypes}, kW8);
 }
 
 // x [.., K] float, q [N, K/2] int8 (two int4 per byte), scale [N, G], zp_neg [N, G],
 // group [1] int32 -> y [.., N]
 int gsk_w4_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
-  Args a{nparam, params, ndims, shapes, dtypes};
-  if (nparam != 6) return kBadArgs;
-  const Arg x = a[0], q = a[1], scale = a[2], zp = a[3], group = a[4];
-  if (!is_float(x) || !q.is("int8") || q.ndim != 2 || !is_float(scale) || !is_float(zp) || !group.is("int32")) return kBadArgs;
-  const int64_t N = q.dim(0), K = 2 * q.dim(1), G = *static_cast<const int32_t*>(group.data);
-  if (G <= 0 || x.dim(-1) != K) return kBadArgs;
-  const int64_t groups = (K + G - 1) / G;
-  if (scale.numel() != N * groups || zp.numel() != N * groups) return kBadArgs;
-  std::vector<float> xs, ss, zs;
-  Output y{a[5], {}};
-  gsk::W4 w{static_cast<const int8_t*>(q.data), as_f32(scale, ss), as_f32(zp, zs), N, K, G, groups};
-  gsk::w4_linear(as_f32(x, xs), x.numel() / K, w, y.data());
-  y.finish();
-  return kOk;
-}
-
-static int a8w8(const Args& a, bool dynamic) {
-  const Arg x = a[0], q = a[1], scale = a[2], zp = a[3], smooth = a[dynamic ? 4 : 6];
-  if (!is_float(x) || !q.is("int8") || q.ndim != 2 || !is_float(scale) || !is_float(zp) || !is_float(smooth)) return kBadArgs;
-  const int64_t N = q.dim(0), K = q.dim(1);
-  if (x.dim(-1) != K || scale.numel() != N || zp.numel() != N || smooth.numel() != K) return kBadArgs;
-  float xs = 0.0f, xzp = 0.0f;
-  if (!dynamic) {
-    const Arg s = a[4], z = a[5];
-    if (!s.is("float32") || !z.is("float32") || s.numel() != 1 || z.numel() != 1) return kBadArgs;
-    xs = *static_cast<const float*>(s.data);
-    xzp = *static_cast<const float*>(z.data);
-  }
-  std::vector<float> xbuf, ss, zs, sm;
-  Output y{a[dynamic ? 5 : 7], {}};
-  gsk::A8W8 w{static_cast<const int8_t*>(q.data), as_f32(scale, ss), as_f32(zp, zs), N, K};
-  gsk::a8w8_linear(as_f32(x, xbuf), as_f32(smooth, sm), x.numel() / K, w, dynamic, xs, xzp, y.data());
-  y.finish();
-  return kOk;
+  return single_linear(Args{nparam, params, ndims, shapes, dtypes}, kW4);
 }
 
 // x, q [N, K] int8, scale [N], zp_neg [N], x_scale [1], x_zp [1], smooth [K] (input scale,
 // ones when none) -> y
 int gsk_a8w8_static_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
-  if (nparam != 8) return kBadArgs;
-  return a8w8(Args{nparam, params, ndims, shapes, dtypes}, false);
+  return single_linear(Args{nparam, params, ndims, shapes, dtypes}, kA8W8Static);
 }
 
 // x, q [N, K] int8, scale [N], zp_neg [N], smooth [K] -> y (activation scale per row, computed inside)
 int gsk_a8w8_dynamic_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
-  if (nparam != 6) return kBadArgs;
-  return a8w8(Args{nparam, params, ndims, shapes, dtypes}, true);
-}
-
-static int a8w4(const Args& a, bool dynamic) {
-  const Arg x = a[0], q = a[1], scale = a[2], zp = a[3], group = a[4], smooth = a[dynamic ? 5 : 7];
-  if (!is_float(x) || !q.is("int8") || q.ndim != 2 || !is_float(scale) || !is_float(zp) || !group.is("int32") || !is_float(smooth)) return kBadArgs;
-  const int64_t N = q.dim(0), K = 2 * q.dim(1), G = *static_cast<const int32_t*>(group.data);
-  if (G <= 0 || x.dim(-1) != K || smooth.numel() != K) return kBadArgs;
-  const int64_t groups = (K + G - 1) / G;
-  if (scale.numel() != N * groups || zp.numel() != N * groups) return kBadArgs;
-  float xs = 0.0f, xzp = 0.0f;
-  if (!dynamic) {
-    const Arg s = a[5], z = a[6];
-    if (!s.is("float32") || !z.is("float32") || s.numel() != 1 || z.numel() != 1) return kBadArgs;
-    xs = *static_cast<const float*>(s.data);
-    xzp = *static_cast<const float*>(z.data);
-  }
-  std::vector<float> xbuf, ss, zs, sm;
-  Output y{a[dynamic ? 6 : 8], {}};
-  gsk::W4 w{static_cast<const int8_t*>(q.data), as_f32(scale, ss), as_f32(zp, zs), N, K, G, groups};
-  gsk::a8w4_linear(as_f32(x, xbuf), as_f32(smooth, sm), x.numel() / K, w, dynamic, xs, xzp, y.data());
-  y.finish();
-  return kOk;
+  return single_linear(Args{nparam, params, ndims, shapes, dtypes}, kA8W8Dynamic);
 }
 
 // x [.., K], q [N, K/2] (two int4 per byte), scale [N, G], zp_neg [N, G], group [1] int32,
 // x_scale [1], x_zp [1], smooth [K] -> y
 int gsk_a8w4_static_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
-  if (nparam != 9) return kBadArgs;
-  return a8w4(Args{nparam, params, ndims, shapes, dtypes}, false);
+  return single_linear(Args{nparam, params, ndims, shapes, dtypes}, kA8W4Static);
 }
 
 // x, q, scale, zp_neg, group, smooth [K] -> y (activation scale per row, computed inside)
 int gsk_a8w4_dynamic_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
-  if (nparam != 7) return kBadArgs;
-  return a8w4(Args{nparam, params, ndims, shapes, dtypes}, true);
+  return single_linear(Args{nparam, params, ndims, shapes, dtypes}, kA8W4Dynamic);
+}
+
+// Up to three linears of one kind on one input as one operator: a decode step launches one
+// operator where it launched up to six (each launch costs more than a small GEMV computes).
+// plan [6] int32: kind (LinearKind), count L (1..3), prologue (0 none, 1 rms_norm of x),
+// epilogue (0 none, 1 add a residual, 2 silu_mul of two outputs), bias mask (bit l: linear l
+// has a bias), rope (1: rotate-half RoPE on outputs 0 and 1, the queries and keys).
+// inputs: plan, x [B * T, K] float32, [norm weight [K], eps [1]] (rms_norm), [cos, sin [T, D]]
+// (rope), [residual [B * T, N]] (add), then per linear its kind's inputs after x followed by
+// its bias [N] if it has one.
+// outputs: y_0 .. y_{L-1} [B * T, N_l] (no epilogue), or one: y_0 + residual (add, L = 1),
+// silu(y_0) * y_1 (silu_mul, L = 2). Every step runs the function its own operator runs, in
+// the same order (the bias added like MindSpore's BiasAdd), so results are bit-identical.
+int gsk_linear_group(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam < 3 || !a[0].is("int32") || a[0].numel() != 6 || !a[1].is("float32")) return kBadArgs;
+  const int32_t* plan = static_cast<const int32_t*>(a[0].data);
+  const int kind = plan[0], L = plan[1], prologue = plan[2], epilogue = plan[3], biases = plan[4], rope = plan[5];
+  if (kind < 0 || kind >= kLinearKinds || L < 1 || L > 3 || prologue < 0 || prologue > 1 || epilogue < 0 || epilogue > 2) return kBadArgs;
+  if ((epilogue == 1 && L != 1) || (epilogue == 2 && L != 2) || (rope && (epilogue || L < 2))) return kBadArgs;
+  const Arg x = a[1];
+  const int64_t K = x.dim(-1), M = K > 0 ? x.numel() / K : 0;
+  int at = 2;
+  const float* in = f32(x);
+  std::vector<float> normed;
+  if (prologue == 1) {
+    const Arg w = a[at++], eps = a[at++];
+    if (!w.is("float32") || w.numel() != K || !eps.is("float32") || eps.numel() != 1) return kBadArgs;
+    normed.resize(static_cast<size_t>(M * K));
+    gsk::rms_norm(in, f32(w), scalar(eps), M, K, normed.data());
+    in = normed.data();
+  }
+  const float *cos = nullptr, *sin = nullptr;
+  int64_t T = 0, D = 0;
+  if (rope) {
+    const Arg c = a[at++], s = a[at++];
+    if (!c.is("float32") || !s.is("float32") || c.ndim != 2 || s.numel() != c.numel()) return kBadArgs;
+    T = c.dim(0), D = c.dim(1);
+    if (T <= 0 || D <= 0 || D % 2 || M % T) return kBadArgs;
+    cos = f32(c), sin = f32(s);
+  }
+  const Arg* residual = nullptr;
+  Arg residual_arg{};
+  if (epilogue == 1) {
+    residual_arg = a[at++];
+    residual = &residual_arg;
+  }
+  int linear_inputs = 0;
+  for (int l = 0; l < L; ++l) linear_inputs += kLinearInputs[kind] + ((biases >> l) & 1);
+  const int outputs = epilogue == 0 ? L : 1;
+  if (nparam != at + linear_inputs + outputs) return kBadArgs;
+  std::vector<float> scratch[2];  // outputs the epilogue (silu_mul) or RoPE reads
+  float* results[3];
+  for (int l = 0; l < L; ++l) {
+    int64_t N = 0;
+    float* y;
+    float* rotated = nullptr;
+    if (epilogue == 2 || (rope && l < 2)) {
+      scratch[l].resize(static_cast<size_t>(M * a[at].dim(0)));
+      y = scratch[l].data();
+    } else {
+      const Arg out = a[nparam - outputs + l];
+      if (!out.is("float32") || out.numel() != M * a[at].dim(0)) return kBadArgs;
+      y = static_cast<float*>(out.data);
+    }
+    if (rope && l < 2) {
+      const Arg out = a[nparam - outputs + l];
+      if (!out.is("float32") || out.numel() != M * a[at].dim(0) || a[at].dim(0) % D) return kBadArgs;
+      rotated = static_cast<float*>(out.data);
+    }
+    if (!run_linear(kind, in, M, K, a, at, y, N)) return kBadArgs;
+    at += kLinearInputs[kind];
+    if ((biases >> l) & 1) {
+      const Arg bias = a[at++];
+      if (!bias.is("float32") || bias.numel() != N) return kBadArgs;
+      const float* b = f32(bias);
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) y[m * N + n] += b[n];
+    }
+    if (rotated) {
+      gsk::rotary_tokens(y, cos, sin, M, T, N / D, D, rotated);
+      y = rotated;
+    }
+    results[l] = y;
+  }
+  const Arg out = a[nparam - 1];
+  if (epilogue == 1) {
+    if (!residual->is("float32") || residual->numel() != out.numel()) return kBadArgs;
+    gsk::add(f32(*residual), results[0], out.numel(), static_cast<float*>(out.data));
+  } else if (epilogue == 2) {
+    if (scratch[0].size() != scratch[1].size() || !out.is("float32") || static_cast<size_t>(out.numel()) != scratch[0].size()) return kBadArgs;
+    gsk::silu_mul(results[0], results[1], out.numel(), static_cast<float*>(out.data));
+  }
+  return kOk;
 }
 
 static bool attention_shape(const Arg& q, const Arg& k, const Arg& mask, bool token_major, gsk::AttentionShape& sh) {
@@ -186,10 +285,6 @@ static bool attention_shape(const Arg& q, const Arg& k, const Arg& mask, bool to
   sh = {q.dim(0), q.dim(1), H, q.dim(2), S, q.dim(3), S};
   return B == sh.B && k.dim(3) == sh.D && sh.Hkv > 0 && sh.Hq % sh.Hkv == 0 && mask.dim(0) == sh.T;
 }
-
-static float scalar(const Arg& a) { return *static_cast<const float*>(a.data); }
-
-static const float* f32(const Arg& a) { return static_cast<const float*>(a.data); }
 
 // An attention entry takes `inputs` inputs, optionally followed by a float prefix (keys and
 // values [1, Hkv, P, D] float32), then its output. Sets sh.P and prefix, and checks that the
