@@ -53,16 +53,16 @@ from gscore_ptq.presets import preset
 # static A8W8 after a residual rotation, with the BOS token as a float KV prefix)
 CONFIGS = ["a16w8", "a16w4-g128", "a8w8", "a8w8-dynamic", "a8w8-rotation", "kv-int8"]
 # profiler scope fragment -> kind of work (first match wins; scopes are cell paths). The KV
-# cache's attention operator is recorded without a cell scope ("Default/Custom-opN"): the only
-# unscoped custom operator in a decode graph.
+# cache's attention operator and the linear-group operators of a grouped block are recorded
+# without a cell scope ("Default/Custom-opN"), so they share one kind.
+UNSCOPED = "attention + linear groups (norm, q/k/v, RoPE, o, gate/up, down, residual)"
 KINDS = [
-    ("LinearGroup", "linear groups (+ norm, RoPE, gate, residual)"),
     ("QuantLinear", "quantized-linear kernels"),
     ("RMSNormOp", "fused element-wise"),
     ("Rotary", "fused element-wise"),
     ("SiluMul", "fused element-wise"),
     ("residual-Add", "fused element-wise"),
-    ("Default/Custom", "attention"),
+    ("Default/Custom", UNSCOPED),
 ]
 
 
@@ -294,7 +294,7 @@ def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         f"## Where a decode step's time goes (ms per token, profiled pass of {args.profile_steps} steps)",
         "",
     ]
-    kinds = ["profiled wall", "linear groups (+ norm, RoPE, gate, residual)", "quantized-linear kernels", "MindSpore MatMul", "attention", "fused element-wise", "other MindSpore ops", "framework overhead"]
+    kinds = ["profiled wall", UNSCOPED, "quantized-linear kernels", "MindSpore MatMul", "fused element-wise", "other MindSpore ops", "framework overhead"]
     where = report["where_time_goes_ms_per_token"]
     lines += [md_table(["network", *kinds], [[n, *(f"{w.get(k, 0.0):.1f}" for k in kinds)] for n, w in where.items()])]
     lines += [
