@@ -50,8 +50,10 @@ from gscore.nn.decoding import CompiledDecoder
 from gscore_ptq.presets import preset
 
 # PTQ presets timed against FP32 (gscore_ptq.presets; a8w8-rotation is the default preset:
-# static A8W8 after a residual rotation, with the BOS token as a float KV prefix)
-CONFIGS = ["a16w8", "a16w4-g128", "a8w8", "a8w8-dynamic", "a8w8-rotation", "kv-int8"]
+# static A8W8 after a residual rotation, with the BOS token as a float KV prefix), some also
+# with a variant's algo_args ("preset+variant")
+VARIANTS = {"int8-head": {"head": "int8"}}
+CONFIGS = ["a16w8", "a16w8+int8-head", "a16w4-g128", "a16w4-g128+int8-head", "a8w8", "a8w8-dynamic", "a8w8-dynamic+int8-head", "a8w8-rotation", "kv-int8"]
 # profiler scope fragment -> kind of work (first match wins; scopes are cell paths). The KV
 # cache's attention operator and the linear-group operators of a grouped block are recorded
 # without a cell scope ("Default/Custom-opN"), so they share one kind.
@@ -67,11 +69,12 @@ KINDS = [
 
 
 def build(name: str, model_config: LlamaConfig, weights: dict, tokenizer: Any, calibration: np.ndarray) -> tuple[Any, float]:
-    """A deployed network for ``name`` (``fp32`` or a preset in CONFIGS) and its calibration seconds."""
+    """A deployed network for ``name`` (``fp32`` or one of CONFIGS) and its calibration seconds."""
     net = build_llama(model_config, weights)
     if name == "fp32":
         return net, 0.0
-    algo = gscore.get("ptq")(PTQConfig(**preset(name, progress=False)))
+    base, _, variant = name.partition("+")
+    algo = gscore.get("ptq")(PTQConfig(**preset(base, progress=False, **VARIANTS.get(variant, {}))))
     start = time.perf_counter()
     algo.apply(net, LlamaHelper(tokenizer), datasets=calibration)
     seconds = time.perf_counter() - start
@@ -80,9 +83,14 @@ def build(name: str, model_config: LlamaConfig, weights: dict, tokenizer: Any, c
 
 
 def parameter_bytes(net: Any) -> int:
-    """Bytes of every parameter: what one decode step reads (each linear weight once, the tied
-    embedding once for the output projection; norms and scales are small)."""
-    return sum(p.nbytes for p in net.get_parameters())
+    """Bytes one decode step reads: every parameter once (each linear weight, the output head;
+    norms and scales are small), except the embedding table when the head does not read it
+    (an untied or linear head), of which the token lookup reads one row."""
+    total = sum(p.nbytes for p in net.get_parameters())
+    if net.head_is_linear or not net.config.tie_word_embeddings:
+        table = net.model.embed_tokens.embedding_table
+        total -= table.nbytes - table.nbytes // table.shape[0]
+    return total
 
 
 def greedy(run: Any, prompt: np.ndarray, new: int) -> tuple[float, list[float], list[int]]:

@@ -42,6 +42,7 @@ OPTIONAL_METHODS = {
     "generation": ("generate",),
     "rotation": ("residual_stream", "prepare_rotation"),
     "a token prefix": ("set_prefix", "prefix_placeholders", "bos_token_id"),
+    "an int8 output head": ("linear_head",),
 }
 """Methods only a model adapter can provide, by the feature that needs them."""
 
@@ -90,6 +91,9 @@ class NetworkHelperProtocol(Protocol):
 
     def bos_token_id(self, network: Any) -> int | None:
         """The model's beginning-of-sequence token, or None."""
+
+    def linear_head(self, network: Any) -> str:
+        """Make the output head a linear layer (same logits) a quantizer can replace; its name."""
 
 
 class NetworkHelper:

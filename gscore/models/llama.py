@@ -10,7 +10,9 @@ faster on 2-D input); attention reshapes to ``[batch, heads, tokens, head_dim]``
 rotate-half. Every projection is an ``nn.Dense`` (q/k/v/o with a bias when the config says so,
 as Qwen2's q/k/v), so weight quantizers find them; each attention owns a ``kv_cache`` cell that
 quantizers can swap for an int8 one. The output head is the embedding table (tied) or its own
-``lm_head.weight`` (untied); either way it is not an ``nn.Dense`` and stays float.
+``lm_head.weight`` (untied); either way it is not an ``nn.Dense`` and stays float, unless
+:meth:`LlamaForCausalLM.linear_head` makes it one (``lm_head``, an untied copy for a tied
+model) for a quantizer to replace: the head is the largest single matrix a decode step reads.
 The element-wise steps (RMSNorm, RoPE, the SiLU gate, residual adds) are cells of
 :mod:`gscore.nn.fused` (one native operator each with the kernels), and the cache cell computes
 the attention itself, so a decode step is few operators and :meth:`LlamaForCausalLM.forward`
@@ -236,7 +238,8 @@ class LMHead(nn.Cell):
     """An untied output projection: ``weight`` ``[vocab, hidden]`` (HF ``lm_head.weight``).
 
     A bare weight rather than an ``nn.Dense``: like the tied head it is not one of the linear
-    layers quantizers walk, so calibrate and deploy agree that the head stays float.
+    layers quantizers walk, so calibrate and deploy agree that the head stays float (until
+    :meth:`LlamaForCausalLM.linear_head` asks otherwise).
     """
 
     def __init__(self, config: LlamaConfig) -> None:
@@ -258,8 +261,25 @@ class LlamaForCausalLM(nn.Cell):
         self.model = LlamaModel(config)
         self.cos, self.sin = rope_tables(config)
         self.head_matmul = ops.MatMul(transpose_b=True)
+        self.head_is_linear = False
         if not config.tie_word_embeddings:
             self.lm_head = LMHead(config)
+
+    def linear_head(self) -> str:
+        """Make the output head a linear layer, ``lm_head`` (``nn.Dense`` hidden -> vocab, no
+        bias, weight ``[vocab, hidden]``), that a quantizer can replace; returns its name.
+
+        A tied model gets an untied copy of the embedding table (the token lookup keeps reading
+        the float table, one row per token); an untied one keeps its ``lm_head.weight`` under
+        the same name. Logits are unchanged. Calling it again changes nothing.
+        """
+        if not self.head_is_linear:
+            table = self.model.embed_tokens.embedding_table if self.config.tie_word_embeddings else self.lm_head.weight
+            dense = nn.Dense(self.config.hidden_size, self.config.vocab_size, weight_init=Tensor(table.asnumpy()), has_bias=False)
+            dense.weight.name = "lm_head.weight"
+            self.lm_head = dense
+            self.head_is_linear = True
+        return "lm_head"
 
     @property
     def prefix_length(self) -> int:
@@ -334,10 +354,13 @@ class LlamaForCausalLM(nn.Cell):
 
     def head(self, hidden: Tensor, batch: int) -> Tensor:
         """Final norm and output projection: logits ``[batch, tokens, vocab]``."""
-        table = self.model.embed_tokens.embedding_table if self.config.tie_word_embeddings else self.lm_head.weight
         if self.model.exit_rotation is not None:
             hidden = self.model.exit_rotation(hidden)
-        logits = self.head_matmul(self.model.norm(hidden), table)
+        if self.head_is_linear:
+            logits = self.lm_head(self.model.norm(hidden))
+        else:
+            table = self.model.embed_tokens.embedding_table if self.config.tie_word_embeddings else self.lm_head.weight
+            logits = self.head_matmul(self.model.norm(hidden), table)
         return ops.reshape(logits, (batch, -1, self.config.vocab_size))
 
     def construct(self, input_ids: Tensor, start: int = 0) -> Tensor:

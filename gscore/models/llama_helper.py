@@ -139,6 +139,11 @@ class LlamaHelper(NetworkHelper):
         """Room for a prefix of ``length`` tokens, for a checkpoint to fill (DEPLOY mode)."""
         network.prefix_placeholders(length)
 
+    def linear_head(self, network: LlamaForCausalLM) -> str:
+        """Make the output head a linear layer a quantizer can replace; returns its name
+        (see :meth:`LlamaForCausalLM.linear_head`)."""
+        return network.linear_head()
+
     def smooth_groups(self, block: nn.Cell) -> tuple[tuple[str | None, tuple[str, ...]], ...]:
         """Linear layers (names relative to a block) that share an input, with the norm that produces it."""
         return SMOOTH_GROUPS

@@ -18,7 +18,10 @@ Options (from :class:`~gscore.PTQConfig`, per layer overridable with ``layer_pol
 * a fixed float prefix of tokens (``algo_args["prefix"]``, e.g. ``[bos]``): its keys and values
   are computed once by the float model and kept unquantized, so the attention-sink token's
   huge activations never enter the quantized layers or their static ranges;
-* KV cache int8: static per channel (calibrated, asymmetric) or dynamic per token.
+* KV cache int8: static per channel (calibrated, asymmetric) or dynamic per token;
+* the output head (``algo_args["head"] = "int8"``): its own linear layer (an untied copy of a
+  tied embedding table), int8 per row, weight-only, rounded to nearest, whatever the blocks
+  get — the largest matrix a decode step reads, a quarter of its float bytes.
 """
 
 from __future__ import annotations
@@ -37,15 +40,18 @@ from gscore.config import OutliersSuppressionType, PrecisionRecovery, PTQConfig,
 from gscore.errors import CalibrationDataError, ConfigError, NoQuantizableLayerError
 from gscore.nn.kv_cache import DynamicInt8KVCache, FloatKVCache, StaticInt8KVCache
 from gscore.nn.linear_view import is_linear, linear_view
-from gscore.nn.passes import deployed_conv, deployed_linear, dynamic_kv_caches, is_weight_layer, quantize_network, require_kv_caches, simulated_conv, simulated_linear
+from gscore.nn.passes import WeightSpec, deployed_conv, deployed_linear, dynamic_kv_caches, is_weight_layer, quantize_network, require_kv_caches, simulated_conv, simulated_linear
 from gscore.nn.quantizers import DynamicInputQuantizer, StaticInputQuantizer
 from gscore.nn.rotation import rotate_residual_stream
-from gscore.nn.walk import iter_cells, replace_cell
+from gscore.nn.walk import get_cell, iter_cells, replace_cell
 from gscore.quant import randomized_hadamard
 from gscore_ptq.args import KNOWN_ARGS, parse_args
 from gscore_ptq.block import BlockCalibrator, full_name, name_prefix
 from gscore_ptq.policy import PolicyTable
 
+
+HEAD_SPEC = WeightSpec(bits=8)
+"""The int8 head: per output row (one scale per vocabulary entry), symmetric, rounded to nearest."""
 
 
 class PTQ(PTQAlgorithm):
@@ -82,9 +88,13 @@ class PTQ(PTQAlgorithm):
     def rotates(self) -> bool:
         return self.config.outliers_suppression is OutliersSuppressionType.ROTATION
 
+    @property
+    def int8_head(self) -> bool:
+        return self.args.head == "int8"
+
     def _helper(self, network_helper: Any) -> Any:
         helper = as_helper(network_helper)
-        needs = (["rotation"] if self.rotates else []) + (["a token prefix"] if self.args.prefix else [])
+        needs = (["rotation"] if self.rotates else []) + (["a token prefix"] if self.args.prefix else []) + (["an int8 output head"] if self.int8_head else [])
         require_methods(helper, needs)
         return helper
 
@@ -138,16 +148,19 @@ class PTQ(PTQAlgorithm):
 
     def prepare_reference(self, network: nn.Cell, network_helper: Any = None) -> nn.Cell:
         """Give float ``network`` the model-level structure this config adds before quantizing
-        (rotation, float prefix) and leave it float: it computes the float model's function in
-        the quantized network's basis, the like-for-like reference of a per-layer comparison."""
-        self._prepare(network, self._helper(network_helper), deploy=False)
+        (rotation, float prefix, a linear head) and leave it float: it computes the float
+        model's function in the quantized network's basis, the like-for-like reference of a
+        per-layer comparison."""
+        self._prepare(network, self._helper(network_helper), deploy=False, quantize_head=False)
         return network
 
-    def _prepare(self, network: nn.Cell, helper: Any, deploy: bool) -> None:
-        """Model-level structure before any layer is quantized: rotation, then the float prefix.
+    def _prepare(self, network: nn.Cell, helper: Any, deploy: bool, quantize_head: bool = True) -> None:
+        """Model-level structure before any block is quantized: rotation, then the float prefix
+        (computed by the float model), then the int8 head (simulated, or in DEPLOY mode a
+        placeholder; ``quantize_head=False`` leaves it a float linear layer).
 
-        In DEPLOY mode only the structure is built (the checkpoint holds the rotated weights
-        and the prefix's keys and values)."""
+        In DEPLOY mode only the structure is built (the checkpoint holds the rotated weights,
+        the prefix's keys and values and the head's codes)."""
         if self.rotates:
             stream = helper.residual_stream(network)
             rotation = randomized_hadamard(stream.size, self.args.rotation_seed)
@@ -160,6 +173,11 @@ class PTQ(PTQAlgorithm):
                 helper.prefix_placeholders(network, len(ids))
             else:
                 helper.set_prefix(network, ids)
+        if self.int8_head:
+            name = helper.linear_head(network)
+            view = linear_view(get_cell(network, name))
+            if quantize_head:
+                replace_cell(network, name, deployed_linear(view, HEAD_SPEC) if deploy else simulated_linear(view, HEAD_SPEC))
 
     def _prefix_ids(self, network: nn.Cell, helper: Any) -> np.ndarray:
         """The prefix token ids (``"bos"`` asks the helper for the model's BOS token)."""
@@ -182,7 +200,7 @@ class PTQ(PTQAlgorithm):
 
     def quantize(self, network: nn.Cell) -> nn.Cell:
         """Simulated layers become integer layers; a KV-only config has none to convert."""
-        kv_only = self.config.weight_quant_dtype is None and not any(p for _, p in self.policies.rules)
+        kv_only = self.config.weight_quant_dtype is None and not any(p for _, p in self.policies.rules) and not self.int8_head
         self.layers = [] if kv_only else quantize_network(network)
         return network
 

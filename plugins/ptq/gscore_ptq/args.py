@@ -17,6 +17,9 @@ key                    meaning                                     used with
 ``rotation_seed``      seed of the randomized Hadamard rotation    ``rotation``
 ``prefix``             token ids kept as a float KV prefix, or     any config (see README)
                        ``"bos"`` for the model's BOS token
+``head``               ``"int8"``: the output head as an int8     any config
+                       per-row layer (weight-only, rounded to
+                       nearest); ``"float"`` (default) keeps it
 ``skip_leading_tokens`` leading positions left out of statistics   calibrated configs
 ``search_windows``     calibration windows that score a search     ``alpha`` list
 ``progress``           show progress bars                          any
@@ -37,6 +40,7 @@ from gscore.errors import ConfigError, GscoreWarning
 
 DEFAULT_AWQ_ALPHAS = tuple(i / 20 for i in range(20))
 DEFAULT_CLIP_RATIOS = tuple(1.0 - i / 20 for i in range(10))
+HEAD_CHOICES = ("float", "int8")
 
 
 def _numbers(key: str, value: Any, low: float, high: float, low_open: bool = False) -> tuple[float, ...]:
@@ -68,6 +72,7 @@ class PTQArgs:
     gptq: GPTQArgs = GPTQArgs()
     rotation_seed: int = 0
     prefix: tuple[int, ...] | str = ()
+    head: str = "float"
     skip_leading_tokens: int = 0
     search_windows: int = 2
     progress: bool = True
@@ -94,6 +99,7 @@ _USED_BY = {
     "static_groups": _GPTQ,
     "rotation_seed": (lambda c: c.outliers_suppression is OutliersSuppressionType.ROTATION, "outliers_suppression='rotation'"),
     "prefix": _ANY,
+    "head": _ANY,
     "skip_leading_tokens": _ANY,
     "progress": _ANY,
 }
@@ -116,6 +122,9 @@ def parse_args(config: PTQConfig) -> PTQArgs:
     prefix = raw.get("prefix", ())
     if prefix != "bos" and (not isinstance(prefix, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prefix)):
         raise ConfigError(f"algo_args['prefix'] must be a list of token ids (ints >= 0) or 'bos' (the model's BOS token), got {prefix!r}")
+    head = raw.get("head", "float")
+    if head not in HEAD_CHOICES:
+        raise ConfigError(f"algo_args['head'] must be one of {list(HEAD_CHOICES)} (the output head kept float, or int8 per row), got {head!r}")
     return PTQArgs(
         alpha=_numbers("alpha", raw.get("alpha", 0.5), 0.0, 1.0),
         smooth_alpha=_numbers("smooth_alpha", raw.get("smooth_alpha", list(DEFAULT_AWQ_ALPHAS)), 0.0, 1.0),
@@ -124,6 +133,7 @@ def parse_args(config: PTQConfig) -> PTQArgs:
         gptq=gptq,
         rotation_seed=check_number(raw.get("rotation_seed", 0), "algo_args['rotation_seed']", 0, integer=True),
         prefix=prefix if isinstance(prefix, str) else tuple(prefix),
+        head=head,
         skip_leading_tokens=check_number(raw.get("skip_leading_tokens", 0), "algo_args['skip_leading_tokens']", 0, integer=True),
         search_windows=check_number(raw.get("search_windows", 2), "algo_args['search_windows']", 1, integer=True),
         progress=check_bool(raw.get("progress", True), "algo_args['progress']"),

@@ -1,7 +1,7 @@
 """Deployed SmolLM2 blocks run as linear-group operators give the same logits as the same
 blocks run layer by layer, for every kind of deployed linear the presets make (weight-only
-int8 and int4, static and dynamic A8W8 with rotation and a float prefix, an int8 KV cache),
-and the compiled decoder, which groups them, decodes the same tokens."""
+int8 and int4, static and dynamic A8W8 with rotation and a float prefix, an int8 KV cache,
+an int8 output head), and the compiled decoder, which groups them, decodes the same tokens."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from gscore.models.llama_helper import LlamaHelper
 from gscore.nn.decoding import CompiledDecoder
 from gscore_ptq.presets import preset
 
-PRESETS = ["a16w8", "a16w4-g128", "a8w8-dynamic", "a8w8-rotation-kv-int8", "a8w4-gptq"]
+PRESETS = [("a16w8", {}), ("a16w4-g128", {}), ("a8w8-dynamic", {"head": "int8"}), ("a8w8-rotation-kv-int8", {"head": "int8"}), ("a8w4-gptq", {})]
 
 pytestmark = pytest.mark.skipif(not kernels.enabled(), reason="linear groups need native kernels (GSCORE_KERNELS=portable or no compiler)")
 
@@ -27,12 +27,12 @@ def teacher_forced(run, prompt: np.ndarray, follow: list[int]) -> list[np.ndarra
     return logits
 
 
-@pytest.mark.parametrize("name", PRESETS)
-def test_grouped_blocks_equal_layer_by_layer_blocks(make_llama, smollm2, windows, name):
+@pytest.mark.parametrize(("name", "extra"), PRESETS, ids=[f"{n}{'-int8-head' if e else ''}" for n, e in PRESETS])
+def test_grouped_blocks_equal_layer_by_layer_blocks(make_llama, smollm2, windows, name, extra):
     _, _, tokenizer = smollm2
     calibration, evaluation = windows
     net = make_llama(2)
-    algo = gscore.get("ptq")(PTQConfig(**preset(name, progress=False)))
+    algo = gscore.get("ptq")(PTQConfig(**preset(name, progress=False, **extra)))
     algo.apply(net, LlamaHelper(tokenizer), datasets=calibration)
     algo.convert(net)
     prompt, follow = evaluation[:1, :12], [int(t) for t in evaluation[0, 12:16]]

@@ -29,6 +29,9 @@ CONFIGS = {
     "a8w8-dynamic-rotation": ({"act_quant_dtype": "int8", "act_quant_granularity": "per_token", "outliers_suppression": "rotation"}, 0.05),
     "a16w4-awq-gptq": ({"weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128, "outliers_suppression": "awq",
                         "precision_recovery": "gptq", "algo_args": {"desc_act": True, "static_groups": True, "smooth_alpha": [0.0, 0.5]}}, 0.25),
+    "a16w8-int8-head": ({"algo_args": {"head": "int8"}}, 0.02),
+    "kv-static-int8-head": ({"weight_quant_dtype": None, "kvcache_quant_dtype": "int8", "algo_args": {"head": "int8"}}, 0.02),
+    "a8w8-rotation-prefix-int8-head": ({"act_quant_dtype": "int8", "outliers_suppression": "rotation", "algo_args": {"prefix": [1], "head": "int8"}}, 0.15),
     "a8w4-gptq": ({"weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128, "act_quant_dtype": "int8",
                    "act_quant_granularity": "per_token", "precision_recovery": "gptq"}, 0.25),
 }
