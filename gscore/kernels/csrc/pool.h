@@ -10,12 +10,18 @@
 // Threads: one per CPU this process may run on (sched_getaffinity), minus the caller;
 // GSCORE_KERNEL_THREADS overrides the total (1 = no helpers). The library is linked with
 // -z nodelete, so it is never unmapped under the sleeping helpers.
+//
+// A helper that finished a job spins for kSpinMicros (GSCORE_KERNEL_SPIN_US overrides; 0 =
+// sleep at once) before it sleeps: the kernels of a decode step come tens of microseconds
+// apart, less than a sleeping thread takes to wake, so a helper that slept after every job
+// joined each next one late and the caller streamed most of the weights alone.
 #pragma once
 
 #include <sched.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -26,6 +32,16 @@
 #include <vector>
 
 namespace gsk {
+
+constexpr int64_t kSpinMicros = 300;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
 
 class Pool {
  public:
@@ -71,6 +87,7 @@ class Pool {
   Pool() {
     int total = 0;
     if (const char* env = std::getenv("GSCORE_KERNEL_THREADS")) total = std::atoi(env);
+    if (const char* env = std::getenv("GSCORE_KERNEL_SPIN_US")) spin_us_ = std::max(0, std::atoi(env));
     if (total <= 0) {
       cpu_set_t set;
       total = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : static_cast<int>(std::thread::hardware_concurrency());
@@ -93,11 +110,13 @@ class Pool {
   void serve() {
     uint64_t seen = 0;
     for (;;) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
+      while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) cpu_relax();
       std::shared_ptr<Job> job;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
+        wake_.wait(lock, [&] { return generation_.load(std::memory_order_relaxed) != seen; });
+        seen = generation_.load(std::memory_order_relaxed);
         job = current_;
       }
       if (job) drain(*job);
@@ -109,7 +128,8 @@ class Pool {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::shared_ptr<Job> current_;
-  uint64_t generation_ = 0;
+  std::atomic<uint64_t> generation_{0};
+  int64_t spin_us_ = kSpinMicros;
 };
 
 // fn(begin, end) over [0, n) in chunks of about `grain` items (fewer, larger chunks when n is
