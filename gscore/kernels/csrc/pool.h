@@ -11,10 +11,14 @@
 // GSCORE_KERNEL_THREADS overrides the total (1 = no helpers). The library is linked with
 // -z nodelete, so it is never unmapped under the sleeping helpers.
 //
-// A helper that finished a job spins for kSpinMicros (GSCORE_KERNEL_SPIN_US overrides; 0 =
-// sleep at once) before it sleeps: the kernels of a decode step come tens of microseconds
-// apart, less than a sleeping thread takes to wake, so a helper that slept after every job
-// joined each next one late and the caller streamed most of the weights alone.
+// While jobs come in a burst (the last one began less than kSpinMicros after the one before
+// ended), a helper that finished a job waits for the next by yielding in a loop for up to
+// kSpinMicros before it sleeps (GSCORE_KERNEL_SPIN_US overrides; 0 = always sleep at once).
+// The kernels of a quantized decode step come tens of microseconds apart, less than a sleeping
+// thread takes to wake: a helper that slept after every job joined each next one late and the
+// caller streamed most of the weights alone. Where our jobs are sparse (a float network whose
+// MatMuls run on MindSpore's own threads between them), the helper sleeps at once and leaves
+// those threads the core.
 #pragma once
 
 #include <sched.h>
@@ -35,12 +39,8 @@ namespace gsk {
 
 constexpr int64_t kSpinMicros = 300;
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#else
-  std::this_thread::yield();
-#endif
+inline int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 class Pool {
@@ -60,6 +60,8 @@ class Pool {
       for (int64_t i = 0; i < chunks; ++i) body(i);
       return;
     }
+    const int64_t start = now_us();
+    gap_us_.store(start - last_end_us_, std::memory_order_relaxed);
     auto job = std::make_shared<Job>();
     job->body = std::move(body);
     job->total = chunks;
@@ -75,6 +77,7 @@ class Pool {
     }
     std::lock_guard<std::mutex> lock(mutex_);
     if (current_ == job) current_.reset();
+    last_end_us_ = now_us();
   }
 
  private:
@@ -110,8 +113,10 @@ class Pool {
   void serve() {
     uint64_t seen = 0;
     for (;;) {
-      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
-      while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) cpu_relax();
+      if (gap_us_.load(std::memory_order_relaxed) < spin_us_) {
+        const int64_t until = now_us() + spin_us_;
+        while (generation_.load(std::memory_order_acquire) == seen && now_us() < until) std::this_thread::yield();
+      }
       std::shared_ptr<Job> job;
       {
         std::unique_lock<std::mutex> lock(mutex_);
@@ -130,6 +135,8 @@ class Pool {
   std::shared_ptr<Job> current_;
   std::atomic<uint64_t> generation_{0};
   int64_t spin_us_ = kSpinMicros;
+  int64_t last_end_us_ = 0;  // when the last job ended (written under serial_)
+  std::atomic<int64_t> gap_us_{0};  // idle time before the last job began
 };
 
 // fn(begin, end) over [0, n) in chunks of about `grain` items (fewer, larger chunks when n is
