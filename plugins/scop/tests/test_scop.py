@@ -258,7 +258,10 @@ def test_pruned_resnet_has_the_promised_channels_and_fine_tunes_well_above_chanc
         assert block.conv1.out_channels == block.bn1.num_features == block.conv2.in_channels == width - width // 2
         assert block.conv2.out_channels == block.bn2.num_features == width - width // 2  # the residual width too
     assert pruned.conv1.out_channels == pruned.layers[0].conv1.in_channels == 4 and pruned.fc.in_channels == 16
-    train_classifier(pruned, digits.train_x[:2000], digits.train_y[:2000], epochs=1, batch_size=32, progress=False, seed=1)
+    # two epochs on all 4000 images: one epoch on 2000 passed on an AVX2 machine but ended at
+    # 0.566 on an AVX-512 one (other float rounding, same seeds), too close to the bar; this
+    # setting reaches 0.83 there
+    train_classifier(pruned, digits.train_x, digits.train_y, epochs=2, batch_size=32, progress=False, seed=1)
     assert accuracy(pruned, digits) > 0.6  # chance is 0.1
 
 
