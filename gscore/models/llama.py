@@ -274,8 +274,7 @@ class LlamaForCausalLM(nn.Cell):
         the same name. Logits are unchanged. Calling it again changes nothing.
         """
         if not self.head_is_linear:
-            table = self.model.embed_tokens.embedding_table if self.config.tie_word_embeddings else self.lm_head.weight
-            dense = nn.Dense(self.config.hidden_size, self.config.vocab_size, weight_init=Tensor(table.asnumpy()), has_bias=False)
+            dense = nn.Dense(self.config.hidden_size, self.config.vocab_size, weight_init=Tensor(self.head_table().asnumpy()), has_bias=False)
             dense.weight.name = "lm_head.weight"
             self.lm_head = dense
             self.head_is_linear = True
@@ -352,6 +351,11 @@ class LlamaForCausalLM(nn.Cell):
         mask = Tensor(np.where(keys > queries, np.float32(-1e9), np.float32(0.0)))
         return cos, sin, mask
 
+    def head_table(self) -> Parameter:
+        """The float output projection ``[vocab, hidden]`` of a head that is not a linear layer:
+        the embedding table (tied) or ``lm_head.weight``."""
+        return self.model.embed_tokens.embedding_table if self.config.tie_word_embeddings else self.lm_head.weight
+
     def head(self, hidden: Tensor, batch: int) -> Tensor:
         """Final norm and output projection: logits ``[batch, tokens, vocab]``."""
         if self.model.exit_rotation is not None:
@@ -359,8 +363,7 @@ class LlamaForCausalLM(nn.Cell):
         if self.head_is_linear:
             logits = self.lm_head(self.model.norm(hidden))
         else:
-            table = self.model.embed_tokens.embedding_table if self.config.tie_word_embeddings else self.lm_head.weight
-            logits = self.head_matmul(self.model.norm(hidden), table)
+            logits = self.head_matmul(self.model.norm(hidden), self.head_table())
         return ops.reshape(logits, (batch, -1, self.config.vocab_size))
 
     def construct(self, input_ids: Tensor, start: int = 0) -> Tensor:

@@ -175,8 +175,8 @@ class PTQ(PTQAlgorithm):
                 helper.set_prefix(network, ids)
         if self.int8_head:
             name = helper.linear_head(network)
-            view = linear_view(get_cell(network, name))
             if quantize_head:
+                view = linear_view(get_cell(network, name))
                 replace_cell(network, name, deployed_linear(view, HEAD_SPEC) if deploy else simulated_linear(view, HEAD_SPEC))
 
     def _prefix_ids(self, network: nn.Cell, helper: Any) -> np.ndarray:

@@ -42,10 +42,11 @@ def test_int8_head_is_the_tables_per_row_rtn(make_llama, smollm2, windows):
     np.testing.assert_array_equal(net.model.embed_tokens.embedding_table.asnumpy(), table)  # the lookup stays float
     scheme = QuantScheme(bits=8, symmetric=True, granularity=Granularity.PER_CHANNEL, axis=0)
     params = quant_params(table, scheme)
-    np.testing.assert_array_equal(head.weight.asnumpy(), quantize(table, params))
+    codes = quantize(table, params)
+    np.testing.assert_array_equal(head.weight.asnumpy(), codes)
     # logits of the quantized head: the float head's on the dequantized table
     hidden = Tensor(np.random.default_rng(0).standard_normal((4, 576)).astype(np.float32))
-    expected = hidden.asnumpy() @ dequantize(quantize(table, params), params).T
+    expected = hidden.asnumpy() @ dequantize(codes, params).T
     np.testing.assert_allclose(head(hidden).asnumpy(), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     got = logits(net, x)
     assert np.linalg.norm(got - reference) / np.linalg.norm(reference) < 0.01
@@ -72,4 +73,3 @@ def test_generic_helper_cannot_make_a_head_and_says_so(make_llama):
     with pytest.raises(gscore.MissingHelperMethodError, match=r"an int8 output head need.*lacks \['linear_head'\]"):
         PTQ(PTQConfig(algo_args={"head": "int8", "progress": False})).apply(net, NetworkHelper())
     assert not net.head_is_linear
-
