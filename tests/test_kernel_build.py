@@ -120,7 +120,7 @@ def test_without_a_compiler_auto_falls_back_with_one_warning(fresh_choice, monke
 
 def test_a_level_this_cpu_lacks_or_an_unknown_choice_is_a_clear_error(fresh_choice, monkeypatch):
     monkeypatch.setenv(kernels.ENV, "sse9")
-    with pytest.raises(kernels.KernelError, match="not a kernel choice; use one of: auto, avx512vnni, avx2, cpp, portable"):
+    with pytest.raises(kernels.KernelError, match="not a kernel choice; use one of: auto, amx, avx512vnni, avx2, cpp, portable"):
         kernels.level()
     missing = [lvl for lvl in build.LEVEL_FLAGS if lvl not in kernels.supported_levels()]
     if missing:

@@ -161,6 +161,27 @@ def test_a8w8_dynamic_is_exact(level, case, smoothed):
     np.testing.assert_array_equal(y, a8w8_reference(x * smooth, q, w_scale, w_zp_neg))
 
 
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_a8w8_prefill_over_several_row_blocks_is_exact(level, dynamic):
+    """200 rows: two full 96-row blocks and a ragged one (the AMX level tiles 32 rows at a time
+    and leaves the rest to VNNI), K not a multiple of 64, a partial last panel of channels."""
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((200, 130)) * 3).astype(np.float32)
+    q = rng.integers(-128, 128, (70, 130)).astype(np.int8)
+    w_scale = (rng.random(70) * 0.02 + 1e-3).astype(np.float32)
+    w_zp_neg = rng.integers(-8, 8, 70).astype(np.float32)
+    x_scale, x_zp = np.float32(np.abs(x).max() / 100), np.float32(-5.0)
+    smooth = smooth_of(x, True)
+    if dynamic:
+        y = primitive("a8w8_dynamic_linear", level)(Tensor(x), Tensor(q), Tensor(w_scale), Tensor(w_zp_neg), Tensor(smooth)).asnumpy()
+        expected = a8w8_reference(x * smooth, q, w_scale, w_zp_neg)
+    else:
+        y = primitive("a8w8_static_linear", level)(Tensor(x), Tensor(q), Tensor(w_scale), Tensor(w_zp_neg), Tensor(np.array([x_scale])), Tensor(np.array([x_zp])), Tensor(smooth)).asnumpy()
+        expected = a8w8_reference(x * smooth, q, w_scale, w_zp_neg, x_scale, x_zp)
+    np.testing.assert_array_equal(y, expected)
+
 def activation_codes(x, x_scale=None, x_zp=None):
     """``(codes - zp)`` float64 ``[M, K]`` and the row scales ``[M, 1]`` float32, as the MindSpore
     input quantizers compute them (dynamic per token without ``x_scale``)."""

@@ -3,6 +3,8 @@
 The C++ sources ship in ``gscore/kernels/csrc``; :mod:`gscore.kernels.build` compiles them on
 first use into a per-user cache, one library per *dispatch level*:
 
+* ``amx`` — ``avx512vnni`` with the int8 prefill GEMM (A8W8, 32 rows and more) on AMX tiles
+  (Intel Sapphire Rapids and later; falls back to VNNI if Linux refuses the tile state);
 * ``avx512vnni`` — AVX-512 float math, int8 dot products with VNNI;
 * ``avx2`` — AVX2 + FMA float math, int8 dot products as exact int16 pairs;
 * ``cpp`` — portable C++ (no intrinsics), the same algorithms.
@@ -83,7 +85,7 @@ def _resolve(want: str) -> str:
 
 
 def level() -> str:
-    """The active level: ``avx512vnni``, ``avx2``, ``cpp``, or ``portable`` (no native kernels).
+    """The active level: ``amx``, ``avx512vnni``, ``avx2``, ``cpp``, or ``portable`` (no native kernels).
 
     Builds the library on first use. Raises :class:`KernelError` for an unknown
     ``GSCORE_KERNELS`` value or a level this CPU cannot run.

@@ -33,11 +33,11 @@ COMPILE_TIMEOUT_S = 600
 COMMON_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-Wl,-z,nodelete", "-ffp-contract=off", "-fno-math-errno")
 
 # Native levels, best first: the CPU flags (from /proc/cpuinfo) each needs and how it compiles.
+_AVX512VNNI_NEEDS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx2", "fma", "f16c")
+_AVX512VNNI_FLAGS = ("-DGSK_LEVEL_AVX512VNNI", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c")
 LEVEL_FLAGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "avx512vnni": (
-        ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx2", "fma", "f16c"),
-        ("-DGSK_LEVEL_AVX512VNNI", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"),
-    ),
+    "amx": ((*_AVX512VNNI_NEEDS, "amx_tile", "amx_int8"), (*_AVX512VNNI_FLAGS, "-DGSK_LEVEL_AMX", "-mamx-tile", "-mamx-int8")),
+    "avx512vnni": (_AVX512VNNI_NEEDS, _AVX512VNNI_FLAGS),
     "avx2": (("avx2", "fma", "f16c"), ("-DGSK_LEVEL_AVX2", "-mavx2", "-mfma", "-mf16c")),
     "cpp": ((), ()),
 }

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "amx.h"
 #include "pool.h"
 #include "simd.h"
 
@@ -437,7 +438,10 @@ inline float quantize_row(const float* x, const float* smooth, int64_t K, bool d
     lo = -127.0f;
     zp = 0.0f;
   }
-  for (int64_t k = 0; k < K; ++k) codes[k] = static_cast<int8_t>(std::min(std::max(std::nearbyint(v[k] / s) + zp, lo), hi));
+  int64_t k = 0;
+  const FV::V sv = FV::set1(s), zv = FV::set1(zp);
+  for (; k + FV::W <= K; k += FV::W) FV::store_codes(FV::clamp(FV::add(FV::round(FV::div(FV::load(v + k), sv)), zv), lo, hi), codes + k);
+  for (; k < K; ++k) codes[k] = static_cast<int8_t>(std::min(std::max(std::nearbyint(v[k] / s) + zp, lo), hi));
   return s;
 }
 
@@ -447,19 +451,21 @@ inline QuantizedRows quantize_activations(const float* x, const float* smooth, i
   r.scale.resize(M);
   r.zero.resize(M);
   r.sum.resize(M);
-  std::vector<float> v(static_cast<size_t>(K));
-  std::vector<int8_t> codes(static_cast<size_t>(K));
-  for (int64_t m = 0; m < M; ++m) {
-    float zp = 0.0f;
-    r.scale[m] = quantize_row(x + m * K, smooth, K, dynamic, static_scale, static_zp, v.data(), codes.data(), zp);
-    int32_t total = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      r.a[m * r.ld + k] = IV::encode(codes[k]);
-      total += codes[k];
+  parallel_for(M, 16, M * K * 4, [&](int64_t first, int64_t last) {
+    std::vector<float> v(static_cast<size_t>(K));
+    std::vector<int8_t> codes(static_cast<size_t>(K));
+    for (int64_t m = first; m < last; ++m) {
+      float zp = 0.0f;
+      r.scale[m] = quantize_row(x + m * K, smooth, K, dynamic, static_scale, static_zp, v.data(), codes.data(), zp);
+      int32_t total = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        r.a[m * r.ld + k] = IV::encode(codes[k]);
+        total += codes[k];
+      }
+      r.zero[m] = static_cast<int32_t>(zp);
+      r.sum[m] = total;
     }
-    r.zero[m] = static_cast<int32_t>(zp);
-    r.sum[m] = total;
-  }
+  });
   return r;
 }
 
@@ -553,48 +559,91 @@ inline void micro_i8_rows(int mr, int64_t kg, const IV::A* a, int64_t lda, const
   }
 }
 
+// Rows whose whole K the AMX micro-tile takes (level amx, tile state granted): the largest
+// multiple of kAmxRows in the chunk; the VNNI micro-kernel takes the rest. 0 elsewhere.
+inline int64_t amx_rows(int64_t rows) {
+#if defined(GSK_LEVEL_AMX)
+  return amx_ready() ? rows / kAmxRows * kAmxRows : 0;
+#else
+  (void)rows;
+  return 0;
+#endif
+}
+
 inline void a8w8_gemm(const QuantizedRows& xq, const A8W8& w, float* y) {
-  const int64_t M = xq.M, N = w.N, K = w.K, Kp = round_up(K, IV::KP);
+  const int64_t M = xq.M, N = w.N, K = w.K;
   const GemmChunks chunks(M, N, kINR);
-  // pack every panel once: [Kp / KP][kINR channels][KP], and each channel's code sum
+#if defined(GSK_LEVEL_AMX)
+  static_assert(IV::RW % kAmxK == 0, "AMX rows read whole 64-byte steps of the padded activations");
+  const int64_t Kp = round_up(K, amx_rows(M) ? kAmxK : IV::KP);
+#else
+  const int64_t Kp = round_up(K, IV::KP);
+#endif
+  const int64_t ldc = chunks.panels * kINR;  // whole panels: an AMX tile stores all 32 channels
+  // pack every panel once: [Kp / KP][kINR channels][KP], a group of KP k values at a time
   IV::B* bp = scratch<IV::B>(static_cast<size_t>(chunks.panels * Kp * kINR), 0);
-  int64_t* sw = scratch<int64_t>(static_cast<size_t>(chunks.panels * kINR), 0);
+  // per channel, what the epilogue adds besides the product sum (see a8w8_output): -kBias * sw
+  // (undoing the activation encoding), zp_neg and sw + zp_neg * K; as doubles, whose sums of
+  // these integers stay exact (far below 2^53), so the epilogue vectorises
+  double* epi = scratch<double>(static_cast<size_t>(3 * ldc), 1);
+  double *unbias = epi, *wzn = epi + ldc, *wterm = epi + 2 * ldc;
   parallel_for(chunks.panels, 2, N * K * 8, [&](int64_t first, int64_t last) {
     for (int64_t p = first; p < last; ++p) {
       IV::B* panel = bp + p * Kp * kINR;
       for (int j = 0; j < kINR; ++j) {
         const int64_t n = p * kINR + j;
         const int8_t* row = n < N ? w.q + n * K : nullptr;
+        const int64_t whole = row ? K / IV::KP * IV::KP : 0;
         int64_t s = 0;
-        for (int64_t k = 0; k < Kp; ++k) {
+        for (int64_t k = 0; k < whole; ++k) s += row[k];
+        for (int64_t k = 0; k < whole; k += IV::KP)
+          for (int i = 0; i < IV::KP; ++i) panel[k * kINR + j * IV::KP + i] = row[k + i];
+        for (int64_t k = whole; k < Kp; ++k) {
           const int8_t v = (row && k < K) ? row[k] : 0;
           s += v;
           panel[(k / IV::KP) * kINR * IV::KP + j * IV::KP + k % IV::KP] = v;
         }
-        sw[n] = s;
+        const double zn = n < N ? static_cast<double>(w.zp_neg[n]) : 0.0;
+        unbias[n] = -static_cast<double>(IV::kBias) * static_cast<double>(s);
+        wzn[n] = zn;
+        wterm[n] = static_cast<double>(s) + zn * static_cast<double>(K);
       }
     }
   });
-  int32_t* acc = scratch<int32_t>(static_cast<size_t>(M * N), 0);
+  int32_t* acc = scratch<int32_t>(static_cast<size_t>(M * ldc), 0);
   parallel_for(chunks.count(), 1, M * N * K, [&](int64_t first, int64_t last) {
     for (int64_t chunk = first; chunk < last; ++chunk) {
       const int64_t p0 = chunks.first_panel(chunk), p1 = chunks.end_panel(chunk);
       const int64_t m0 = chunks.first_row(chunk), m1 = std::min(m0 + kMC, M);
+      const int64_t tiled = m0 + amx_rows(m1 - m0);
+#if defined(GSK_LEVEL_AMX)
+      if (tiled > m0) {
+        amx_configure();
+        for (int64_t m = m0; m < tiled; m += kAmxRows)
+          for (int64_t p = p0; p < p1; ++p) micro_amx(Kp / kAmxK, xq.a.data() + m * xq.ld, xq.ld, bp + p * Kp * kINR, acc + m * ldc + p * kINR, ldc);
+        amx_release();
+      }
+#endif
       for (int64_t k0 = 0; k0 < Kp; k0 += kIKC) {
         const int64_t kg = std::min(kIKC, Kp - k0) / IV::KP;
         for (int64_t p = p0; p < p1; ++p) {
           const int nr = static_cast<int>(std::min<int64_t>(kINR, N - p * kINR));
-          for (int64_t m = m0; m < m1; m += IV::MR) {
+          for (int64_t m = tiled; m < m1; m += IV::MR) {
             const int mr = static_cast<int>(std::min<int64_t>(IV::MR, m1 - m));
-            micro_i8_rows(mr, kg, xq.a.data() + m * xq.ld + k0, xq.ld, bp + (p * Kp + k0) * kINR, acc + m * N + p * kINR, N, nr, k0 > 0);
+            micro_i8_rows(mr, kg, xq.a.data() + m * xq.ld + k0, xq.ld, bp + (p * Kp + k0) * kINR, acc + m * ldc + p * kINR, ldc, nr, k0 > 0);
           }
         }
       }
-      for (int64_t m = m0; m < m1; ++m)
+      for (int64_t m = m0; m < m1; ++m) {
+        const double sx = xq.sum[m], xzp = xq.zero[m];
+        const float xs = xq.scale[m];
+        const int32_t* sums = acc + m * ldc;
+        float* out = y + m * N;
         for (int64_t n = p0 * kINR; n < std::min(p1 * kINR, N); ++n) {
-          const int64_t sxw = acc[m * N + n] - static_cast<int64_t>(IV::kBias) * sw[n];
-          y[m * N + n] = a8w8_output(sxw, xq.sum[m], sw[n], xq.zero[m], static_cast<int64_t>(w.zp_neg[n]), K, xq.scale[m], w.scale[n]);
+          const double t = static_cast<double>(sums[n]) + unbias[n] + wzn[n] * sx - xzp * wterm[n];
+          out[n] = (static_cast<float>(t) * xs) * w.scale[n];
         }
+      }
     }
   });
 }

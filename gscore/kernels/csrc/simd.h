@@ -6,6 +6,8 @@
 // per level with a GSK_LEVEL_* macro (gscore/kernels/build.py):
 //
 //   GSK_LEVEL_AVX512VNNI  16 float lanes (zmm), int8 dot products with vpdpbusd (u8 x s8, 4 per lane)
+//   GSK_LEVEL_AMX         with GSK_LEVEL_AVX512VNNI: the same traits, and the int8 prefill GEMM on
+//                         AMX tiles (amx.h)
 //   GSK_LEVEL_AVX2        8 float lanes (ymm), int8 dot products as int16 pairs with vpmaddwd
 //   (neither)             portable C++: 8-lane structs of plain arrays, loops the compiler may vectorise
 //
@@ -26,7 +28,9 @@
 
 namespace gsk {
 
-#if defined(GSK_LEVEL_AVX512VNNI)
+#if defined(GSK_LEVEL_AMX)
+constexpr const char* kLevel = "amx";
+#elif defined(GSK_LEVEL_AVX512VNNI)
 constexpr const char* kLevel = "avx512vnni";
 #elif defined(GSK_LEVEL_AVX2)
 constexpr const char* kLevel = "avx2";
