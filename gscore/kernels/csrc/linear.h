@@ -433,7 +433,16 @@ inline float quantize_row(const float* x, const float* smooth, int64_t K, bool d
   zp = static_zp;
   if (dynamic) {
     float amax = 0.0f;
-    for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(v[k]));
+    int64_t k = 0;
+    if (K >= FV::W) {  // max is exact in any order: vector lanes, then the rest
+      FV::V m = FV::zero();
+      for (; k + FV::W <= K; k += FV::W) {
+        const FV::V x = FV::load(v + k);
+        m = FV::max(FV::max(x, FV::sub(FV::zero(), x)), m);  // a NaN lane keeps m, as std::max does
+      }
+      amax = FV::hmax(m);
+    }
+    for (; k < K; ++k) amax = std::max(amax, std::fabs(v[k]));
     s = std::max(amax / 127.0f, 1e-12f);
     lo = -127.0f;
     zp = 0.0f;
@@ -559,6 +568,17 @@ inline void micro_i8_rows(int mr, int64_t kg, const IV::A* a, int64_t lda, const
   }
 }
 
+// Outputs n0 .. n1 of one row from its int32 sums: a8w8_output's integer t, summed in doubles
+// from per-channel terms (exact: every term is an integer far below 2^53), then rescaled in
+// float in the same order. Restrict pointers let the compiler vectorise the loop.
+inline void a8w8_epilogue(const int32_t* __restrict sums, const double* __restrict unbias, const double* __restrict wzn, const double* __restrict wterm, const float* __restrict ws, int32_t row_sum, int32_t row_zero, float xs, int64_t n0, int64_t n1, float* __restrict out) {
+  const double sx = row_sum, xzp = row_zero;
+  for (int64_t n = n0; n < n1; ++n) {
+    const double t = static_cast<double>(sums[n]) + unbias[n] + wzn[n] * sx - xzp * wterm[n];
+    out[n] = (static_cast<float>(t) * xs) * ws[n];
+  }
+}
+
 // Rows whose whole K the AMX micro-tile takes (level amx, tile state granted): the largest
 // multiple of kAmxRows in the chunk; the VNNI micro-kernel takes the rest. 0 elsewhere.
 inline int64_t amx_rows(int64_t rows) {
@@ -634,16 +654,8 @@ inline void a8w8_gemm(const QuantizedRows& xq, const A8W8& w, float* y) {
           }
         }
       }
-      for (int64_t m = m0; m < m1; ++m) {
-        const double sx = xq.sum[m], xzp = xq.zero[m];
-        const float xs = xq.scale[m];
-        const int32_t* sums = acc + m * ldc;
-        float* out = y + m * N;
-        for (int64_t n = p0 * kINR; n < std::min(p1 * kINR, N); ++n) {
-          const double t = static_cast<double>(sums[n]) + unbias[n] + wzn[n] * sx - xzp * wterm[n];
-          out[n] = (static_cast<float>(t) * xs) * w.scale[n];
-        }
-      }
+      for (int64_t m = m0; m < m1; ++m)
+        a8w8_epilogue(acc + m * ldc, unbias, wzn, wterm, w.scale, xq.sum[m], xq.zero[m], xq.scale[m], p0 * kINR, std::min(p1 * kINR, N), y + m * N);
     }
   });
 }
