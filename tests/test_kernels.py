@@ -252,7 +252,7 @@ def attention_reference(q, k, v, mask, scale, prefix=None):
 @st.composite
 def attention_case(draw):
     b, kv_heads, group = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    t, d = draw(st.integers(1, 9)), draw(st.sampled_from([3, 8, 17, 64]))
+    t, d = draw(st.integers(1, 20)), draw(st.sampled_from([3, 8, 17, 64]))  # t >= 8: the transposed-key prefill path
     s = t + draw(st.integers(0, 40))
     p = draw(st.sampled_from([0, 0, 1, 3]))  # float prefix entries (none half the time)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -261,6 +261,10 @@ def attention_case(draw):
     keys, queries = np.arange(s)[None, :], np.arange(start, s)[:, None]
     mask = np.where(keys > queries, np.float32(-1e9), np.float32(0.0))
     mask = np.concatenate([np.zeros((t, p), np.float32), mask], axis=1)
+    if draw(st.booleans()):  # holes (padding): keys out before a row's last key in, which stays in
+        holes = rng.random(mask.shape) < 0.3
+        holes[np.arange(t), p + queries[:, 0]] = False
+        mask[holes] = np.float32(-1e9)
     prefix = tuple(rng.standard_normal((1, kv_heads, p, d)).astype(np.float32) * 3 for _ in range(2)) if p else None
     return q, rng, kv_heads, s, mask, np.float32(1.0 / np.sqrt(d)), prefix
 

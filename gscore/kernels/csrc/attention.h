@@ -95,19 +95,153 @@ inline void axpy_row(float p, const void* row, bool int8, int64_t D, float* out)
   }
 }
 
+// out[0:D] = sum over s < n of w[s] * row s (at data + rows.at(b, h, s) * D elements, float or
+// int8), skipping zero weights, each lane summed in the order of s. NV vectors of D = NV * W
+// values stay in registers for the whole loop: an axpy per row through memory waits on its own
+// stores, which made this the slowest part of a long prefill.
+template <int NV, bool kInt8>
+inline void weighted_sum_v(const float* w, int64_t n, const void* data, const Strides& rows, int64_t b, int64_t h, float* out) {
+  constexpr int W = FV::W;
+  constexpr int64_t D = NV * W;
+  FV::V acc[NV];
+  for (int i = 0; i < NV; ++i) acc[i] = FV::zero();
+  for (int64_t s = 0; s < n; ++s) {
+    if (w[s] == 0.0f) continue;
+    const FV::V p = FV::set1(w[s]);
+    const int64_t row = rows.at(b, h, s);
+    if constexpr (kInt8) {
+      const int8_t* r = static_cast<const int8_t*>(data) + row * D;
+      for (int i = 0; i < NV; ++i) acc[i] = FV::fma(p, FV::from_i8(r + i * W), acc[i]);
+    } else {
+      const float* r = static_cast<const float*>(data) + row * D;
+      for (int i = 0; i < NV; ++i) acc[i] = FV::fma(p, FV::load(r + i * W), acc[i]);
+    }
+  }
+  for (int i = 0; i < NV; ++i) FV::store(out + i * W, acc[i]);
+}
+
+template <bool kInt8>
+inline void weighted_sum_d(const float* w, int64_t n, const void* data, const Strides& rows, int64_t b, int64_t h, int64_t D, float* out) {
+  switch (D / FV::W) {
+    case 1: weighted_sum_v<1, kInt8>(w, n, data, rows, b, h, out); break;
+    case 2: weighted_sum_v<2, kInt8>(w, n, data, rows, b, h, out); break;
+    case 4: weighted_sum_v<4, kInt8>(w, n, data, rows, b, h, out); break;
+    default: weighted_sum_v<8, kInt8>(w, n, data, rows, b, h, out); break;
+  }
+}
+
+// weighted_sum_v for D of 1, 2, 4 or 8 vectors; any other D row by row (axpy_row), the same sums.
+inline void weighted_sum(const float* w, int64_t n, const void* data, bool int8, const Strides& rows, int64_t b, int64_t h, int64_t D, float* out) {
+  const int64_t nv = D / FV::W;
+  if (D % FV::W == 0 && (nv == 1 || nv == 2 || nv == 4 || nv == 8)) {
+    if (int8) {
+      weighted_sum_d<true>(w, n, data, rows, b, h, D, out);
+    } else {
+      weighted_sum_d<false>(w, n, data, rows, b, h, D, out);
+    }
+    return;
+  }
+  std::fill(out, out + D, 0.0f);
+  const size_t elem = int8 ? 1 : 4;
+  for (int64_t s = 0; s < n; ++s)
+    if (w[s] != 0.0f) axpy_row(w[s], static_cast<const char*>(data) + rows.at(b, h, s) * D * elem, int8, D, out);
+}
+
+// A key whose additive mask is at or below this is out of the row: its weight exp(score - best)
+// would be exp(about -1e8) = 0 exactly whenever any key of the row is in, so its dot product,
+// exponential and value are skipped (the same result). The loops stop after the row's last key
+// in: a causal prefill of T tokens reads about half of its keys. A row with every key out is
+// computed in full, as the mask says.
+constexpr float kMaskedOut = -1e8f;
+
+// Queries per call from which float keys are transposed first (scores_from_transposed).
+constexpr int64_t kTransposedKeysFrom = 8;
+
+// score[0, n) <- exp(score - best) in vector lanes (exp_v, within a few ulp of std::exp), 0 for
+// the keys out (only where `holes`: keys out before the row's last key in); returns the sum.
+inline float softmax_weights(float* score, int64_t n, float best, const float* mrow, bool holes) {
+  const FV::V top = FV::set1(best);
+  int64_t s = 0;
+  for (; s + FV::W <= n; s += FV::W) FV::store(score + s, exp_v(FV::sub(FV::load(score + s), top)));
+  for (; s < n; ++s) score[s] = std::exp(score[s] - best);
+  if (holes)
+    for (s = 0; s < n; ++s)
+      if (mrow[s] <= kMaskedOut) score[s] = 0.0f;
+  FV::V lanes = FV::zero();
+  for (s = 0; s + FV::W <= n; s += FV::W) lanes = FV::add(lanes, FV::load(score + s));
+  float total = FV::sum(lanes);
+  for (; s < n; ++s) total += score[s];
+  return total;
+}
+
+// Float keys of every (b, kv head), transposed to [D][ld] (ld = valid rounded up to the vector
+// width, zero padded), so that a query's scores over W keys come out of D broadcast-FMAs in one
+// vector, with no horizontal sum per key. Prefill (many queries per key) builds it once per call.
+struct KeysT {
+  int64_t ld = 0;
+  std::vector<float> data;  // [B * Hkv][D][ld]
+  const float* at(int64_t b, int64_t h, int64_t Hkv, int64_t D) const { return data.data() + (b * Hkv + h) * D * ld; }
+};
+
+inline KeysT transpose_keys(const KVView& keys, const AttentionShape& sh) {
+  KeysT kt;
+  kt.ld = (sh.valid + FV::W - 1) / FV::W * FV::W;
+  kt.data.assign(static_cast<size_t>(sh.B * sh.Hkv * sh.D * kt.ld), 0.0f);
+  const float* k = static_cast<const float*>(keys.data);
+  for (int64_t b = 0; b < sh.B; ++b)
+    for (int64_t h = 0; h < sh.Hkv; ++h) {
+      float* dst = kt.data.data() + (b * sh.Hkv + h) * sh.D * kt.ld;
+      for (int64_t s = 0; s < sh.valid; ++s) {
+        const float* row = k + keys.rows.at(b, h, s) * sh.D;
+        for (int64_t d = 0; d < sh.D; ++d) dst[d * kt.ld + s] = row[d];
+      }
+    }
+  return kt;
+}
+
+// score[s0 + j] for NB vectors of keys from s0: one accumulator chain per vector, so NB FMAs
+// are in flight for every broadcast query value.
+template <int NB>
+inline void score_block(const float* q, const float* kt, int64_t ld, int64_t D, int64_t s0, FV::V scale, const float* mrow, float* score) {
+  constexpr int W = FV::W;
+  FV::V acc[NB];
+  for (int j = 0; j < NB; ++j) acc[j] = FV::zero();
+  for (int64_t d = 0; d < D; ++d) {
+    const FV::V qd = FV::set1(q[d]);
+    const float* row = kt + d * ld + s0;
+    for (int j = 0; j < NB; ++j) acc[j] = FV::fma(qd, FV::load(row + j * W), acc[j]);
+  }
+  for (int j = 0; j < NB; ++j) FV::store(score + s0 + j * W, FV::add(FV::mul(acc[j], scale), FV::load(mrow + s0 + j * W)));
+}
+
+// score[s] = (q . key_s) * scale + mrow[s] for s < n from transposed keys kt [D][ld].
+inline void scores_from_transposed(const float* q, const float* kt, int64_t ld, int64_t D, int64_t n, float scale, const float* mrow, float* score) {
+  constexpr int W = FV::W, kBlocks = 8;
+  const FV::V sv = FV::set1(scale);
+  int64_t s = 0;
+  for (; s + kBlocks * W <= n; s += kBlocks * W) score_block<kBlocks>(q, kt, ld, D, s, sv, mrow, score);
+  for (; s + W <= n; s += W) score_block<1>(q, kt, ld, D, s, sv, mrow, score);
+  for (; s < n; ++s) {
+    float dot = 0.0f;
+    for (int64_t d = 0; d < D; ++d) dot += q[d] * kt[d * ld + s];
+    score[s] = dot * scale + mrow[s];
+  }
+}
+
 inline void attention(const float* q, const KVView& keys, const KVView& values, const float* mask, float softmax_scale, const AttentionShape& sh, float* out, const Prefix& prefix = {}) {
   const int64_t B = sh.B, Hq = sh.Hq, Hkv = sh.Hkv, T = sh.T, S = sh.S, D = sh.D, P = sh.P;
   (void)B;
   const int64_t group = Hq / Hkv, items = B * Hq * T, cols = P + S;
   const bool k8 = keys.kind != CacheKind::kFloat, v8 = values.kind != CacheKind::kFloat;
-  const size_t elem_k = k8 ? 1 : 4, elem_v = v8 ? 1 : 4;
+  const size_t elem_k = k8 ? 1 : 4;
+  // prefill with float keys: scores W keys at a time from transposed keys
+  const KeysT kt = keys.kind == CacheKind::kFloat && T >= kTransposedKeysFrom ? transpose_keys(keys, sh) : KeysT{};
   parallel_for(items, 1, 2 * items * (P + sh.valid) * D, [&](int64_t first, int64_t last) {
     std::vector<float> score(static_cast<size_t>(cols)), qs(static_cast<size_t>(D)), acc(static_cast<size_t>(D)), pacc(static_cast<size_t>(D));
     for (int64_t item = first; item < last; ++item) {
       const int64_t t = item % T, h = (item / T) % Hq, b = item / (T * Hq), kvh = h / group;
       const float* qv = q + ((b * Hq + h) * T + t) * D;
       const char* kdata = static_cast<const char*>(keys.data);
-      const char* vdata = static_cast<const char*>(values.data);
       // keys: fold the per-channel scale into q, the zero point into one constant
       float offset = 0.0f;
       if (keys.kind == CacheKind::kChannel) {
@@ -119,36 +253,47 @@ inline void attention(const float* q, const KVView& keys, const KVView& values, 
         std::copy(qv, qv + D, qs.begin());
       }
       const float* mrow = mask + t * cols;
-      float best = -std::numeric_limits<float>::infinity();
-      for (int64_t s = 0; s < P; ++s) {  // the float prefix, with the unscaled query
-        score[s] = dot_row(qv, prefix.keys + (kvh * P + s) * D, false, D) * softmax_scale + mrow[s];
+      int64_t n = P + sh.valid;  // keys [0, n) are read: up to the last key in
+      while (n > 0 && mrow[n - 1] <= kMaskedOut) --n;
+      const bool any_in = n > 0;
+      if (!any_in) n = P + sh.valid;
+      bool holes = false;
+      for (int64_t s = 0; any_in && s < n && !holes; ++s) holes = mrow[s] <= kMaskedOut;
+      const int64_t n_prefix = std::min(P, n), n_own = n - n_prefix;
+      constexpr float kOut = -std::numeric_limits<float>::infinity();
+      float best = kOut;
+      for (int64_t s = 0; s < n_prefix; ++s) {  // the float prefix, with the unscaled query
+        score[s] = holes && mrow[s] <= kMaskedOut ? kOut : dot_row(qv, prefix.keys + (kvh * P + s) * D, false, D) * softmax_scale + mrow[s];
         best = std::max(best, score[s]);
       }
       float* own = score.data() + P;  // the cache's entries
-      for (int64_t s = 0; s < sh.valid; ++s) {
+      if (kt.ld) {
+        scores_from_transposed(qs.data(), kt.at(b, kvh, Hkv, D), kt.ld, D, n_own, softmax_scale, mrow + P, own);
+        for (int64_t s = 0; s < n_own; ++s) {
+          if (holes && mrow[P + s] <= kMaskedOut) own[s] = kOut;
+          best = std::max(best, own[s]);
+        }
+      }
+      for (int64_t s = 0; s < n_own && !kt.ld; ++s) {
+        if (holes && mrow[P + s] <= kMaskedOut) {
+          own[s] = kOut;
+          continue;
+        }
         const int64_t row = keys.rows.at(b, kvh, s);
         float dot = dot_row(qs.data(), kdata + row * D * elem_k, k8, D) - offset;
         if (keys.kind == CacheKind::kToken) dot *= keys.scale[row];
         own[s] = dot * softmax_scale + mrow[P + s];
         best = std::max(best, own[s]);
       }
-      float total = 0.0f;
-      for (int64_t s = 0; s < P + sh.valid; ++s) {
-        score[s] = std::exp(score[s] - best);
-        total += score[s];
-      }
-      std::fill(pacc.begin(), pacc.end(), 0.0f);
-      for (int64_t s = 0; s < P; ++s) axpy_row(score[s], prefix.values + (kvh * P + s) * D, false, D, pacc.data());
-      std::fill(acc.begin(), acc.end(), 0.0f);
+      const float total = softmax_weights(score.data(), n, best, mrow, holes);
+      weighted_sum(score.data(), n_prefix, prefix.values, false, Strides{0, P, 1}, 0, kvh, D, pacc.data());
       float pzero = 0.0f;  // sum of the weights that multiplied raw codes (channel zero points)
-      for (int64_t s = 0; s < sh.valid; ++s) {
-        float p = own[s];
-        if (p == 0.0f) continue;
-        const int64_t row = values.rows.at(b, kvh, s);
-        if (values.kind == CacheKind::kToken) p *= values.scale[row];
-        pzero += p;
-        axpy_row(p, vdata + row * D * elem_v, v8, D, acc.data());
+      for (int64_t s = 0; s < n_own; ++s) {
+        if (own[s] == 0.0f) continue;
+        if (values.kind == CacheKind::kToken) own[s] *= values.scale[values.rows.at(b, kvh, s)];
+        pzero += own[s];
       }
+      weighted_sum(own, n_own, values.data, v8, values.rows, b, kvh, D, acc.data());
       float* o = out + ((b * T + t) * Hq + h) * D;
       const float inv = 1.0f / total;
       if (values.kind == CacheKind::kChannel) {
