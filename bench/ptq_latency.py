@@ -4,8 +4,10 @@ bench/ptq.py measures each option in its own process, minutes apart, so machine 
 between them; this script keeps FP32 and every quantized network in memory together and times
 them round-robin, so each ratio shares the load. Measured:
 
-* **prefill**: one ``--tokens``-token window through the network (op by op, as deployed), median
-  of ``--repeat`` round-robin repetitions;
+* **prefill**: one ``--tokens``-token window through the network, op by op (as deployed) and
+  compiled (:class:`gscore.nn.decoding.CompiledDecoder` over caches of that capacity, as a
+  serving loop prefills a prompt; compile time not counted), median of ``--repeat`` round-robin
+  repetitions each;
 * **decode**: a ``--prompt``-token prompt, then ``--new`` greedy tokens through the KV cache,
   with the forward compiled into graphs over preallocated caches
   (:class:`gscore.nn.decoding.CompiledDecoder`, which runs a deployed block's layers as
@@ -180,6 +182,7 @@ def main() -> None:
             net(window, 0).asnumpy()
             prefill[name].append(time.perf_counter() - start)
             net.reset_cache()
+    compiled_prefill = compiled_prefill_times(nets, window, args.repeat)
     print("prefill done", flush=True)
 
     bandwidth = copy_bandwidth()
@@ -205,6 +208,7 @@ def main() -> None:
         decoder.close()
 
     median = {name: float(np.median(t)) for name, t in prefill.items()}
+    compiled_median = {name: float(np.median(t)) for name, t in compiled_prefill.items()}
     summary = {}
     for name, d in decode.items():
         tps = float(np.median(d["tokens_per_s"]))
@@ -230,6 +234,8 @@ def main() -> None:
         "copy_bandwidth_gb_s": bandwidth / 1e9,
         "prefill_median_s": median,
         "prefill_ratio_to_fp32": {name: median[name] / median["fp32"] for name in median},
+        "compiled_prefill_median_s": compiled_median,
+        "compiled_prefill_ratio_to_fp32": {name: compiled_median[name] / compiled_median["fp32"] for name in compiled_median},
         "decode": summary,
         "decode_rounds": decode,
         "where_time_goes_ms_per_token": where,
@@ -240,6 +246,25 @@ def main() -> None:
     text = markdown(report, args)
     write_text("ptq_latency.md", text)
     print(text)
+
+
+def compiled_prefill_times(nets: dict[str, Any], window: Tensor, repeat: int) -> dict[str, list[float]]:
+    """Seconds of ``window``'s prefill through a :class:`CompiledDecoder` of that capacity, per
+    network, round-robin after one compiling call each; the decoders are closed afterwards."""
+    decoders = {name: CompiledDecoder(net, capacity=window.shape[1]) for name, net in nets.items()}
+    for decoder in decoders.values():
+        decoder(window, 0).asnumpy()
+        decoder.reset_cache()
+    times: dict[str, list[float]] = {name: [] for name in decoders}
+    for _ in range(repeat):
+        for name, decoder in decoders.items():
+            start = time.perf_counter()
+            decoder(window, 0).asnumpy()
+            times[name].append(time.perf_counter() - start)
+            decoder.reset_cache()
+    for decoder in decoders.values():
+        decoder.close()
+    return times
 
 
 def overhead_steps(decoders: dict[str, CompiledDecoder], weights: dict, model_config: LlamaConfig, tokenizer: Any, calibration: np.ndarray, prompt: np.ndarray, new: int) -> dict[str, dict[str, float]]:
@@ -280,6 +305,7 @@ def overhead_steps(decoders: dict[str, CompiledDecoder], weights: dict, model_co
 
 def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
     median, ratio = report["prefill_median_s"], report["prefill_ratio_to_fp32"]
+    compiled, compiled_ratio = report["compiled_prefill_median_s"], report["compiled_prefill_ratio_to_fp32"]
     load = report["load_start"]["loadavg_1_5_15"][0], report["load_end"]["loadavg_1_5_15"][0]
     lines = [
         "# Deployed SmolLM2-135M against FP32: prefill, decode, where the time goes",
@@ -288,9 +314,14 @@ def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         f"{report['machine']['cpu_model']}, {report['machine']['usable_cores']} cores, load average {load[0]:.1f} at start and {load[1]:.1f} at end "
         "(a shared machine: every ratio below compares networks timed round-robin in this process).",
         "",
-        f"## Prefill: one {report['tokens']}-token window, op by op (median of {args.repeat})",
+        f"## Prefill: one {report['tokens']}-token window (median of {args.repeat})",
         "",
-        md_table(["network", "median s", "x FP32"], [[n, f"{median[n]:.2f}", f"{ratio[n]:.2f}x"] for n in median]),
+        "Op by op: the network called directly (PyNative). Compiled: through `CompiledDecoder` (graphs over preallocated caches, linear groups), compile time not counted.",
+        "",
+        md_table(
+            ["network", "op by op s", "x FP32", "compiled s", "x FP32"],
+            [[n, f"{median[n]:.2f}", f"{ratio[n]:.2f}x", f"{compiled[n]:.3f}", f"{compiled_ratio[n]:.2f}x"] for n in median],
+        ),
         f"## Decode: {args.prompt}-token prompt, then {args.new} greedy tokens (compiled, median of {args.rounds} rounds)",
         "",
         f"Copy bandwidth {report['copy_bandwidth_gb_s']:.1f} GB/s (numpy, this run). Limit = bandwidth / parameter bytes per token.",

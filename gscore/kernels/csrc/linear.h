@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <vector>
 
 #include "amx.h"
@@ -29,18 +30,33 @@ namespace gsk {
 
 constexpr int64_t kGemvRows = 8;  // decode shapes (M = 1..8) take the GEMV kernels
 constexpr int64_t kGemvGrain = 64;  // weight rows per GEMV chunk
-constexpr int64_t kPrefetchBlocks = 4;  // GEMV blocks ahead whose weight rows are prefetched
+
+// How many GEMV blocks ahead a block prefetches its weight rows (prefetch_ahead below):
+// GSCORE_KERNEL_PREFETCH if set, else by CPU vendor. Measured streaming SmolLM2's int8 layer
+// weights at M = 1 (2 threads): on an AMD EPYC (AVX2) 4 blocks raised the w8 rate by ~25 % over
+// none (8 to 10.5 GB/s); on an Intel Xeon with AVX-512 VNNI and AMX none was best (w8 12-13
+// against 10.5 GB/s at 4, dynamic A8W8 15-17 against 9-11; bench/results/gemv_prefetch.md).
+constexpr int64_t kIntelPrefetchBlocks = 0;
+
+inline int64_t initial_prefetch_blocks() {
+  if (const char* env = std::getenv("GSCORE_KERNEL_PREFETCH")) return std::max<long long>(0, std::atoll(env));
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();  // this runs while the library loads, before any constructor did it
+  if (__builtin_cpu_is("intel")) return kIntelPrefetchBlocks;
+#endif
+  return 4;
+}
+inline const int64_t prefetch_blocks = initial_prefetch_blocks();
 
 // While a GEMV block reads byte `byte` of its rows [n0, n0 + NB) of a [total, row_bytes]
-// weight, asks for the same cache line of the rows kPrefetchBlocks blocks ahead (once per
-// line; rows past the end are skipped). A decode GEMV streams each weight byte once; measured
-// on SmolLM2's layer shapes with weights not in cache, this raised the rate by ~25 % (8 to
-// 10.5 GB/s): the hardware prefetcher alone keeps too few requests in flight for the several
-// row streams a block reads at once. Prefetching whole rows at the block's start gained less.
+// weight, asks for the same cache line of the rows prefetch_blocks blocks ahead (once per
+// line; rows past the end are skipped; nothing at 0): the hardware prefetcher alone keeps too
+// few requests in flight for the several row streams a block reads at once. Prefetching whole
+// rows at the block's start gained less.
 template <int NB>
 inline void prefetch_ahead(const int8_t* q, int64_t row_bytes, int64_t n0, int64_t total, int64_t byte) {
-  if (byte % 64) return;
-  const int64_t first = n0 + kPrefetchBlocks * NB;
+  if (byte % 64 || prefetch_blocks == 0) return;
+  const int64_t first = n0 + prefetch_blocks * NB;
   for (int64_t n = first; n < first + NB && n < total; ++n) __builtin_prefetch(q + n * row_bytes + byte, 0, 0);
 }
 
