@@ -14,12 +14,18 @@ _GPTQ_ACT_ORDER = {"precision_recovery": "gptq", "algo_args": {"desc_act": True,
 """GPTQ in activation order with static groups, the BOS token kept as a float prefix: without the
 prefix the attention-sink token dominates XᵀX and GPTQ ends up worse than round-to-nearest (at
 int4, and at int8 too: A16W8 GPTQ +0.26 % without, −0.20 % with, bench/results/ptq_a16w8.md)."""
+_ROTATION_CLIP_GPTQ = {"outliers_suppression": "rotation", "weight_clip": True, **_GPTQ_ACT_ORDER}
+"""The best 4-bit weights measured on SmolLM2 (bench/results/ptq_w4_rotation.md): the residual
+rotation spreads outlier channels, the clipping search picks each group's range, GPTQ then
+quantizes in activation order; W4 g128 +9.9 % against GPTQ alone +15.8 %, A8W4 +11.1 % against
++18.8 %."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "a16w8": {},
     "a16w8-gptq": {"precision_recovery": "gptq", "algo_args": {"desc_act": True, "prefix": "bos"}},
     "a16w4-g128": dict(_W4),
     "a16w4-g128-gptq": {**_W4, **_GPTQ_ACT_ORDER},
+    "a16w4-g128-rotation-clip-gptq": {**_W4, **_ROTATION_CLIP_GPTQ},
     "a16w4-g128-awq-gptq": {**_W4, "outliers_suppression": "awq", "weight_clip": True, "precision_recovery": "gptq",
                             "algo_args": {"desc_act": True, "static_groups": True, "prefix": "bos"}},
     "a8w8": {"act_quant_dtype": "int8"},
@@ -29,6 +35,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "a8w8-dynamic-rotation": {"act_quant_dtype": "int8", "act_quant_granularity": "per_token", "outliers_suppression": "rotation",
                               "algo_args": {"prefix": "bos"}},
     "a8w4-gptq": {**_W4, "act_quant_dtype": "int8", "act_quant_granularity": "per_token", **_GPTQ_ACT_ORDER},
+    "a8w4-rotation-clip-gptq": {**_W4, "act_quant_dtype": "int8", "act_quant_granularity": "per_token", **_ROTATION_CLIP_GPTQ},
     "kv-int8": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8"},
     "kv-int8-dynamic": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8", "kvcache_quant_granularity": "per_token"},
     "a8w8-rotation-kv-int8": {"act_quant_dtype": "int8", "outliers_suppression": "rotation", "kvcache_quant_dtype": "int8", "algo_args": {"prefix": "bos"}},
