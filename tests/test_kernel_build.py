@@ -189,3 +189,20 @@ def test_a_machine_without_a_compiler_deploys_on_the_portable_path(tmp_path):
     assert "kernel None output (2, 4)" in result.stdout
     assert result.stderr.count("KernelFallbackWarning") == 1
     assert "no C++ compiler found" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(kernels.supported_levels()) < 3, reason="needs two native levels on this CPU (the best one is made to fail)")
+def test_auto_takes_the_next_level_when_the_best_does_not_build(fresh_choice, monkeypatch, tmp_path):
+    """A compiler that does not know the best level's flags (an older g++ on an AMX CPU, say):
+    auto builds the next level, with one warning naming the failure, instead of going portable."""
+    best, following = kernels.supported_levels()[:2]
+    wrapper = tmp_path / "picky-c++"
+    wrapper.write_text(f'#!/bin/sh\ncase "$*" in *-DGSK_LEVEL_{best.upper()}\\ *) echo "unrecognized option" >&2; exit 1;; esac\nexec g++ "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.delenv(kernels.ENV, raising=False)
+    monkeypatch.setenv("GSCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", str(wrapper))
+    with pytest.warns(kernels.KernelFallbackWarning, match=f"run at level {following}: building the {best} kernels failed") as record:
+        assert kernels.level() == following
+    assert len(record) == 1

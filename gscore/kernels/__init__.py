@@ -38,7 +38,8 @@ __all__ = ["AUTO", "CHOICES", "ENV", "PORTABLE", "KernelError", "KernelFallbackW
 
 
 class KernelFallbackWarning(UserWarning):
-    """Quantized cells use the MindSpore ops path instead of native kernels (and why)."""
+    """Quantized cells use the MindSpore ops path instead of native kernels, or a lower native
+    level than the best this CPU runs (and why)."""
 
 
 _override: str | None = None
@@ -53,35 +54,51 @@ def _requested() -> str:
     return want
 
 
+def _warn(message: str) -> None:
+    """One KernelFallbackWarning per distinct message and process."""
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, KernelFallbackWarning, stacklevel=4)
+
+
 def _fall_back(reason: str) -> str:
-    if reason not in _warned:
-        _warned.add(reason)
-        warnings.warn(
-            f"gscore native kernels are off ({reason}): quantized layers run the portable MindSpore path "
-            f"(dequantise, then a float matmul), which is slower than FP32 on CPU",
-            KernelFallbackWarning,
-            stacklevel=3,
-        )
+    _warn(
+        f"gscore native kernels are off ({reason}): quantized layers run the portable MindSpore path "
+        f"(dequantise, then a float matmul), which is slower than FP32 on CPU"
+    )
     return PORTABLE
 
 
 def _resolve(want: str) -> str:
     if want == PORTABLE:
         return _fall_back(f"{ENV}={PORTABLE}")
-    best = supported_levels()[0] if want == AUTO else want
-    if best not in supported_levels():
+    if want != AUTO and want not in supported_levels():
         raise KernelError(f"{ENV}={want}: this CPU cannot run it; it supports: {', '.join(supported_levels())} (or {PORTABLE})")
     cxx = compiler()
     if cxx is None:
         return _fall_back("no C++ compiler found: install g++ or set CXX")
+    # auto: the best level that builds (a compiler may not know a new CPU's flags, e.g. AMX)
+    failures = []
+    for candidate in supported_levels() if want == AUTO else [want]:
+        problem = _load_problem(candidate, cxx)
+        if problem is None:
+            if failures:
+                _warn(f"gscore native kernels run at level {candidate}: " + "; ".join(failures))
+            return candidate
+        failures.append(problem)
+    return _fall_back("; ".join(failures))
+
+
+def _load_problem(candidate: str, cxx: str) -> str | None:
+    """Why the ``candidate`` level's library cannot be used, or None when it can."""
     try:
-        built = ctypes.CDLL(str(library(best, cxx)))
+        built = ctypes.CDLL(str(library(candidate, cxx)))
     except (KernelError, OSError) as err:  # OSError: the library was built but does not load
-        return _fall_back(f"building the {best} kernels failed: {err}")
+        return f"building the {candidate} kernels failed: {err}"
     built.gsk_level.restype = ctypes.c_char_p
-    if built.gsk_level().decode() != best:
-        return _fall_back(f"the {best} kernel library reports level {built.gsk_level().decode()!r}")
-    return best
+    if built.gsk_level().decode() != candidate:
+        return f"the {candidate} kernel library reports level {built.gsk_level().decode()!r}"
+    return None
 
 
 def level() -> str:
