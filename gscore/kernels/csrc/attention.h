@@ -1,4 +1,5 @@
-// Attention of a few new query positions over a KV cache, dequantising int8 entries inside.
+// Attention of new query positions (a few when decoding, a whole prompt when prefilling) over a
+// KV cache, dequantising int8 entries inside.
 //
 // q [B, Hq, T, D] float32; cached keys/values in either layout, [B, Hkv, S, D] (a cache that
 // grows by concatenation) or [S, B, Hkv, D] (a preallocated buffer, written in place by

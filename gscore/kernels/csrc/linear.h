@@ -494,9 +494,11 @@ inline QuantizedRows quantize_activations(const float* x, const float* smooth, i
   return r;
 }
 
-// sum_k (xq - xzp)(wq + wzn) expanded into exact integer terms, then float(t) * xs * ws.
-inline float a8w8_output(int64_t sxw, int64_t sx, int64_t sw, int64_t xzp, int64_t wzn, int64_t K, float xs, float ws) {
-  const int64_t t = sxw + wzn * sx - xzp * sw - xzp * wzn * K;
+// t = sum_k (xq - xzp)(wq + wzn) expanded into integer terms: sxw = sum_k xq wq, sx = sum_k xq,
+// and per channel wzn and wterm = sum_k wq + wzn * K; then float(t) * xs * ws. Summed in doubles,
+// exactly (every term is an integer far below 2^53), so a loop over channels vectorises.
+inline float a8w8_output(double sxw, double sx, double wzn, double wterm, double xzp, float xs, float ws) {
+  const double t = sxw + wzn * sx - xzp * wterm;
   return (static_cast<float>(t) * xs) * ws;
 }
 
@@ -531,7 +533,8 @@ inline void a8w8_gemv_block(const QuantizedRows& xq, const A8W8& w, int64_t n0, 
     for (int i = 0; i < MB; ++i) {
       int64_t sxw = static_cast<int64_t>(IV::sum(acc[j][i])) - IV::kBias * swn;
       for (int64_t kk = k; kk < K; ++kk) sxw += static_cast<int64_t>(xq.a[i * xq.ld + kk] - IV::kBias) * row[kk];
-      y[i * w.N + n] = a8w8_output(sxw, xq.sum[i], swn + tail_w, xq.zero[i], static_cast<int64_t>(w.zp_neg[n]), K, xq.scale[i], w.scale[n]);
+      const double wzn = w.zp_neg[n];
+      y[i * w.N + n] = a8w8_output(static_cast<double>(sxw), xq.sum[i], wzn, static_cast<double>(swn + tail_w) + wzn * static_cast<double>(K), xq.zero[i], xq.scale[i], w.scale[n]);
     }
   }
 }
@@ -584,15 +587,10 @@ inline void micro_i8_rows(int mr, int64_t kg, const IV::A* a, int64_t lda, const
   }
 }
 
-// Outputs n0 .. n1 of one row from its int32 sums: a8w8_output's integer t, summed in doubles
-// from per-channel terms (exact: every term is an integer far below 2^53), then rescaled in
-// float in the same order. Restrict pointers let the compiler vectorise the loop.
+// Outputs n0 .. n1 of one row from its int32 sums (a8w8_output per channel; restrict pointers
+// let the compiler vectorise the loop).
 inline void a8w8_epilogue(const int32_t* __restrict sums, const double* __restrict unbias, const double* __restrict wzn, const double* __restrict wterm, const float* __restrict ws, int32_t row_sum, int32_t row_zero, float xs, int64_t n0, int64_t n1, float* __restrict out) {
-  const double sx = row_sum, xzp = row_zero;
-  for (int64_t n = n0; n < n1; ++n) {
-    const double t = static_cast<double>(sums[n]) + unbias[n] + wzn[n] * sx - xzp * wterm[n];
-    out[n] = (static_cast<float>(t) * xs) * ws[n];
-  }
+  for (int64_t n = n0; n < n1; ++n) out[n] = a8w8_output(static_cast<double>(sums[n]) + unbias[n], row_sum, wzn[n], wterm[n], row_zero, xs, ws[n]);
 }
 
 // Rows whose whole K the AMX micro-tile takes (level amx, tile state granted): the largest
@@ -618,9 +616,8 @@ inline void a8w8_gemm(const QuantizedRows& xq, const A8W8& w, float* y) {
   const int64_t ldc = chunks.panels * kINR;  // whole panels: an AMX tile stores all 32 channels
   // pack every panel once: [Kp / KP][kINR channels][KP], a group of KP k values at a time
   IV::B* bp = scratch<IV::B>(static_cast<size_t>(chunks.panels * Kp * kINR), 0);
-  // per channel, what the epilogue adds besides the product sum (see a8w8_output): -kBias * sw
-  // (undoing the activation encoding), zp_neg and sw + zp_neg * K; as doubles, whose sums of
-  // these integers stay exact (far below 2^53), so the epilogue vectorises
+  // per channel, a8w8_output's terms: -kBias * sw (undoing the activation encoding in the
+  // product sum), zp_neg and sw + zp_neg * K
   double* epi = scratch<double>(static_cast<size_t>(3 * ldc), 1);
   double *unbias = epi, *wzn = epi + ldc, *wterm = epi + 2 * ldc;
   parallel_for(chunks.panels, 2, N * K * 8, [&](int64_t first, int64_t last) {
