@@ -155,7 +155,7 @@ class LlamaHelper(NetworkHelper):
         """Where the residual stream is read and written. With a tied head the stream is rotated
         online at the decoder's entry and exit (see :meth:`prepare_rotation`), so the embedding,
         the final norm and the head are not part of it."""
-        readers, writers, online = [], [], []
+        readers, writers, online, value_heads = [], [], [], []
         for i in range(len(network.model.layers)):
             p = f"model.layers.{i}."
             readers.append((p + "input_layernorm.weight", tuple(p + f"self_attn.{n}_proj.weight" for n in "qkv")))
@@ -163,11 +163,14 @@ class LlamaHelper(NetworkHelper):
             o_bias = p + "self_attn.o_proj.bias" if network.config.o_proj_bias else None
             writers += [(p + "self_attn.o_proj.weight", o_bias), (p + "mlp.down_proj.weight", None)]
             online.append(p + "mlp.down_proj.weight")
+            v_bias = p + "self_attn.v_proj.bias" if network.config.qkv_bias else None
+            value_heads.append((p + "self_attn.v_proj.weight", v_bias, p + "self_attn.o_proj.weight"))
         embeddings: tuple[str, ...] = ()
         if not network.config.tie_word_embeddings:
             embeddings = ("model.embed_tokens.embedding_table",)
             readers.append(("model.norm.weight", ("lm_head.weight",)))
-        return ResidualStream(size=network.config.hidden_size, embeddings=embeddings, readers=tuple(readers), writers=tuple(writers), online=tuple(online))
+        return ResidualStream(size=network.config.hidden_size, embeddings=embeddings, readers=tuple(readers), writers=tuple(writers), online=tuple(online),
+                              value_heads=tuple(value_heads), head_dim=network.config.head_dim)
 
     def prepare_rotation(self, network: LlamaForCausalLM, rotation: np.ndarray) -> None:
         """The structure a network rotated by ``rotation [hidden, hidden]`` needs: an online

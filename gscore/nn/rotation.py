@@ -16,6 +16,12 @@ A model whose output head shares the embedding table can keep it shared by rotat
 online where it enters and leaves the decoder (:class:`FixedRotation`, two ``[hidden,
 hidden]`` products per token: about 0.6 % of SmolLM2's compute) instead of rotating, and so
 untying, the two tables.
+
+The value heads can be rotated too, offline and exactly (QuaRot's fused value/output rotation):
+attention mixes each head's value rows with weights that do not depend on them, so a Hadamard
+``H`` applied to every value head (``v_proj``'s rows, per head) comes out of attention
+unchanged and ``o_proj`` undoes it on its input columns, head by head. Both weights' low-bit
+groups then see spread-out values instead of a few large ones.
 """
 
 from __future__ import annotations
@@ -44,6 +50,10 @@ class ResidualStream:
             biases ``[size]`` where they have one (``None`` otherwise).
         online: ``[out, n]`` weights whose input is rotated online by :class:`OnlineHadamard`
             of size ``n`` (the model installs that cell; see the helper's ``prepare_rotation``).
+        value_heads: per attention layer, ``(v_proj weight, its bias or None, o_proj weight)``:
+            ``[kv_heads * head_dim, size]``, ``[kv_heads * head_dim]`` and ``[size, heads *
+            head_dim]``, whose value heads are rotated offline by ``hadamard(head_dim)``.
+        head_dim: width of one attention head (needed when ``value_heads`` is not empty).
     """
 
     size: int
@@ -51,6 +61,8 @@ class ResidualStream:
     readers: tuple[tuple[str, tuple[str, ...]], ...]
     writers: tuple[tuple[str, str | None], ...]
     online: tuple[str, ...] = ()
+    value_heads: tuple[tuple[str, str | None, str], ...] = ()
+    head_dim: int = 0
 
 
 def _params(network: nn.Cell) -> dict[str, ms.Parameter]:
@@ -75,6 +87,7 @@ def rotate_residual_stream(network: nn.Cell, stream: ResidualStream, rotation: n
     params = _params(network)
     names = [*stream.embeddings, *(norm for norm, _ in stream.readers), *(w for _, ws in stream.readers for w in ws)]
     names += [w for w, _ in stream.writers] + [b for _, b in stream.writers if b] + list(stream.online)
+    names += [name for names_of_layer in stream.value_heads for name in names_of_layer if name]
     missing = sorted(set(names) - set(params))
     if missing:
         raise ConfigError(f"{type(network).__name__} has no parameter(s) {missing[:5]} named by its residual-stream description")
@@ -92,6 +105,24 @@ def rotate_residual_stream(network: nn.Cell, stream: ResidualStream, rotation: n
     for name in stream.online:
         w = params[name].asnumpy().astype(np.float64)
         _update(params[name], w @ hadamard(w.shape[1]))
+    if stream.value_heads:
+        _rotate_value_heads(params, stream.value_heads, stream.head_dim)
+
+
+def _rotate_value_heads(params: dict[str, ms.Parameter], value_heads: tuple[tuple[str, str | None, str], ...], head_dim: int) -> None:
+    """Every value head ``v_h`` becomes ``v_h H`` (``v_proj`` rows ``Hᵀ W_h``, bias ``b_h H``) and
+    ``o_proj``'s columns of every query head ``W_h H``: ``(p v H)(W H)ᵀ = p v Wᵀ``."""
+    h = hadamard(head_dim)
+    for v_weight, v_bias, o_weight in value_heads:
+        v = params[v_weight].asnumpy().astype(np.float64)
+        o = params[o_weight].asnumpy().astype(np.float64)
+        if v.shape[0] % head_dim or o.shape[1] % head_dim:
+            raise ConfigError(f"{v_weight} {v.shape} and {o_weight} {o.shape} are not whole heads of {head_dim}")
+        _update(params[v_weight], np.einsum("ji,kjc->kic", h, v.reshape(-1, head_dim, v.shape[1])).reshape(v.shape))
+        _update(params[o_weight], (o.reshape(o.shape[0], -1, head_dim) @ h).reshape(o.shape))
+        if v_bias:
+            b = params[v_bias].asnumpy().astype(np.float64)
+            _update(params[v_bias], (b.reshape(-1, head_dim) @ h).reshape(b.shape))
 
 
 class OnlineHadamard(nn.Cell):

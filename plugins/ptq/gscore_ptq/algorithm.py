@@ -26,6 +26,8 @@ Options (from :class:`~gscore.PTQConfig`, per layer overridable with ``layer_pol
 
 from __future__ import annotations
 
+import dataclasses
+
 import warnings
 from typing import Any, Mapping
 
@@ -163,6 +165,8 @@ class PTQ(PTQAlgorithm):
         the prefix's keys and values and the head's codes)."""
         if self.rotates:
             stream = helper.residual_stream(network)
+            if not self.args.rotate_values:
+                stream = dataclasses.replace(stream, value_heads=())
             rotation = randomized_hadamard(stream.size, self.args.rotation_seed)
             helper.prepare_rotation(network, rotation)
             if not deploy:

@@ -15,6 +15,9 @@ key                    meaning                                     used with
 ``desc_act``           GPTQ in order of decreasing activation      ``gptq``
 ``static_groups``      GPTQ group params from the original weight  ``gptq``
 ``rotation_seed``      seed of the randomized Hadamard rotation    ``rotation``
+``rotate_values``      also rotate every value head (v_proj rows,  ``rotation``
+                       o_proj columns; gscore's): for quantized
+                       activations, not for 4-bit weights
 ``prefix``             token ids kept as a float KV prefix, or     any config (see README)
                        ``"bos"`` for the model's BOS token
 ``head``               ``"int8"``: the output head as an int8     any config
@@ -71,6 +74,7 @@ class PTQArgs:
     weight_clip_ratio: tuple[float, ...] = DEFAULT_CLIP_RATIOS
     gptq: GPTQArgs = GPTQArgs()
     rotation_seed: int = 0
+    rotate_values: bool = False
     prefix: tuple[int, ...] | str = ()
     head: str = "float"
     skip_leading_tokens: int = 0
@@ -86,6 +90,7 @@ class PTQArgs:
 _SMOOTH = (lambda c: c.outliers_suppression is OutliersSuppressionType.SMOOTH, "outliers_suppression='smooth'")
 _AWQ = (lambda c: c.outliers_suppression is OutliersSuppressionType.AWQ, "outliers_suppression='awq'")
 _GPTQ = (lambda c: c.precision_recovery is PrecisionRecovery.GPTQ, "precision_recovery='gptq'")
+_ROTATION = (lambda c: c.outliers_suppression is OutliersSuppressionType.ROTATION, "outliers_suppression='rotation'")
 _ANY = (lambda c: True, "any config")
 _USED_BY = {
     "alpha": _SMOOTH,
@@ -97,7 +102,8 @@ _USED_BY = {
     "damp_percent": _GPTQ,
     "desc_act": _GPTQ,
     "static_groups": _GPTQ,
-    "rotation_seed": (lambda c: c.outliers_suppression is OutliersSuppressionType.ROTATION, "outliers_suppression='rotation'"),
+    "rotation_seed": _ROTATION,
+    "rotate_values": _ROTATION,
     "prefix": _ANY,
     "head": _ANY,
     "skip_leading_tokens": _ANY,
@@ -132,6 +138,7 @@ def parse_args(config: PTQConfig) -> PTQArgs:
         weight_clip_ratio=_numbers("weight_clip_ratio", raw.get("weight_clip_ratio", list(DEFAULT_CLIP_RATIOS)), 0.0, 1.0, low_open=True),
         gptq=gptq,
         rotation_seed=check_number(raw.get("rotation_seed", 0), "algo_args['rotation_seed']", 0, integer=True),
+        rotate_values=check_bool(raw.get("rotate_values", False), "algo_args['rotate_values']"),
         prefix=prefix if isinstance(prefix, str) else tuple(prefix),
         head=head,
         skip_leading_tokens=check_number(raw.get("skip_leading_tokens", 0), "algo_args['skip_leading_tokens']", 0, integer=True),

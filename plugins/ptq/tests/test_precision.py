@@ -68,8 +68,9 @@ def output_error(x, w_float, w_quant):
         {"precision_recovery": "gptq", **W4, "algo_args": {"desc_act": True, "static_groups": True}},
         {"precision_recovery": "gptq"},
         {"outliers_suppression": "awq", "weight_clip": True, **W4},
+        {"precision_recovery": "gptq", "weight_clip": True, **W4, "algo_args": {"desc_act": True, "static_groups": True}},
     ],
-    ids=["gptq-w4-act-order", "gptq-w8", "awq-clip-w4"],
+    ids=["gptq-w4-act-order", "gptq-w8", "awq-clip-w4", "clip-gptq-w4"],
 )
 def test_method_beats_round_to_nearest_on_the_layers_own_inputs(method, layer, make_llama, windows):
     calibration, _ = windows
@@ -97,6 +98,49 @@ def test_rotated_float_model_keeps_its_perplexity(make_llama, windows):
     after = window_nll(llama_forward(net), evaluation)
     assert abs(np.exp(after.mean()) / np.exp(before.mean()) - 1) < 1e-4
     assert np.allclose(net.model.layers[0].input_layernorm.weight.asnumpy(), 1.0)
+
+
+def test_rotation_with_value_heads_and_biases_keeps_the_logits():
+    """A GQA model with q/k/v and o biases and an untied head (Qwen2-like, random weights):
+    the full rotation, value heads included, leaves the logits as they were."""
+    from gscore.models.llama import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_layers=2, num_heads=6, num_kv_heads=2,
+                         tie_word_embeddings=False, qkv_bias=True, o_proj_bias=True, max_positions=64)
+    net = LlamaForCausalLM(config)
+    rng = np.random.default_rng(0)
+    for _, param in net.parameters_and_names():
+        param.set_data(Tensor(rng.standard_normal(param.shape).astype(np.float32) * 0.3))
+    tokens = Tensor(rng.integers(0, 64, (1, 12)).astype(np.int32))
+    before = net(tokens, 0).asnumpy()
+    layer = net.model.layers[1]
+    v_folded = layer.self_attn.v_proj.weight.asnumpy().astype(np.float64) * layer.input_layernorm.weight.asnumpy()[None, :]
+    helper = LlamaHelper()
+    stream = helper.residual_stream(net)
+    assert len(stream.value_heads) == 2 and stream.head_dim == 8
+    rotation = randomized_hadamard(stream.size, seed=1)
+    helper.prepare_rotation(net, rotation)
+    rotate_residual_stream(net, stream, rotation)
+    net.reset_cache()
+    np.testing.assert_allclose(net(tokens, 0).asnumpy(), before, rtol=1e-4, atol=1e-4)
+    heads = np.einsum("ji,kjc->kic", hadamard(8), v_folded.reshape(2, 8, 48)).reshape(16, 48)
+    np.testing.assert_allclose(layer.self_attn.v_proj.weight.asnumpy(), heads @ rotation, rtol=1e-5, atol=1e-5)
+
+
+def test_rotate_values_turns_every_value_head_and_keeps_the_function(make_llama, windows):
+    """``rotate_values`` adds the value-head Hadamard to the residual rotation (v_proj rows per
+    head; without it they are only rotated on their input side) and the float function stays."""
+    _, evaluation = windows
+    nets, logits = {}, {}
+    for flag in (False, True):
+        net = make_llama(layers=1)
+        PTQ(PTQConfig(act_quant_dtype="int8", outliers_suppression="rotation", algo_args={"rotate_values": flag, **QUIET})).prepare_reference(net, LlamaHelper())
+        nets[flag] = net
+        logits[flag] = net(Tensor(evaluation[0][None]), 0).asnumpy()
+    v_plain = nets[False].model.layers[0].self_attn.v_proj.weight.asnumpy().astype(np.float64)
+    heads = np.einsum("ji,kjc->kic", hadamard(64), v_plain.reshape(3, 64, -1)).reshape(v_plain.shape)
+    np.testing.assert_allclose(nets[True].model.layers[0].self_attn.v_proj.weight.asnumpy(), heads, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(logits[True], logits[False], rtol=1e-3, atol=2e-3)
 
 
 @pytest.mark.parametrize("size", [576, 1536, 48])
