@@ -150,6 +150,24 @@ def test_chosen_clipping_never_raises_any_group_error(seed: int, out: int, n: in
     np.testing.assert_array_equal(again.ratios, result.ratios)
 
 
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), out=st.integers(1, 10), n=st.integers(1, 20), scheme=weight_schemes(), rows=st.integers(1, 30))
+def test_hessian_scores_like_every_row(seed: int, out: int, n: int, scheme: QuantScheme, rows: int) -> None:
+    """Scored on ``H = 2XᵀX/rows`` the search computes the same errors as on the rows of ``X``
+    (some of them zero: inputs that never fire give a singular block) and, where no two ratios
+    tie within rounding, picks the same ratios."""
+    rng = np.random.default_rng(seed)
+    w, x = heavy_tailed(rng, (out, n)), rng.standard_normal((rows, n)).astype(np.float32)
+    x[:, rng.random(n) < 0.2] = 0.0
+    hessian = 2.0 * x.astype(np.float64).T @ x.astype(np.float64) / rows
+    by_rows = search_weight_clip(w, x, scheme)
+    by_hessian = search_weight_clip(w, None, scheme, hessian=hessian)
+    assert by_hessian.error_unclipped == pytest.approx(by_rows.error_unclipped, rel=1e-4, abs=1e-6)
+    assert by_hessian.error == pytest.approx(by_rows.error, rel=1e-4, abs=1e-6)
+    chosen = partial_errors(by_hessian.weight, w, x, scheme)
+    assert (chosen <= partial_errors(w, w, x, scheme) * (1 + 1e-4) + 1e-9).all()
+
+
 @pytest.mark.parametrize(
     ("scheme", "margin", "clipped_share"),
     [
@@ -180,3 +198,7 @@ def test_clip_errors() -> None:
         search_weight_clip(w, np.ones((3, 5), np.float32), QuantScheme())
     with pytest.raises(ValueError, match="non-finite"):
         search_weight_clip(w, np.full((3, 4), np.nan, np.float32), QuantScheme())
+    with pytest.raises(ValueError, match="either sample inputs x or a hessian"):
+        search_weight_clip(w, x, QuantScheme(), hessian=np.eye(4))
+    with pytest.raises(ValueError, match=r"hessian \[4, 4\]"):
+        search_weight_clip(w, None, QuantScheme(), hessian=np.eye(5))

@@ -147,14 +147,30 @@ def _clip_bounds(grouped: np.ndarray, symmetric: bool) -> tuple[np.ndarray, np.n
     return grouped.min(axis=2, keepdims=True), grouped.max(axis=2, keepdims=True)
 
 
+def hessian_inputs(hessian: npt.ArrayLike, width: int) -> np.ndarray:
+    """Virtual inputs ``[groups, width, width]`` that score a clipping search exactly as all the
+    calibration rows behind ``hessian = 2XᵀX/rows`` (``[in, in]``) would: per group ``g``,
+    ``V_g = L_g · sqrt(width / 2)`` with ``L_g L_gᵀ = H_gg`` (from an eigendecomposition, so a
+    singular block is fine), so the mean over ``V_g``'s ``width`` columns of ``(d · v)²`` is
+    ``d H_gg dᵀ / 2 = mean_rows((x_g · d)²)``. Only the diagonal blocks are used, as the
+    search scores each group on its own."""
+    h = np.asarray(hessian, np.float64)
+    padded = np.pad(h, ((0, -h.shape[0] % width), (0, -h.shape[1] % width)))
+    groups = padded.shape[0] // width
+    blocks = np.stack([padded[g * width : (g + 1) * width, g * width : (g + 1) * width] for g in range(groups)])
+    values, vectors = np.linalg.eigh(blocks)
+    return (vectors * np.sqrt(np.maximum(values, 0.0) * (width / 2.0))[:, None, :]).astype(np.float32)
+
+
 def search_weight_clip(
     weight: npt.ArrayLike,
-    x: npt.ArrayLike,
+    x: npt.ArrayLike | None,
     scheme: QuantScheme,
     ratios: Sequence[float] = DEFAULT_CLIP_RATIOS,
     *,
     batch_rows: int = 256,
     scale_dtype: npt.DTypeLike = np.float32,
+    hessian: npt.ArrayLike | None = None,
 ) -> ClipResult:
     """Pick, per (output row, group), the clipping ratio that best preserves the group's partial
     dot products with sample inputs ``x [rows, in]`` once quantized.
@@ -169,16 +185,22 @@ def search_weight_clip(
     (``batch_rows · groups · rows`` floats per ratio).
 
     Golden Stick subsamples about 512 tokens (stride ``max(1, tokens // 512)``); pass such a
-    sample as ``x``. Per group with ``in`` not a multiple of ``g``, weight and inputs are padded
-    with zero columns (which neither clip nor contribute).
+    sample as ``x``, or instead (``x=None``) the layer's ``hessian = 2XᵀX/rows`` over all its
+    calibration rows: the same scores, from every row and in ``width`` virtual rows per group
+    (:func:`hessian_inputs`), cheaper than 512 sample rows. Per group with ``in`` not a
+    multiple of ``g``, weight and inputs are padded with zero columns (which neither clip nor
+    contribute).
 
     Raises ConfigError for an unsupported scheme or ratios outside (0, 1]; ValueError for bad
     shapes or non-finite values.
     """
     weight = checked_weight(weight, "clip search weight")
-    samples = np.asarray(x)
-    if samples.ndim != 2 or samples.shape[1] != weight.shape[1] or samples.shape[0] == 0:
-        raise ValueError(f"x must be non-empty sample inputs [rows, {weight.shape[1]}], got {samples.shape}")
+    if (x is None) == (hessian is None):
+        raise ValueError("give the clipping search either sample inputs x or a hessian, not both or neither")
+    samples = np.asarray(x if x is not None else hessian)
+    expected = (samples.shape[0], weight.shape[1]) if x is not None else (weight.shape[1], weight.shape[1])
+    if samples.ndim != 2 or samples.shape != expected or samples.shape[0] == 0:
+        raise ValueError(f"x must be non-empty sample inputs [rows, {weight.shape[1]}] or hessian [{weight.shape[1]}, {weight.shape[1]}], got {samples.shape}")
     require_finite(samples, "clip search inputs")
     candidates = [float(r) for r in ratios]
     if not candidates or not all(0.0 < r <= 1.0 for r in candidates):
@@ -189,7 +211,10 @@ def search_weight_clip(
     candidates = [1.0] + [r for r in candidates if r != 1.0]
     out, columns = weight.shape
     width = _group_width(scheme, columns)
-    inputs = _grouped(samples.astype(np.float32), width).transpose(1, 2, 0)  # [groups, width, rows]
+    if hessian is None:
+        inputs = _grouped(samples.astype(np.float32), width).transpose(1, 2, 0)  # [groups, width, rows]
+    else:
+        inputs = hessian_inputs(samples, width)  # [groups, width, width virtual rows]
     groups = inputs.shape[0]
 
     clipped = np.empty((out, groups * width), np.float32)

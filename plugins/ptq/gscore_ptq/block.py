@@ -44,7 +44,7 @@ from gscore_ptq.args import PTQArgs
 from gscore_ptq.policy import LinearPolicy, PolicyTable
 
 ACT_SCHEME = QuantScheme(bits=8, symmetric=False, signed=True, granularity=Granularity.PER_TENSOR)
-SAMPLE_ROWS = 512  # input rows kept per layer for the AWQ and clipping searches (Golden Stick: ~512)
+SAMPLE_ROWS = 512  # input rows kept per layer for AWQ and for clipping without GPTQ (Golden Stick: ~512)
 
 
 def full_name(block_name: str, relative: str) -> str:
@@ -174,7 +174,7 @@ class BlockCalibrator:
         self._share_hessians(block, work)
         for rel in observed:
             policy = work[rel].policy
-            collect = Collect(hessian=work[rel].hessian_of == rel, absmean=policy.awq, sample_rows=SAMPLE_ROWS if (policy.awq or policy.clip) else 0)
+            collect = Collect(hessian=work[rel].hessian_of == rel, absmean=policy.awq, sample_rows=SAMPLE_ROWS if (policy.awq or (policy.clip and not policy.gptq)) else 0)
             work[rel].observer = InputObserver(work[rel].cell, self.helper.tokens_per_sequence(), self.args.skip_leading_tokens, collect)
             replace_cell(block, rel, work[rel].observer, prefix)
         watchers = {}
@@ -282,7 +282,10 @@ class BlockCalibrator:
             view = linear_view(w.cell)
             scheme = w.policy.weight.scheme(view)
             store = ms_float_dtype_to_numpy(view.compute_dtype)
-            clipped = search_weight_clip(w.weight, w.sample, scheme, self.args.weight_clip_ratio, scale_dtype=store).weight if w.policy.clip else None
+            clipped = None
+            if w.policy.clip:  # a GPTQ layer's clipping is scored on its Hessian: every calibration row, in fewer flops
+                x, hessian = (None, w.hessian(work)) if w.policy.gptq else (w.sample, None)
+                clipped = search_weight_clip(w.weight, x, scheme, self.args.weight_clip_ratio, scale_dtype=store, hessian=hessian).weight
             if gptq and w.policy.gptq:
                 params = None if clipped is None else stored_params(clipped, view, w.policy.weight)
                 divisor = None if w.divisor is None else w.divisor.tobytes()
