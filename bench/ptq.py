@@ -14,6 +14,8 @@ forwards over the same calibration windows, measured in the same process just be
 
 Usage: python bench/ptq.py [--eval 16] [--calib 16] [--tokens 512] [--rows fp32,a16w8,...] [--resume]
        [--config NAME='{"act_quant_dtype": "int8", ...}'] (an extra row, repeatable)
+       [--pair CANDIDATE:BASELINE] (a paired perplexity change between two rows, repeatable)
+       python bench/ptq.py --output STEM --render [--pair ...] (rewrite STEM.md from STEM.json)
 Writes bench/results/ptq.json and bench/results/ptq.md (``--output`` names another stem).
 """
 
@@ -176,6 +178,8 @@ def main() -> None:
     parser.add_argument("--output", default="ptq", help="stem of the result files in bench/results")
     parser.add_argument("--resume", action="store_true", help="keep rows measured by an interrupted run (same windows)")
     parser.add_argument("--no-probe-memory", dest="probe_memory", action="store_false", help="skip the layer-by-layer memory probe")
+    parser.add_argument("--pair", action="append", default=[], help="CANDIDATE:BASELINE: also report the paired perplexity change between two rows")
+    parser.add_argument("--render", action="store_true", help="only rewrite the markdown of an existing --output JSON (with its --pair lines)")
     parser.add_argument("--row", help=argparse.SUPPRESS)
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("--windows", help=argparse.SUPPRESS)
@@ -190,6 +194,13 @@ def main() -> None:
         name, depth = args.probe.split(":")
         return memory_probe(name, int(depth), args.out)
 
+    pairs = [item.split(":") for item in args.pair]
+    if args.render:
+        report = json.loads((RESULTS / f"{args.output}.json").read_text())
+        report["pairs"] = pairs
+        (RESULTS / f"{args.output}.json").write_text(json.dumps(report, indent=2))
+        (RESULTS / f"{args.output}.md").write_text(markdown(report))
+        return
     RESULTS.mkdir(exist_ok=True)
     windows = RESULTS / f".{args.output}-windows.npz"
     if not (args.resume and windows.exists()):
@@ -212,6 +223,7 @@ def main() -> None:
         "windows": {"eval": args.eval, "calib": args.calib, "tokens": args.tokens},
         "rows": rows,
         "memory_probe": probes,
+        "pairs": pairs,
     }
     (RESULTS / f"{args.output}.json").write_text(json.dumps(report, indent=2))
     (RESULTS / f"{args.output}.md").write_text(markdown(report))
@@ -252,6 +264,11 @@ def markdown(report: dict) -> str:
             f"| {r['name']} | {r['ppl']:.3f} | {delta} | {r['ckpt_bytes'] / 2**20:.1f} | {r['weight_bytes'] / 2**20:.1f} | "
             f"{r['kv_cache_bytes_per_window'] / 1024:.0f} | {calib} | {r['peak_rss_mib']:.0f} | {r['forward_s']:.2f} ({r['forward_s'] / fp32['forward_s']:.2f}×) | {r['greedy']!r} |"
         )
+    by_name = {r["name"]: r for r in rows}
+    if report.get("pairs"):
+        lines += ["", "Paired changes between configs (per-window NLL differences on the same windows; the ± is over windows only, not over "
+                  "what a different rotation or calibration sample would give):", "", "| config | against | Δ PPL |", "|---|---|---|"]
+        lines += [f"| {a} | {b} | {paired_delta(np.array(by_name[a]['nll']), np.array(by_name[b]['nll']))} |" for a, b in report["pairs"]]
     lines += ["", "Configs:", ""] + [f"- {r['name']}: `{json.dumps(r['config'])}`" for r in rows]
     if not report["memory_probe"]:
         return "\n".join(lines) + "\n"
