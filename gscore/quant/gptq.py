@@ -22,6 +22,10 @@ with RTN on the *given* (undamped) ``H`` and the better of the two is kept, para
 included. The returned weight is therefore never worse than RTN on its calibration Hessian,
 by construction; ``diagnostics.fallback_rows`` says how often RTN won.
 
+Scale refit (``refit_scales=True``): before that comparison, every row's scales are re-solved by
+least squares for the codes GPTQ chose (:func:`gscore.quant.refit.refit_scales`), kept only
+where they lower the row's error.
+
 Arithmetic: ``H``, its factorization and the error feedback are float64 (stability); codes
 and dequantized values are computed in float32 from scales already rounded to
 ``scale_dtype``, exactly as :func:`gscore.quant.quantize` does, so the stored integers are
@@ -41,6 +45,7 @@ from gscore.quant.checks import require_finite
 from gscore.quant.core import dequantize, quantize
 from gscore.quant.layout import fit
 from gscore.quant.params import QuantParams, quant_params
+from gscore.quant.refit import refit_scales as refit_for_codes
 from gscore.quant.scheme import Granularity, QuantScheme
 from gscore.quant.stored import round_scale, store_dtype
 from gscore.quant.weights import checked_weight, pad_to_groups, weight_group_size
@@ -71,6 +76,7 @@ class GPTQDiagnostics:
         damp_retries: how many times damping had to be raised (x10 each) for a Cholesky to succeed.
         dead_inputs: input columns with ``H_ii == 0`` (never active on the calibration data),
             whose weights GPTQ sets to 0.
+        refit_rows: rows whose scales the refit changed (0 without ``refit_scales``).
     """
 
     error: float
@@ -81,6 +87,7 @@ class GPTQDiagnostics:
     damp_percent: float
     damp_retries: int
     dead_inputs: int
+    refit_rows: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -335,6 +342,7 @@ def gptq_quantize(
     static_groups: bool = False,
     scale_dtype: npt.DTypeLike = np.float32,
     params: QuantParams | None = None,
+    refit_scales: bool = False,
 ) -> GPTQResult:
     """GPTQ-quantize ``weight [out, in]`` for inputs whose Hessian is ``hessian [in, in]``.
 
@@ -360,6 +368,8 @@ def gptq_quantize(
         params: fixed params to quantize with (the keepdims layout of ``quant_params`` on the
             (padded) weight, ``scheme`` equal to ``scheme``), e.g. from a clipped weight; they
             are then static and RTN's baseline too.
+        refit_scales: re-solve each row's scales for the codes GPTQ chose (least squares on
+            ``H``; see the module docstring), where that lowers its error.
 
     Per group with ``in`` not a multiple of ``g``: the weight is padded with zero columns
     (and the Hessian with zero rows and columns: inputs that never fire) to whole groups, like
@@ -388,6 +398,10 @@ def gptq_quantize(
     dynamic = bool(group) and not static_groups and params is None
     block = -(-block_size // group) * group if dynamic else block_size
     gptq, damp, retries, dead = _gptq(original, full_hessian, rtn[2], group, dynamic, block, act_order, damp_percent, scale_dtype)
+    refit_rows = 0
+    if refit_scales:
+        refit, improved = refit_for_codes(original, gptq[0], gptq[2], full_hessian, scale_dtype)
+        gptq, refit_rows = (gptq[0], dequantize(gptq[0], refit), refit), int(improved.sum())
 
     gptq_err = _row_errors(original, gptq[1].astype(np.float64), full_hessian)
     rtn_err = _row_errors(original, rtn[1].astype(np.float64), full_hessian)
@@ -402,6 +416,7 @@ def gptq_quantize(
         damp_percent=damp,
         damp_retries=retries,
         dead_inputs=int(dead[:n_in].sum()),
+        refit_rows=refit_rows,
     )
     return GPTQResult(weight=_frozen(dequant[:, :n_in]), codes=_frozen(codes[:, :n_in]), params=chosen, diagnostics=diagnostics)
 

@@ -14,6 +14,8 @@ key                    meaning                                     used with
 ``damp_percent``       GPTQ damping, fraction of mean(diag H)      ``gptq``
 ``desc_act``           GPTQ in order of decreasing activation      ``gptq``
 ``static_groups``      GPTQ group params from the original weight  ``gptq``
+``refit_scales``       GPTQ scales re-solved for the chosen codes  ``gptq``
+                       (least squares on the Hessian; gscore's)
 ``rotation_seed``      seed of the randomized Hadamard rotation    ``rotation``
 ``rotate_values``      also rotate every value head (v_proj rows,  ``rotation``
                        o_proj columns; gscore's): for quantized
@@ -62,6 +64,7 @@ class GPTQArgs:
     damp_percent: float = 0.01
     desc_act: bool = False
     static_groups: bool = False
+    refit_scales: bool = False  # gscore's extension (gscore.quant.refit)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ _USED_BY = {
     "damp_percent": _GPTQ,
     "desc_act": _GPTQ,
     "static_groups": _GPTQ,
+    "refit_scales": _GPTQ,
     "rotation_seed": _ROTATION,
     "rotate_values": _ROTATION,
     "prefix": _ANY,
@@ -124,6 +128,7 @@ def parse_args(config: PTQConfig) -> PTQArgs:
         damp_percent=check_number(raw.get("damp_percent", 0.01), "algo_args['damp_percent']", 0.0, 1.0),
         desc_act=check_bool(raw.get("desc_act", False), "algo_args['desc_act']"),
         static_groups=check_bool(raw.get("static_groups", False), "algo_args['static_groups']"),
+        refit_scales=check_bool(raw.get("refit_scales", False), "algo_args['refit_scales']"),
     )
     prefix = raw.get("prefix", ())
     if prefix != "bos" and (not isinstance(prefix, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prefix)):
