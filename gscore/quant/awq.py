@@ -147,19 +147,25 @@ def _clip_bounds(grouped: np.ndarray, symmetric: bool) -> tuple[np.ndarray, np.n
     return grouped.min(axis=2, keepdims=True), grouped.max(axis=2, keepdims=True)
 
 
-def hessian_inputs(hessian: npt.ArrayLike, width: int) -> np.ndarray:
-    """Virtual inputs ``[groups, width, width]`` that score a clipping search exactly as all the
-    calibration rows behind ``hessian = 2XᵀX/rows`` (``[in, in]``) would: per group ``g``,
-    ``V_g = L_g · sqrt(width / 2)`` with ``L_g L_gᵀ = H_gg`` (from an eigendecomposition, so a
-    singular block is fine), so the mean over ``V_g``'s ``width`` columns of ``(d · v)²`` is
-    ``d H_gg dᵀ / 2 = mean_rows((x_g · d)²)``. Only the diagonal blocks are used, as the
-    search scores each group on its own."""
+def _hessian_blocks(hessian: npt.ArrayLike, width: int) -> np.ndarray:
+    """The diagonal blocks ``H_gg / 2`` ``[groups, width, width]`` (float32) of ``hessian = 2XᵀX/rows``
+    (``[in, in]``, zero-padded to whole groups): ``d (H_gg/2) dᵀ = mean_rows((x_g · d)²)``, so a
+    weight change ``d`` on group ``g`` scores exactly as over every calibration row. Only the
+    diagonal blocks are needed, as the search scores each group on its own."""
     h = np.asarray(hessian, np.float64)
     padded = np.pad(h, ((0, -h.shape[0] % width), (0, -h.shape[1] % width)))
     groups = padded.shape[0] // width
-    blocks = np.stack([padded[g * width : (g + 1) * width, g * width : (g + 1) * width] for g in range(groups)])
-    values, vectors = np.linalg.eigh(blocks)
-    return (vectors * np.sqrt(np.maximum(values, 0.0) * (width / 2.0))[:, None, :]).astype(np.float32)
+    return np.stack([padded[g * width : (g + 1) * width, g * width : (g + 1) * width] for g in range(groups)]).astype(np.float32) * np.float32(0.5)
+
+
+def _scores(change: np.ndarray, inputs: np.ndarray, quadratic: bool) -> np.ndarray:
+    """Mean squared partial dot product ``[b, groups]`` of ``change [groups, b, width]`` with the
+    group's sample rows ``inputs [groups, width, rows]`` or, ``quadratic``, as the quadratic form
+    on ``inputs = H_gg / 2`` (the same value, without the rows)."""
+    partial = np.matmul(change, inputs)  # [groups, b, rows or width]
+    if quadratic:
+        return np.einsum("gbw,gbw->bg", partial.astype(np.float64), change)
+    return np.mean(np.square(partial, dtype=np.float64), axis=2).T
 
 
 def search_weight_clip(
@@ -186,8 +192,8 @@ def search_weight_clip(
 
     Golden Stick subsamples about 512 tokens (stride ``max(1, tokens // 512)``); pass such a
     sample as ``x``, or instead (``x=None``) the layer's ``hessian = 2XᵀX/rows`` over all its
-    calibration rows: the same scores, from every row and in ``width`` virtual rows per group
-    (:func:`hessian_inputs`), cheaper than 512 sample rows. Per group with ``in`` not a
+    calibration rows: the same scores, from every row, as a quadratic form on each group's
+    diagonal block of ``hessian`` (``width`` columns instead of 512 sample rows). Per group with ``in`` not a
     multiple of ``g``, weight and inputs are padded with zero columns (which neither clip nor
     contribute).
 
@@ -214,7 +220,7 @@ def search_weight_clip(
     if hessian is None:
         inputs = _grouped(samples.astype(np.float32), width).transpose(1, 2, 0)  # [groups, width, rows]
     else:
-        inputs = hessian_inputs(samples, width)  # [groups, width, width virtual rows]
+        inputs = _hessian_blocks(samples, width)  # [groups, width, width]
     groups = inputs.shape[0]
 
     clipped = np.empty((out, groups * width), np.float32)
@@ -228,8 +234,7 @@ def search_weight_clip(
             trial = np.clip(block, np.float32(r) * lo, np.float32(r) * hi)
             flat = trial.reshape(block.shape[0], -1)
             quantized = fake_quantize(flat, round_scale(quant_params(flat, scheme), scale_dtype)).reshape(block.shape)
-            partial = np.matmul((quantized - block).transpose(1, 0, 2), inputs)  # [groups, b, rows]
-            error = np.mean(np.square(partial, dtype=np.float64), axis=2).T  # [b, groups]
+            error = _scores((quantized - block).transpose(1, 0, 2), inputs, hessian is not None)  # [b, groups]
             if best is None:
                 best, best_ratio = error, np.ones_like(error, dtype=np.float32)
                 unclipped_total += float(error.sum())
