@@ -27,7 +27,6 @@ Options (from :class:`~gscore.PTQConfig`, per layer overridable with ``layer_pol
 from __future__ import annotations
 
 import dataclasses
-
 import warnings
 from typing import Any, Mapping
 
