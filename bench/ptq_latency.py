@@ -24,7 +24,8 @@ them round-robin, so each ratio shares the load. Measured:
 * **calibration** time next to plain float forwards over the same calibration windows.
 
 Usage: python bench/ptq_latency.py [--repeat 3] [--tokens 512] [--calib 8] [--prompt 64] [--new 64] [--rounds 3] [--configs a16w8 ...]
-Writes bench/results/ptq_latency.json and .md.
+       [--output STEM]
+Writes bench/results/ptq_latency.json and .md (``--output`` names another stem, e.g. for another machine).
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ def main() -> None:
     parser.add_argument("--profile-steps", type=int, default=8)
     parser.add_argument("--steps-tokens", type=int, default=16)
     parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS, help="presets to time against FP32")
+    parser.add_argument("--output", default="ptq_latency", help="stem of the result files in bench/results")
     args = parser.parse_args()
     ms.runtime.launch_blocking()
     load_start = load_info()
@@ -242,9 +244,9 @@ def main() -> None:
         "overhead_steps": steps_report,
         "calibration_s": calibration_s,
     }
-    write_json("ptq_latency", report)
+    write_json(args.output, report)
     text = markdown(report, args)
-    write_text("ptq_latency.md", text)
+    write_text(f"{args.output}.md", text)
     print(text)
 
 
