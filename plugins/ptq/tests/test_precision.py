@@ -69,8 +69,9 @@ def output_error(x, w_float, w_quant):
         {"precision_recovery": "gptq"},
         {"outliers_suppression": "awq", "weight_clip": True, **W4},
         {"precision_recovery": "gptq", "weight_clip": True, **W4, "algo_args": {"desc_act": True, "static_groups": True}},
+        {"precision_recovery": "gptq", "weight_clip": True, **W4, "algo_args": {"desc_act": True, "static_groups": True, "refit_scales": True}},
     ],
-    ids=["gptq-w4-act-order", "gptq-w8", "awq-clip-w4", "clip-gptq-w4"],
+    ids=["gptq-w4-act-order", "gptq-w8", "awq-clip-w4", "clip-gptq-w4", "clip-gptq-refit-w4"],
 )
 def test_method_beats_round_to_nearest_on_the_layers_own_inputs(method, layer, make_llama, windows):
     calibration, _ = windows
