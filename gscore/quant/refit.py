@@ -36,7 +36,7 @@ def _grouped_offsets(codes: np.ndarray, params: QuantParams) -> tuple[np.ndarray
     return d.reshape(out, n), groups
 
 
-def _row_errors(s: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+def _errors_for_scales(s: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """``sᵀAs - 2sᵀb + c`` per row: ``(ŵ - w) H (ŵ - w)ᵀ`` for ``ŵ = D s``."""
     return np.einsum("rg,rgh,rh->r", s, a, s) - 2.0 * np.einsum("rg,rg->r", s, b) + c
 
@@ -67,6 +67,6 @@ def refit_scales(weight: np.ndarray, codes: np.ndarray, params: QuantParams, hes
     candidate = np.where(usable[:, None], fitted, old).astype(np.float32).reshape(params.scale.shape)
     rounded = round_scale(QuantParams(scale=candidate, zero_point=params.zero_point, scheme=params.scheme), scale_dtype)
     new = rounded.scale.reshape(out, groups).astype(np.float64)
-    improved = usable & (_row_errors(new, a, b, c) < _row_errors(old, a, b, c))
+    improved = usable & (_errors_for_scales(new, a, b, c) < _errors_for_scales(old, a, b, c))
     scale = np.where(improved[:, None], new, old).astype(np.float32).reshape(params.scale.shape)
     return QuantParams(scale=scale, zero_point=params.zero_point, scheme=params.scheme), improved
