@@ -317,10 +317,12 @@ def encode_reference(x, kind, scale=None, zero=None):
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("kind", ["float", "channel", "token"])
 @pytest.mark.parametrize("prefix_length", [0, 2])
-def test_preallocated_cache_attention_stores_in_place_then_attends(level, kind, prefix_length):
+@pytest.mark.parametrize("token_rows", [False, True])
+def test_preallocated_cache_attention_stores_in_place_then_attends(level, kind, prefix_length, token_rows):
     """Three calls (a 5-token prefill, then 1 and 2 tokens) on one buffer: after each, the new
     rows hold exactly what the cache cells' encode stores, length advanced, and the output is
-    attention over every row so far (after the float prefix, when there is one)."""
+    attention over every row so far (after the float prefix, when there is one). ``token_rows``:
+    q, k, v passed as the projections give them, ``[batch * tokens, heads * head_dim]``."""
     rng = np.random.default_rng(1)
     batch, kv_heads, heads, d, cap = 2, 2, 6, 16, 12
     scale = np.float32(0.25)
@@ -350,7 +352,11 @@ def test_preallocated_cache_attention_stores_in_place_then_attends(level, kind, 
             args = (tensors["k"], Tensor(k_scale), Tensor(k_zero), tensors["v"], Tensor(v_scale), Tensor(v_zero))
         else:
             args = (tensors["k"], tensors["ks"], tensors["v"], tensors["vs"])
-        out = op(Tensor(q), Tensor(k), Tensor(v), *args, tensors["len"], Tensor(mask), Tensor(np.array([scale])), *map(Tensor, prefix or ())).asnumpy()
+        new = (q, k, v)
+        if token_rows:
+            new = tuple(x.transpose(0, 2, 1, 3).reshape(batch * tokens, -1) for x in new)
+        out = op(*map(Tensor, new), *args, tensors["len"], Tensor(mask), Tensor(np.array([scale])), *map(Tensor, prefix or ())).asnumpy()
+        assert out.shape == ((batch * tokens, heads * d) if token_rows else (batch, tokens, heads * d))
         k_stored, k_real = encode_reference(k, kind, k_scale, k_zero)
         v_stored, v_real = encode_reference(v, kind, v_scale, v_zero)
         rows = slice(start, start + tokens)
@@ -363,7 +369,7 @@ def test_preallocated_cache_attention_stores_in_place_then_attends(level, kind, 
         seen_k.append(k_real)
         seen_v.append(v_real)
         reference, magnitude = attention_reference(q, np.concatenate(seen_k, 2), np.concatenate(seen_v, 2), mask[:, : prefix_length + start], scale, prefix)
-        assert_float_close(out, reference, magnitude + 1e-5 * np.abs(reference))
+        assert_float_close(out.reshape(reference.shape), reference, magnitude + 1e-5 * np.abs(reference))
 
 
 @pytest.mark.parametrize("level", LEVELS)

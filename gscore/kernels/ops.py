@@ -24,6 +24,8 @@ def _linear_shape(x: list[int], q: list[int], *_: Any) -> list[int]:
 
 
 def _attention_shape(q: list[int], *_: Any) -> list[int]:
+    if len(q) == 2:  # token rows [batch * tokens, heads * head_dim] in, the same out
+        return list(q)
     batch, heads, tokens, head_dim = q
     return [batch, tokens, heads * head_dim]
 

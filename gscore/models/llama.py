@@ -93,12 +93,14 @@ class RMSNorm(nn.Cell):
         return self.norm(x, self.weight)
 
 
-def rope_tables(config: LlamaConfig) -> tuple[Tensor, Tensor]:
-    """cos and sin, ``[max_positions, head_dim]``, for rotate-half RoPE."""
+def rope_tables(config: LlamaConfig) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin, ``[max_positions, head_dim]`` float32, for rotate-half RoPE. Kept in numpy:
+    a decode step wraps its row as a new tensor (about 10 µs), where slicing a MindSpore tensor
+    is an operator launch."""
     inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, config.head_dim, 2, dtype=np.float64) / config.head_dim))
     angles = np.outer(np.arange(config.max_positions, dtype=np.float64), inv_freq)
     angles = np.concatenate([angles, angles], axis=1)
-    return Tensor(np.cos(angles).astype(np.float32)), Tensor(np.sin(angles).astype(np.float32))
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
 
 class Attention(nn.Cell):
@@ -130,6 +132,16 @@ class Attention(nn.Cell):
     def heads(self, x: Tensor, batch: int, heads: int) -> Tensor:
         """``[batch * tokens, heads * head_dim]`` -> ``[batch, heads, tokens, head_dim]``."""
         return ops.transpose(ops.reshape(x, (batch, -1, heads, self.head_dim)), (0, 2, 1, 3))
+
+    def attend_rows(self, q: Tensor, k: Tensor, v: Tensor, batch: int, mask: Tensor) -> Tensor:
+        """:meth:`attend` for ``q``/``k``/``v`` as the projections give them, ``[batch * tokens,
+        heads * head_dim]``: straight to a preallocated native cache when it takes that layout
+        (:attr:`FloatKVCache.takes_rows`), through :meth:`heads` otherwise."""
+        if self.kv_cache.takes_rows:
+            if self.prefix_length:
+                return self.kv_cache.attend_rows(q, k, v, mask, self.scale, self.prefix_key, self.prefix_value)
+            return self.kv_cache.attend_rows(q, k, v, mask, self.scale)
+        return self.attend(self.heads(q, batch, self.num_heads), self.heads(k, batch, self.num_kv_heads), self.heads(v, batch, self.num_kv_heads), mask)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         """Attention through the KV cache of ``q``/``k``/``v`` ``[batch, heads, tokens,
@@ -213,8 +225,7 @@ class DecoderLayer(nn.Cell):
         norm = self.input_layernorm
         qkv = attn.q_proj.group_inputs() + attn.k_proj.group_inputs() + attn.v_proj.group_inputs()
         q, k, v = self.attention_in(x, (norm.weight, norm.norm.eps_tensor, cos, sin), qkv)
-        q, k, v = attn.heads(q, batch, attn.num_heads), attn.heads(k, batch, attn.num_kv_heads), attn.heads(v, batch, attn.num_kv_heads)
-        x = self.attention_out(attn.attend(q, k, v, mask), (x,), attn.o_proj.group_inputs())
+        x = self.attention_out(attn.attend_rows(q, k, v, batch, mask), (x,), attn.o_proj.group_inputs())
         norm = self.post_attention_layernorm
         h = self.mlp_in(x, (norm.weight, norm.norm.eps_tensor), mlp.gate_proj.group_inputs() + mlp.up_proj.group_inputs())
         if mlp.down_rotation is not None:
@@ -345,7 +356,7 @@ class LlamaForCausalLM(nn.Cell):
         first = prefix + start  # position of the first new token
         if first + tokens > self.config.max_positions:
             raise ValueError(f"sequence of {first + tokens} positions exceeds max_positions={self.config.max_positions}")
-        cos, sin = self.cos[first : first + tokens], self.sin[first : first + tokens]
+        cos, sin = Tensor(self.cos[first : first + tokens]), Tensor(self.sin[first : first + tokens])
         keys = np.arange(prefix + max(width, start + tokens))[None, :]
         queries = np.arange(first, first + tokens)[:, None]
         mask = Tensor(np.where(keys > queries, np.float32(-1e9), np.float32(0.0)))

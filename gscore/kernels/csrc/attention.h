@@ -1,7 +1,8 @@
 // Attention of new query positions (a few when decoding, a whole prompt when prefilling) over a
 // KV cache, dequantising int8 entries inside.
 //
-// q [B, Hq, T, D] float32; cached keys/values in either layout, [B, Hkv, S, D] (a cache that
+// q [B, Hq, T, D] float32 (or [B, T, Hq, D] when the shape says token_rows: the rows the q
+// projection gives, with no transpose between); cached keys/values in either layout, [B, Hkv, S, D] (a cache that
 // grows by concatenation) or [S, B, Hkv, D] (a preallocated buffer, written in place by
 // cache_attention below), with Hq a multiple of Hkv (grouped query attention: head h reads kv
 // head h / (Hq / Hkv)); mask [T, S] additive; the output is [B, T, Hq * D], the layout the
@@ -50,6 +51,9 @@ struct AttentionShape {
   int64_t B, Hq, Hkv, T, S, D;
   int64_t valid;  // keys [0, valid) are read
   int64_t P = 0;  // float prefix entries before the cache's own
+  bool token_rows = false;  // queries (and new keys/values) as [B, T, H, D], not [B, H, T, D]
+  // offset of (b, h, t)'s D values in new queries, keys or values of H heads
+  int64_t new_row(int64_t b, int64_t h, int64_t t, int64_t H) const { return (token_rows ? (b * T + t) * H + h : (b * H + h) * T + t) * D; }
 };
 
 // The float prefix: keys and values [Hkv, P, D] (nullptr when P is 0).
@@ -241,7 +245,7 @@ inline void attention(const float* q, const KVView& keys, const KVView& values, 
     std::vector<float> score(static_cast<size_t>(cols)), qs(static_cast<size_t>(D)), acc(static_cast<size_t>(D)), pacc(static_cast<size_t>(D));
     for (int64_t item = first; item < last; ++item) {
       const int64_t t = item % T, h = (item / T) % Hq, b = item / (T * Hq), kvh = h / group;
-      const float* qv = q + ((b * Hq + h) * T + t) * D;
+      const float* qv = q + sh.new_row(b, h, t, Hq);
       const char* kdata = static_cast<const char*>(keys.data);
       // keys: fold the per-channel scale into q, the zero point into one constant
       float offset = 0.0f;
@@ -306,16 +310,17 @@ inline void attention(const float* q, const KVView& keys, const KVView& values, 
   });
 }
 
-// Write the T new keys (or values) x [B, Hkv, T, D] into a token-major buffer [cap, B, Hkv, D]
-// at rows pos .. pos + T, encoded as the cache stores them (the MindSpore cells' encode):
+// Write the T new keys (or values) x [B, Hkv, T, D] (or [B, T, Hkv, D] when sh.token_rows) into
+// a token-major buffer [cap, B, Hkv, D] at rows pos .. pos + T, encoded as the cache stores them (the MindSpore cells' encode):
 //   channel: code = clamp(rint(x / scale) + zp, -128, 127)
 //   token:   s = max(max|x| / 127, 1e-8) per (b, h, t), code = clamp(rint(x / s), -127, 127)
-inline void cache_write(const float* x, CacheKind kind, void* data, float* token_scale, const float* scale, const float* zero, int64_t B, int64_t H, int64_t T, int64_t D, int64_t pos) {
+inline void cache_write(const float* x, CacheKind kind, void* data, float* token_scale, const float* scale, const float* zero, const AttentionShape& sh, int64_t pos) {
+  const int64_t B = sh.B, H = sh.Hkv, T = sh.T, D = sh.D;
   const Strides out = Strides::token_major(B, H);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t = 0; t < T; ++t) {
-        const float* src = x + ((b * H + h) * T + t) * D;
+        const float* src = x + sh.new_row(b, h, t, H);
         const int64_t row = out.at(b, h, pos + t);
         if (kind == CacheKind::kFloat) {
           std::copy(src, src + D, static_cast<float*>(data) + row * D);

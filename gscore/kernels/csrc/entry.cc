@@ -279,10 +279,20 @@ int gsk_linear_group(int nparam, void** params, int* ndims, int64_t** shapes, co
   return kOk;
 }
 
+// q is [B, Hq, T, D]; with a token-major cache k (the preallocated buffer [S, B, Hkv, D]) it may
+// also be token rows [B * T, Hq * D], as the q projection gives them (sh.token_rows).
 static bool attention_shape(const Arg& q, const Arg& k, const Arg& mask, bool token_major, gsk::AttentionShape& sh) {
-  if (!q.is("float32") || q.ndim != 4 || k.ndim != 4 || mask.ndim != 2 || !mask.is("float32")) return false;
+  if (!q.is("float32") || k.ndim != 4 || mask.ndim != 2 || !mask.is("float32")) return false;
   const int64_t B = token_major ? k.dim(1) : k.dim(0), H = token_major ? k.dim(2) : k.dim(1), S = token_major ? k.dim(0) : k.dim(2);
-  sh = {q.dim(0), q.dim(1), H, q.dim(2), S, q.dim(3), S};
+  if (token_major && q.ndim == 2) {
+    const int64_t D = k.dim(3);
+    if (B <= 0 || D <= 0 || q.dim(0) % B != 0 || q.dim(1) % D != 0) return false;
+    sh = {B, q.dim(1) / D, H, q.dim(0) / B, S, D, S};
+    sh.token_rows = true;
+  } else {
+    if (q.ndim != 4) return false;
+    sh = {q.dim(0), q.dim(1), H, q.dim(2), S, q.dim(3), S};
+  }
   return B == sh.B && k.dim(3) == sh.D && sh.Hkv > 0 && sh.Hq % sh.Hkv == 0 && mask.dim(0) == sh.T;
 }
 
@@ -349,7 +359,9 @@ int gsk_attention_token(int nparam, void** params, int* ndims, int64_t** shapes,
 }
 
 // A preallocated cache: token-major buffers [cap, B, Hkv, D] (token scales [cap, B, Hkv, 1])
-// and `length` [1] int32, the number of rows written. One call stores the new keys and values
+// and `length` [1] int32, the number of rows written. q, k, v are [B, H, T, D], or all three
+// token rows [B * T, H * D] as the projections give them (the output is then [B * T, Hq * D]).
+// One call stores the new keys and values
 // at rows length .. length + T, attends over rows [0, length + T) with mask [T, cap], and
 // advances length: the buffers and length are updated in place (they are the cache cell's
 // parameters, which nothing else writes while the network runs). A float prefix may follow
@@ -364,7 +376,8 @@ static int cache_attention(const Args& a, gsk::CacheKind kind) {
   gsk::Prefix prefix;
   if (!attention_shape(q, kb, a[mask], true, sh) || !attention_prefix(a, mask + 2, a[mask], sh, prefix)) return kBadArgs;
   if (!length.is("int32") || length.numel() != 1) return kBadArgs;
-  if (!k.is("float32") || !v.is("float32") || k.numel() != sh.B * sh.Hkv * sh.T * sh.D || v.numel() != k.numel()) return kBadArgs;
+  if (!k.is("float32") || !v.is("float32") || k.ndim != q.ndim || v.ndim != q.ndim) return kBadArgs;
+  if (k.numel() != sh.B * sh.Hkv * sh.T * sh.D || v.numel() != k.numel()) return kBadArgs;
   const char* want = kind == gsk::CacheKind::kFloat ? "float32" : "int8";
   if (!kb.is(want) || !vb.is(want) || vb.numel() != kb.numel()) return kBadArgs;
   int32_t* filled = static_cast<int32_t*>(length.data);
@@ -383,8 +396,8 @@ static int cache_attention(const Args& a, gsk::CacheKind kind) {
   }
   float* kts = token ? static_cast<float*>(a[kbuf + 1].data) : nullptr;
   float* vts = token ? static_cast<float*>(a[vbuf + 1].data) : nullptr;
-  gsk::cache_write(f32(k), kind, kb.data, kts, ks, kz, sh.B, sh.Hkv, sh.T, sh.D, pos);
-  gsk::cache_write(f32(v), kind, vb.data, vts, vs, vz, sh.B, sh.Hkv, sh.T, sh.D, pos);
+  gsk::cache_write(f32(k), kind, kb.data, kts, ks, kz, sh, pos);
+  gsk::cache_write(f32(v), kind, vb.data, vts, vs, vz, sh, pos);
   sh.valid = pos + sh.T;
   const gsk::Strides rows = gsk::Strides::token_major(sh.B, sh.Hkv);
   gsk::KVView kv{kind, kb.data, ks, kz, rows}, vv{kind, vb.data, vs, vz, rows};
