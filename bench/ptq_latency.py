@@ -21,10 +21,14 @@ them round-robin, so each ratio shares the load. Measured:
 * **decode overhead, step by step** (FP32 and A16W8, ``--steps-tokens`` tokens): op by op
   without native kernels (the state before them), op by op with them, compiled with them,
   compiled with each block's layers as linear groups (what the decode table runs);
+* **decode at a long context** (FP32 and the ``kv-int8`` networks): a ``--long-prompt``-token
+  prompt, then ``--new`` greedy tokens, as the decode table; the cache, not the weights, is then
+  a large share of what a step reads, which is where an int8 cache can pay (median of
+  ``--rounds`` rounds);
 * **calibration** time next to plain float forwards over the same calibration windows.
 
 Usage: python bench/ptq_latency.py [--repeat 3] [--tokens 512] [--calib 8] [--prompt 64] [--new 64] [--rounds 3] [--configs a16w8 ...]
-       [--output STEM]
+       [--long-prompt 2048] [--output STEM]
 Writes bench/results/ptq_latency.json and .md (``--output`` names another stem, e.g. for another machine).
 """
 
@@ -56,7 +60,7 @@ from gscore_ptq.presets import preset
 # static A8W8 after a residual rotation, with the BOS token as a float KV prefix), some also
 # with a variant's algo_args ("preset+variant")
 VARIANTS = {"int8-head": {"head": "int8"}}
-CONFIGS = ["a16w8", "a16w8+int8-head", "a16w4-g128", "a16w4-g128+int8-head", "a8w8", "a8w8-dynamic", "a8w8-dynamic+int8-head", "a8w8-rotation", "kv-int8"]
+CONFIGS = ["a16w8", "a16w8+int8-head", "a16w4-g128", "a16w4-g128+int8-head", "a8w8", "a8w8-dynamic", "a8w8-dynamic+int8-head", "a8w8-rotation", "kv-int8", "kv-int8-dynamic"]
 # profiler scope fragment -> kind of work (first match wins; scopes are cell paths). The KV
 # cache's attention operator and the linear-group operators of a grouped block are recorded
 # without a cell scope ("Default/Custom-opN"), so they share one kind.
@@ -149,6 +153,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile-steps", type=int, default=8)
     parser.add_argument("--steps-tokens", type=int, default=16)
+    parser.add_argument("--long-prompt", type=int, default=2048, help="prompt tokens of the long-context decode (0: skip it)")
     parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS, help="presets to time against FP32")
     parser.add_argument("--output", default="ptq_latency", help="stem of the result files in bench/results")
     args = parser.parse_args()
@@ -208,6 +213,11 @@ def main() -> None:
     steps_report = overhead_steps(decoders, weights, model_config, tokenizer, calibration, prompt, args.steps_tokens)
     for decoder in decoders.values():
         decoder.close()
+    long_decode = {}
+    if args.long_prompt:  # after the decoders above closed: a network holds one decoder's caches at a time
+        long_prompt = token_windows(tokenizer, split_articles(articles, "evaluation"), args.long_prompt, 1)
+        long_decode = long_context_decode({n: net for n, net in nets.items() if n == "fp32" or n.startswith("kv-int8")}, long_prompt, args.new, args.rounds)
+        print("long-context decode done", flush=True)
 
     median = {name: float(np.median(t)) for name, t in prefill.items()}
     compiled_median = {name: float(np.median(t)) for name, t in compiled_prefill.items()}
@@ -242,12 +252,31 @@ def main() -> None:
         "decode_rounds": decode,
         "where_time_goes_ms_per_token": where,
         "overhead_steps": steps_report,
+        "long_prompt": args.long_prompt,
+        "long_context_decode": long_decode,
         "calibration_s": calibration_s,
     }
     write_json(args.output, report)
     text = markdown(report, args)
     write_text(f"{args.output}.md", text)
     print(text)
+
+
+def long_context_decode(nets: dict[str, Any], prompt: np.ndarray, new: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Decode tokens/s after ``prompt [1, tokens]``, per network, round-robin over ``rounds``
+    (median), with its ratio to FP32. The networks' growing caches are given back afterwards."""
+    tokens_per_s: dict[str, list[float]] = {name: [] for name in nets}
+    decoders = {name: CompiledDecoder(net, capacity=prompt.shape[1] + new) for name, net in nets.items()}
+    for decoder in decoders.values():
+        greedy(decoder, prompt, 1)  # compile before timing
+    for _ in range(rounds):
+        for name, decoder in decoders.items():
+            _, steps, _ = greedy(decoder, prompt, new)
+            tokens_per_s[name].append(len(steps) / sum(steps))
+    for decoder in decoders.values():
+        decoder.close()
+    fp32 = float(np.median(tokens_per_s["fp32"]))
+    return {name: {"tokens_per_s": float(np.median(r)), "x_fp32": float(np.median(r)) / fp32} for name, r in tokens_per_s.items()}
 
 
 def compiled_prefill_times(nets: dict[str, Any], window: Tensor, repeat: int) -> dict[str, list[float]]:
@@ -347,6 +376,12 @@ def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
     steps = report["overhead_steps"]
     names = list(next(iter(steps.values())))
     lines += [md_table(["network", *names], [[n, *(f"{s[k]:.2f}" for k in names)] for n, s in steps.items()])]
+    if report.get("long_context_decode"):
+        lines += [
+            f"## Decode at a long context: {report['long_prompt']}-token prompt, then {args.new} greedy tokens (compiled, median of {args.rounds} rounds)",
+            "",
+            md_table(["network", "tokens/s", "x FP32"], [[n, f"{d['tokens_per_s']:.1f}", f"{d['x_fp32']:.2f}x"] for n, d in report["long_context_decode"].items()]),
+        ]
     base = report["calibration_s"]["float forwards"]
     lines += [f"## Calibration on {args.calib} windows, same process", "", md_table(["what", "s", "x float forwards"], [[n, f"{s:.1f}", f"{s / base:.2f}x"] for n, s in report["calibration_s"].items()])]
     return "\n".join(lines)

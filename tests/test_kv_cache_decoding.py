@@ -134,3 +134,14 @@ def test_compiled_decoding_equals_the_op_by_op_network_and_leaves_it_unchanged(p
 def test_a_capacity_beyond_the_model_positions_is_refused():
     with pytest.raises(ConfigError, match="capacity must be 1..64"):
         CompiledDecoder(tiny_llama(), capacity=65)
+
+
+def test_a_second_decoder_on_a_network_waits_for_the_first_to_close():
+    """Building one would reallocate the caches under the open decoder (whose graphs would then
+    read buffers of another capacity); after the first closes, a second works."""
+    net = tiny_llama()
+    with CompiledDecoder(net, capacity=8):
+        with pytest.raises(ConfigError, match="held by an open CompiledDecoder"):
+            CompiledDecoder(net, capacity=12)
+    with CompiledDecoder(net, capacity=12) as decoder:
+        assert decoder(Tensor(np.array([[3, 14]], np.int32)), 0).shape == (1, 2, net.config.vocab_size)

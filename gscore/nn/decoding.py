@@ -51,6 +51,8 @@ class CompiledDecoder:
         self.grouped_blocks = group() if group is not None else 0
         self.capacity, self.batch = capacity, batch
         self.caches = list(iter_cells(network, lambda c: isinstance(c, FloatKVCache)))
+        if any(cache.capacity for _, cache in self.caches):
+            raise ConfigError("this network's KV caches are held by an open CompiledDecoder; close it (or leave its with-block) before building another")
         for name, cache in self.caches:
             cache.allocate(batch, capacity, name)
         self.filled = 0
