@@ -99,31 +99,3 @@ def test_refit_lowers_the_error_of_gptq_on_correlated_inputs() -> None:
     refit = gptq_quantize(weight, hessian, scheme, act_order=True, static_groups=True, refit_scales=True)
     assert refit.diagnostics.refit_rows > out // 2
     assert refit.diagnostics.error_gptq < 0.99 * plain.diagnostics.error_gptq
-
-
-@PROPERTY
-@given(seed=st.integers(0, 2**32 - 1), out=st.integers(1, 10), n=st.integers(2, 40), scheme=schemes(), act_order=st.booleans(), rounds=st.integers(2, 4))
-def test_more_refit_rounds_never_raise_a_rows_error(seed: int, out: int, n: int, scheme: QuantScheme, act_order: bool, rounds: int) -> None:
-    """Each row keeps its best round, so alternating GPTQ and the refit longer never costs a row
-    anything on the Hessian, and the result still re-quantizes exactly."""
-    rng = np.random.default_rng(seed)
-    weight = rng.standard_normal((out, n)).astype(np.float32)
-    hessian = hessian_of(correlated_inputs(rng, 3 * n, n, "lowrank"))
-    static = act_order and scheme.group_size > 0
-    once = gptq_quantize(weight, hessian, scheme, act_order=act_order, static_groups=static, refit_scales=True)
-    more = gptq_quantize(weight, hessian, scheme, act_order=act_order, static_groups=static, refit_scales=True, refit_rounds=rounds)
-    worse = row_errors(weight, more.weight, hessian) - row_errors(weight, once.weight, hessian)
-    assert (worse <= 1e-9 * (1 + row_errors(weight, once.weight, hessian))).all()
-    check_result(more, weight, scheme)
-
-
-def test_alternating_gptq_and_the_refit_keeps_lowering_the_error() -> None:
-    """On correlated inputs the second and third rounds find lower errors than the first (SmolLM2's
-    layer-0 q/k/v: 2-3 % less per extra round, scratch measurement in the issue note)."""
-    rng = np.random.default_rng(7)
-    n, out = 64, 32
-    scheme = QuantScheme(bits=4, symmetric=False, signed=True, granularity="per_group", group_size=16)
-    weight = rng.standard_normal((out, n)).astype(np.float32)
-    hessian = hessian_of(correlated_inputs(rng, 512, n, "mixed"))
-    errors = [gptq_quantize(weight, hessian, scheme, act_order=True, static_groups=True, refit_scales=True, refit_rounds=r).diagnostics.error_gptq for r in (1, 2, 3)]
-    assert errors[2] <= errors[1] < errors[0]

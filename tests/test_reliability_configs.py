@@ -131,17 +131,6 @@ def test_ptq_warns_that_alpha_does_nothing_without_smoothquant():
         gscore.get("ptq")(PTQConfig(act_quant_dtype="int8", algo_args={"alpha": 0.7}))
 
 
-@pytest.mark.parametrize("rounds", [0, 1.5, True])
-def test_refit_rounds_must_be_an_int_of_at_least_one(rounds):
-    with pytest.raises(ConfigError, match=r"algo_args\['refit_rounds'\] must be an int"):
-        gscore.get("ptq")(PTQConfig(precision_recovery="gptq", algo_args={"refit_scales": True, "refit_rounds": rounds}))
-
-
-def test_ptq_warns_that_refit_rounds_do_nothing_without_the_refit():
-    with pytest.warns(GscoreWarning, match=r"algo_args\['refit_rounds'\] has no effect: it is used with precision_recovery='gptq' and refit_scales=True"):
-        gscore.get("ptq")(PTQConfig(precision_recovery="gptq", algo_args={"refit_rounds": 3}))
-
-
 def test_ptq_warns_about_policies_and_blacklist_entries_that_match_no_layer():
     policies = {r"mlp\.down_proj$": PTQConfig(), r"^body": PTQConfig(weight_quant_granularity="per_group", group_size=64)}
     algo = gscore.get("ptq")(PTQConfig(opname_blacklist=["lm_head"], algo_args={"progress": False}), layer_policies=policies)

@@ -24,9 +24,7 @@ by construction; ``diagnostics.fallback_rows`` says how often RTN won.
 
 Scale refit (``refit_scales=True``): before that comparison, every row's scales are re-solved by
 least squares for the codes GPTQ chose (:func:`gscore.quant.refit.refit_scales`), kept only
-where they lower the row's error. With ``refit_rounds`` > 1 the two steps alternate: GPTQ runs
-again on the refitted scales (as static params), its new codes are refitted in turn, and each
-row keeps the round with its lowest error.
+where they lower the row's error.
 
 Arithmetic: ``H``, its factorization and the error feedback are float64 (stability); codes
 and dequantized values are computed in float32 from scales already rounded to
@@ -78,7 +76,7 @@ class GPTQDiagnostics:
         damp_retries: how many times damping had to be raised (x10 each) for a Cholesky to succeed.
         dead_inputs: input columns with ``H_ii == 0`` (never active on the calibration data),
             whose weights GPTQ sets to 0.
-        refit_rows: rows whose scales the (first) refit changed (0 without ``refit_scales``).
+        refit_rows: rows whose scales the refit changed (0 without ``refit_scales``).
     """
 
     error: float
@@ -315,26 +313,6 @@ def _gptq(
     return (int_codes, dequant[inverse].T, params), damp, retries, dead
 
 
-def _refit_rounds(
-    original: np.ndarray, hessian: np.ndarray, gptq: Quantized, rounds: int, group: int, block: int,
-    act_order: bool, damp_percent: float, scale_dtype: np.dtype,
-) -> tuple[Quantized, int]:
-    """``(result, refit_rows)``: GPTQ's result with its scales refitted, then ``rounds - 1``
-    more times GPTQ on the refitted scales and the refit of its codes; each row keeps the round
-    with its lowest error on ``hessian`` (so more rounds are never worse). ``refit_rows``: rows
-    whose scales the first refit changed."""
-    refit, improved = refit_for_codes(original, gptq[0], gptq[2], hessian, scale_dtype)
-    best = (gptq[0], dequantize(gptq[0], refit), refit)
-    best_err = _row_errors(original, best[1].astype(np.float64), hessian)
-    for _ in range(rounds - 1):
-        codes = _gptq(original, hessian, best[2], group, False, block, act_order, damp_percent, scale_dtype)[0][0]
-        params, _ = refit_for_codes(original, codes, best[2], hessian, scale_dtype)
-        candidate = (codes, dequantize(codes, params), params)
-        err = _row_errors(original, candidate[1].astype(np.float64), hessian)
-        best, best_err = _pick_rows(err < best_err, best, candidate), np.minimum(err, best_err)
-    return best, int(improved.sum())
-
-
 def _pick_rows(use_rtn: np.ndarray, gptq: Quantized, rtn: Quantized) -> Quantized:
     """Row by row, GPTQ's codes, values and params, or RTN's where ``use_rtn``."""
     rows = use_rtn.reshape(-1, *(1,) * (gptq[2].scale.ndim - 1))
@@ -365,7 +343,6 @@ def gptq_quantize(
     scale_dtype: npt.DTypeLike = np.float32,
     params: QuantParams | None = None,
     refit_scales: bool = False,
-    refit_rounds: int = 1,
 ) -> GPTQResult:
     """GPTQ-quantize ``weight [out, in]`` for inputs whose Hessian is ``hessian [in, in]``.
 
@@ -393,8 +370,6 @@ def gptq_quantize(
             are then static and RTN's baseline too.
         refit_scales: re-solve each row's scales for the codes GPTQ chose (least squares on
             ``H``; see the module docstring), where that lowers its error.
-        refit_rounds: with ``refit_scales``, how many times GPTQ and the refit alternate (GPTQ
-            from the second round on quantizes with the scales the refit left).
 
     Per group with ``in`` not a multiple of ``g``: the weight is padded with zero columns
     (and the Hessian with zero rows and columns: inputs that never fire) to whole groups, like
@@ -425,7 +400,8 @@ def gptq_quantize(
     gptq, damp, retries, dead = _gptq(original, full_hessian, rtn[2], group, dynamic, block, act_order, damp_percent, scale_dtype)
     refit_rows = 0
     if refit_scales:
-        gptq, refit_rows = _refit_rounds(original, full_hessian, gptq, refit_rounds, group, block, act_order, damp_percent, scale_dtype)
+        refit, improved = refit_for_codes(original, gptq[0], gptq[2], full_hessian, scale_dtype)
+        gptq, refit_rows = (gptq[0], dequantize(gptq[0], refit), refit), int(improved.sum())
 
     gptq_err = _row_errors(original, gptq[1].astype(np.float64), full_hessian)
     rtn_err = _row_errors(original, rtn[1].astype(np.float64), full_hessian)

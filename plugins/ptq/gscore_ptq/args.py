@@ -16,8 +16,6 @@ key                    meaning                                     used with
 ``static_groups``      GPTQ group params from the original weight  ``gptq``
 ``refit_scales``       GPTQ scales re-solved for the chosen codes  ``gptq``
                        (least squares on the Hessian; gscore's)
-``refit_rounds``       GPTQ and the scale refit alternated this    ``refit_scales=True``
-                       many times (default 1; gscore's)
 ``rotation_seed``      seed of the randomized Hadamard rotation    ``rotation``
 ``rotate_values``      also rotate every value head (v_proj rows,  ``rotation``
                        o_proj columns; gscore's): for quantized
@@ -67,7 +65,6 @@ class GPTQArgs:
     desc_act: bool = False
     static_groups: bool = False
     refit_scales: bool = False  # gscore's extension (gscore.quant.refit)
-    refit_rounds: int = 1  # GPTQ + refit alternations (gscore's)
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,6 @@ class PTQArgs:
 _SMOOTH = (lambda c: c.outliers_suppression is OutliersSuppressionType.SMOOTH, "outliers_suppression='smooth'")
 _AWQ = (lambda c: c.outliers_suppression is OutliersSuppressionType.AWQ, "outliers_suppression='awq'")
 _GPTQ = (lambda c: c.precision_recovery is PrecisionRecovery.GPTQ, "precision_recovery='gptq'")
-_REFIT = (lambda c: _GPTQ[0](c) and c.algo_args.get("refit_scales") is True, "precision_recovery='gptq' and refit_scales=True")
 _ROTATION = (lambda c: c.outliers_suppression is OutliersSuppressionType.ROTATION, "outliers_suppression='rotation'")
 _ANY = (lambda c: True, "any config")
 _USED_BY = {
@@ -110,7 +106,6 @@ _USED_BY = {
     "desc_act": _GPTQ,
     "static_groups": _GPTQ,
     "refit_scales": _GPTQ,
-    "refit_rounds": _REFIT,
     "rotation_seed": _ROTATION,
     "rotate_values": _ROTATION,
     "prefix": _ANY,
@@ -134,7 +129,6 @@ def parse_args(config: PTQConfig) -> PTQArgs:
         desc_act=check_bool(raw.get("desc_act", False), "algo_args['desc_act']"),
         static_groups=check_bool(raw.get("static_groups", False), "algo_args['static_groups']"),
         refit_scales=check_bool(raw.get("refit_scales", False), "algo_args['refit_scales']"),
-        refit_rounds=check_number(raw.get("refit_rounds", 1), "algo_args['refit_rounds']", 1, integer=True),
     )
     prefix = raw.get("prefix", ())
     if prefix != "bos" and (not isinstance(prefix, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prefix)):

@@ -307,7 +307,7 @@ class BlockCalibrator:
             params = QuantParams(np.concatenate([p.scale for p in fixed]), np.concatenate([p.zero_point for p in fixed]), fixed[0].scheme)
         result = gptq_quantize(np.concatenate(weights), work[members[0][0]].hessian(work), scheme, block_size=g.block_size, damp_percent=g.damp_percent,
                                act_order=g.desc_act, static_groups=g.static_groups, scale_dtype=store, params=params,
-                               refit_scales=g.refit_scales, refit_rounds=g.refit_rounds)
+                               refit_scales=g.refit_scales)
         cuts = np.cumsum([len(weight) for weight in weights])[:-1]
         parts = zip(np.split(result.weight, cuts), np.split(result.params.scale, cuts), np.split(result.params.zero_point, cuts))
         return {rel: (np.array(weight), QuantParams(scale, zero_point, result.params.scheme)) for (rel, _), (weight, scale, zero_point) in zip(members, parts)}
