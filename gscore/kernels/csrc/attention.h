@@ -2,14 +2,14 @@
 // KV cache, dequantising int8 entries inside.
 //
 // q [B, Hq, T, D] float32 (or [B, T, Hq, D] when the shape says token_rows: the rows the q
-// projection gives, with no transpose between); cached keys/values in either layout, [B, Hkv, S, D] (a cache that
-// grows by concatenation) or [S, B, Hkv, D] (a preallocated buffer, written in place by
-// cache_attention below), with Hq a multiple of Hkv (grouped query attention: head h reads kv
-// head h / (Hq / Hkv)); mask [T, S] additive; the output is [B, T, Hq * D], the layout the
-// output projection takes. Only the first `valid` keys are read (the rest of a buffer is
-// unwritten; the mask excludes it anyway). An optional float *prefix* of P entries
-// (pk/pv [1, Hkv, P, D], the same for every sequence of the batch) comes before the cache's
-// own entries: the mask is then [T, P + S], its first P columns for the prefix. For each (b, h, t):
+// projection gives, no transpose between); cached keys/values in either layout, [B, Hkv, S, D] (a
+// cache that grows by concatenation) or [S, B, Hkv, D] (a preallocated buffer, written in place by
+// cache_attention below), with Hq a multiple of Hkv (grouped query attention: head h reads kv head
+// h / (Hq / Hkv)); mask [T, S] additive; the output is [B, T, Hq * D], the layout the output
+// projection takes. Only the first `valid` keys are read (the rest of a buffer is unwritten; the
+// mask excludes it anyway). An optional float *prefix* of P entries (pk/pv [1, Hkv, P, D], the same
+// for every sequence of the batch) comes before the cache's own entries: the mask is then
+// [T, P + S], its first P columns for the prefix. For each (b, h, t):
 //   score[s] = (q . key_s) * softmax_scale + mask[t, s];  p = softmax(score);  out = sum_s p[s] value_s
 // Cache formats (dequantisation folded into the dot products, so entries are never expanded):
 //   float   key_s as stored
@@ -311,7 +311,8 @@ inline void attention(const float* q, const KVView& keys, const KVView& values, 
 }
 
 // Write the T new keys (or values) x [B, Hkv, T, D] (or [B, T, Hkv, D] when sh.token_rows) into
-// a token-major buffer [cap, B, Hkv, D] at rows pos .. pos + T, encoded as the cache stores them (the MindSpore cells' encode):
+// a token-major buffer [cap, B, Hkv, D] at rows pos .. pos + T, encoded as the cache stores
+// them (the MindSpore cells' encode):
 //   channel: code = clamp(rint(x / scale) + zp, -128, 127)
 //   token:   s = max(max|x| / 127, 1e-8) per (b, h, t), code = clamp(rint(x / s), -127, 127)
 inline void cache_write(const float* x, CacheKind kind, void* data, float* token_scale, const float* scale, const float* zero, const AttentionShape& sh, int64_t pos) {

@@ -358,13 +358,12 @@ int gsk_attention_token(int nparam, void** params, int* ndims, int64_t** shapes,
   return kOk;
 }
 
-// A preallocated cache: token-major buffers [cap, B, Hkv, D] (token scales [cap, B, Hkv, 1])
-// and `length` [1] int32, the number of rows written. q, k, v are [B, H, T, D], or all three
-// token rows [B * T, H * D] as the projections give them (the output is then [B * T, Hq * D]).
-// One call stores the new keys and values
-// at rows length .. length + T, attends over rows [0, length + T) with mask [T, cap], and
-// advances length: the buffers and length are updated in place (they are the cache cell's
-// parameters, which nothing else writes while the network runs). A float prefix may follow
+// A preallocated cache: token-major buffers [cap, B, Hkv, D] (token scales [cap, B, Hkv, 1]) and
+// `length` [1] int32, the number of rows written. q, k, v are [B, H, T, D], or all three token rows
+// [B * T, H * D] as the projections give them (the output is then [B * T, Hq * D]). One call stores
+// the new keys and values at rows length .. length + T, attends over rows [0, length + T) with mask
+// [T, cap], and advances length: the buffers and length are updated in place (they are the cache
+// cell's parameters, which nothing else writes while the network runs). A float prefix may follow
 // softmax_scale, as for the other attention entries (the mask is then [T, P + cap]).
 static int cache_attention(const Args& a, gsk::CacheKind kind) {
   const bool channel = kind == gsk::CacheKind::kChannel, token = kind == gsk::CacheKind::kToken;
