@@ -275,8 +275,8 @@ def long_context_decode(nets: dict[str, Any], prompt: np.ndarray, new: int, roun
             tokens_per_s[name].append(len(steps) / sum(steps))
     for decoder in decoders.values():
         decoder.close()
-    fp32 = float(np.median(tokens_per_s["fp32"]))
-    return {name: {"tokens_per_s": float(np.median(r)), "x_fp32": float(np.median(r)) / fp32} for name, r in tokens_per_s.items()}
+    median = {name: float(np.median(r)) for name, r in tokens_per_s.items()}
+    return {name: {"tokens_per_s": m, "x_fp32": m / median["fp32"]} for name, m in median.items()}
 
 
 def compiled_prefill_times(nets: dict[str, Any], window: Tensor, repeat: int) -> dict[str, list[float]]:

@@ -188,20 +188,18 @@ class FloatKVCache(nn.Cell):
         """As the cell's call, for ``q``/``k``/``v`` given as the projections compute them,
         token rows ``[batch * tokens, heads * head_dim]``: the native operator reads that layout
         itself, which saves a decode step three transposes per layer (about 30 µs each on
-        MindSpore's CPU runtime). Only when :attr:`takes_rows`."""
-        prefix = () if prefix_key is None else (prefix_key, prefix_value)
-        return self._fused(q, k, v, mask, scale, prefix)
-
-    def _fused(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, prefix: tuple) -> Tensor:
+        MindSpore's CPU runtime). Only when :attr:`takes_rows`; the same operator also takes the
+        cell's ``[batch, heads, tokens, head_dim]`` layout."""
         softmax_scale = ops.full((1,), scale, dtype=ms.float32)
+        prefix = () if prefix_key is None else (prefix_key, prefix_value)
         return self.fused(q, k, v, *self.kernel_args(self._side("key"), self._side("value")), self.length, mask, softmax_scale, *prefix)
 
     def construct(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, prefix_key: Tensor | None = None, prefix_value: Tensor | None = None) -> Tensor:
         tokens = q.shape[2]
         softmax_scale = ops.full((1,), scale, dtype=ms.float32)
         prefix = () if prefix_key is None else (prefix_key, prefix_value)
-        if self.capacity and self.fused is not None:
-            out = self._fused(q, k, v, mask, scale, prefix)
+        if self.takes_rows:
+            out = self.attend_rows(q, k, v, mask, scale, prefix_key, prefix_value)
         elif self.capacity:
             keys, values = self._write(k, v)
             out = attention_ops(q, self.decode(keys, 0), self.decode(values, 1), mask, scale, *prefix)

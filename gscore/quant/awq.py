@@ -193,9 +193,9 @@ def search_weight_clip(
     Golden Stick subsamples about 512 tokens (stride ``max(1, tokens // 512)``); pass such a
     sample as ``x``, or instead (``x=None``) the layer's ``hessian = 2XᵀX/rows`` over all its
     calibration rows: the same scores, from every row, as a quadratic form on each group's
-    diagonal block of ``hessian`` (``width`` columns instead of 512 sample rows). Per group with ``in`` not a
-    multiple of ``g``, weight and inputs are padded with zero columns (which neither clip nor
-    contribute).
+    diagonal block of ``hessian`` (``width`` columns instead of 512 sample rows). Per group with
+    ``in`` not a multiple of ``g``, weight and inputs are padded with zero columns (which
+    neither clip nor contribute).
 
     Raises ConfigError for an unsupported scheme or ratios outside (0, 1]; ValueError for bad
     shapes or non-finite values.
