@@ -31,9 +31,8 @@ from gscore import dist
 from gscore.errors import CalibrationDataError
 from gscore.nn.kv_cache import FloatKVCache
 from gscore.quant import AbsMeanAccumulator, HessianAccumulator
-from gscore.quant.stats import ShiftAccumulator
 
-Sums = TypeVar("Sums", HessianAccumulator, AbsMeanAccumulator, ShiftAccumulator)
+Sums = TypeVar("Sums", HessianAccumulator, AbsMeanAccumulator)
 
 
 class RunningMinMax:
@@ -71,40 +70,6 @@ class Collect:
     sample_rows: int = 0
 
 
-def kept_rows(x: Tensor, tokens_per_sequence: int, skip_leading: int) -> np.ndarray:
-    """The rows ``[rows, in]`` of a layer input that statistics count: every row but the leading
-    ``skip_leading`` positions of each sequence of ``tokens_per_sequence`` rows (module docstring)."""
-    rows = x.asnumpy().reshape(-1, x.shape[-1])
-    if skip_leading and tokens_per_sequence:
-        rows = rows[np.arange(len(rows)) % tokens_per_sequence >= skip_leading]
-    return rows
-
-
-class RowRecorder(nn.Cell):
-    """Pass-through wrapper keeping every counted input row of a layer (float32, in call order).
-
-    It records the float network's inputs that GPTQ with error propagation pairs with the
-    quantized network's inputs of the same tokens (:attr:`InputObserver.reference`). Its rows
-    stay on the worker that saw them: a data-parallel worker pairs them with its own rows.
-    """
-
-    def __init__(self, layer: nn.Cell, tokens_per_sequence: int = 0, skip_leading: int = 0) -> None:
-        super().__init__()
-        self.layer = layer
-        self.tokens_per_sequence = tokens_per_sequence
-        self.skip_leading = skip_leading
-        self.parts: list[np.ndarray] = []
-
-    def construct(self, x: Tensor) -> Tensor:
-        self.parts.append(kept_rows(x, self.tokens_per_sequence, self.skip_leading).astype(np.float32))
-        return self.layer(x)
-
-    @property
-    def rows(self) -> np.ndarray:
-        """Every recorded row, ``[rows, in]`` float32."""
-        return np.concatenate(self.parts)
-
-
 @dataclass(frozen=True)
 class RowOrigin:
     """Where an observer's rows sit in the whole calibration set: they are the sequences
@@ -125,9 +90,6 @@ class InputObserver(nn.Cell):
     (:class:`~gscore.quant.AbsMeanAccumulator`) and ``sample`` (float32 ``[rows, in]``).
     Rows at the leading ``skip_leading`` positions of every sequence are left out of all of them.
     ``origin`` (set by data-parallel calibration before a run) places the rows in the whole set.
-    ``reference`` (set before a run): the float network's rows of the same tokens, in the same
-    order (:class:`RowRecorder`); then ``shift`` accumulates how far this run's rows drifted
-    from them (:class:`~gscore.quant.stats.ShiftAccumulator`).
     """
 
     def __init__(self, layer: nn.Cell, tokens_per_sequence: int = 0, skip_leading: int = 0, collect: Collect = Collect()) -> None:
@@ -141,14 +103,13 @@ class InputObserver(nn.Cell):
         self.absmean: AbsMeanAccumulator | None = None
         self.sample: np.ndarray | None = None
         self.sample_positions: np.ndarray | None = None  # global row positions of ``sample`` (with an origin)
-        self.reference: np.ndarray | None = None
-        self.shift: ShiftAccumulator | None = None
         self.set_origin(None)
 
     def construct(self, x: Tensor) -> Tensor:
-        rows = kept_rows(x, self.tokens_per_sequence, self.skip_leading)
-        if self.reference is not None:
-            self._pair(rows)
+        rows = x.asnumpy().reshape(-1, x.shape[-1])
+        if self.skip_leading and self.tokens_per_sequence:
+            keep = np.arange(len(rows)) % self.tokens_per_sequence >= self.skip_leading
+            rows = rows[keep]
         self.stats.update(rows.min(axis=0), rows.max(axis=0))
         if self.collect.hessian:
             if self.hessian is None:
@@ -164,16 +125,6 @@ class InputObserver(nn.Cell):
             if positions is not None:
                 self.sample_positions = positions if self.sample_positions is None else np.concatenate([self.sample_positions, positions])
         return self.layer(x)
-
-    def _pair(self, rows: np.ndarray) -> None:
-        """Accumulate ``rows`` against the next rows of ``reference``."""
-        if self.shift is None:
-            self.shift = ShiftAccumulator(rows.shape[1])
-        start = int(self.shift.count)
-        reference = self.reference[start : start + len(rows)]
-        if len(reference) != len(rows):
-            raise CalibrationDataError(f"the float network gave this layer {len(self.reference)} input rows, the quantized one more ({start + len(rows)}): the runs must see the same tokens")
-        self.shift.add_pair(reference, rows)
 
     def set_origin(self, origin: RowOrigin | None) -> None:
         """Place the rows of the next run in the whole calibration set (None: no placement, one process)."""
@@ -218,8 +169,6 @@ class InputObserver(nn.Cell):
             self.hessian = _all_workers(self.hessian)
         if self.collect.absmean:
             self.absmean = _all_workers(self.absmean)
-        if self.reference is not None:
-            self.shift = _all_workers(self.shift)
         if self.collect.sample_rows:
             self.sample = dist.gather_rows(self.sample)
             if self.sample_positions is not None:

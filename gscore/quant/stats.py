@@ -191,37 +191,3 @@ class AbsMeanAccumulator(_RowSums):
         """
         self._require_rows()
         return self.value / self.count
-
-
-class ShiftAccumulator(_RowSums):
-    """``Σ_r (x_ref,r − x_r) x_rᵀ`` of one linear layer: how far its inputs in the network being
-    quantized (``x``) have drifted from the float network's inputs on the same tokens
-    (``x_ref``), for GPTQ with error propagation (:func:`gscore.quant.propagation.propagated_target`).
-
-    ``total`` is the raw float64 ``[in, in]`` sum and ``count`` the number of row pairs.
-    """
-
-    def __init__(self, in_features: int) -> None:
-        if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
-            raise ValueError(f"in_features must be a positive int, got {in_features!r}")
-        super().__init__(np.zeros((in_features, in_features), np.float64))
-
-    def add_pair(self, reference: npt.ArrayLike, x: npt.ArrayLike) -> None:
-        """Accumulate row pairs: ``reference`` and ``x``, both ``[rows, in]``, row ``r`` of each from the same token."""
-        ref_rows, _, _ = _weighted_rows(reference, None, self.in_features)
-        rows, _, count = _weighted_rows(x, None, self.in_features)
-        if ref_rows.shape != rows.shape:
-            raise ValueError(f"reference and input rows must pair up, got {ref_rows.shape} and {rows.shape}")
-        if count:
-            rows = rows.astype(np.float64)
-            self._accumulate((ref_rows.astype(np.float64) - rows).T @ rows)
-        self.count += count
-
-    def shift(self) -> np.ndarray:
-        """``2 Σ (x_ref − x) xᵀ / count``, float64 ``[in, in]``: on the scale of
-        :meth:`HessianAccumulator.hessian` of the same rows ``x``.
-
-        Raises CalibrationDataError when no rows were added.
-        """
-        self._require_rows()
-        return self.value * (2.0 / self.count)

@@ -16,10 +16,6 @@ key                    meaning                                     used with
 ``static_groups``      GPTQ group params from the original weight  ``gptq``
 ``refit_scales``       GPTQ scales re-solved for the chosen codes  ``gptq``
                        (least squares on the Hessian; gscore's)
-``error_propagation``  share (0-1) of the earlier layers' error    ``gptq``
-                       GPTQ corrects, aiming at the float
-                       network's output (gscore's; costs one
-                       float forward more)
 ``rotation_seed``      seed of the randomized Hadamard rotation    ``rotation``
 ``rotate_values``      also rotate every value head (v_proj rows,  ``rotation``
                        o_proj columns; gscore's): for quantized
@@ -69,7 +65,6 @@ class GPTQArgs:
     desc_act: bool = False
     static_groups: bool = False
     refit_scales: bool = False  # gscore's extension (gscore.quant.refit)
-    error_propagation: float = 0.0  # gscore's extension (gscore.quant.propagation)
 
 
 @dataclass(frozen=True)
@@ -111,7 +106,6 @@ _USED_BY = {
     "desc_act": _GPTQ,
     "static_groups": _GPTQ,
     "refit_scales": _GPTQ,
-    "error_propagation": _GPTQ,
     "rotation_seed": _ROTATION,
     "rotate_values": _ROTATION,
     "prefix": _ANY,
@@ -135,7 +129,6 @@ def parse_args(config: PTQConfig) -> PTQArgs:
         desc_act=check_bool(raw.get("desc_act", False), "algo_args['desc_act']"),
         static_groups=check_bool(raw.get("static_groups", False), "algo_args['static_groups']"),
         refit_scales=check_bool(raw.get("refit_scales", False), "algo_args['refit_scales']"),
-        error_propagation=check_number(raw.get("error_propagation", 0.0), "algo_args['error_propagation']", 0.0, 1.0),
     )
     prefix = raw.get("prefix", ())
     if prefix != "bos" and (not isinstance(prefix, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prefix)):

@@ -13,13 +13,6 @@ For every block the driver (:func:`gscore.calib.layerwise.calibrate_blockwise`) 
 3. searches weight clipping, then rounds the weights (round to nearest, or GPTQ on the
    Hessian of the scaled inputs) and puts the simulated layers and KV caches in place.
 
-With GPTQ error propagation (``error_propagation`` > 0) the calibrator also carries the float
-network's own block inputs from block to block: before step 1 it runs the float block on
-them, recording the inputs of every layer that collects a Hessian, and step 1 pairs them with
-the quantized network's inputs of the same tokens. GPTQ then aims each layer at the float
-network's output (:mod:`gscore.quant.propagation`) instead of at its float weight on inputs
-that already carry the earlier layers' error.
-
 Layers that share an input (q/k/v, gate/up) share one Hessian: it is collected once, and GPTQ
 quantizes their stacked weights in one call. GPTQ treats every output row on its own given the
 Hessian, so this is the same computation as one call per layer, with one ``XᵀX``, one
@@ -38,7 +31,7 @@ from typing import Any
 import numpy as np
 from mindspore import Tensor, nn
 
-from gscore.calib.observers import Collect, InputObserver, ObservingKVCache, RowRecorder
+from gscore.calib.observers import Collect, InputObserver, ObservingKVCache
 from gscore.nn.kv_cache import DynamicInt8KVCache, FloatKVCache, StaticInt8KVCache
 from gscore.nn.linear_view import is_linear, linear_view, ms_float_dtype_to_numpy
 from gscore.nn.norms import norm_values, set_folded
@@ -46,7 +39,6 @@ from gscore.nn.passes import simulated_linear, stored_params
 from gscore.nn.quantizers import DynamicInputQuantizer, StaticInputQuantizer
 from gscore.nn.walk import get_cell, iter_cells, replace_cell
 from gscore.quant import Granularity, QuantParams, QuantScheme, awq_scales, awq_weight_mean, compute_params, gptq_quantize, scaled_fake_quantize, search_weight_clip
-from gscore.quant.propagation import propagated_target
 from gscore.quant.smooth import smooth_scales
 from gscore_ptq.args import PTQArgs
 from gscore_ptq.policy import LinearPolicy, PolicyTable
@@ -134,7 +126,6 @@ class BlockCalibrator:
         self.helper = helper
         self.static_kv = static_kv
         self.kv_quant = kv_quant
-        self.float_state: Any = None  # the float network's inputs of the next block (error propagation only)
 
     # -- structure -----------------------------------------------------------------------
 
@@ -164,11 +155,7 @@ class BlockCalibrator:
             if (policy := self.policies.for_layer(full_name(block_name, rel))) is not None
         }
         caches = list(iter_cells(block, lambda c: isinstance(c, FloatKVCache)))
-        self._share_hessians(block, work)
-        references = self._float_stream(block_name, block, state, work) if self.args.gptq.error_propagation else {}
-        watchers = self._observe(block_name, block, state, work, caches, references)
-        if references:
-            self._propagate(work)
+        watchers = self._observe(block_name, block, state, work, caches)
         plans = self.scaling_plan(block, block_name)
         norms = {plan.norm: norm_values(get_cell(block, plan.norm)) for plan in plans if plan.norm}
         if any(w.policy.smooth for w in work.values()) and self.args.alpha_search:
@@ -178,43 +165,17 @@ class BlockCalibrator:
         self._place(block_name, block, work, plans, norms, alpha, gptq=True)
         self._place_kv_caches(block_name, block, caches, watchers)
 
-    def _float_stream(self, block_name: str, block: nn.Cell, state: Any, work: dict[str, LayerWork]) -> dict[str, np.ndarray]:
-        """Run the float block on the float network's inputs (the first block: ``state``, the same),
-        keep its outputs for the next block, and return the inputs it gave every layer that
-        collects a Hessian, ``[rows, in]`` by layer name."""
-        owners = [rel for rel, w in work.items() if w.policy.gptq and w.hessian_of == rel]
-        recorders = {rel: RowRecorder(work[rel].cell, self.helper.tokens_per_sequence(), self.args.skip_leading_tokens) for rel in owners}
-        prefix = name_prefix(block_name)
-        for rel, recorder in recorders.items():
-            replace_cell(block, rel, recorder, prefix)
-        try:
-            self.float_state = self.helper.run_block(block, state if self.float_state is None else self.float_state)
-        finally:
-            for rel in owners:
-                replace_cell(block, rel, work[rel].cell, prefix)
-        return {rel: recorder.rows for rel, recorder in recorders.items()}
-
-    def _propagate(self, work: dict[str, LayerWork]) -> None:
-        """Replace every GPTQ layer's weight by the target that reproduces the float network's output."""
-        g = self.args.gptq
-        for w in work.values():
-            if w.policy.gptq:
-                owner = work[w.hessian_of].observer
-                w.weight = propagated_target(w.weight, owner.hessian.hessian(), owner.shift.shift(), g.error_propagation, g.damp_percent)
-
-    def _observe(self, block_name: str, block: nn.Cell, state: Any, work: dict[str, LayerWork], caches: list[tuple[str, nn.Cell]], references: dict[str, np.ndarray]) -> dict[str, ObservingKVCache]:
-        """Run the float block once with observers in place; attach them to ``work``.
-
-        ``references``: the float network's input rows of layers that pair them with their own."""
+    def _observe(self, block_name: str, block: nn.Cell, state: Any, work: dict[str, LayerWork], caches: list[tuple[str, nn.Cell]]) -> dict[str, ObservingKVCache]:
+        """Run the float block once with observers in place; attach them to ``work``."""
         observed = [rel for rel, w in work.items() if w.policy.needs_input_stats]
         if not observed and not (self.static_kv and caches):
             return {}
         prefix = name_prefix(block_name)
+        self._share_hessians(block, work)
         for rel in observed:
             policy = work[rel].policy
             collect = Collect(hessian=work[rel].hessian_of == rel, absmean=policy.awq, sample_rows=SAMPLE_ROWS if (policy.awq or (policy.clip and not policy.gptq)) else 0)
             work[rel].observer = InputObserver(work[rel].cell, self.helper.tokens_per_sequence(), self.args.skip_leading_tokens, collect)
-            work[rel].observer.reference = references.get(rel)
             replace_cell(block, rel, work[rel].observer, prefix)
         watchers = {}
         if self.static_kv:

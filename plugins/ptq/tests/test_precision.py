@@ -193,29 +193,3 @@ def test_smoothquant_search_keeps_the_best_block_output(make_llama, windows):
         out = helper.block_output(helper.run_block(net.model.layers[0], helper.block_inputs(net, calibration)))
         errors[str(alpha)] = float(np.sum((out - reference) ** 2))
     assert errors[str([0.3, 0.9])] <= min(errors["0.3"], errors["0.9"]) * (1 + 1e-6), errors
-
-
-def test_error_propagation_aims_each_layer_at_the_float_networks_output(make_llama, windows):
-    """``error_propagation``: the first block sees the float network's own inputs, so its weights
-    are those of plain GPTQ, bit for bit; in the second block, whose inputs carry the first
-    block's error, GPTQ aims at the float network's output, and the layer's output on its
-    quantized calibration inputs lands closer to the float network's output on the float ones."""
-    calibration, _ = windows
-    float_net = make_llama(layers=2)
-    nets = {}
-    for alpha in (0.0, 1.0):
-        net = make_llama(layers=2)
-        algo_args = {"desc_act": True, "static_groups": True, "error_propagation": alpha, **QUIET}
-        PTQ(PTQConfig(precision_recovery="gptq", **W4, algo_args=algo_args)).apply(net, LlamaHelper(), datasets=calibration)
-        nets[alpha] = net
-    first = {name: p.asnumpy() for name, p in nets[0.0].parameters_and_names() if name.startswith("model.layers.0.")}
-    for name, value in first.items():
-        np.testing.assert_array_equal(nets[1.0].parameters_dict()[name].asnumpy(), value, err_msg=name)
-    for layer in ("model.layers.1.self_attn.q_proj", "model.layers.1.mlp.down_proj"):
-        x_float = layer_inputs(float_net, calibration, layer)
-        target = x_float @ float_net.parameters_dict()[f"{layer}.weight"].asnumpy().astype(np.float64).T
-        errors = {}
-        for alpha, net in nets.items():
-            x = layer_inputs(net, calibration, layer)
-            errors[alpha] = float(np.sum((x @ effective_weight(net, float_net, layer).T - target) ** 2))
-        assert errors[1.0] < errors[0.0], (layer, errors)
