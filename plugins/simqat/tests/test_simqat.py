@@ -156,34 +156,36 @@ def test_bn_fold_matches_the_float_network_before_training(digits):
 
 
 @pytest.mark.parametrize("use_batch_statistics", [None, False])
-def test_bn_fold_stops_the_rescale_gradient_only_where_it_is_zero(digits, use_batch_statistics):
+def test_bn_fold_stops_the_rescale_gradient_only_where_it_is_zero(digits, use_batch_statistics, monkeypatch):
     """The fold stops the gradient through its ``1 / f`` output rescale when the BatchNorm uses
     batch statistics (it divides any per-channel scale out again): the weight, gamma and beta
     gradients stay those of the full path to well within the ``eps / var`` it drops, with
     negative gammas too. On moving statistics that path carries a real part of gamma's
-    gradient, so it is kept."""
+    gradient (stopped, gamma's gradient differs beyond 1e-3), so it is kept. The full path is
+    what the fold computes with ``stop_gradient`` made the identity."""
     from mindspore import ParameterTuple, ops
 
     x, labels = Tensor(digits.test_x[:32]), Tensor(digits.test_y[:32].astype(np.int32))
     net = make_resnet()
-    net.bn1.use_batch_statistics = use_batch_statistics
     train_classifier(net, digits.train_x[:64], digits.train_y[:64], epochs=1, batch_size=32, progress=False)
     net.bn1.gamma.set_data(Tensor(np.where(np.arange(4) % 2 == 0, -1.0, 1.0).astype(np.float32) * np.abs(net.bn1.gamma.asnumpy()) + 0.1))
     net = SimQAT(SimQATConfig(act_bits=None)).apply(net)
     net.set_train(True)
     fold = net.conv1
-    assert isinstance(fold, ConvBnFold) and fold.scale_invariant is (use_batch_statistics is None)
+    assert isinstance(fold, ConvBnFold)
+    fold.bn.use_batch_statistics = use_batch_statistics  # set after apply, as a user freezing the statistics would
     params = ParameterTuple([fold.weight, fold.bn.gamma, fold.bn.beta])
     loss = nn.WithLossCell(net, nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean"))
     moving = [p.asnumpy().copy() for p in (fold.bn.moving_mean, fold.bn.moving_variance)]
     grads = {}
-    for stopped in (True, False):
-        fold.scale_invariant = stopped
-        grads[stopped] = [g.asnumpy() for g in ops.GradOperation(get_by_list=True)(loss, params)(x, labels)]
+    for full_path in (False, True):
+        if full_path:
+            monkeypatch.setattr(ops, "stop_gradient", lambda x: x)
+        grads[full_path] = [g.asnumpy() for g in ops.GradOperation(get_by_list=True)(loss, params)(x, labels)]
         for p, value in zip((fold.bn.moving_mean, fold.bn.moving_variance), moving):
             p.set_data(Tensor(value))
-    close = [np.allclose(s, f, rtol=1e-3, atol=1e-6 * np.abs(f).max()) for s, f in zip(grads[True], grads[False])]
-    assert close == [True, use_batch_statistics is None, True], close  # only gamma's gradient runs through 1 / f
+    close = [np.allclose(g, full, rtol=1e-3, atol=1e-6 * np.abs(full).max()) for g, full in zip(grads[False], grads[True])]
+    assert close == [True, True, True], close  # on moving statistics, stopping it would move gamma's gradient
 
 
 def test_without_bn_fold_batchnorm_stays_float():
