@@ -26,11 +26,13 @@ def test_seed_quantize_then_deploy(tmp_path):
 
     printed = _run("seed_rtn_deploy.py", tmp_path)
     matrix_lines = [line for line in printed.splitlines() if re.fullmatch(r"\s*\[*[-+\d.e ]+\]*", line)]
-    rows = np.array([[float(v) for v in line.strip(" []").split()] for line in matrix_lines])
+    # numpy wraps a row over two lines when the random weights print in scientific notation
+    values = np.array([float(v) for line in matrix_lines for v in line.strip(" []").split()])
+    assert values.size == 30, printed
+    rows = values.reshape(5, 6)
     # input is all ones: each output row is bias + dequantised weight row sums
     q = contents["linear.weight"].asnumpy().astype(np.float32)
     scale = contents["linear._weight_quantizer.scale"].asnumpy().astype(np.float32)
     bias = contents["linear.bias"].asnumpy()
     expected = (q * scale[:, None]).sum(axis=1) + bias
-    assert rows.shape == (5, 6)
     np.testing.assert_allclose(rows, np.tile(expected, (5, 1)), rtol=2e-3, atol=2e-3)
