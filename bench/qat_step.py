@@ -69,12 +69,12 @@ def time_steps(builders: dict[str, Callable[[], Any]], data: Any, rounds: int, s
 
     Why the lower quartile too: on the 2-core VMs this runs on, compiled step times are
     bimodal (op-by-op ones are not). Most steps take their normal time, but a share of them,
-    float ones included, take 5-15 times as long (70-300 ms for a 15 ms LeNet5 step; neither the garbage collector, malloc trimming,
-    MindSpore's thread settings nor gscore's kernel threads removed it). When that share nears
-    a half, the median jumps between the two modes from one run to the next (a LeNet5 A8W8
-    step measured 1.1x and 5x float in two runs a minute apart), while the lower quartile
-    stays in the normal mode. ``slow_share`` is the fraction of steps above twice the median
-    of the fastest half."""
+    float ones included, take 5-15 times as long (70-300 ms for a 15 ms LeNet5 step; neither
+    the garbage collector, malloc trimming, MindSpore's thread settings nor gscore's kernel
+    threads removed it). When that share nears a half, the median jumps between the two modes
+    from one run to the next (a LeNet5 A8W8 step measured 1.1x and 5x float in two runs a
+    minute apart), while the lower quartile stays in the normal mode. ``slow_share`` is the
+    fraction of steps above twice the median of the fastest half."""
     import mindspore as ms
 
     plan = batches(len(data.train_x), 64, 1, seed=99)

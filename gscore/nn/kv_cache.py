@@ -195,8 +195,6 @@ class FloatKVCache(nn.Cell):
         return self.fused(q, k, v, *self.kernel_args(self._side("key"), self._side("value")), self.length, mask, softmax_scale, *prefix)
 
     def construct(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, prefix_key: Tensor | None = None, prefix_value: Tensor | None = None) -> Tensor:
-        tokens = q.shape[2]
-        softmax_scale = ops.full((1,), scale, dtype=ms.float32)
         prefix = () if prefix_key is None else (prefix_key, prefix_value)
         if self.takes_rows:
             out = self.attend_rows(q, k, v, mask, scale, prefix_key, prefix_value)
@@ -205,9 +203,9 @@ class FloatKVCache(nn.Cell):
             out = attention_ops(q, self.decode(keys, 0), self.decode(values, 1), mask, scale, *prefix)
         else:
             keys, values = self._append(k, v)
-            native = self._native_kernel() if tokens <= DECODE_TOKENS else None
+            native = self._native_kernel() if q.shape[2] <= DECODE_TOKENS else None
             if native is not None:
-                out = native(q, *self.kernel_args(keys, values), mask, softmax_scale, *prefix)
+                out = native(q, *self.kernel_args(keys, values), mask, ops.full((1,), scale, dtype=ms.float32), *prefix)
             else:
                 out = attention_ops(q, self.decode(keys, 0), self.decode(values, 1), mask, scale, *prefix)
         return ops.reshape(out, (-1, q.shape[1] * q.shape[3]))
