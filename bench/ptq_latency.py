@@ -10,8 +10,8 @@ them round-robin, so each ratio shares the load. Measured:
   repetitions each;
 * **decode**: a ``--prompt``-token prompt, then ``--new`` greedy tokens through the KV cache,
   with the forward compiled into graphs over preallocated caches
-  (:class:`gscore.nn.decoding.CompiledDecoder`, which runs a deployed block's layers as
-  linear-group operators; compile time reported apart); tokens/s over the
+  (:class:`gscore.nn.decoding.CompiledDecoder`, which runs a deployed block as one operator;
+  compile time reported apart); tokens/s over the
   new tokens, median of ``--rounds`` round-robin rounds; and against the memory-bandwidth limit
   (parameter bytes read per token / numpy copy bandwidth measured in this run);
 * **where the time goes** per token: one profiled pass per network (MindSpore profiler), op
@@ -20,7 +20,8 @@ them round-robin, so each ratio shares the load. Measured:
   between operators). The profiler slows the pass a little; its wall time is reported with it;
 * **decode overhead, step by step** (FP32 and A16W8, ``--steps-tokens`` tokens): op by op
   without native kernels (the state before them), op by op with them, compiled with them,
-  compiled with each block's layers as linear groups (what the decode table runs);
+  compiled with each block's layers as linear groups, compiled with each block as one operator
+  (what the decode table runs);
 * **decode at a long context** (FP32 and the ``kv-int8`` networks): a ``--long-prompt``-token
   prompt, then ``--new`` greedy tokens, as the decode table; the cache, not the weights, is then
   a large share of what a step reads, which is where an int8 cache can pay (median of
@@ -62,9 +63,9 @@ from gscore_ptq.presets import preset
 VARIANTS = {"int8-head": {"head": "int8"}}
 CONFIGS = ["a16w8", "a16w8+int8-head", "a16w4-g128", "a16w4-g128+int8-head", "a8w8", "a8w8-dynamic", "a8w8-dynamic+int8-head", "a8w8-rotation", "kv-int8", "kv-int8-dynamic"]
 # profiler scope fragment -> kind of work (first match wins; scopes are cell paths). The KV
-# cache's attention operator and the linear-group operators of a grouped block are recorded
-# without a cell scope ("Default/Custom-opN"), so they share one kind.
-UNSCOPED = "attention + linear groups (norm, q/k/v, RoPE, o, gate/up, down, residual)"
+# cache's attention operator, the linear-group operators of a grouped block and a block run
+# as one operator are recorded without a cell scope ("Default/Custom-opN"), so they share one kind.
+UNSCOPED = "attention + linear groups or whole blocks (norm, q/k/v, RoPE, o, gate/up, down, residual)"
 KINDS = [
     ("QuantLinear", "quantized-linear kernels"),
     ("RMSNormOp", "fused element-wise"),
@@ -301,25 +302,27 @@ def compiled_prefill_times(nets: dict[str, Any], window: Tensor, repeat: int) ->
 def overhead_steps(decoders: dict[str, CompiledDecoder], weights: dict, model_config: LlamaConfig, tokenizer: Any, calibration: np.ndarray, prompt: np.ndarray, new: int) -> dict[str, dict[str, float]]:
     """Decode tokens/s of FP32 and A16W8 as decode overhead was removed, round-robin: the
     portable network op by op with growing caches (before native kernels); a kernel network
-    with its layers one by one, op by op and compiled, on preallocated caches; the compiled
-    decoder as the decode table runs it (blocks as linear groups, where the network has
-    quantized layers)."""
+    with its layers one by one, op by op and compiled, on preallocated caches; compiled with
+    each block as linear groups (five operators per block); the compiled decoder as the decode
+    table runs it (each block one operator, where the network has quantized layers)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
         with kernels.forced(kernels.PORTABLE):
             before = {name: build(name, model_config, weights, tokenizer, calibration)[0] for name in ("fp32", "a16w8")}
     capacity = decoders["fp32"].capacity
     ungrouped = {name: CompiledDecoder(build(name, model_config, weights, tokenizer, calibration)[0], capacity, group_linears=False) for name in before}
+    grouped = {name: CompiledDecoder(build(name, model_config, weights, tokenizer, calibration)[0], capacity, fuse_blocks=False) for name in before}
     runs = {
         name: {
             "op by op, no native kernels": before[name],
             "op by op, native kernels": ungrouped[name],
             "compiled, native kernels": ungrouped[name],
-            "compiled, native kernels, linear groups": decoders[name],
+            "compiled, native kernels, linear groups": grouped[name],
+            "compiled, native kernels, one operator per block": decoders[name],
         }
         for name in before
     }
-    for decoder in ungrouped.values():
+    for decoder in (*ungrouped.values(), *grouped.values()):
         greedy(decoder, prompt, 1)  # compile before timing
     rates: dict[str, dict[str, list[float]]] = {name: {step: [] for step in r} for name, r in runs.items()}
     for _ in range(2):
@@ -329,7 +332,7 @@ def overhead_steps(decoders: dict[str, CompiledDecoder], weights: dict, model_co
                     run.graph = step.startswith("compiled")
                 _, seconds, _ = greedy(run, prompt, new)
                 rates[name][step].append(len(seconds) / sum(seconds))
-    for decoder in ungrouped.values():
+    for decoder in (*ungrouped.values(), *grouped.values()):
         decoder.close()
     return {name: {step: float(np.median(r)) for step, r in steps.items()} for name, steps in rates.items()}
 
@@ -347,7 +350,7 @@ def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         f"## Prefill: one {report['tokens']}-token window (median of {args.repeat})",
         "",
-        "Op by op: the network called directly (PyNative). Compiled: through `CompiledDecoder` (graphs over preallocated caches, linear groups), compile time not counted.",
+        "Op by op: the network called directly (PyNative). Compiled: through `CompiledDecoder` (graphs over preallocated caches, a deployed block as one operator), compile time not counted.",
         "",
         md_table(
             ["network", "op by op s", "x FP32", "compiled s", "x FP32"],

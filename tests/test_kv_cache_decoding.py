@@ -7,7 +7,7 @@ order; int8 entries are encoded identically on every path, so only the float mat
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterator
 
 import mindspore as ms
@@ -129,6 +129,22 @@ def test_compiled_decoding_equals_the_op_by_op_network_and_leaves_it_unchanged(p
     for got, second, want in zip(compiled, again, eager):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
         np.testing.assert_array_equal(second, got)
+
+
+@pytest.mark.parametrize("path", ["native", "portable"])
+def test_a_later_decoder_of_the_same_capacity_uses_its_own_caches(path):
+    """MindSpore keys a cell method's compiled graph by the cell: a second decoder reusing the
+    first one's graph would read and write the buffers the first released (full, so the native
+    operator refused; the MindSpore-ops path scattered past them). Each decoder compiles its own."""
+    with portable() if path == "portable" else nullcontext():
+        net = tiny_llama()
+        prompt, follow = np.array([[3, 14, 15, 92, 65]], np.int32), [35, 89, 79]
+        runs = []
+        for _ in range(2):
+            with CompiledDecoder(net, capacity=12) as decoder:
+                runs.append(teacher_forced_logits(decoder, prompt, follow))
+    for got, want in zip(*runs):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_a_capacity_beyond_the_model_positions_is_refused():

@@ -34,6 +34,10 @@ def _like_first(first: Any, *_: Any) -> Any:
     return first
 
 
+def _like_second(_: Any, second: Any, *__: Any) -> Any:
+    return second
+
+
 def _float32(*_: Any) -> Any:
     return ms.float32
 
@@ -63,6 +67,7 @@ KERNELS: dict[str, tuple[Callable[..., list[int]], Callable[..., Any]]] = {
     "cache_attention_float": (_attention_shape, _float32),
     "cache_attention_channel": (_attention_shape, _float32),
     "cache_attention_token": (_attention_shape, _float32),
+    "decoder_layer": (_like_second, _float32),
     "rms_norm": (_like_first, _like_first),
     "rotary": (_like_first, _like_first),
     "silu_mul": (_like_first, _like_first),

@@ -44,6 +44,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
 from gscore.errors import CheckpointMismatchError
+from gscore.kernels.ops import primitive
 from gscore.nn.fused import Add, RMSNormOp, Rotary, SiluMul
 from gscore.nn.kv_cache import FloatKVCache
 from gscore.nn.linear_group import LinearGroup, can_group
@@ -138,10 +139,15 @@ class Attention(nn.Cell):
         heads * head_dim]``: straight to a preallocated native cache when it takes that layout
         (:attr:`FloatKVCache.takes_rows`), through :meth:`heads` otherwise."""
         if self.kv_cache.takes_rows:
-            if self.prefix_length:
-                return self.kv_cache.attend_rows(q, k, v, mask, self.scale, self.prefix_key, self.prefix_value)
-            return self.kv_cache.attend_rows(q, k, v, mask, self.scale)
+            return self.kv_cache.fused(q, k, v, *self.cache_inputs(mask))
         return self.attend(self.heads(q, batch, self.num_heads), self.heads(k, batch, self.num_kv_heads), self.heads(v, batch, self.num_kv_heads), mask)
+
+    def cache_inputs(self, mask: Tensor) -> tuple[Tensor, ...]:
+        """What the preallocated cache's native operator takes after q, k, v
+        (:meth:`FloatKVCache.row_inputs`), with this layer's float prefix if it has one."""
+        if self.prefix_length:
+            return self.kv_cache.row_inputs(mask, self.scale, self.prefix_key, self.prefix_value)
+        return self.kv_cache.row_inputs(mask, self.scale)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         """Attention through the KV cache of ``q``/``k``/``v`` ``[batch, heads, tokens,
@@ -186,8 +192,14 @@ class DecoderLayer(nn.Cell):
     After :meth:`group_linears` (deployed layers on native kernels) the block runs as four
     linear-group operators around the attention — norm + q/k/v + RoPE, o_proj + residual,
     norm + gate/up + SiLU gate, down_proj + residual — instead of fourteen operators, with
-    bit-identical results (:mod:`gscore.nn.linear_group`).
+    bit-identical results (:mod:`gscore.nn.linear_group`). With a preallocated native KV cache
+    (:class:`gscore.nn.decoding.CompiledDecoder`) those five operators run as one
+    (``gsk_decoder_layer``), again bit-identical: a decode step then launches one operator per
+    block.
     """
+
+    CACHE_KINDS = ("float", "channel", "token")
+    """The KV cache kinds ``gsk_decoder_layer`` takes, in the order of its meta input."""
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
@@ -197,11 +209,14 @@ class DecoderLayer(nn.Cell):
         self.mlp = MLP(config)
         self.residual = Add()
         self.grouped = False
+        self.block_op = None
 
-    def group_linears(self) -> bool:
+    def group_linears(self, fuse_block: bool = True) -> bool:
         """Compute the block with linear-group operators from now on, if every linear layer is
         deployed on a native kernel (:func:`gscore.nn.linear_group.can_group`) and the norms and
-        the residual add are native; returns whether it did. Parameters do not change."""
+        the residual add are native; returns whether it did. ``fuse_block``: also run the whole
+        block as one operator whenever its KV cache is preallocated and native and no online
+        rotation sits before down_proj. Parameters do not change."""
         attn, mlp = self.self_attn, self.mlp
         native = all(cell.native is not None for cell in (self.input_layernorm.norm, self.post_attention_layernorm.norm, self.residual, mlp.gate))
         groups = [(attn.q_proj, attn.k_proj, attn.v_proj), (attn.o_proj,), (mlp.gate_proj, mlp.up_proj), (mlp.down_proj,)]
@@ -212,6 +227,12 @@ class DecoderLayer(nn.Cell):
         self.mlp_in = LinearGroup(groups[2], prologue="rms_norm", epilogue="silu_mul")
         self.mlp_out = LinearGroup(groups[3], epilogue="add")
         self.grouped = True
+        self.block_op = None
+        kind = attn.kv_cache.kernel_kind
+        if fuse_block and kind in self.CACHE_KINDS:
+            plans = (*self.attention_in.plan_values, *self.attention_out.plan_values, *self.mlp_in.plan_values, *self.mlp_out.plan_values)
+            self.block_meta = Tensor(np.array([*plans, self.CACHE_KINDS.index(kind)], np.int32))
+            self.block_op = primitive("decoder_layer")
         return True
 
     def construct(self, x: Tensor, batch: int, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
@@ -224,6 +245,15 @@ class DecoderLayer(nn.Cell):
         attn, mlp = self.self_attn, self.mlp
         norm = self.input_layernorm
         qkv = attn.q_proj.group_inputs() + attn.k_proj.group_inputs() + attn.v_proj.group_inputs()
+        if self.block_op is not None and attn.kv_cache.takes_rows and mlp.down_rotation is None:
+            post = self.post_attention_layernorm
+            return self.block_op(
+                self.block_meta, x, norm.weight, norm.norm.eps_tensor, cos, sin, *qkv,
+                *attn.o_proj.group_inputs(),
+                post.weight, post.norm.eps_tensor, *mlp.gate_proj.group_inputs(), *mlp.up_proj.group_inputs(),
+                *mlp.down_proj.group_inputs(),
+                *attn.cache_inputs(mask),
+            )
         q, k, v = self.attention_in(x, (norm.weight, norm.norm.eps_tensor, cos, sin), qkv)
         x = self.attention_out(attn.attend_rows(q, k, v, batch, mask), (x,), attn.o_proj.group_inputs())
         norm = self.post_attention_layernorm
@@ -325,11 +355,12 @@ class LlamaForCausalLM(nn.Cell):
             empty = np.full((1, attn.num_kv_heads, length, attn.head_dim), np.nan, np.float32)
             attn.set_prefix(empty, empty, f"model.layers.{i}.self_attn.")
 
-    def group_linears(self) -> int:
-        """Run each decoder block whose layers allow it as linear-group operators
+    def group_linears(self, fuse_blocks: bool = True) -> int:
+        """Run each decoder block whose layers allow it as linear-group operators, and with
+        ``fuse_blocks`` as one operator while its KV cache is preallocated
         (:meth:`DecoderLayer.group_linears`): same results, fewer operators per token. Returns
         how many blocks were grouped."""
-        return sum(layer.group_linears() for layer in self.model.layers)
+        return sum(layer.group_linears(fuse_blocks) for layer in self.model.layers)
 
     def reset_cache(self) -> None:
         """Empty every layer's KV cache."""

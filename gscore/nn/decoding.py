@@ -12,8 +12,8 @@ The network must offer ``forward(input_ids, cos, sin, mask)`` (tensors only),
 :class:`gscore.models.llama.LlamaForCausalLM` does. If it also offers ``group_linears()``, the
 decoder calls it (unless told not to): a deployed Llama then runs each block as a few
 linear-group operators (:mod:`gscore.nn.linear_group`), bit-identical and with a third of the
-operators per token; the network keeps running that way after the decoder closes (same
-results). A :class:`CompiledDecoder` is called like the
+operators per token, and while the caches are preallocated as one operator per block; the
+network keeps running grouped after the decoder closes (same results). A :class:`CompiledDecoder` is called like the
 network itself (``decoder(input_ids, start)``), so greedy loops written for the network
 (``LlamaHelper.generate``) run it unchanged.
 """
@@ -30,6 +30,21 @@ from gscore.nn.kv_cache import FloatKVCache
 from gscore.nn.walk import iter_cells
 
 
+def _graph_of(network: nn.Cell) -> Any:
+    """``network.forward`` as a new function, for ``ms.jit`` to compile afresh.
+
+    MindSpore keys the graphs it compiles for a cell's method by the cell, so a second decoder
+    on the same network would run the first one's graph, which reads and writes the caches the
+    first decoder released (and ignores grouping changes since). A plain function is keyed by
+    its own jit wrapper instead."""
+    forward = network.forward
+
+    def decode_forward(input_ids: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
+        return forward(input_ids, cos, sin, mask)
+
+    return decode_forward
+
+
 class CompiledDecoder:
     """``network``'s forward as compiled graphs over KV caches of ``capacity`` tokens.
 
@@ -37,18 +52,18 @@ class CompiledDecoder:
     instead, on the same caches: what compiling buys, measured. Use as a context manager (or
     call :meth:`close`): leaving gives the caches back their growing storage and drops the
     buffers, so the network's parameters are as before. ``group_linears=False`` leaves the
-    blocks ungrouped (to measure what grouping buys); :attr:`grouped_blocks` counts the blocks
-    the network grouped.
+    blocks ungrouped, ``fuse_blocks=False`` grouped but not one operator each (to measure what
+    each buys); :attr:`grouped_blocks` counts the blocks the network grouped.
     """
 
-    def __init__(self, network: nn.Cell, capacity: int, batch: int = 1, graph: bool = True, group_linears: bool = True) -> None:
+    def __init__(self, network: nn.Cell, capacity: int, batch: int = 1, graph: bool = True, group_linears: bool = True, fuse_blocks: bool = True) -> None:
         limit = network.config.max_positions - network.prefix_length
         if capacity < 1 or capacity > limit:
             raise ConfigError(f"capacity must be 1..{limit} tokens (max_positions less the fixed prefix), got {capacity}")
         self.network = network
         self.config = network.config
         group = getattr(network, "group_linears", None) if group_linears else None
-        self.grouped_blocks = group() if group is not None else 0
+        self.grouped_blocks = group(fuse_blocks) if group is not None else 0
         self.capacity, self.batch = capacity, batch
         self.caches = list(iter_cells(network, lambda c: isinstance(c, FloatKVCache)))
         if any(cache.capacity for _, cache in self.caches):
@@ -57,7 +72,7 @@ class CompiledDecoder:
             cache.allocate(batch, capacity, name)
         self.filled = 0
         self.graph = graph
-        self._compiled = ms.jit(network.forward)
+        self._compiled = ms.jit(_graph_of(network))
 
     def __call__(self, input_ids: Tensor, start: int = 0) -> Tensor:
         """Logits ``[batch, tokens, vocab]`` for ``input_ids [batch, tokens]`` at positions

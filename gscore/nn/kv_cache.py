@@ -190,9 +190,15 @@ class FloatKVCache(nn.Cell):
         itself, which saves a decode step three transposes per layer (about 30 µs each on
         MindSpore's CPU runtime). Only when :attr:`takes_rows`; the same operator also takes the
         cell's ``[batch, heads, tokens, head_dim]`` layout."""
+        return self.fused(q, k, v, *self.row_inputs(mask, scale, prefix_key, prefix_value))
+
+    def row_inputs(self, mask: Tensor, scale: float, prefix_key: Tensor | None = None, prefix_value: Tensor | None = None) -> tuple[Tensor, ...]:
+        """What the preallocated cache's native operator takes after q, k, v: the buffers (and
+        their quantization parameters), the fill length, ``mask``, the softmax ``scale`` as a
+        tensor and the optional float prefix. Only when :attr:`takes_rows`."""
         softmax_scale = ops.full((1,), scale, dtype=ms.float32)
         prefix = () if prefix_key is None else (prefix_key, prefix_value)
-        return self.fused(q, k, v, *self.kernel_args(self._side("key"), self._side("value")), self.length, mask, softmax_scale, *prefix)
+        return (*self.kernel_args(self._side("key"), self._side("value")), self.length, mask, softmax_scale, *prefix)
 
     def construct(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, prefix_key: Tensor | None = None, prefix_value: Tensor | None = None) -> Tensor:
         prefix = () if prefix_key is None else (prefix_key, prefix_value)

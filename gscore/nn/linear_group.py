@@ -47,6 +47,7 @@ class LinearGroup(nn.Cell):
         if not can_group(layers):
             raise ValueError("a linear group needs deployed layers with one native kernel kind, float32 compute and no activation")
         plan = linear_group_plan(layers[0].kernel, tuple(layer.has_bias for layer in layers), prologue, epilogue, rope)
+        self.plan_values = plan
         self.plan = Tensor(plan, ms.int32)
         self.op = linear_group_primitive(plan)
 

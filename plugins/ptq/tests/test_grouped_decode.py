@@ -1,7 +1,8 @@
 """Deployed SmolLM2 blocks run as linear-group operators give the same logits as the same
 blocks run layer by layer, for every kind of deployed linear the presets make (weight-only
 int8 and int4, static and dynamic A8W8 with rotation and a float prefix, an int8 KV cache,
-an int8 output head), and the compiled decoder, which groups them, decodes the same tokens."""
+an int8 output head), and the compiled decoder, which groups them, decodes the same tokens;
+with its preallocated caches each block runs as one operator, bit-identical to the groups."""
 
 from __future__ import annotations
 
@@ -46,7 +47,13 @@ def test_grouped_blocks_equal_layer_by_layer_blocks(make_llama, smollm2, windows
         np.testing.assert_array_equal(got, want)
     with CompiledDecoder(net, capacity=16) as decoder:
         assert decoder.grouped_blocks == 2  # already grouped: grouping again is harmless
+        assert all(layer.block_op is not None for layer in net.model.layers)
         compiled = teacher_forced(decoder, prompt, follow)
     for got, want in zip(compiled, layer_by_layer):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
         assert got.argmax() == want.argmax()
+    with CompiledDecoder(net, capacity=16, fuse_blocks=False) as decoder:
+        assert all(layer.block_op is None for layer in net.model.layers)
+        operators_per_group = teacher_forced(decoder, prompt, follow)
+    for got, want in zip(compiled, operators_per_group):
+        np.testing.assert_array_equal(got, want)  # one operator per block runs the same functions
