@@ -30,19 +30,19 @@ from gscore.nn.kv_cache import FloatKVCache
 from gscore.nn.walk import iter_cells
 
 
-def _graph_of(network: nn.Cell) -> Any:
-    """``network.forward`` as a new function, for ``ms.jit`` to compile afresh.
+class _DecodeGraph(nn.Cell):
+    """``network.forward`` under a cell of its own, one per decoder, for ``ms.jit`` to compile.
 
-    MindSpore keys the graphs it compiles for a cell's method by the cell, so a second decoder
-    on the same network would run the first one's graph, which reads and writes the caches the
-    first decoder released (and ignores grouping changes since). A plain function is keyed by
-    its own jit wrapper instead."""
-    forward = network.forward
+    MindSpore keys a compiled cell method by the cell, so a second decoder jitting the
+    network's own method would run the first decoder's graph, which reads and writes the caches
+    that decoder released (and ignores grouping changes since). A new cell is a new key."""
 
-    def decode_forward(input_ids: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
-        return forward(input_ids, cos, sin, mask)
+    def __init__(self, network: nn.Cell) -> None:
+        super().__init__(auto_prefix=False)
+        self.network = network
 
-    return decode_forward
+    def construct(self, input_ids: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
+        return self.network.forward(input_ids, cos, sin, mask)
 
 
 class CompiledDecoder:
@@ -72,7 +72,7 @@ class CompiledDecoder:
             cache.allocate(batch, capacity, name)
         self.filled = 0
         self.graph = graph
-        self._compiled = ms.jit(_graph_of(network))
+        self._compiled = ms.jit(_DecodeGraph(network).construct)
 
     def __call__(self, input_ids: Tensor, start: int = 0) -> Tensor:
         """Logits ``[batch, tokens, vocab]`` for ``input_ids [batch, tokens]`` at positions
