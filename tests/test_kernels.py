@@ -15,6 +15,8 @@ Tolerances (stated once, used everywhere):
 
 from __future__ import annotations
 
+import warnings
+
 import mindspore as ms
 import numpy as np
 import pytest
@@ -393,6 +395,29 @@ def test_fused_elementwise_kernels_compute_the_mindspore_formulas(level):
     gate = Tensor((rng.standard_normal((3, 1029)) * 6).astype(np.float32))
     up = Tensor(rng.standard_normal((3, 1029)).astype(np.float32))
     np.testing.assert_allclose(primitive("silu_mul", level)(gate, up).asnumpy(), (ops.silu(gate) * up).asnumpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("size", [1536, 576, 64, 12])
+def test_online_hadamard_kernel_equals_the_orthonormal_matrix(level, size):
+    """``gsk_hadamard`` (OnlineHadamard's factored product) against ``x @ hadamard(n)`` in float64,
+    within FLOAT_TOL of the terms summed (entries are ±1/sqrt(n), so ``sum |x| / sqrt(n)`` per
+    row), for decode and prefill row counts; the MindSpore-ops cell agrees within the same bound."""
+    from gscore.nn.rotation import OnlineHadamard
+    from gscore.quant.rotation import hadamard
+
+    cell = OnlineHadamard(size)
+    rng = np.random.default_rng(size)
+    for rows in (1, 3, 70):
+        x = (rng.standard_normal((rows, size)) * rng.choice([1e-2, 1.0, 30.0], size)).astype(np.float32)
+        reference = x.astype(np.float64) @ hadamard(size)
+        magnitude = np.abs(x).sum(axis=1, keepdims=True) / np.sqrt(size) * np.ones_like(reference)
+        assert_float_close(primitive("hadamard", level)(Tensor(x), cell.left, cell.right).asnumpy(), reference, magnitude)
+        with kernels.forced(kernels.PORTABLE), warnings.catch_warnings():
+            warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
+            portable = OnlineHadamard(size)
+        assert portable.native is None
+        assert_float_close(portable(Tensor(x)).asnumpy(), reference, magnitude)
 
 
 @pytest.mark.parametrize("level", LEVELS)

@@ -72,6 +72,7 @@ KERNELS: dict[str, tuple[Callable[..., list[int]], Callable[..., Any]]] = {
     "rotary": (_like_first, _like_first),
     "silu_mul": (_like_first, _like_first),
     "add": (_like_first, _like_first),
+    "hadamard": (_like_first, _like_first),
     "fake_quant": (_like_first, _like_first),
     "fake_quant_grad": (_like_first, _like_first),
     "minmax": (lambda x: [2], _like_first),

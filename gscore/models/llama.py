@@ -193,9 +193,9 @@ class DecoderLayer(nn.Cell):
     linear-group operators around the attention — norm + q/k/v + RoPE, o_proj + residual,
     norm + gate/up + SiLU gate, down_proj + residual — instead of fourteen operators, with
     bit-identical results (:mod:`gscore.nn.linear_group`). With a preallocated native KV cache
-    (:class:`gscore.nn.decoding.CompiledDecoder`) those five operators run as one
-    (``gsk_decoder_layer``), again bit-identical: a decode step then launches one operator per
-    block.
+    (:class:`gscore.nn.decoding.CompiledDecoder`) those five operators, and a native online
+    rotation before down_proj, run as one (``gsk_decoder_layer``), again bit-identical: a decode
+    step then launches one operator per block.
     """
 
     CACHE_KINDS = ("float", "channel", "token")
@@ -215,8 +215,8 @@ class DecoderLayer(nn.Cell):
         """Compute the block with linear-group operators from now on, if every linear layer is
         deployed on a native kernel (:func:`gscore.nn.linear_group.can_group`) and the norms and
         the residual add are native; returns whether it did. ``fuse_block``: also run the whole
-        block as one operator whenever its KV cache is preallocated and native and no online
-        rotation sits before down_proj. Parameters do not change."""
+        block as one operator whenever its KV cache is preallocated and native (and an online
+        rotation before down_proj, if any, native). Parameters do not change."""
         attn, mlp = self.self_attn, self.mlp
         native = all(cell.native is not None for cell in (self.input_layernorm.norm, self.post_attention_layernorm.norm, self.residual, mlp.gate))
         groups = [(attn.q_proj, attn.k_proj, attn.v_proj), (attn.o_proj,), (mlp.gate_proj, mlp.up_proj), (mlp.down_proj,)]
@@ -228,10 +228,10 @@ class DecoderLayer(nn.Cell):
         self.mlp_out = LinearGroup(groups[3], epilogue="add")
         self.grouped = True
         self.block_op = None
-        kind = attn.kv_cache.kernel_kind
-        if fuse_block and kind in self.CACHE_KINDS:
+        kind, rotation = attn.kv_cache.kernel_kind, mlp.down_rotation
+        if fuse_block and kind in self.CACHE_KINDS and (rotation is None or getattr(rotation, "native", None) is not None):
             plans = (*self.attention_in.plan_values, *self.attention_out.plan_values, *self.mlp_in.plan_values, *self.mlp_out.plan_values)
-            self.block_meta = Tensor(np.array([*plans, self.CACHE_KINDS.index(kind)], np.int32))
+            self.block_meta = Tensor(np.array([*plans, self.CACHE_KINDS.index(kind), int(rotation is not None)], np.int32))
             self.block_op = primitive("decoder_layer")
         return True
 
@@ -245,13 +245,15 @@ class DecoderLayer(nn.Cell):
         attn, mlp = self.self_attn, self.mlp
         norm = self.input_layernorm
         qkv = attn.q_proj.group_inputs() + attn.k_proj.group_inputs() + attn.v_proj.group_inputs()
-        if self.block_op is not None and attn.kv_cache.takes_rows and mlp.down_rotation is None:
+        if self.block_op is not None and attn.kv_cache.takes_rows:
             post = self.post_attention_layernorm
+            rotation = () if mlp.down_rotation is None else (mlp.down_rotation.left, mlp.down_rotation.right)
             return self.block_op(
                 self.block_meta, x, norm.weight, norm.norm.eps_tensor, cos, sin, *qkv,
                 *attn.o_proj.group_inputs(),
                 post.weight, post.norm.eps_tensor, *mlp.gate_proj.group_inputs(), *mlp.up_proj.group_inputs(),
                 *mlp.down_proj.group_inputs(),
+                *rotation,
                 *attn.cache_inputs(mask),
             )
         q, k, v = self.attention_in(x, (norm.weight, norm.norm.eps_tensor, cos, sin), qkv)

@@ -9,10 +9,14 @@
 //   silu_mul:  y = (g * sigmoid(g)) * u,  sigmoid(g) = 1 / (1 + e^-g)
 //   add:       y = a + b (a residual connection; MindSpore's Add splits even a few hundred values
 //              across its kernel thread pool, which costs far more than the sum on a busy CPU)
+//   hadamard:  y = left @ (x.view(a, b) @ right) per row (OnlineHadamard's factored product,
+//              seven MindSpore operators)
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "pool.h"
 #include "simd.h"
@@ -75,6 +79,38 @@ inline void silu_mul(const float* g, const float* u, int64_t n, float* y) {
       FV::store(y + i, FV::mul(FV::mul(gv, sig), FV::load(u + i)));
     }
     for (; i < last; ++i) y[i] = (g[i] * (1.0f / (1.0f + std::exp(-g[i])))) * u[i];
+  });
+}
+
+// x [rows, a * b], left [a, a], right [b, b] -> y [rows, a * b]: each row viewed as [a, b] is
+// multiplied by `right` on the right, then by `left` on the left (the factored Hadamard of
+// gscore.nn.rotation.OnlineHadamard, 1/sqrt(n) folded into `left`), summing k in increasing order.
+inline void hadamard_rows(const float* x, const float* left, const float* right, int64_t rows, int64_t a, int64_t b, float* y) {
+  const int64_t n = a * b;
+  parallel_for(rows, 1, rows * n * (a + b), [&](int64_t first, int64_t last) {
+    std::vector<float> inner(static_cast<size_t>(n));
+    for (int64_t r = first; r < last; ++r) {
+      const float* xr = x + r * n;
+      float* yr = y + r * n;
+      for (int64_t i = 0; i < a; ++i) {
+        float* out = inner.data() + i * b;
+        std::fill(out, out + b, 0.0f);
+        for (int64_t k = 0; k < b; ++k) {
+          const float v = xr[i * b + k];
+          const float* rk = right + k * b;
+          for (int64_t j = 0; j < b; ++j) out[j] += v * rk[j];
+        }
+      }
+      for (int64_t i = 0; i < a; ++i) {
+        float* out = yr + i * b;
+        std::fill(out, out + b, 0.0f);
+        for (int64_t k = 0; k < a; ++k) {
+          const float v = left[i * a + k];
+          const float* in = inner.data() + k * b;
+          for (int64_t j = 0; j < b; ++j) out[j] += v * in[j];
+        }
+      }
+    }
   });
 }
 

@@ -180,6 +180,12 @@ struct Scratch {
   Arg arg() { return Arg{data.get(), 2, shape, "float32"}; }
 };
 
+// The inputs of the factored Hadamard: x [.., a * b], left [a, a], right [b, b], all float32.
+bool hadamard_args(const Arg& x, const Arg& left, const Arg& right) {
+  if (!x.is("float32") || !left.is("float32") || !right.is("float32") || x.ndim < 1 || left.ndim != 2 || right.ndim != 2) return false;
+  return left.dim(0) == left.dim(1) && right.dim(0) == right.dim(1) && left.dim(0) * right.dim(0) == x.dim(-1);
+}
+
 // The number of inputs a linear group with `plan` takes after its x and residual (-1 for a bad
 // plan); appends the index among them of each linear's weight codes to `weights`.
 int group_inputs(const int32_t* plan, std::vector<int>& weights) {
@@ -476,19 +482,21 @@ int gsk_cache_attention_token(int nparam, void** params, int* ndims, int64_t** s
 //   x1      = linear_group(attention_out plan, a, x, ...)    o_proj + residual
 //   h       = linear_group(mlp_in plan, x1, ...)             norm + gate/up + SiLU gate
 //   y       = linear_group(mlp_out plan, h, x1, ...)         down_proj + residual
-// inputs: meta [25] int32 (the four plans, 6 each, then the cache kind: 0 float, 1 channel,
-// 2 token), x [B * T, K] float32, each group's inputs after its x and residual (the block
-// supplies those) in the order above, then the cache's inputs after q, k, v (buffers, length,
-// mask, softmax scale, optional prefix: all the inputs that remain).
+// With an online rotation before down_proj, h is replaced by hadamard(h, left, right) first.
+// inputs: meta [26] int32 (the four plans, 6 each, the cache kind: 0 float, 1 channel, 2 token,
+// and 1 if the block rotates h), x [B * T, K] float32, each group's inputs after its x and
+// residual (the block supplies those) in the order above, the rotation's left and right factors
+// if it has one, then the cache's inputs after q, k, v (buffers, length, mask, softmax scale,
+// optional prefix: all the inputs that remain).
 // output: y [B * T, K]. The cache buffers and length are updated in place, as by cache_attention.
 int gsk_decoder_layer(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
   Args a{nparam, params, ndims, shapes, dtypes};
-  if (nparam < 4 || !a[0].is("int32") || a[0].numel() != 25 || !a[1].is("float32") || a[1].ndim != 2) return kBadArgs;
+  if (nparam < 4 || !a[0].is("int32") || a[0].numel() != 26 || !a[1].is("float32") || a[1].ndim != 2) return kBadArgs;
   const int32_t* meta = static_cast<const int32_t*>(a[0].data);
-  const int cache_kind = meta[24];
+  const int cache_kind = meta[24], rotated = meta[25];
   const Arg x = a[1], out = a[nparam - 1];
   const int64_t M = x.dim(0), K = x.dim(1);
-  if (cache_kind < 0 || cache_kind > 2 || !out.is("float32") || out.numel() != M * K) return kBadArgs;
+  if (cache_kind < 0 || cache_kind > 2 || rotated < 0 || rotated > 1 || !out.is("float32") || out.numel() != M * K) return kBadArgs;
   int first[4], count[4];
   std::vector<int> weights[4];
   int at = 2;
@@ -499,6 +507,9 @@ int gsk_decoder_layer(int nparam, void** params, int* ndims, int64_t** shapes, c
     at += count[g];
   }
   if (weights[0].size() != 3 || weights[1].size() != 1 || weights[2].size() != 2 || weights[3].size() != 1) return kBadArgs;
+  const int rotation = at;
+  if (rotated) at += 2;
+  if (at + 1 > nparam - 1) return kBadArgs;
   const int64_t plan_shape = 6;
   auto plan = [&](int g) { return Arg{const_cast<int32_t*>(meta + 6 * g), 1, &plan_shape, "int32"}; };
   auto width = [&](int g, int l) { return a[first[g] + weights[g][l]].dim(0); };
@@ -535,6 +546,13 @@ int gsk_decoder_layer(int nparam, void** params, int* ndims, int64_t** shapes, c
   mlp_in.add(a, first[2], count[2]);
   mlp_in.add(h.arg());
   if (mlp_in.run(gsk_linear_group) != kOk) return kBadArgs;
+  if (rotated) {
+    const Arg left = a[rotation], right = a[rotation + 1];
+    if (!hadamard_args(h.arg(), left, right)) return kBadArgs;
+    Scratch turned(M, h.shape[1]);
+    gsk::hadamard_rows(h.data.get(), f32(left), f32(right), M, left.dim(0), right.dim(0), turned.data.get());
+    std::swap(h.data, turned.data);
+  }
 
   Step mlp_out;
   mlp_out.add(plan(3));
@@ -570,6 +588,14 @@ int gsk_silu_mul(int nparam, void** params, int* ndims, int64_t** shapes, const 
   Args a{nparam, params, ndims, shapes, dtypes};
   if (nparam != 3 || !a[0].is("float32") || !a[1].is("float32") || a[1].numel() != a[0].numel()) return kBadArgs;
   gsk::silu_mul(f32(a[0]), f32(a[1]), a[0].numel(), static_cast<float*>(a[2].data));
+  return kOk;
+}
+
+// x [rows, n] float32, left [a, a], right [b, b] float32 with a * b = n -> y [rows, n]
+int gsk_hadamard(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 4 || !hadamard_args(a[0], a[1], a[2]) || a[3].numel() != a[0].numel()) return kBadArgs;
+  gsk::hadamard_rows(f32(a[0]), f32(a[1]), f32(a[2]), a[0].numel() / a[0].dim(-1), a[1].dim(0), a[2].dim(0), static_cast<float*>(a[3].data));
   return kOk;
 }
 
