@@ -13,9 +13,9 @@ The network must offer ``forward(input_ids, cos, sin, mask)`` (tensors only),
 decoder calls it (unless told not to): a deployed Llama then runs each block as a few
 linear-group operators (:mod:`gscore.nn.linear_group`), bit-identical and with a third of the
 operators per token, and while the caches are preallocated as one operator per block; the
-network keeps running grouped after the decoder closes (same results). A :class:`CompiledDecoder` is called like the
-network itself (``decoder(input_ids, start)``), so greedy loops written for the network
-(``LlamaHelper.generate``) run it unchanged.
+network keeps running grouped after the decoder closes (same results). A
+:class:`CompiledDecoder` is called like the network itself (``decoder(input_ids, start)``), so
+greedy loops written for the network (``LlamaHelper.generate``) run it unchanged.
 """
 
 from __future__ import annotations
