@@ -474,9 +474,9 @@ int gsk_cache_attention_token(int nparam, void** params, int* ndims, int64_t** s
 }
 
 // A whole pre-norm decoder block as one operator: a decode step launches one operator per block
-// instead of five (on a 2-core AMD EPYC that made a SmolLM2 decode step 1.00-1.11x faster, the
-// median of interleaved rounds; README). It runs the entry points the block would launch, in the
-// same order, so its result is bit-identical:
+// instead of five (on a 2-core AMD EPYC that made a SmolLM2 decode step 1.08-1.15x faster:
+// bench/results/decode_fusion.md). It runs the entry points the block would launch, in the same
+// order, so its result is bit-identical:
 //   q, k, v = linear_group(attention_in plan, x, ...)       norm + q/k/v + RoPE
 //   a       = cache_attention(q, k, v, ...)                  stores k and v, attends
 //   x1      = linear_group(attention_out plan, a, x, ...)    o_proj + residual

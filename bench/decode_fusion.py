@@ -1,0 +1,134 @@
+"""Benchmark: what running each deployed decoder block as one operator buys a decode step.
+
+``CompiledDecoder`` runs a deployed SmolLM2 block as one native operator (``gsk_decoder_layer``)
+while it holds the preallocated caches; ``fuse_blocks=False`` keeps the five linear-group and
+attention operators it calls, with bit-identical results. ``bench/ptq_latency.py`` times that
+step only over a few tokens; this script measures it as an A/B: for every preset, a fused and
+an unfused network (deployed alike) and FP32, all compiled in one process, timed round-robin
+over ``--rounds`` rounds of ``--steps`` greedy decode steps after a ``--prompt``-token prompt.
+Per round: the median step of each network; reported: the median over rounds of the paired
+ratio unfused / fused (above 1: fusing is faster) and of FP32 / each, and every round's ratio
+(this 2-core VM's compiled steps are bimodal; see bench/results/qat_step.md).
+
+Usage (from bench/): python decode_fusion.py [--rounds 7] [--steps 48] [--prompt 64] [--configs a16w8 ...]
+Writes bench/results/decode_fusion.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor
+
+from _common import command_line, git_revision, load_info, machine_info, md_table, write_results
+from gscore import kernels
+from gscore.data.wikipedia import load_articles, split_articles, token_windows
+from gscore.models.llama import LlamaConfig
+from gscore.models.smollm2 import load_smollm2
+from gscore.nn.decoding import CompiledDecoder
+from ptq_latency import CONFIGS, build
+
+DEFAULT_CONFIGS = ["a16w8", "a16w4-g128", "a8w8-dynamic", "a8w8-rotation"]
+
+
+def step_ms(decoder: CompiledDecoder, prompt: np.ndarray, steps: int) -> float:
+    """Median milliseconds of one greedy decode step after ``prompt``."""
+    decoder.reset_cache()
+    logits = decoder(Tensor(prompt), 0).asnumpy()
+    times = []
+    for position in range(prompt.shape[1], prompt.shape[1] + steps):
+        start = time.perf_counter()
+        token = int(logits[0, -1].argmax())
+        logits = decoder(Tensor(np.array([[token]], np.int32)), position).asnumpy()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    ms.runtime.launch_blocking()
+    load_start = load_info()
+    weights, config, tokenizer = load_smollm2()
+    articles = load_articles()
+    calibration = token_windows(tokenizer, split_articles(articles, "calibration"), 512, 8)
+    prompt = token_windows(tokenizer, split_articles(articles, "evaluation"), 512, 1)[:, : args.prompt]
+    model_config = LlamaConfig(**config)
+    capacity = args.prompt + args.steps
+    decoders = {"fp32": CompiledDecoder(build("fp32", model_config, weights, tokenizer, calibration)[0], capacity)}
+    for name in args.configs:
+        for fused in (False, True):
+            decoders[f"{name}{'' if fused else ' unfused'}"] = CompiledDecoder(build(name, model_config, weights, tokenizer, calibration)[0], capacity, fuse_blocks=fused)
+        print(f"built {name}", flush=True)
+    for decoder in decoders.values():
+        step_ms(decoder, prompt, 2)  # compile both graphs before timing
+    rounds: dict[str, list[float]] = {name: [] for name in decoders}
+    for _ in range(args.rounds):
+        for name, decoder in decoders.items():
+            rounds[name].append(step_ms(decoder, prompt, args.steps))
+    results = {}
+    for name in args.configs:
+        fused, unfused, fp32 = (np.array(rounds[key]) for key in (name, f"{name} unfused", "fp32"))
+        results[name] = {
+            "fused_ms": fused.tolist(),
+            "unfused_ms": unfused.tolist(),
+            "unfused_over_fused": (unfused / fused).tolist(),
+            "median_unfused_over_fused": float(np.median(unfused / fused)),
+            "median_fp32_over_fused": float(np.median(fp32 / fused)),
+            "median_fp32_over_unfused": float(np.median(fp32 / unfused)),
+        }
+    return {
+        "command": command_line(),
+        "git": git_revision(),
+        "machine": machine_info(),
+        "kernel_level": kernels.level(),
+        "load_start": load_start,
+        "load_end": load_info(),
+        "args": vars(args),
+        "fp32_ms": rounds["fp32"],
+        "results": results,
+    }
+
+
+def markdown(res: dict[str, Any]) -> str:
+    args, load = res["args"], (res["load_start"]["loadavg_1_5_15"][0], res["load_end"]["loadavg_1_5_15"][0])
+    rows = [
+        [
+            name,
+            f"{np.median(r['unfused_ms']):.1f}",
+            f"{np.median(r['fused_ms']):.1f}",
+            f"**{r['median_unfused_over_fused']:.2f}x**",
+            " / ".join(f"{x:.2f}" for x in r["unfused_over_fused"]),
+            f"{r['median_fp32_over_unfused']:.2f}x",
+            f"{r['median_fp32_over_fused']:.2f}x",
+        ]
+        for name, r in res["results"].items()
+    ]
+    return (
+        "# A deployed block as one operator vs five: SmolLM2-135M decode step\n\n"
+        f"Command: `{res['command']}` (git {res['git'][:12]}); native kernel level `{res['kernel_level']}`; "
+        f"{res['machine']['cpu_model']}, {res['machine']['usable_cores']} cores, load average {load[0]:.1f} at start and {load[1]:.1f} at end.\n\n"
+        f"{args['rounds']} round-robin rounds of {args['steps']} greedy steps after a {args['prompt']}-token prompt; per round the median step of each "
+        f"network. FP32 step: median {np.median(res['fp32_ms']):.1f} ms. Ratios are paired per round, then the median over rounds.\n\n"
+        + md_table(
+            ["preset", "five operators, ms", "one operator, ms", "five / one", "five / one, each round", "FP32 / five", "FP32 / one"],
+            rows,
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=48)
+    parser.add_argument("--prompt", type=int, default=64)
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, choices=CONFIGS)
+    parser.add_argument("--output", default="decode_fusion", help="stem of the result files in bench/results")
+    args = parser.parse_args()
+    write_results(args.output, run(args), markdown)
+
+
+if __name__ == "__main__":
+    main()
