@@ -17,7 +17,6 @@ Writes bench/results/decode_fusion.json and .md.
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import mindspore as ms
@@ -30,22 +29,14 @@ from gscore.data.wikipedia import load_articles, split_articles, token_windows
 from gscore.models.llama import LlamaConfig
 from gscore.models.smollm2 import load_smollm2
 from gscore.nn.decoding import CompiledDecoder
-from ptq_latency import CONFIGS, build
+from ptq_latency import CONFIGS, build, greedy
 
 DEFAULT_CONFIGS = ["a16w8", "a16w4-g128", "a8w8-dynamic", "a8w8-rotation"]
 
 
 def step_ms(decoder: CompiledDecoder, prompt: np.ndarray, steps: int) -> float:
     """Median milliseconds of one greedy decode step after ``prompt``."""
-    decoder.reset_cache()
-    logits = decoder(Tensor(prompt), 0).asnumpy()
-    times = []
-    for position in range(prompt.shape[1], prompt.shape[1] + steps):
-        start = time.perf_counter()
-        token = int(logits[0, -1].argmax())
-        logits = decoder(Tensor(np.array([[token]], np.int32)), position).asnumpy()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
+    return float(np.median(greedy(decoder, prompt, steps)[1]) * 1e3)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

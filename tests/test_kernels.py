@@ -407,16 +407,16 @@ def test_online_hadamard_kernel_equals_the_orthonormal_matrix(level, size):
     from gscore.quant.rotation import hadamard
 
     cell = OnlineHadamard(size)
+    with kernels.forced(kernels.PORTABLE), warnings.catch_warnings():
+        warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
+        portable = OnlineHadamard(size)
+    assert portable.native is None
     rng = np.random.default_rng(size)
     for rows in (1, 3, 70):
         x = (rng.standard_normal((rows, size)) * rng.choice([1e-2, 1.0, 30.0], size)).astype(np.float32)
         reference = x.astype(np.float64) @ hadamard(size)
         magnitude = np.abs(x).sum(axis=1, keepdims=True) / np.sqrt(size) * np.ones_like(reference)
         assert_float_close(primitive("hadamard", level)(Tensor(x), cell.left, cell.right).asnumpy(), reference, magnitude)
-        with kernels.forced(kernels.PORTABLE), warnings.catch_warnings():
-            warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
-            portable = OnlineHadamard(size)
-        assert portable.native is None
         assert_float_close(portable(Tensor(x)).asnumpy(), reference, magnitude)
 
 

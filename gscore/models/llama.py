@@ -48,6 +48,7 @@ from gscore.kernels.ops import primitive
 from gscore.nn.fused import Add, RMSNormOp, Rotary, SiluMul
 from gscore.nn.kv_cache import FloatKVCache
 from gscore.nn.linear_group import LinearGroup, can_group
+from gscore.nn.rotation import OnlineHadamard
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,7 @@ class DecoderLayer(nn.Cell):
         self.grouped = True
         self.block_op = None
         kind, rotation = attn.kv_cache.kernel_kind, mlp.down_rotation
-        if fuse_block and kind in self.CACHE_KINDS and (rotation is None or getattr(rotation, "native", None) is not None):
+        if fuse_block and kind in self.CACHE_KINDS and (rotation is None or (isinstance(rotation, OnlineHadamard) and rotation.native is not None)):
             plans = (*self.attention_in.plan_values, *self.attention_out.plan_values, *self.mlp_in.plan_values, *self.mlp_out.plan_values)
             self.block_meta = Tensor(np.array([*plans, self.CACHE_KINDS.index(kind), int(rotation is not None)], np.int32))
             self.block_op = primitive("decoder_layer")

@@ -147,7 +147,6 @@ int single_linear(const Args& a, int kind) {
   return kOk;
 }
 
-
 // A decoder block as one operator (gsk_decoder_layer) calls the entry points below on argument
 // lists it assembles: some of its own inputs plus float32 scratch tensors it owns.
 using Entry = int (*)(int, void**, int*, int64_t**, const char**, void*, void*);
@@ -187,13 +186,13 @@ bool hadamard_args(const Arg& x, const Arg& left, const Arg& right) {
 }
 
 // The number of inputs a linear group with `plan` takes after its x and residual (-1 for a bad
-// plan); appends the index among them of each linear's weight codes to `weights`.
-int group_inputs(const int32_t* plan, std::vector<int>& weights) {
+// plan); appends the index among them of each linear's weight codes to `weights` if given.
+int group_inputs(const int32_t* plan, std::vector<int>* weights = nullptr) {
   const int kind = plan[0], L = plan[1];
   if (kind < 0 || kind >= kLinearKinds || L < 1 || L > 3) return -1;
   int at = 2 * (plan[2] == 1) + 2 * (plan[5] != 0);
   for (int l = 0; l < L; ++l) {
-    weights.push_back(at);
+    if (weights) weights->push_back(at);
     at += kLinearInputs[kind] + ((plan[4] >> l) & 1);
   }
   return at;
@@ -283,10 +282,8 @@ int gsk_linear_group(int nparam, void** params, int* ndims, int64_t** shapes, co
     residual_arg = a[at++];
     residual = &residual_arg;
   }
-  int linear_inputs = 0;
-  for (int l = 0; l < L; ++l) linear_inputs += kLinearInputs[kind] + ((biases >> l) & 1);
   const int outputs = epilogue == 0 ? L : 1;
-  if (nparam != at + linear_inputs + outputs) return kBadArgs;
+  if (nparam != 2 + (epilogue == 1) + group_inputs(plan) + outputs) return kBadArgs;
   std::vector<float> scratch[2];  // outputs the epilogue (silu_mul) or RoPE reads
   float* results[3];
   for (int l = 0; l < L; ++l) {
@@ -502,7 +499,7 @@ int gsk_decoder_layer(int nparam, void** params, int* ndims, int64_t** shapes, c
   int at = 2;
   for (int g = 0; g < 4; ++g) {
     first[g] = at;
-    count[g] = group_inputs(meta + 6 * g, weights[g]);
+    count[g] = group_inputs(meta + 6 * g, &weights[g]);
     if (count[g] < 0 || at + count[g] > nparam - 1) return kBadArgs;
     at += count[g];
   }
