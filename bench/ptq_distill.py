@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ptq import RESULTS, _cpu, windows_file  # noqa: E402
+from _common import RESULTS, command_line, git_revision, machine_info, md_table, write_results
+from ptq import windows_file
 
 SCALE_SUFFIX = "_weight_quantizer.scale"
 
@@ -90,10 +87,10 @@ def main() -> None:
     weights, config, tokenizer = load_smollm2()
     model_config = LlamaConfig(**config)
 
-    float_net = build_llama(model_config, weights)
-    reference_nll = window_nll(llama_forward(float_net), evaluation)
-    teacher = [log_probs(llama_forward(float_net)(ids)) for ids in calibration]
-    del float_net
+    float_forward = llama_forward(build_llama(model_config, weights))
+    reference_nll = window_nll(float_forward, evaluation)
+    teacher = [log_probs(float_forward(ids)) for ids in calibration]
+    del float_forward
 
     fields = preset(args.preset, progress=False)
     net = build_llama(model_config, weights)
@@ -111,8 +108,8 @@ def main() -> None:
         student = deployed_network(model_config, weights, tokenizer, fields, ckpt)
     ckpt.unlink()
     untuned_nll = window_nll(llama_forward(evaluated), evaluation)
-    scales = [p for name, p in student.parameters_and_names() if name.endswith(SCALE_SUFFIX)]
-    for p in scales:
+    scales = {name: p for name, p in student.parameters_and_names() if name.endswith(SCALE_SUFFIX)}
+    for p in scales.values():
         p.requires_grad = True
     targets = {name: p for name, p in evaluated.parameters_and_names() if name.endswith(SCALE_SUFFIX)}
 
@@ -121,8 +118,8 @@ def main() -> None:
         logp = ops.log_softmax(student(ids, 0)[0], -1)
         return (ops.exp(teacher_logp) * (teacher_logp - logp)).sum(-1).mean()
 
-    grad_fn = ms.value_and_grad(kl_loss, None, weights=scales)
-    optimizer = nn.Adam(scales, learning_rate=args.lr)
+    grad_fn = ms.value_and_grad(kl_loss, None, weights=list(scales.values()))
+    optimizer = nn.Adam(list(scales.values()), learning_rate=args.lr)
     epochs = []
     for epoch in range(args.epochs):
         start = time.perf_counter()
@@ -133,22 +130,21 @@ def main() -> None:
             losses.append(float(loss.asnumpy()))
         train_s = time.perf_counter() - start
         student.reset_cache()
-        for name, p in student.parameters_and_names():
-            if name.endswith(SCALE_SUFFIX):
-                targets[name].set_data(Tensor(p.asnumpy()))
+        for name, p in scales.items():
+            targets[name].set_data(Tensor(p.asnumpy()))
         nll = window_nll(llama_forward(evaluated), evaluation)
         epochs.append({"epoch": epoch + 1, "kl_calibration": float(np.mean(losses)), "train_s": train_s, "nll": nll.tolist()})
         print(f"epoch {epoch + 1}: KL {np.mean(losses):.4f}, {paired_delta(nll, reference_nll)} vs FP32, {paired_delta(nll, untuned_nll)} vs untuned", flush=True)
 
     report = {
-        "command": "python bench/ptq_distill.py " + " ".join(sys.argv[1:]),
-        "commit": subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "command": command_line(),
+        "git": git_revision(),
+        "machine": machine_info(),
         "windows": {"eval": args.eval, "calib": args.calib, "tokens": args.tokens},
         "preset": args.preset,
         "config": fields,
         "learning_rate": args.lr,
-        "trained_scales": int(sum(int(np.prod(p.shape)) for p in scales)),
+        "trained_scales": int(sum(int(np.prod(p.shape)) for p in scales.values())),
         "calibration_s": calibration_s,
         "reference_nll": reference_nll.tolist(),
         "untuned_nll": untuned_nll.tolist(),
@@ -156,9 +152,7 @@ def main() -> None:
     }
     for tmp in RESULTS.glob(f".{args.output}-*"):
         tmp.unlink()
-    (RESULTS / f"{args.output}.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / f"{args.output}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(args.output, report, markdown)
 
 
 def markdown(report: dict) -> str:
@@ -169,22 +163,22 @@ def markdown(report: dict) -> str:
     lines = [
         f"# End-to-end weight-scale tuning of {report['preset']} on SmolLM2-135M",
         "",
-        f"Command: `{report['command']}` (git {report['commit']}) on {report['machine']['cpu']} ({report['machine']['cores']} cores).",
+        f"Command: `{report['command']}` (git {report['git'][:12]}) on {report['machine']['cpu_model']} ({report['machine']['usable_cores']} cores).",
         "",
         f"{w['eval']} evaluation x {w['tokens']} tokens, {w['calib']} calibration windows (the same windows the preset calibrated on train the scales). "
         f"Trained: {report['trained_scales']:,} weight scales (integer codes frozen), Adam lr {report['learning_rate']}, one window per step, "
         "loss KL(float || quantized) per token. Δ: perplexity change ± its paired standard error over evaluation windows. "
         f"Calibration of the preset itself: {report['calibration_s']:.0f} s.",
         "",
-        "| epochs | KL on calibration windows (mean over the epoch's steps) | PPL | Δ vs FP32 | Δ vs untuned | training s (epoch) |",
-        "|---|---|---|---|---|---|",
-        f"| 0 (preset as calibrated) | — | {np.exp(untuned.mean()):.3f} | {paired_delta(untuned, reference)} | — | — |",
+        md_table(
+            ["epochs", "KL on calibration windows (mean over the epoch's steps)", "PPL", "Δ vs FP32", "Δ vs untuned", "training s (epoch)"],
+            [["0 (preset as calibrated)", "—", f"{np.exp(untuned.mean()):.3f}", paired_delta(untuned, reference), "—", "—"]]
+            + [
+                [row["epoch"], f"{row['kl_calibration']:.4f}", f"{np.exp(np.mean(row['nll'])):.3f}", paired_delta(np.array(row["nll"]), reference), paired_delta(np.array(row["nll"]), untuned), f"{row['train_s']:.0f}"]
+                for row in report["epochs"]
+            ],
+        ).rstrip("\n"),
     ]
-    for row in report["epochs"]:
-        nll = np.array(row["nll"])
-        lines.append(
-            f"| {row['epoch']} | {row['kl_calibration']:.4f} | {np.exp(nll.mean()):.3f} | {paired_delta(nll, reference)} | {paired_delta(nll, untuned)} | {row['train_s']:.0f} |"
-        )
     lines += ["", f"FP32 perplexity on the same windows: {np.exp(reference.mean()):.3f}.", "", "Config: `" + json.dumps(report["config"]) + "`", ""]
     return "\n".join(lines)
 
