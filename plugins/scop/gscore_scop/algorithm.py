@@ -7,9 +7,10 @@ a :class:`~gscore_scop.knockoff.KnockoffConv2d` sharing its group's coefficients
 ``knockoff_epochs > 0``, trains them. ``convert(network)`` scores the channels, chooses the ones
 to keep (one keep-plan per group), puts the plain convolutions back into ``network`` (which is
 thus the float network again) and returns a NEW, physically smaller network
-(:func:`gscore.nn.shrink.shrink`) recalibrated on the ``apply`` images (``recalibrate_batches``):
-consumers' biases moved back to the float network's mean outputs, BatchNorm statistics
-re-estimated. Fine-tune that one with any MindSpore training; :meth:`SCOP.describe` is the
+(:func:`gscore.nn.shrink.shrink`) repaired on the ``apply`` images: the layers that lost input
+channels refitted by least squares to the float network's outputs (``reconstruct_images``),
+then BatchNorm statistics re-estimated or, without BatchNorm, outputs re-standardised
+(``recalibrate_batches``). Fine-tune that one with any MindSpore training; :meth:`SCOP.describe` is the
 checkpoint description from which :func:`load_pruned` rebuilds it.
 """
 
@@ -161,7 +162,7 @@ class SCOP(PruningAlgorithm):
         for producer, cell in wrapped.items():
             replace_cell(network, producer, cell.conv)
         pruned = shrink(network, self.plan)
-        if cfg.recalibrate_batches:
+        if cfg.reconstruct_images or cfg.recalibrate_batches:
             self.recalibrate(network, pruned, self._images)
         return pruned
 
@@ -178,27 +179,41 @@ class SCOP(PruningAlgorithm):
     def recalibrate(self, original: nn.Cell, pruned: nn.Cell, images: np.ndarray, plan: ShrinkPlan | None = None) -> dict[str, Any]:
         """Repair ``pruned`` (cut from ``original`` by ``plan``, default :attr:`plan`) on ``images``, forward passes only.
 
-        A network with BatchNorm2d layers gets their statistics re-estimated from
-        ``recalibrate_batches`` batches (:func:`~gscore.nn.bn_recalib.recalibrate_batchnorm`); one
-        without gets every Conv2d / Dense with a bias re-standardised to ``original``'s output
-        mean and spread on as many images (:func:`~gscore.nn.bn_recalib.recalibrate_outputs`).
-        Returns what was done (kept in :attr:`recalibration`).
+        First every Conv2d / Dense that lost input channels is refitted by least squares to
+        reproduce its outputs in ``original`` on ``reconstruct_images`` of the images
+        (:func:`~gscore.nn.reconstruct.reconstruct_layers`). Then a network with BatchNorm2d
+        layers gets their statistics re-estimated from ``recalibrate_batches`` batches
+        (:func:`~gscore.nn.bn_recalib.recalibrate_batchnorm`); one without gets every Conv2d /
+        Dense with a bias re-standardised to ``original``'s output mean and spread on as many
+        images (:func:`~gscore.nn.bn_recalib.recalibrate_outputs`). Returns what was done (kept
+        in :attr:`recalibration`).
         """
         from mindspore import nn
 
         from gscore.nn.bn_recalib import recalibrate_batchnorm, recalibrate_outputs
+        from gscore.nn.reconstruct import reconstruct_layers
         from gscore.nn.trace import trace_calls
 
         cfg = self.config
         plan = self.plan if plan is None else plan
+        rng = np.random.default_rng(cfg.seed)
+        order = list(dict.fromkeys(c.name for c in trace_calls(pruned, images[:2]).calls if isinstance(c.cell, (nn.Conv2d, nn.Dense))))
+        kept = {name: cut.out_keep for name, cut in plan.cuts.items()}
+        self.recalibration = {}
+        if cfg.reconstruct_images:
+            sample = images[rng.permutation(len(images))[: cfg.reconstruct_images]]
+            lost_inputs = [name for name in order if name in plan.cuts and plan.cuts[name].in_keep is not None]
+            done = reconstruct_layers(original, pruned, lost_inputs, sample, kept, seed=cfg.seed)
+            self.recalibration["reconstructed_layers"] = done
+            self.recalibration["not_reconstructed"] = [name for name in lost_inputs if name not in done]
+        if not cfg.recalibrate_batches:
+            return self.recalibration
         if any(isinstance(c, nn.BatchNorm2d) for _, c in pruned.cells_and_names()):
             batch = max(min(cfg.knockoff_batch_size, len(images)), 2)
-            self.recalibration = {"batchnorm_batches": recalibrate_batchnorm(pruned, images, batch, cfg.recalibrate_batches, cfg.seed)}
+            self.recalibration["batchnorm_batches"] = recalibrate_batchnorm(pruned, images, batch, cfg.recalibrate_batches, cfg.seed)
             return self.recalibration
-        order = [c.name for c in trace_calls(pruned, images[:2]).calls if isinstance(c.cell, (nn.Conv2d, nn.Dense))]
         sample = images[np.random.default_rng(cfg.seed).permutation(len(images))[: cfg.recalibrate_batches * cfg.knockoff_batch_size]]
-        kept = {name: cut.out_keep for name, cut in plan.cuts.items()}
-        self.recalibration = {"restandardised_layers": recalibrate_outputs(original, pruned, list(dict.fromkeys(order)), sample, kept)}
+        self.recalibration["restandardised_layers"] = recalibrate_outputs(original, pruned, order, sample, kept)
         return self.recalibration
 
     def describe(self, network: nn.Cell | None = None) -> dict[str, Any]:

@@ -19,7 +19,15 @@ allowed):
   ``knockoff_epochs=0`` only inserts the coefficients; train them with ``SCOP.train_knockoff``.
 * ``knockoff_separation`` -- final weight of the ramped cost ``mean(k)`` that separates real from
   knockoff features (:mod:`gscore_scop.knockoff`); 0 is the paper's plain objective.
-* ``recalibrate_batches`` -- after pruning, ``convert`` repairs the smaller network with forward
+* ``reconstruct_images`` -- after pruning, ``convert`` first refits every Conv2d / Dense that
+  lost input channels by least squares, so that on this many of the ``apply`` images its
+  outputs match the float network's (:mod:`gscore.nn.reconstruct`): what the removed channels
+  contributed is re-expressed through the ones that remain, where a statistics repair only
+  moves means. On the digit ResNet at rate 0.3 it lifted the accuracy right after pruning from
+  36-60 % to 97 % (float 97.5 %). A layer is refitted only when the images give at least as
+  many rows as it has inputs (a Dense layer gets one row per image; the others are listed in
+  ``algo.recalibration``). 0 turns it off.
+* ``recalibrate_batches`` -- after the refit, ``convert`` repairs the smaller network with forward
   passes over this many batches of the ``apply`` images: consumers with a bias are moved back to
   the float network's mean outputs (what a BatchNorm-free network needs) and BatchNorm
   statistics are re-estimated (:mod:`gscore.nn.bn_recalib`). The layers after a pruned
@@ -57,13 +65,14 @@ class SCOPConfig(VersionedConfig):
     knockoff_batch_size: int = 64
     knockoff_learning_rate: float = 0.01
     knockoff_separation: float = 1.0
+    reconstruct_images: int = 1024
     recalibrate_batches: int = 16
     seed: int = 0
 
     def __post_init__(self) -> None:
         self.selection = coerce_enum(Selection, self.selection, "selection")
         self.prune_rate = check_number(self.prune_rate, "prune_rate", 0.0, 1.0, high_open=True)
-        for name, low in (("min_channels", 1), ("knockoff_epochs", 0), ("knockoff_batch_size", 1), ("recalibrate_batches", 0), ("seed", 0)):
+        for name, low in (("min_channels", 1), ("knockoff_epochs", 0), ("knockoff_batch_size", 1), ("reconstruct_images", 0), ("recalibrate_batches", 0), ("seed", 0)):
             setattr(self, name, check_number(getattr(self, name), name, low, integer=True))
         self.knockoff_learning_rate = check_number(self.knockoff_learning_rate, "knockoff_learning_rate", 0.0, low_open=True)
         self.knockoff_separation = check_number(self.knockoff_separation, "knockoff_separation", 0.0)

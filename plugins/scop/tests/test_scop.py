@@ -214,6 +214,11 @@ def test_convert_returns_a_physically_smaller_lenet_and_restores_the_original(di
     assert count_parameters(pruned) < count_parameters(net)
     assert pruned(Tensor(digits.test_x[:3])).shape == (3, 10)
     assert algo.describe()["kept_channels"] == {"conv1": 3, "conv2": 8}
+    # of the layers that lost input channels, conv2 was refitted (8 images give 512 patch rows for
+    # 76 unknowns), fc1 not (8 rows for 129); then every biased layer was re-standardised
+    assert algo.recalibration == {
+        "reconstructed_layers": ["conv2"], "not_reconstructed": ["fc1"], "restandardised_layers": ["conv1", "conv2", "fc1", "fc2", "fc3"],
+    }
 
 
 def test_checkpoint_of_the_pruned_network_rebuilds_and_loads_into_the_original_definition(digits, tmp_path: Path):

@@ -1,0 +1,128 @@
+"""Refitting the layers that lost input channels, so a pruned network computes what it computed.
+
+Re-estimated statistics (:mod:`gscore.nn.bn_recalib`) only move means and spreads back. A
+layer whose input lost channels can do much more: its weights on the channels that remain are
+re-solved by least squares so that its outputs match the unpruned layer's outputs on data
+(:mod:`gscore.lstsq`; He et al. 2017, ThiNet). Layers are refitted one after the other in
+execution order, each on the inputs it now receives (the earlier refits included), against
+the outputs of the unpruned network on the same images: errors do not pile up. On the digit
+ResNet of ``bench/scop.py`` at prune rate 0.3 this took the accuracy right after pruning from
+36-60 % (statistics only, depending on the channels chosen) to 97 % (float 97.5 %).
+
+Forward passes and numpy only: no gradient, nothing but the refitted weights (and biases)
+changes.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+from mindspore import Tensor, nn
+
+from gscore.lstsq import NormalEquations, conv_patches, same_pads
+from gscore.nn.walk import get_cell
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    """MindSpore stores stride / dilation as an int, a pair or an NCHW 4-tuple; the (h, w) pair."""
+    if isinstance(value, int):
+        return value, value
+    return tuple(int(v) for v in value)[-2:]
+
+
+def _patches(conv: nn.Conv2d, x: np.ndarray) -> np.ndarray:
+    """The patch matrix of ``conv``'s input ``x`` ``[n, c, h, w]`` (:func:`~gscore.lstsq.conv_patches`)."""
+    kernel, stride, dilation = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
+    if conv.pad_mode == "same":
+        pads = same_pads(x.shape[2:], kernel, stride, dilation)
+    elif conv.pad_mode == "valid":
+        pads = (0, 0, 0, 0)
+    else:
+        pads = (conv.padding,) * 4 if isinstance(conv.padding, int) else tuple(conv.padding)
+    return conv_patches(x, kernel, stride, dilation, pads)
+
+
+def refittable(cell: nn.Cell) -> bool:
+    """A layer whose output is linear in its weights: ``Dense`` without a fused activation,
+    ``Conv2d`` with ``group=1`` in NCHW."""
+    if isinstance(cell, nn.Dense):
+        return not cell.activation_flag
+    return isinstance(cell, nn.Conv2d) and cell.group == 1 and cell.data_format == "NCHW"
+
+
+def _layer_data(original: nn.Cell, pruned: nn.Cell, name: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Input of layer ``name`` in ``pruned`` and its output in ``original``, on the same ``images``."""
+    seen: dict[str, np.ndarray] = {}
+    cell_in, cell_out = get_cell(pruned, name), get_cell(original, name)
+    handles = [
+        cell_in.register_forward_pre_hook(lambda cell, inputs: seen.__setitem__("x", inputs[0].asnumpy())),
+        cell_out.register_forward_hook(lambda cell, inputs, output: seen.__setitem__("y", output.asnumpy())),
+    ]
+    try:
+        batch = Tensor(images)
+        original(batch)
+        pruned(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen["x"], seen["y"]
+
+
+def reconstruct_layers(
+    original: nn.Cell,
+    pruned: nn.Cell,
+    layers: Sequence[str],
+    images: np.ndarray,
+    kept_outputs: Mapping[str, Sequence[int] | None] | None = None,
+    rows_per_batch: int = 4096,
+    batch_size: int = 64,
+    ridge: float = 1e-4,
+    seed: int = 0,
+) -> list[str]:
+    """Refit each of ``layers`` in ``pruned`` to reproduce its outputs in ``original`` (module docstring).
+
+    ``layers`` are Conv2d / Dense names present in both networks, in execution order. Skipped:
+    layers that are not :func:`refittable`, and layers for which the images give fewer rows
+    than the layer has inputs (plus one for a bias), where the data do not determine the fit
+    (a Dense layer gets one row per image). ``kept_outputs[name]`` are the original output
+    channels a layer kept if its outputs were cut too (missing or None: all). ``images`` are
+    passed ``batch_size`` at a time; each batch contributes at most ``rows_per_batch`` rows
+    (a convolution's output positions, a Dense layer's rows), drawn at random (``seed``). ``ridge`` is relative to the mean
+    input energy (:meth:`~gscore.lstsq.NormalEquations.solve`). Returns the refitted layers;
+    both networks are left in eval mode.
+    """
+    kept_outputs = kept_outputs or {}
+    rng = np.random.default_rng(seed)
+    original.set_train(False)
+    pruned.set_train(False)
+    done = []
+    for name in layers:
+        cell = get_cell(pruned, name)
+        if not refittable(cell):
+            continue
+        keep = kept_outputs.get(name)
+        equations: NormalEquations | None = None
+        for start in range(0, len(images), batch_size):
+            x, y = _layer_data(original, pruned, name, images[start : start + batch_size])
+            if keep is not None:
+                y = y[:, np.asarray(keep, np.int64)]
+            if isinstance(cell, nn.Conv2d):
+                x = _patches(cell, x)
+                y = y.transpose(0, 2, 3, 1).reshape(-1, y.shape[1])
+            else:
+                x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
+            if len(x) > rows_per_batch:
+                rows = rng.choice(len(x), rows_per_batch, replace=False)
+                x, y = x[rows], y[rows]
+            if equations is None:
+                equations = NormalEquations(x.shape[1], y.shape[1], intercept=cell.has_bias)
+            equations.add(x, y)
+        if equations is None or equations.rows < len(equations.gram):
+            continue  # fewer rows than unknowns: the data do not determine the fit
+        weight, bias = equations.solve(ridge)
+        cell.weight.set_data(Tensor(weight.reshape(cell.weight.shape).astype(np.float32)))
+        if bias is not None:
+            cell.bias.set_data(Tensor(bias.astype(np.float32)))
+        done.append(name)
+    return done
