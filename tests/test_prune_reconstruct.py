@@ -14,7 +14,7 @@ from gscore.data.mnist import load_mnist_5k
 from gscore.lstsq import NormalEquations
 from gscore.models.convnets import LeNet5
 from gscore.nn.bn_recalib import recalibrate_outputs
-from gscore.nn.reconstruct import _patches, reconstruct_layers, refittable
+from gscore.nn.reconstruct import input_patches, reconstruct_layers, refittable
 from gscore.nn.shrink import plan_from_groups, shrink
 from gscore.nn.trace import channel_groups
 from gscore.train.classifier import train_classifier
@@ -32,7 +32,7 @@ def test_the_patch_matrix_times_the_weight_is_the_convolution(kernel, stride, di
     conv = nn.Conv2d(3, 5, kernel, stride=stride, dilation=dilation, pad_mode=pad_mode, padding=padding, has_bias=False)
     x = np.random.default_rng(0).standard_normal((2, 3, 9, 10)).astype(np.float32)
     want = conv(Tensor(x)).asnumpy()
-    got = _patches(conv, x) @ conv.weight.asnumpy().reshape(5, -1).T
+    got = input_patches(conv, x) @ conv.weight.asnumpy().reshape(5, -1).T
     np.testing.assert_allclose(got, want.transpose(0, 2, 3, 1).reshape(-1, 5), rtol=1e-4, atol=1e-5)
 
 

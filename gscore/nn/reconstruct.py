@@ -31,7 +31,7 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     return tuple(int(v) for v in value)[-2:]
 
 
-def _patches(conv: nn.Conv2d, x: np.ndarray) -> np.ndarray:
+def input_patches(conv: nn.Conv2d, x: np.ndarray) -> np.ndarray:
     """The patch matrix of ``conv``'s input ``x`` ``[n, c, h, w]`` (:func:`~gscore.lstsq.conv_patches`)."""
     kernel, stride, dilation = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
     if conv.pad_mode == "same":
@@ -88,9 +88,11 @@ def reconstruct_layers(
     (a Dense layer gets one row per image). ``kept_outputs[name]`` are the original output
     channels a layer kept if its outputs were cut too (missing or None: all). ``images`` are
     passed ``batch_size`` at a time; each batch contributes at most ``rows_per_batch`` rows
-    (a convolution's output positions, a Dense layer's rows), drawn at random (``seed``). ``ridge`` is relative to the mean
-    input energy (:meth:`~gscore.lstsq.NormalEquations.solve`). Returns the refitted layers;
-    both networks are left in eval mode.
+    (a convolution's output positions, a Dense layer's rows), drawn at random (``seed``).
+    ``ridge`` is relative to the mean input energy (:meth:`~gscore.lstsq.NormalEquations.solve`).
+    Cost: both networks run once per batch for every layer (no activations are kept between
+    layers, so memory stays at one batch). Returns the refitted layers; both networks are left
+    in eval mode.
     """
     kept_outputs = kept_outputs or {}
     rng = np.random.default_rng(seed)
@@ -108,7 +110,7 @@ def reconstruct_layers(
             if keep is not None:
                 y = y[:, np.asarray(keep, np.int64)]
             if isinstance(cell, nn.Conv2d):
-                x = _patches(cell, x)
+                x = input_patches(cell, x)
                 y = y.transpose(0, 2, 3, 1).reshape(-1, y.shape[1])
             else:
                 x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
