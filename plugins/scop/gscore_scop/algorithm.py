@@ -196,24 +196,29 @@ class SCOP(PruningAlgorithm):
 
         cfg = self.config
         plan = self.plan if plan is None else plan
-        rng = np.random.default_rng(cfg.seed)
-        order = list(dict.fromkeys(c.name for c in trace_calls(pruned, images[:2]).calls if isinstance(c.cell, (nn.Conv2d, nn.Dense))))
         kept = {name: cut.out_keep for name, cut in plan.cuts.items()}
+        has_norms = any(isinstance(c, nn.BatchNorm2d) for _, c in pruned.cells_and_names())
+
+        def sample(count: int) -> np.ndarray:
+            return images[np.random.default_rng(cfg.seed).permutation(len(images))[:count]]
+
+        order = []  # Conv2d / Dense in execution order: traced only when a step below needs it
+        if cfg.reconstruct_images or (cfg.recalibrate_batches and not has_norms):
+            order = list(dict.fromkeys(c.name for c in trace_calls(pruned, images[:2]).calls if isinstance(c.cell, (nn.Conv2d, nn.Dense))))
         self.recalibration = {}
         if cfg.reconstruct_images:
-            sample = images[rng.permutation(len(images))[: cfg.reconstruct_images]]
             lost_inputs = [name for name in order if name in plan.cuts and plan.cuts[name].in_keep is not None]
-            done = reconstruct_layers(original, pruned, lost_inputs, sample, kept, seed=cfg.seed)
+            done = reconstruct_layers(original, pruned, lost_inputs, sample(cfg.reconstruct_images), kept, seed=cfg.seed)
             self.recalibration["reconstructed_layers"] = done
             self.recalibration["not_reconstructed"] = [name for name in lost_inputs if name not in done]
         if not cfg.recalibrate_batches:
             return self.recalibration
-        if any(isinstance(c, nn.BatchNorm2d) for _, c in pruned.cells_and_names()):
+        if has_norms:
             batch = max(min(cfg.knockoff_batch_size, len(images)), 2)
             self.recalibration["batchnorm_batches"] = recalibrate_batchnorm(pruned, images, batch, cfg.recalibrate_batches, cfg.seed)
             return self.recalibration
-        sample = images[np.random.default_rng(cfg.seed).permutation(len(images))[: cfg.recalibrate_batches * cfg.knockoff_batch_size]]
-        self.recalibration["restandardised_layers"] = recalibrate_outputs(original, pruned, order, sample, kept)
+        restandardise_on = sample(cfg.recalibrate_batches * cfg.knockoff_batch_size)
+        self.recalibration["restandardised_layers"] = recalibrate_outputs(original, pruned, order, restandardise_on, kept)
         return self.recalibration
 
     def describe(self, network: nn.Cell | None = None) -> dict[str, Any]:
