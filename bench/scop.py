@@ -23,8 +23,9 @@ One process, fixed seeds:
    (ResNet). Each pruned network gets the same repair SCOP's ``convert`` applies
    (``SCOP.recalibrate``: the layers that lost input channels refitted by least squares to the
    float network's outputs, then BatchNorm statistics re-measured, or, without BatchNorm, every
-   layer re-standardised to the float network's output statistics; forward passes on training
-   images only), then the same fine-tune (``train_classifier``, same epochs, rate and seed).
+   layer re-standardised to the float network's output statistics, kept only if that lowers the
+   cross-entropy on held-out training images; forward passes on training images only), then the
+   same fine-tune (``train_classifier``, same epochs, rate and seed).
    Accuracies: with the channels just cut out (no repair), after the statistics repair alone
    (``reconstruct_images=0``, what ``convert`` did before the refit existed), after pruning
    (repaired: what ``convert`` returns), after fine-tuning; the last two also on sklearn digits.
@@ -198,13 +199,14 @@ def prune_at(rate: float, spec: dict[str, Any], args: argparse.Namespace, data: 
 
     def repaired_by_statistics(plan: Any) -> float:
         cut = shrink(net, plan)
-        statistics_only.recalibrate(net, cut, data.train_x, plan)
+        statistics_only.recalibrate(net, cut, data.train_x, data.train_y, plan)
         return accuracy(cut, data.test_x, data.test_y)
 
     scop = {
         "accuracy_channels_cut": both(shrink(net, algo.plan), data, shift)["mnist"],
         "accuracy_statistics_only": repaired_by_statistics(algo.plan),
         "after_pruning": both(pruned, data, shift),
+        "recalibration": algo.recalibration,
     }
     cost = network_cost(pruned, data.test_x[:2])
     scop_latency = latency({"float": net, "pruned": pruned}, data.test_x, args.latency_batches, args.repeat)
@@ -215,7 +217,7 @@ def prune_at(rate: float, spec: dict[str, Any], args: argparse.Namespace, data: 
         plan = plan_from_groups(algo.groups, keep_same_counts(scores, counts))
         cut = shrink(net, plan)
         row = {"accuracy_channels_cut": both(cut, data, shift)["mnist"], "accuracy_statistics_only": repaired_by_statistics(plan)}
-        algo.recalibrate(net, cut, data.train_x, plan)
+        row["recalibration"] = algo.recalibrate(net, cut, data.train_x, data.train_y, plan)
         row["after_pruning"] = both(cut, data, shift)
         row["after_finetune"], row["finetune_seconds"] = finish(cut, data, shift, args)
         methods[method] = row
@@ -225,7 +227,6 @@ def prune_at(rate: float, spec: dict[str, Any], args: argparse.Namespace, data: 
         "kept_channels": counts,
         "groups": {name: list(g.producers) for name, g in algo.groups.items()},
         "skipped_convolutions": algo.skipped,
-        "recalibration": algo.recalibration,
         "kfscale_quartiles": {name: [round(float(q), 3) for q in np.percentile(k, [0, 25, 50, 75, 100])] for name, k in kfscale.items()},
         "methods": methods,
         "parameters": cost.parameters,
@@ -366,6 +367,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _statistics_kept(method: dict[str, Any]) -> bool:
+    """Whether the statistics repair after the refit was kept for this method's network."""
+    return bool(method["recalibration"].get("statistics_choice", {}).get("kept"))
+
+
 def _fmt(value: float) -> str:
     return f"{100 * value:.1f}"
 
@@ -383,7 +389,9 @@ def markdown(res: dict[str, Any]) -> str:
         "*which* channels they keep. 'cut' = channels removed, nothing repaired; 'statistics only' = the repair of earlier versions "
         "(BatchNorm statistics re-measured, or for the BN-free CNN every layer re-standardised to the float network's output statistics); "
         "'pruned' = after the repair `convert` applies now: every layer that lost input channels refitted by least squares to the float "
-        "network's outputs (`reconstruct_images` training images), then the statistics repair; forward passes only, i.e. right after pruning; "
+        "network's outputs (`reconstruct_images` training images; a convolution without bias gets its intercept in the BatchNorm after it), then the "
+        "statistics repair, kept only where it lowers the cross-entropy on training images the refit did not use (column 'statistics kept'); "
+        "forward passes only, i.e. right after pruning; "
         "'fine-tuned' = after the common fine-tune. Accuracies in %, "
         "on the 1000 MNIST test images (0.1 pt = one image) and on the 1797 sklearn digits (the distribution-shift check). "
         "Random: mean over the seeds, and the best seed in brackets.\n\n",
@@ -395,7 +403,7 @@ def markdown(res: dict[str, Any]) -> str:
             f"Float: MNIST {_fmt(f['accuracy']['mnist'])} %, sklearn digits {_fmt(f['accuracy']['sklearn_digits'])} %; {f['parameters']:,} parameters, "
             f"{2 * f['macs_per_image'] / 1e6:.2f} MFLOPs/image. SCOP selection `{net['selection']}`.\n\n"
         )
-        header = ["rate", "params removed", "FLOPs removed", "method", "cut", "statistics only", "pruned", "pruned, sklearn", "fine-tuned", "fine-tuned, sklearn"]
+        header = ["rate", "params removed", "FLOPs removed", "method", "cut", "statistics only", "statistics kept after the refit", "pruned", "pruned, sklearn", "fine-tuned", "fine-tuned, sklearn"]
         rows = []
         for r in net["rates"]:
             methods = r["methods"]
@@ -405,7 +413,8 @@ def markdown(res: dict[str, Any]) -> str:
             for name, v in named:
                 rows.append([
                     f"{r['prune_rate']}" if first else "", f"{r['parameters_removed']:.1%}" if first else "", f"{r['flops_removed']:.1%}" if first else "",
-                    f"**{name}**" if name == "SCOP" else name, _fmt(v["accuracy_channels_cut"]), _fmt(v["accuracy_statistics_only"]), _fmt(v["after_pruning"]["mnist"]),
+                    f"**{name}**" if name == "SCOP" else name, _fmt(v["accuracy_channels_cut"]), _fmt(v["accuracy_statistics_only"]),
+                    "yes" if _statistics_kept(v) else "no", _fmt(v["after_pruning"]["mnist"]),
                     _fmt(v["after_pruning"]["sklearn_digits"]), _fmt(v["after_finetune"]["mnist"]), _fmt(v["after_finetune"]["sklearn_digits"]),
                 ])
                 first = False
@@ -416,7 +425,7 @@ def markdown(res: dict[str, Any]) -> str:
 
                 rows.append([
                     "", "", "", f"random ({len(random)} seeds)", cell(lambda v: v["accuracy_channels_cut"]), cell(lambda v: v["accuracy_statistics_only"]),
-                    cell(lambda v: v["after_pruning"]["mnist"]),
+                    f"{sum(_statistics_kept(v) for v in random)} of {len(random)}", cell(lambda v: v["after_pruning"]["mnist"]),
                     cell(lambda v: v["after_pruning"]["sklearn_digits"]), cell(lambda v: v["after_finetune"]["mnist"]), cell(lambda v: v["after_finetune"]["sklearn_digits"]),
                 ])
         out.append(common.md_table(header, rows))

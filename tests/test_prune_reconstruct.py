@@ -14,9 +14,9 @@ from gscore.data.mnist import load_mnist_5k
 from gscore.lstsq import NormalEquations
 from gscore.models.convnets import LeNet5
 from gscore.nn.bn_recalib import recalibrate_outputs
-from gscore.nn.reconstruct import input_patches, reconstruct_layers, refittable
+from gscore.nn.reconstruct import following_norms, input_patches, reconstruct_layers, refittable
 from gscore.nn.shrink import plan_from_groups, shrink
-from gscore.nn.trace import channel_groups
+from gscore.nn.trace import channel_groups, trace_calls
 from gscore.train.classifier import train_classifier
 
 ms.runtime.launch_blocking()  # synchronous dispatch: much faster for small networks on 2 cores
@@ -109,3 +109,40 @@ def test_a_refitted_pruned_network_is_closer_to_the_unpruned_one(trained):
 def test_layers_whose_output_is_not_linear_in_the_weights_are_left_alone():
     dense = nn.Dense(4, 3, activation="relu")
     assert not refittable(dense) and refittable(nn.Dense(4, 3)) and not refittable(nn.Conv2d(4, 4, 3, group=2))
+
+
+class ConstantChannel(nn.Cell):
+    """``stem`` makes a copy of the image and a constant channel (zero weights, bias 1); ``conv``
+    has no bias and only ``bn`` reads it. Pruning the constant channel leaves ``conv`` a
+    per-channel offset that only an intercept can give back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 2, 1, pad_mode="valid", has_bias=True)
+        self.stem.weight.set_data(Tensor(np.array([1.0, 0.0], np.float32).reshape(2, 1, 1, 1)))
+        self.stem.bias.set_data(Tensor(np.array([0.0, 1.0], np.float32)))
+        self.conv = nn.Conv2d(2, 3, 3, pad_mode="valid", has_bias=False)
+        self.bn = nn.BatchNorm2d(3)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Dense(3 * 6 * 6, 4)
+
+    def construct(self, x):
+        return self.fc(self.flatten(self.bn(self.conv(self.stem(x)))))
+
+
+def test_the_intercept_of_a_convolution_without_bias_goes_into_its_batchnorm():
+    ms.set_seed(0)
+    net = ConstantChannel()
+    net.set_train(False)
+    images = np.random.default_rng(0).standard_normal((64, 1, 8, 8)).astype(np.float32)
+    found = channel_groups(net, images[:2])
+    plan = plan_from_groups({"stem": found.groups["stem"]}, {"stem": np.array([0])})
+    assert following_norms(trace_calls(shrink(net, plan), images[:2])) == {"conv": "bn"}
+    held_out = Tensor(np.random.default_rng(1).standard_normal((16, 1, 8, 8)).astype(np.float32))
+    want = net(held_out).asnumpy()
+    errors = {}
+    for norms in (None, {"conv": "bn"}):
+        pruned = shrink(net, plan)
+        assert reconstruct_layers(net, pruned, ["conv"], images, ridge=1e-9, norms=norms) == ["conv"]
+        errors[norms is not None] = float(np.abs(pruned(held_out).asnumpy() - want).max())
+    assert errors[True] < 1e-3 < errors[False], errors

@@ -10,7 +10,7 @@ from mindspore import Tensor, nn
 import gscore
 from gscore import CalibrationDataError, ConfigError, PTQConfig
 from gscore.data.mnist import load_mnist_5k
-from gscore.eval.classification import predict_logits, top1_accuracy
+from gscore.eval.classification import mean_cross_entropy, predict_logits, top1_accuracy
 from gscore.io import read_description, save_checkpoint
 from gscore.models.convnets import DigitsResNet, LeNet5
 from gscore.nn.cost import count_parameters
@@ -215,10 +215,36 @@ def test_convert_returns_a_physically_smaller_lenet_and_restores_the_original(di
     assert pruned(Tensor(digits.test_x[:3])).shape == (3, 10)
     assert algo.describe()["kept_channels"] == {"conv1": 3, "conv2": 8}
     # of the layers that lost input channels, conv2 was refitted (8 images give 512 patch rows for
-    # 76 unknowns), fc1 not (8 rows for 129); then every biased layer was re-standardised
-    assert algo.recalibration == {
-        "reconstructed_layers": ["conv2"], "not_reconstructed": ["fc1"], "restandardised_layers": ["conv1", "conv2", "fc1", "fc2", "fc3"],
-    }
+    # 76 unknowns), fc1 not (8 rows for 129); re-standardising every biased layer was then judged
+    # on all 8 images (the refit used every one, none is held out)
+    recalibration = algo.recalibration
+    choice = recalibration.pop("statistics_choice")
+    restandardised = {"restandardised_layers": ["conv1", "conv2", "fc1", "fc2", "fc3"]} if choice["kept"] else {}
+    assert recalibration == {"reconstructed_layers": ["conv2"], "not_reconstructed": ["fc1"], **restandardised}
+    assert (choice["judged_on_images"], choice["held_out"]) == (8, False)
+    assert choice["kept"] == (choice["loss_with_statistics"] < choice["loss_after_refit"])
+
+
+@pytest.mark.parametrize("rate", [0.3, 0.7])
+def test_convert_keeps_the_statistics_repair_only_where_it_lowers_the_held_out_loss(digits, rate):
+    """The returned network has the lower of the two cross-entropies on the images the refit did
+    not use, and without the repair it is exactly the refitted network."""
+    images, labels = digits.train_x[:96], digits.train_y[:96]
+    networks = {}
+    for batches in (0, 1):
+        ms.set_seed(0)
+        net = LeNet5()
+        algo = SCOP(SCOPConfig(prune_rate=rate, knockoff_epochs=0, reconstruct_images=64, recalibrate_batches=batches, knockoff_batch_size=32))
+        algo.apply(net, datasets=(images, labels))
+        networks[batches] = algo.convert(net)
+    choice = algo.recalibration["statistics_choice"]
+    assert (choice["judged_on_images"], choice["held_out"]) == (32, True)
+    held_out = np.random.default_rng(0).permutation(96)[64:]
+    loss = mean_cross_entropy(predict_logits(networks[1], images[held_out]), labels[held_out])
+    assert loss == pytest.approx(min(choice["loss_after_refit"], choice["loss_with_statistics"]), rel=1e-6)
+    if not choice["kept"]:
+        x = Tensor(digits.test_x[:8])
+        np.testing.assert_array_equal(networks[1](x).asnumpy(), networks[0](x).asnumpy())
 
 
 def test_checkpoint_of_the_pruned_network_rebuilds_and_loads_into_the_original_definition(digits, tmp_path: Path):
@@ -254,9 +280,11 @@ def test_pruned_resnet_has_the_promised_channels_and_fine_tunes_well_above_chanc
     kfscales = {name: get_cell(net, group.producers[0]).kfscale.asnumpy().ravel() for name, group in algo.groups.items()}
     assert all(not np.allclose(k, 0.5) and k.min() >= 0 and k.max() <= 1 for k in kfscales.values()), "knockoff coefficients did not train"
     pruned = algo.convert(net)
-    # convert re-measured the statistics of the BN after each consumer on the apply images
+    # convert refitted the consumers (the intercept of a convolution without bias moves the mean
+    # of the BN after it) and kept the BN re-measure only if it lowered the held-out loss
     assert not np.allclose(pruned.layers[1].bn2.moving_mean.asnumpy(), net.layers[1].bn2.moving_mean.asnumpy()[algo.kept["layers.1.conv2"]])
-    assert algo.recalibration["batchnorm_batches"] > 0
+    assert "layers.1.conv2" in algo.recalibration["reconstructed_layers"]
+    assert ("batchnorm_batches" in algo.recalibration) == algo.recalibration["statistics_choice"]["kept"]
     assert list(algo.groups) == ["conv1", "layers.0.conv1", "layers.1.conv1", "layers.1.conv2", "layers.2.conv1", "layers.2.conv2"]
     for i, width in enumerate((8, 16, 32)):
         block = pruned.layers[i]
