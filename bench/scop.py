@@ -96,6 +96,20 @@ def accuracy(net: Any, x: np.ndarray, y: np.ndarray) -> float:
     return top1_accuracy(predict_logits(net, x), y)
 
 
+def mnist_correct(net: Any, data: Any) -> np.ndarray:
+    """Per MNIST test image, whether ``net`` classifies it right (for paired differences)."""
+    from gscore.eval.classification import predict_logits
+
+    return np.argmax(predict_logits(net, data.test_x), axis=1) == data.test_y
+
+
+def lead(scop_correct: dict[str, np.ndarray], correct: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """SCOP's accuracy minus a baseline's, per stage, with the paired standard error over test images (points)."""
+    from gscore.eval.classification import paired_accuracy_difference
+
+    return {stage: dict(zip(("points", "standard_error"), paired_accuracy_difference(scop_correct[stage], c))) for stage, c in correct.items()}
+
+
 def both(net: Any, data: Any, shift: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
     return {"mnist": accuracy(net, data.test_x, data.test_y), "sklearn_digits": accuracy(net, *shift)}
 
@@ -208,9 +222,11 @@ def prune_at(rate: float, spec: dict[str, Any], args: argparse.Namespace, data: 
         "after_pruning": both(pruned, data, shift),
         "recalibration": algo.recalibration,
     }
+    scop_correct = {"after_pruning": mnist_correct(pruned, data)}
     cost = network_cost(pruned, data.test_x[:2])
     scop_latency = latency({"float": net, "pruned": pruned}, data.test_x, args.latency_batches, args.repeat)
     scop["after_finetune"], scop["finetune_seconds"] = finish(pruned, data, shift, args)
+    scop_correct["after_finetune"] = mnist_correct(pruned, data)
     scop["checkpoint"] = round_trip(algo, pruned, make, data.test_x[:8])
     methods["SCOP"] = scop
     for method, scores in baseline_scores(net, algo.groups, args.random_seeds).items():
@@ -219,7 +235,10 @@ def prune_at(rate: float, spec: dict[str, Any], args: argparse.Namespace, data: 
         row = {"accuracy_channels_cut": both(cut, data, shift)["mnist"], "accuracy_statistics_only": repaired_by_statistics(plan)}
         row["recalibration"] = algo.recalibrate(net, cut, data.train_x, data.train_y, plan)
         row["after_pruning"] = both(cut, data, shift)
+        correct = {"after_pruning": mnist_correct(cut, data)}
         row["after_finetune"], row["finetune_seconds"] = finish(cut, data, shift, args)
+        correct["after_finetune"] = mnist_correct(cut, data)
+        row["scop_lead"] = lead(scop_correct, correct)
         methods[method] = row
         print(f"    {method}: cut {row['accuracy_channels_cut']:.3f}, pruned {row['after_pruning']['mnist']:.3f}, fine-tuned {row['after_finetune']['mnist']:.3f}", flush=True)
     row = {
@@ -372,6 +391,10 @@ def _statistics_kept(method: dict[str, Any]) -> bool:
     return bool(method["recalibration"].get("statistics_choice", {}).get("kept"))
 
 
+def _lead(lead: dict[str, float]) -> str:
+    return f"{lead['points']:+.1f} ± {lead['standard_error']:.1f}"
+
+
 def _fmt(value: float) -> str:
     return f"{100 * value:.1f}"
 
@@ -444,6 +467,15 @@ def markdown(res: dict[str, Any]) -> str:
                 f"(goal >= 45 % at <= 1 pt: {'met' if r['meets_goal'] else 'not met'})"
             )
         out.append("Verdicts (MNIST test split): " + "; ".join(verdicts) + ".\n\n")
+        out.append("SCOP's lead over each baseline on the same 1000 test images, points ± paired standard error (a lead within about two "
+                   "standard errors can be chance):\n\n")
+        baselines = [k for k in net["rates"][0]["methods"] if k != "SCOP"]
+        lead_rows = [
+            [f"{r['prune_rate']}", label] + [_lead(r["methods"][k]["scop_lead"][stage]) for k in baselines]
+            for r in net["rates"] for stage, label in (("after_pruning", "right after pruning"), ("after_finetune", "fine-tuned"))
+        ]
+        out.append(common.md_table(["rate", "stage"] + [f"SCOP − {k}" for k in baselines], lead_rows))
+        out.append("\n")
         r0 = net["rates"][0]
         out.append("Channel groups (convolutions tied by residual additions share one keep-plan): "
                    + "; ".join(f"`{k}`: {', '.join(v)}" for k, v in r0["groups"].items()) + ". ")

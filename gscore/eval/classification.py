@@ -24,3 +24,17 @@ def mean_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     return float(-log_probs[np.arange(len(labels)), np.asarray(labels, np.int64)].mean())
+
+
+def paired_accuracy_difference(correct: np.ndarray, reference_correct: np.ndarray) -> tuple[float, float]:
+    """Accuracy of one classifier minus another's on the same examples, and the standard error of
+    that difference over the examples, both in percentage points.
+
+    ``correct`` / ``reference_correct`` are per-example booleans in the same order. Pairing
+    cancels what the two share (the easy and the impossible examples), so the error is that of
+    the examples on which they disagree: a 0.3-point lead on 1000 test images can be noise.
+    """
+    if np.ndim(correct) != 1 or np.shape(correct) != np.shape(reference_correct) or len(correct) < 2:
+        raise ValueError(f"need two equal-length 1-D arrays of at least 2 per-example results, got shapes {np.shape(correct)} and {np.shape(reference_correct)}")
+    d = np.asarray(correct, np.float64) - np.asarray(reference_correct, np.float64)
+    return 100.0 * float(d.mean()), 100.0 * float(d.std(ddof=1)) / float(np.sqrt(len(d)))

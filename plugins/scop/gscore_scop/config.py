@@ -26,13 +26,17 @@ allowed):
   moves means. On the digit ResNet at rate 0.3 it lifted the accuracy right after pruning from
   36-60 % to 97 % (float 97.5 %). A layer is refitted only when the images give at least as
   many rows as it has inputs (a Dense layer gets one row per image; the others are listed in
-  ``algo.recalibration``). 0 turns it off.
-* ``recalibrate_batches`` -- after the refit, ``convert`` repairs the smaller network with forward
-  passes over this many batches of the ``apply`` images: consumers with a bias are moved back to
-  the float network's mean outputs (what a BatchNorm-free network needs) and BatchNorm
-  statistics are re-estimated (:mod:`gscore.nn.bn_recalib`). The layers after a pruned
+  ``algo.recalibration``); a convolution without bias gets its intercept in the BatchNorm that
+  reads it. 0 turns it off.
+* ``recalibrate_batches`` -- the statistics repair, forward passes over this many batches of the
+  ``apply`` images: BatchNorm statistics re-estimated, or in a network without BatchNorm every
+  layer with a bias re-standardised to the float network's output mean and spread
+  (:mod:`gscore.nn.bn_recalib`). Without the refit it always runs: the layers after a pruned
   convolution see different inputs, and stale statistics or shifted means cost far more accuracy
-  than the removed channels. 0 turns it off (fine-tuning re-learns them too).
+  than the removed channels. After the refit it is kept only if it lowers the cross-entropy on
+  ``apply`` images the refit did not use (``algo.recalibration["statistics_choice"]`` has both
+  losses): it restores the spread the least-squares fit shrinks, but it also re-normalises the
+  fit's errors, which at high prune rates costs more than it gives. 0 turns it off.
 * ``seed`` -- seeds the batch order, the knockoff permutations and the recalibration batches (numpy).
 """
 
