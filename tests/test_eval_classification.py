@@ -17,6 +17,11 @@ def test_cross_entropy_is_stable_for_huge_logits():
     assert mean_cross_entropy(np.array([[1e4, 0.0]]), np.array([1])) == pytest.approx(1e4)
 
 
+def test_cross_entropy_refuses_labels_outside_the_classes():
+    with pytest.raises(ValueError, match=r"labels in \[0, classes\)"):
+        mean_cross_entropy(np.zeros((2, 3)), np.array([0, 3]))
+
+
 @given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=2, max_size=200))
 def test_paired_difference_is_the_accuracy_difference_with_the_standard_error_of_the_disagreements(pairs):
     a, b = (np.array(column) for column in zip(*pairs))

@@ -21,9 +21,12 @@ def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 def mean_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Mean negative log-likelihood (nats) of the labels under the softmax of ``logits`` ``[n, classes]``."""
     logits = np.asarray(logits, np.float64)
+    labels = np.asarray(labels, np.int64)
+    if logits.ndim != 2 or labels.shape != (len(logits),) or (labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1])):
+        raise ValueError(f"need logits [n, classes] and n labels in [0, classes), got logits of shape {logits.shape} and labels of shape {labels.shape} in [{labels.min(initial=0)}, {labels.max(initial=0)}]")
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(-log_probs[np.arange(len(labels)), np.asarray(labels, np.int64)].mean())
+    return float(-log_probs[np.arange(len(labels)), labels].mean())
 
 
 def paired_accuracy_difference(correct: np.ndarray, reference_correct: np.ndarray) -> tuple[float, float]:

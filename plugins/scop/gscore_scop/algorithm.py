@@ -10,8 +10,9 @@ thus the float network again) and returns a NEW, physically smaller network
 (:func:`gscore.nn.shrink.shrink`) repaired on the ``apply`` images: the layers that lost input
 channels refitted by least squares to the float network's outputs (``reconstruct_images``),
 then BatchNorm statistics re-estimated or, without BatchNorm, outputs re-standardised
-(``recalibrate_batches``), where that lowers the loss on images the refit did not use. Fine-tune that one with any MindSpore training; :meth:`SCOP.describe` is the
-checkpoint description from which :func:`load_pruned` rebuilds it.
+(``recalibrate_batches``), where that lowers the loss on images the refit did not use.
+Fine-tune that one with any MindSpore training; :meth:`SCOP.describe` is the checkpoint
+description from which :func:`load_pruned` rebuilds it.
 """
 
 from __future__ import annotations
@@ -190,9 +191,9 @@ class SCOP(PruningAlgorithm):
         as many images (:func:`~gscore.nn.bn_recalib.recalibrate_outputs`).
 
         After a refit the statistics repair is a choice, not a rule: it restores the spread the
-        least-squares fit shrinks, and re-normalises the fit's errors along with it. On the
-        digit ResNet the first won for SCOP's channels at prune rates 0.3 and 0.5 (about one
-        point), the second lost ten points at 0.7. So it is kept only if it lowers the
+        least-squares fit shrinks, and re-normalises the fit's errors along with it. In side
+        runs on the digit ResNet the first won for SCOP's channels at prune rates 0.3 and 0.5
+        (about one point), the second lost ten points at 0.7. So it is kept only if it lowers the
         cross-entropy on ``images`` the refit did not use (up to ``reconstruct_images`` of them;
         all the images when the refit used every one). ``labels`` are the images' class
         indices. Returns what was done (kept in :attr:`recalibration`).
@@ -229,7 +230,8 @@ class SCOP(PruningAlgorithm):
         unused = shuffled[cfg.reconstruct_images : 2 * cfg.reconstruct_images]
         judge = unused if len(unused) else shuffled
         refit_state = {p.name: p.asnumpy() for p in pruned.get_parameters()}
-        loss_refit = mean_cross_entropy(predict_logits(pruned, images[judge]), labels[judge])
+        with data_errors("the labels must be class indices of the network's outputs"):
+            loss_refit = mean_cross_entropy(predict_logits(pruned, images[judge]), labels[judge])
         done = self._repair_statistics(original, pruned, images, shuffled, order, kept, has_norms)
         loss_repaired = mean_cross_entropy(predict_logits(pruned, images[judge]), labels[judge])
         keep_repair = loss_repaired < loss_refit

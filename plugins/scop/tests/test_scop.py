@@ -225,6 +225,15 @@ def test_convert_returns_a_physically_smaller_lenet_and_restores_the_original(di
     assert choice["kept"] == (choice["loss_with_statistics"] < choice["loss_after_refit"])
 
 
+def test_convert_with_labels_outside_the_network_classes_is_a_calibration_data_error(digits):
+    ms.set_seed(0)
+    algo = SCOP(SCOPConfig(prune_rate=0.5, knockoff_epochs=0))
+    net = LeNet5()
+    algo.apply(net, datasets=(digits.train_x[:8], np.full(8, 10)))  # LeNet5 has 10 classes: 0-9
+    with pytest.raises(CalibrationDataError, match="class indices"):
+        algo.convert(net)
+
+
 @pytest.mark.parametrize("rate", [0.3, 0.7])
 def test_convert_keeps_the_statistics_repair_only_where_it_lowers_the_held_out_loss(digits, rate):
     """The returned network has the lower of the two cross-entropies on the images the refit did
