@@ -110,8 +110,10 @@ def lead(scop_correct: dict[str, np.ndarray], correct: dict[str, np.ndarray]) ->
     return {stage: dict(zip(("points", "standard_error"), paired_accuracy_difference(scop_correct[stage], c))) for stage, c in correct.items()}
 
 
-def both(net: Any, data: Any, shift: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
-    return {"mnist": accuracy(net, data.test_x, data.test_y), "sklearn_digits": accuracy(net, *shift)}
+def both(net: Any, data: Any, shift: tuple[np.ndarray, np.ndarray], correct: np.ndarray | None = None) -> dict[str, float]:
+    """MNIST test and sklearn-digits accuracy; ``correct`` is ``net``'s :func:`mnist_correct` if already computed."""
+    correct = mnist_correct(net, data) if correct is None else correct
+    return {"mnist": float(np.mean(correct)), "sklearn_digits": accuracy(net, *shift)}
 
 
 def latency(nets: dict[str, Any], x: np.ndarray, batches: list[int], repeat: int) -> dict[str, dict[str, Any]]:
@@ -176,14 +178,16 @@ def keep_same_counts(scores: dict[str, np.ndarray], counts: dict[str, int]) -> d
     return {name: np.sort(np.argsort(s, kind="stable")[len(s) - counts[name] :]) for name, s in scores.items()}
 
 
-def finish(pruned: Any, data: Any, shift: Any, args: argparse.Namespace) -> tuple[dict[str, float], float]:
-    """Fine-tune ``pruned`` in place (same schedule for every method); accuracies and seconds."""
+def finish(pruned: Any, data: Any, shift: Any, args: argparse.Namespace) -> tuple[dict[str, float], float, np.ndarray]:
+    """Fine-tune ``pruned`` in place (same schedule for every method); accuracies, seconds and
+    the per-image MNIST results (:func:`mnist_correct`)."""
     from gscore.train.classifier import train_classifier
 
     seconds, _ = common.timed(
         lambda: train_classifier(pruned, data.train_x, data.train_y, epochs=args.finetune_epochs, learning_rate=args.finetune_lr, seed=args.seed + 1, progress=False)
     )
-    return both(pruned, data, shift), seconds
+    correct = mnist_correct(pruned, data)
+    return both(pruned, data, shift, correct), seconds, correct
 
 
 def prune_at(rate: float, spec: dict[str, Any], args: argparse.Namespace, data: Any, shift: Any, float_ckpt: str, float_cost: Any) -> tuple[dict[str, Any], Any]:
@@ -216,28 +220,26 @@ def prune_at(rate: float, spec: dict[str, Any], args: argparse.Namespace, data: 
         statistics_only.recalibrate(net, cut, data.train_x, data.train_y, plan)
         return accuracy(cut, data.test_x, data.test_y)
 
+    scop_correct = {"after_pruning": mnist_correct(pruned, data)}
     scop = {
-        "accuracy_channels_cut": both(shrink(net, algo.plan), data, shift)["mnist"],
+        "accuracy_channels_cut": accuracy(shrink(net, algo.plan), data.test_x, data.test_y),
         "accuracy_statistics_only": repaired_by_statistics(algo.plan),
-        "after_pruning": both(pruned, data, shift),
+        "after_pruning": both(pruned, data, shift, scop_correct["after_pruning"]),
         "recalibration": algo.recalibration,
     }
-    scop_correct = {"after_pruning": mnist_correct(pruned, data)}
     cost = network_cost(pruned, data.test_x[:2])
     scop_latency = latency({"float": net, "pruned": pruned}, data.test_x, args.latency_batches, args.repeat)
-    scop["after_finetune"], scop["finetune_seconds"] = finish(pruned, data, shift, args)
-    scop_correct["after_finetune"] = mnist_correct(pruned, data)
+    scop["after_finetune"], scop["finetune_seconds"], scop_correct["after_finetune"] = finish(pruned, data, shift, args)
     scop["checkpoint"] = round_trip(algo, pruned, make, data.test_x[:8])
     methods["SCOP"] = scop
     for method, scores in baseline_scores(net, algo.groups, args.random_seeds).items():
         plan = plan_from_groups(algo.groups, keep_same_counts(scores, counts))
         cut = shrink(net, plan)
-        row = {"accuracy_channels_cut": both(cut, data, shift)["mnist"], "accuracy_statistics_only": repaired_by_statistics(plan)}
+        row = {"accuracy_channels_cut": accuracy(cut, data.test_x, data.test_y), "accuracy_statistics_only": repaired_by_statistics(plan)}
         row["recalibration"] = algo.recalibrate(net, cut, data.train_x, data.train_y, plan)
-        row["after_pruning"] = both(cut, data, shift)
         correct = {"after_pruning": mnist_correct(cut, data)}
-        row["after_finetune"], row["finetune_seconds"] = finish(cut, data, shift, args)
-        correct["after_finetune"] = mnist_correct(cut, data)
+        row["after_pruning"] = both(cut, data, shift, correct["after_pruning"])
+        row["after_finetune"], row["finetune_seconds"], correct["after_finetune"] = finish(cut, data, shift, args)
         row["scop_lead"] = lead(scop_correct, correct)
         methods[method] = row
         print(f"    {method}: cut {row['accuracy_channels_cut']:.3f}, pruned {row['after_pruning']['mnist']:.3f}, fine-tuned {row['after_finetune']['mnist']:.3f}", flush=True)

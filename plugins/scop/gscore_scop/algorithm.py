@@ -230,10 +230,14 @@ class SCOP(PruningAlgorithm):
         unused = shuffled[cfg.reconstruct_images : 2 * cfg.reconstruct_images]
         judge = unused if len(unused) else shuffled
         refit_state = {p.name: p.asnumpy() for p in pruned.get_parameters()}
+
+        def judged_loss() -> float:
+            return mean_cross_entropy(predict_logits(pruned, images[judge]), labels[judge])
+
         with data_errors("the labels must be class indices of the network's outputs"):
-            loss_refit = mean_cross_entropy(predict_logits(pruned, images[judge]), labels[judge])
+            loss_refit = judged_loss()
         done = self._repair_statistics(original, pruned, images, shuffled, order, kept, has_norms)
-        loss_repaired = mean_cross_entropy(predict_logits(pruned, images[judge]), labels[judge])
+        loss_repaired = judged_loss()
         keep_repair = loss_repaired < loss_refit
         if keep_repair:
             self.recalibration.update(done)
