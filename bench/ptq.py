@@ -89,7 +89,11 @@ def run_row(name: str, windows: str, out: str) -> None:
         start = time.perf_counter()
         algo.apply(net, LlamaHelper(tokenizer), datasets=calibration)
         row["calibration_s"] = time.perf_counter() - start
+        start = time.perf_counter()
         algo.convert(net)
+        row["convert_s"] = time.perf_counter() - start
+        if algo.distillation is not None:
+            row["distillation"] = algo.distillation.to_dict()
         save_checkpoint(net, ckpt, description=algo.describe(net))
         del net
         deployed = build_llama(model_config, weights)
@@ -269,6 +273,14 @@ def markdown(report: dict) -> str:
         lines += ["", "Paired changes between configs (per-window NLL differences on the same windows; the ± is over windows only, not over "
                   "what a different rotation or calibration sample would give):", "", "| config | against | Δ PPL |", "|---|---|---|"]
         lines += [f"| {a} | {b} | {paired_delta(np.array(by_name[a]['nll']), np.array(by_name[b]['nll']))} |" for a, b in report["pairs"]]
+    distilled = [r for r in rows if r.get("distillation")]
+    if distilled:
+        lines += ["", "Weight-scale distillation, run by `convert` after calibration (KL(float || quantized) per token on the calibration "
+                  "windows, the mean over each epoch's steps; seconds of the whole convert):", "",
+                  "| config | epochs | learning rate | scales trained | KL per epoch | diverged | convert s (× float fwd) |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['name']} | {d['epochs']} | {d['learning_rate']:g} | {d['trained_scales']:,} | {' → '.join(f'{v:.4f}' for v in d['kl_per_epoch'])} | "
+                  f"{'yes' if d['diverged'] else 'no'} | {r['convert_s']:.0f} ({r['convert_s'] / r['float_calibration_forward_s']:.1f}×) |"
+                  for r in distilled for d in [r["distillation"]]]
     lines += ["", "Configs:", ""] + [f"- {r['name']}: `{json.dumps(r['config'])}`" for r in rows]
     if not report["memory_probe"]:
         return "\n".join(lines) + "\n"

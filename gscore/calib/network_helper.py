@@ -43,6 +43,7 @@ OPTIONAL_METHODS = {
     "rotation": ("residual_stream", "prepare_rotation"),
     "a token prefix": ("set_prefix", "prefix_placeholders", "bos_token_id"),
     "an int8 output head": ("linear_head",),
+    "distillation": ("logits",),
 }
 """Methods only a model adapter can provide, by the feature that needs them."""
 
@@ -94,6 +95,9 @@ class NetworkHelperProtocol(Protocol):
 
     def linear_head(self, network: Any) -> str:
         """Make the output head a linear layer (same logits) a quantizer can replace; its name."""
+
+    def logits(self, network: Any, sample: Any) -> Any:
+        """``network``'s logits for one calibration sample (an item of ``datasets``), as a differentiable float tensor ``[..., classes]``."""
 
 
 class NetworkHelper:

@@ -90,6 +90,14 @@ class LlamaHelper(NetworkHelper):
         network.reset_cache()
         return np.stack(produced, axis=1)
 
+    def logits(self, network: LlamaForCausalLM, sample: Any) -> Tensor:
+        """Next-token logits ``[tokens, vocab]`` of one token window ``[tokens]``, from an empty
+        cache (left empty again); differentiable, so distillation can train through it."""
+        network.reset_cache()
+        logits = network(Tensor(np.asarray(sample, np.int32).reshape(1, -1)), 0)[0]
+        network.reset_cache()
+        return logits
+
     def complete(self, network: LlamaForCausalLM, prompt: str, max_new_tokens: int = 8) -> str:
         """The greedy continuation of ``prompt`` as text."""
         return self.tokenizer.decode(self.generate(network, prompt, max_new_tokens)[0].tolist())

@@ -21,7 +21,10 @@ Options (from :class:`~gscore.PTQConfig`, per layer overridable with ``layer_pol
 * KV cache int8: static per channel (calibrated, asymmetric) or dynamic per token;
 * the output head (``algo_args["head"] = "int8"``): its own linear layer (an untied copy of a
   tied embedding table), int8 per row, weight-only, rounded to nearest, whatever the blocks
-  get — the largest matrix a decode step reads, a quarter of its float bytes.
+  get — the largest matrix a decode step reads, a quarter of its float bytes;
+* distillation (``algo_args["distill_epochs"]``): ``convert`` trains the deployed weight scales
+  toward the float model's outputs on the calibration data, codes fixed
+  (:mod:`gscore.calib.distill`; what it did is in ``algo.distillation``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from gscore.algorithm import PTQAlgorithm
+from gscore import dist
 from gscore.calib.data_parallel import data_parallel
+from gscore.calib.distill import DistillResult, teacher_log_probs, tune_weight_scales
 from gscore.calib.layerwise import calibrate_blockwise
 from gscore.calib.network_helper import as_helper, require_methods
 from gscore.config import OutliersSuppressionType, PrecisionRecovery, PTQConfig, QuantDtype, QuantGranularity
@@ -68,6 +73,9 @@ class PTQ(PTQAlgorithm):
     def __init__(self, config: Any = None, layer_policies: Mapping[str, PTQConfig] | None = None) -> None:
         super().__init__(config)
         self.policies = PolicyTable(self.config, layer_policies)
+        self._teacher: tuple[list[Any], list[np.ndarray]] | None = None
+        self.distillation: DistillResult | None = None
+        """What ``convert``'s weight-scale distillation did (None when it did not run)."""
 
     def validate_config(self) -> None:
         cfg = self.config
@@ -113,12 +121,14 @@ class PTQ(PTQAlgorithm):
         convs = self._convs(network)
         if not names and not convs and self.config.kvcache_quant_dtype is None:
             raise NoQuantizableLayerError(f"no linear or Conv2d layer of {type(network).__name__} is left to quantize after opname_blacklist and layer_policies")
-        needs_data = self.static_kv or any(self.policies.for_layer(n).needs_input_stats for n in names)
+        distills = self.args.distill_epochs > 0
+        needs_data = self.static_kv or distills or any(self.policies.for_layer(n).needs_input_stats for n in names)
         if needs_data and datasets is None:
             raise CalibrationDataError(
-                "this config calibrates from data (static A8W8, SmoothQuant, AWQ, clipping, GPTQ or static KV cache): "
+                "this config calibrates from data (static A8W8, SmoothQuant, AWQ, clipping, GPTQ, static KV cache or distillation): "
                 "pass calibration data, e.g. apply(net, helper, datasets=token_windows)"
             )
+        self._teacher = self._float_outputs(network, helper, datasets) if distills else None
         self._prepare(network, helper, deploy=False)
         simulated = [(name, simulated_conv(conv, spec, name)) for name, conv, spec in convs]  # all scales first: a NaN weight changes nothing
         for name, cell in simulated:
@@ -129,6 +139,17 @@ class PTQ(PTQAlgorithm):
         calibrator = BlockCalibrator(self.policies, self.args, helper, self.static_kv, self.config.kvcache_quant_dtype is not None)
         calibrate_blockwise(network, helper, datasets, calibrator, progress=self.args.progress)
         return network
+
+    def _float_outputs(self, network: nn.Cell, helper: Any, datasets: Any) -> tuple[list[Any], list[np.ndarray]]:
+        """The calibration samples and the float network's log-probabilities on each, kept for
+        ``convert``'s distillation (taken before anything changes the network)."""
+        if dist.active():
+            raise ConfigError("algo_args distill_epochs needs one process: distillation is not data-parallel; run calibration without msrun")
+        require_methods(helper, ["distillation"])
+        samples = list(datasets)
+        if not samples:
+            raise CalibrationDataError("distillation needs at least one calibration sample; datasets is empty")
+        return samples, teacher_log_probs(lambda sample: helper.logits(network, sample), samples)
 
     def _convs(self, network: nn.Cell) -> list[tuple[str, nn.Cell, Any]]:
         """``(name, layer, weight spec)`` of every Conv2d to quantize. Convolutions get int8
@@ -205,6 +226,12 @@ class PTQ(PTQAlgorithm):
         """Simulated layers become integer layers; a KV-only config has none to convert."""
         kv_only = self.config.weight_quant_dtype is None and not any(p for _, p in self.policies.rules) and not self.int8_head
         self.layers = [] if kv_only else quantize_network(network)
+        if self._teacher is not None:
+            samples, teacher = self._teacher
+            helper = self._helper(self.network_helper)
+            self.distillation = tune_weight_scales(network, lambda sample: helper.logits(network, sample), samples, teacher,
+                                                   self.args.distill_epochs, self.args.distill_learning_rate, progress=self.args.progress)
+            self._teacher = None
         return network
 
     def deploy(self, network: nn.Cell) -> nn.Cell:

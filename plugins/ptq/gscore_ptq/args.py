@@ -25,10 +25,20 @@ key                    meaning                                     used with
 ``head``               ``"int8"``: the output head as an int8     any config
                        per-row layer (weight-only, rounded to
                        nearest); ``"float"`` (default) keeps it
+``distill_epochs``     epochs of end-to-end weight-scale tuning    weight quantization
+                       against the float model in ``convert``
+                       (0: none; gscore's, see below)
+``distill_learning_rate`` its Adam learning rate (default 3e-5)   ``distill_epochs`` > 0
 ``skip_leading_tokens`` leading positions left out of statistics   calibrated configs
 ``search_windows``     calibration windows that score a search     ``alpha`` list
 ``progress``           show progress bars                          any
 =====================  ==========================================  ==========================
+
+Distillation (:mod:`gscore.calib.distill`): ``apply`` keeps the float model's log-probabilities
+of every calibration sample (the helper's ``logits``), ``convert`` then trains the deployed
+layers' weight scales toward them, every integer code fixed. It needs calibration data and a
+helper with ``logits``; it runs in one process (not under ``msrun``). The largest learning rate
+that helped SmolLM2 W4 was 3e-5; 2e-4 diverged (``bench/results/ptq_distill.md``).
 
 A key that the config does not use is a warning (it would silently do nothing); an unknown key
 or a bad value is a :class:`~gscore.errors.ConfigError` naming what is allowed.
@@ -80,6 +90,8 @@ class PTQArgs:
     rotate_values: bool = False
     prefix: tuple[int, ...] | str = ()
     head: str = "float"
+    distill_epochs: int = 0
+    distill_learning_rate: float = 3e-5
     skip_leading_tokens: int = 0
     search_windows: int = 2
     progress: bool = True
@@ -95,6 +107,7 @@ _AWQ = (lambda c: c.outliers_suppression is OutliersSuppressionType.AWQ, "outlie
 _GPTQ = (lambda c: c.precision_recovery is PrecisionRecovery.GPTQ, "precision_recovery='gptq'")
 _ROTATION = (lambda c: c.outliers_suppression is OutliersSuppressionType.ROTATION, "outliers_suppression='rotation'")
 _ANY = (lambda c: True, "any config")
+_WEIGHTS = (lambda c: c.weight_quant_dtype is not None or c.algo_args.get("head") == "int8", "quantized weights (weight_quant_dtype or head='int8')")
 _USED_BY = {
     "alpha": _SMOOTH,
     "search_windows": _SMOOTH,
@@ -110,6 +123,8 @@ _USED_BY = {
     "rotate_values": _ROTATION,
     "prefix": _ANY,
     "head": _ANY,
+    "distill_epochs": _WEIGHTS,
+    "distill_learning_rate": (lambda c: _WEIGHTS[0](c) and bool(c.algo_args.get("distill_epochs")), "distill_epochs > 0"),
     "skip_leading_tokens": _ANY,
     "progress": _ANY,
 }
@@ -146,6 +161,8 @@ def parse_args(config: PTQConfig) -> PTQArgs:
         rotate_values=check_bool(raw.get("rotate_values", False), "algo_args['rotate_values']"),
         prefix=prefix if isinstance(prefix, str) else tuple(prefix),
         head=head,
+        distill_epochs=check_number(raw.get("distill_epochs", 0), "algo_args['distill_epochs']", 0, integer=True),
+        distill_learning_rate=check_number(raw.get("distill_learning_rate", 3e-5), "algo_args['distill_learning_rate']", 0.0, 1.0, low_open=True),
         skip_leading_tokens=check_number(raw.get("skip_leading_tokens", 0), "algo_args['skip_leading_tokens']", 0, integer=True),
         search_windows=check_number(raw.get("search_windows", 2), "algo_args['search_windows']", 1, integer=True),
         progress=check_bool(raw.get("progress", True), "algo_args['progress']"),

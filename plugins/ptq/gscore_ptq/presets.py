@@ -24,12 +24,17 @@ refit gained 1.25 % ± 0.47 over the four seeds (bench/results/ptq_w4_seeds.md).
 not rotated here: over four seeds it moved W4 by +0.4, -2.4, -0.6 and +0.2 points, no consistent
 effect."""
 
+_DISTILL = {"distill_epochs": 3, "distill_learning_rate": 3e-5}
+"""Three epochs of weight-scale distillation on the calibration windows at the learning rate the
+study found best (bench/results/ptq_distill.md: KL kept falling after epoch 3, perplexity did not)."""
+
 PRESETS: dict[str, dict[str, Any]] = {
     "a16w8": {},
     "a16w8-gptq": {"precision_recovery": "gptq", "algo_args": {"desc_act": True, "prefix": "bos"}},
     "a16w4-g128": dict(_W4),
     "a16w4-g128-gptq": {**_W4, **_GPTQ_ACT_ORDER},
     "a16w4-g128-rotation-clip-gptq": {**_W4, **_ROTATION_CLIP_GPTQ},
+    "a16w4-g128-rotation-clip-gptq-distill": {**_W4, **_ROTATION_CLIP_GPTQ, "algo_args": {**_ROTATION_CLIP_GPTQ["algo_args"], **_DISTILL}},
     "a16w4-g128-awq-gptq": {**_W4, "outliers_suppression": "awq", "weight_clip": True, "precision_recovery": "gptq",
                             "algo_args": {"desc_act": True, "static_groups": True, "prefix": "bos"}},
     "a8w8": {"act_quant_dtype": "int8"},
@@ -40,6 +45,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                               "algo_args": {"prefix": "bos"}},
     "a8w4-gptq": {**_W4, "act_quant_dtype": "int8", "act_quant_granularity": "per_token", **_GPTQ_ACT_ORDER},
     "a8w4-rotation-clip-gptq": {**_W4, "act_quant_dtype": "int8", "act_quant_granularity": "per_token", **_ROTATION_CLIP_GPTQ},
+    "a8w4-rotation-clip-gptq-distill": {**_W4, "act_quant_dtype": "int8", "act_quant_granularity": "per_token", **_ROTATION_CLIP_GPTQ,
+                                        "algo_args": {**_ROTATION_CLIP_GPTQ["algo_args"], **_DISTILL}},
     "kv-int8": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8"},
     "kv-int8-dynamic": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8", "kvcache_quant_granularity": "per_token"},
     "a8w8-rotation-kv-int8": {"act_quant_dtype": "int8", "outliers_suppression": "rotation", "kvcache_quant_dtype": "int8",

@@ -1,0 +1,136 @@
+"""End-to-end tuning of a quantized network's weight scales against its float model.
+
+Why: GPTQ, the clipping search and the scale refit each fit one layer to its own inputs, but
+what users lose is the sum of every layer's error as the network's output distribution sees
+it. Keeping every integer code and training only the weight scales (one per output row, or per
+row and group of inputs) toward the float model's output distribution recovers part of that:
+on SmolLM2-135M at W4 g128 about two points of perplexity after the best layer-wise recipe
+(``bench/results/ptq_distill.md``). This is the step-size idea of EfficientQAT's end-to-end
+phase and PEQA, after post-training quantization.
+
+Loss: ``KL(teacher || student)`` over the last axis (the classes, e.g. a vocabulary), averaged
+over every other position; Adam; one calibration sample per step, in a seeded random order
+each epoch. The teacher's log-probabilities are computed once from the float network before
+calibration changes it, and kept as float16 (a 512-token window of a 49152-token vocabulary is
+50 MB). Training runs the deployed network on MindSpore ops (:func:`gscore.nn.ops_path.ops_path`):
+native kernels have no backward.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+from tqdm import tqdm
+
+from gscore.errors import GscoreWarning
+from gscore.nn.ops_path import ops_path
+from gscore.nn.quant_linear import QuantLinear
+
+LogitsOf = Callable[[Any], Tensor]
+"""Logits of one calibration sample: a differentiable float tensor ``[..., classes]``."""
+
+_FLOAT16_FLOOR = -6.0e4
+"""Log-probabilities below this (probability under e^-60000, nothing) are stored as this, so
+float16 never holds -inf."""
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-softmax over the last axis, computed in float64, as float32 (same shape)."""
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return (z - np.log(np.exp(z).sum(axis=-1, keepdims=True))).astype(np.float32)
+
+
+def teacher_log_probs(logits_of: LogitsOf, samples: Sequence[Any]) -> list[np.ndarray]:
+    """The float network's log-probabilities of every sample, float16 ``[..., classes]``."""
+    return [np.maximum(log_softmax(logits_of(sample).asnumpy()), _FLOAT16_FLOOR).astype(np.float16) for sample in samples]
+
+
+def weight_scales(network: nn.Cell) -> list[Parameter]:
+    """The weight-scale parameters of every deployed quantized linear layer, in cell order."""
+    return [cell._weight_quantizer.scale for _, cell in network.cells_and_names() if isinstance(cell, QuantLinear)]
+
+
+@dataclass
+class DistillResult:
+    """What a tuning run did: mean KL per epoch (over its steps, measured before each step's
+    update), how many numbers it trained, its seconds, and whether it gave up (a non-finite
+    loss or a scale that stopped being positive and finite: the untuned scales are then kept)."""
+
+    epochs: int
+    learning_rate: float
+    trained_scales: int
+    kl_per_epoch: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    diverged: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "learning_rate": self.learning_rate, "trained_scales": self.trained_scales,
+                "kl_per_epoch": self.kl_per_epoch, "seconds": self.seconds, "diverged": self.diverged}
+
+
+def tune_weight_scales(network: nn.Cell, logits_of: LogitsOf, samples: Sequence[Any], teacher: Sequence[np.ndarray],
+                       epochs: int, learning_rate: float, seed: int = 0, progress: bool = False) -> DistillResult:
+    """Train the weight scales of deployed ``network`` (codes and all else frozen) for ``epochs``
+    passes over ``samples`` toward ``teacher`` (:func:`teacher_log_probs` of the float network
+    on the same samples); the scales are changed in place.
+
+    Raises ValueError when ``network`` has no deployed quantized linear layer or the teacher
+    does not match the samples.
+    """
+    scales = weight_scales(network)
+    if not scales:
+        raise ValueError(f"{type(network).__name__} has no deployed quantized linear layer whose scales could be tuned")
+    if len(teacher) != len(samples):
+        raise ValueError(f"{len(teacher)} teacher outputs for {len(samples)} samples")
+    result = DistillResult(epochs, learning_rate, int(sum(int(np.prod(p.shape)) for p in scales)))
+    untuned = [p.asnumpy().copy() for p in scales]
+    start = time.perf_counter()
+    with ops_path(network):
+        for p in scales:
+            p.requires_grad = True
+        try:
+            result.diverged = not _train(scales, logits_of, samples, teacher, epochs, learning_rate, seed, progress, result.kl_per_epoch)
+        finally:
+            for p in scales:
+                p.requires_grad = False
+    if not result.diverged:
+        result.diverged = not all(np.isfinite(v := p.asnumpy()).all() and (v > 0).all() for p in scales)
+    if result.diverged:
+        for p, value in zip(scales, untuned):
+            p.set_data(Tensor(value))
+        warnings.warn("weight-scale distillation diverged (a non-finite loss, or a scale that is no longer positive); "
+                      "the untuned scales are kept: lower the learning rate", GscoreWarning, stacklevel=2)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _train(scales: list[Parameter], logits_of: LogitsOf, samples: Sequence[Any], teacher: Sequence[np.ndarray],
+           epochs: int, learning_rate: float, seed: int, progress: bool, kl_per_epoch: list[float]) -> bool:
+    """The Adam loop; appends each epoch's mean KL. False as soon as a loss is not finite."""
+
+    def kl(sample: Any, teacher_logp: Tensor) -> Tensor:
+        logp = ops.log_softmax(logits_of(sample), -1)
+        return (ops.exp(teacher_logp) * (teacher_logp - logp)).sum(-1).mean()
+
+    grad_fn = ms.value_and_grad(kl, None, weights=scales)
+    optimizer = nn.Adam(scales, learning_rate=learning_rate)
+    rng = np.random.default_rng(seed)
+    with tqdm(total=epochs * len(samples), desc="distill", leave=False, disable=not progress) as bar:
+        for _ in range(epochs):
+            losses = []
+            for i in rng.permutation(len(samples)):
+                loss, grads = grad_fn(samples[i], Tensor(teacher[i].astype(np.float32)))
+                losses.append(float(loss.asnumpy()))
+                if not np.isfinite(losses[-1]):
+                    return False
+                optimizer(grads)
+                bar.update()
+            kl_per_epoch.append(float(np.mean(losses)))
+    return True
