@@ -28,7 +28,8 @@ key                    meaning                                     used with
 ``distill_epochs``     epochs of end-to-end weight-scale tuning    weight quantization
                        against the float model in ``convert``
                        (0: none; gscore's, see below)
-``distill_learning_rate`` its Adam learning rate (default 3e-5)   ``distill_epochs`` > 0
+``distill_learning_rate`` its Adam step as a fraction of each     ``distill_epochs`` > 0
+                       layer's mean ``|scale|`` (default 5e-4)
 ``skip_leading_tokens`` leading positions left out of statistics   calibrated configs
 ``search_windows``     calibration windows that score a search     ``alpha`` list
 ``progress``           show progress bars                          any
@@ -37,8 +38,10 @@ key                    meaning                                     used with
 Distillation (:mod:`gscore.calib.distill`): ``apply`` keeps the float model's log-probabilities
 of every calibration sample (the helper's ``logits``), ``convert`` then trains the deployed
 layers' weight scales toward them, every integer code fixed. It needs calibration data and a
-helper with ``logits``; it runs in one process (not under ``msrun``). The largest learning rate
-that helped SmolLM2 W4 was 3e-5; 2e-4 diverged (``bench/results/ptq_distill.md``).
+helper with ``logits``; it runs in one process (not under ``msrun``). The learning rate is
+relative because scales differ tenfold between int8 and int4 layers. The study in
+``bench/results/ptq_distill.md`` trained SmolLM2 W4 at an absolute 3e-5 (about 5e-4 of the median
+layer's mean scale, 0.066); an absolute 2e-4 (about 3e-3 relative) diverged.
 
 A key that the config does not use is a warning (it would silently do nothing); an unknown key
 or a bad value is a :class:`~gscore.errors.ConfigError` naming what is allowed.
@@ -91,7 +94,7 @@ class PTQArgs:
     prefix: tuple[int, ...] | str = ()
     head: str = "float"
     distill_epochs: int = 0
-    distill_learning_rate: float = 3e-5
+    distill_learning_rate: float = 5e-4
     skip_leading_tokens: int = 0
     search_windows: int = 2
     progress: bool = True
@@ -162,7 +165,7 @@ def parse_args(config: PTQConfig) -> PTQArgs:
         prefix=prefix if isinstance(prefix, str) else tuple(prefix),
         head=head,
         distill_epochs=check_number(raw.get("distill_epochs", 0), "algo_args['distill_epochs']", 0, integer=True),
-        distill_learning_rate=check_number(raw.get("distill_learning_rate", 3e-5), "algo_args['distill_learning_rate']", 0.0, 1.0, low_open=True),
+        distill_learning_rate=check_number(raw.get("distill_learning_rate", 5e-4), "algo_args['distill_learning_rate']", 0.0, 1.0, low_open=True),
         skip_leading_tokens=check_number(raw.get("skip_leading_tokens", 0), "algo_args['skip_leading_tokens']", 0, integer=True),
         search_windows=check_number(raw.get("search_windows", 2), "algo_args['search_windows']", 1, integer=True),
         progress=check_bool(raw.get("progress", True), "algo_args['progress']"),

@@ -24,9 +24,10 @@ refit gained 1.25 % ± 0.47 over the four seeds (bench/results/ptq_w4_seeds.md).
 not rotated here: over four seeds it moved W4 by +0.4, -2.4, -0.6 and +0.2 points, no consistent
 effect."""
 
-_DISTILL = {"distill_epochs": 3, "distill_learning_rate": 3e-5}
-"""Three epochs of weight-scale distillation on the calibration windows at the learning rate the
-study found best (bench/results/ptq_distill.md: KL kept falling after epoch 3, perplexity did not)."""
+_DISTILL = {"distill_epochs": 3}
+"""Three epochs of weight-scale distillation on the calibration windows, at the default relative
+learning rate (5e-4 of each layer's mean scale: the study's best absolute rate at the median layer;
+bench/results/ptq_distill.md: KL kept falling after epoch 3, perplexity did not)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "a16w8": {},
