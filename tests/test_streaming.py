@@ -128,7 +128,7 @@ def test_a_stopped_run_resumes_to_the_same_files_and_every_file_is_checked(folde
 
 
 def test_whole_model_steps_and_foreign_folders_are_refused(folder, windows, tmp_path):
-    whole_model = ({"act_quant_dtype": "int8", "outliers_suppression": "rotation"}, {"act_quant_dtype": "int8", "algo_args": {"prefix": [1]}}, {"algo_args": {"head": "int8"}})
+    whole_model = ({"act_quant_dtype": "int8", "outliers_suppression": "rotation"}, {"act_quant_dtype": "int8", "algo_args": {"prefix": [1]}}, {"algo_args": {"head": "int8"}}, {"algo_args": {"distill_epochs": 1}})
     for i, fields in enumerate(whole_model):
         with pytest.raises(ConfigError, match="cannot run a step over the whole model"):
             quantize_streaming(PTQ(quiet(fields)), LlamaFolderSource(folder), windows, tmp_path / f"x{i}", progress=False)

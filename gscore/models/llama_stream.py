@@ -36,7 +36,7 @@ from gscore.models.llama_helper import BlockState, LlamaHelper
 _HF_NAMES = {"model.embed_tokens.embedding_table": "model.embed_tokens.weight"}  # MindSpore name -> HF name where they differ
 _WHOLE_MODEL = (
     "streaming calibration holds one layer at a time, so it cannot run a step over the whole model "
-    "(PTQ's rotation of the residual stream, a float token prefix, an int8 output head); calibrate in memory for those"
+    "(PTQ's rotation of the residual stream, a float token prefix, an int8 output head, distillation); calibrate in memory for those"
 )
 
 
@@ -65,7 +65,7 @@ class _BlockHelper(LlamaHelper):
     def _refuse(self, *args: Any) -> Any:
         raise ConfigError(_WHOLE_MODEL)
 
-    prepare_rotation = residual_stream = set_prefix = prefix_placeholders = bos_token_id = linear_head = _refuse
+    prepare_rotation = residual_stream = set_prefix = prefix_placeholders = bos_token_id = linear_head = logits = _refuse
 
 
 class LlamaFolderSource:

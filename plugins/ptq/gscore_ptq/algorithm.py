@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Iterable
 from typing import Any, Mapping
 
 import numpy as np
@@ -146,7 +147,7 @@ class PTQ(PTQAlgorithm):
         if dist.active():
             raise ConfigError("algo_args distill_epochs needs one process: distillation is not data-parallel; run calibration without msrun")
         require_methods(helper, ["distillation"])
-        samples = list(datasets)
+        samples = list(datasets) if isinstance(datasets, Iterable) else [datasets]  # a helper's own state is one item (it may refuse)
         if not samples:
             raise CalibrationDataError("distillation needs at least one calibration sample; datasets is empty")
         return samples, teacher_log_probs(lambda sample: helper.logits(network, sample), samples)

@@ -1,0 +1,94 @@
+"""``algo_args["distill_epochs"]`` on real SmolLM2 layers: convert tunes the deployed weight scales
+toward the float model, the checkpoint carries them, and misuse is refused before anything runs."""
+
+import numpy as np
+import pytest
+from mindspore import Tensor
+
+import gscore
+from gscore import PTQConfig
+from gscore.calib.distill import log_softmax, weight_scales
+from gscore.calib.network_helper import NetworkHelper
+from gscore.errors import CalibrationDataError, ConfigError, GscoreWarning, MissingHelperMethodError
+from gscore.io import load_checkpoint, save_checkpoint
+from gscore.models.llama_helper import LlamaHelper
+
+PTQ = gscore.get("ptq")
+W4 = {"weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128}
+
+
+def mean_kl(net, windows, teacher_net) -> float:
+    """KL(teacher_net || net) per token, averaged over the windows, in float64."""
+    helper = LlamaHelper()
+    values = []
+    for window in windows:
+        t = log_softmax(helper.logits(teacher_net, window).asnumpy()).astype(np.float64)
+        s = log_softmax(helper.logits(net, window).asnumpy()).astype(np.float64)
+        values.append(float((np.exp(t) * (t - s)).sum(-1).mean()))
+    return float(np.mean(values))
+
+
+def quantized(make_llama, windows, **algo_args):
+    net = make_llama(layers=1)
+    algo = PTQ(PTQConfig(**W4, algo_args={"progress": False, **algo_args}))
+    algo.apply(net, LlamaHelper(), datasets=windows)
+    algo.convert(net)
+    return net, algo
+
+
+def test_distillation_lowers_the_kl_to_the_float_model_and_the_checkpoint_keeps_it(make_llama, windows, tmp_path):
+    calibration, _ = windows
+    float_net = make_llama(layers=1)
+    plain, plain_algo = quantized(make_llama, calibration)
+    tuned, algo = quantized(make_llama, calibration, distill_epochs=3, distill_learning_rate=5e-3)
+    assert plain_algo.distillation is None
+    record = algo.distillation
+    assert record.epochs == 3 and len(record.kl_per_epoch) == 3 and not record.diverged
+    assert record.trained_scales == sum(p.size for p in weight_scales(tuned))
+    assert mean_kl(tuned, calibration, float_net) < 0.95 * mean_kl(plain, calibration, float_net)
+    codes = {p.name: p.asnumpy() for p in plain.get_parameters() if p.name.endswith(".weight")}
+    assert all(np.array_equal(p.asnumpy(), codes[p.name]) for p in tuned.get_parameters() if p.name in codes)  # RTN codes kept
+
+    ckpt = save_checkpoint(tuned, tmp_path / "tuned.ckpt", description=algo.describe(tuned))
+    deployed = make_llama(layers=1)
+    deploy = PTQ(PTQConfig(mode="deploy", **W4))
+    deploy.convert(deploy.apply(deployed, LlamaHelper()))
+    load_checkpoint(ckpt, deployed)
+    ids = Tensor(calibration[:1])
+    np.testing.assert_array_equal(deployed(ids, 0).asnumpy(), tuned(ids, 0).asnumpy())
+
+
+@pytest.mark.parametrize(
+    ("algo_args", "error"),
+    [
+        ({"distill_epochs": -1}, "distill_epochs"),
+        ({"distill_epochs": 1.5}, "distill_epochs"),
+        ({"distill_epochs": 1, "distill_learning_rate": 0.0}, "distill_learning_rate"),
+        ({"distill_epochs": 1, "distill_learning_rate": 2.0}, "distill_learning_rate"),
+    ],
+)
+def test_bad_distillation_settings_are_refused(algo_args, error):
+    with pytest.raises(ConfigError, match=error):
+        PTQ(PTQConfig(**W4, algo_args=algo_args))
+
+
+def test_a_learning_rate_without_epochs_warns_that_it_does_nothing():
+    with pytest.warns(GscoreWarning, match="distill_learning_rate.*no effect"):
+        PTQ(PTQConfig(**W4, algo_args={"distill_learning_rate": 1e-3}))
+
+
+def test_distillation_needs_data_and_a_helper_that_gives_logits(make_llama, windows):
+    calibration, _ = windows
+    algo = PTQ(PTQConfig(**W4, algo_args={"distill_epochs": 1, "progress": False}))
+    with pytest.raises(CalibrationDataError, match="distillation"):
+        algo.apply(make_llama(layers=1), LlamaHelper())
+
+    class NoLogits(NetworkHelper):
+        def blocks(self, network):
+            return LlamaHelper().blocks(network)
+
+    net = make_llama(layers=1)
+    before = {p.name: p.asnumpy().copy() for p in net.get_parameters()}
+    with pytest.raises(MissingHelperMethodError, match="logits"):
+        PTQ(PTQConfig(**W4, algo_args={"distill_epochs": 1, "progress": False})).apply(net, NoLogits(), datasets=calibration)
+    assert all(np.array_equal(p.asnumpy(), before[p.name]) for p in net.get_parameters())
