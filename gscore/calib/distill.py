@@ -5,7 +5,7 @@ what users lose is the sum of every layer's error as the network's output distri
 it. Keeping every integer code and training only the weight scales (one per output row, or per
 row and group of inputs) toward the float model's output distribution recovers part of that:
 on SmolLM2-135M at W4 g128 about two points of perplexity after the best layer-wise recipe
-(``bench/results/ptq_distill.md``). This is the step-size idea of EfficientQAT's end-to-end
+(``bench/results/ptq_distill_option.md``). This is the step-size idea of EfficientQAT's end-to-end
 phase and PEQA, after post-training quantization.
 
 Loss: ``KL(teacher || student)`` over the last axis (the classes, e.g. a vocabulary), averaged
@@ -64,8 +64,9 @@ def weight_scales(network: nn.Cell) -> list[Parameter]:
 @dataclass
 class DistillResult:
     """What a tuning run did: mean KL per epoch (over its steps, measured before each step's
-    update), how many numbers it trained, its seconds, and whether it gave up (a non-finite
-    loss or a scale that stopped being positive and finite: the untuned scales are then kept)."""
+    update), the relative learning rate, how many numbers it trained, its seconds, and whether
+    it gave up (a non-finite loss, or a scale that became non-finite or changed sign: the
+    untuned scales are then kept)."""
 
     epochs: int
     learning_rate: float
@@ -106,12 +107,12 @@ def tune_weight_scales(network: nn.Cell, logits_of: LogitsOf, samples: Sequence[
         finally:
             for p in scales:
                 p.requires_grad = False
-    if not result.diverged:
-        result.diverged = not all(np.isfinite(v := p.asnumpy()).all() and (v > 0).all() for p in scales)
+    if not result.diverged:  # a scale that crossed zero flips its codes' sign: that is not tuning
+        result.diverged = not all(np.isfinite(v := p.asnumpy()).all() and np.array_equal(v > 0, u > 0) for p, u in zip(scales, untuned))
     if result.diverged:
         for p, value in zip(scales, untuned):
             p.set_data(Tensor(value))
-        warnings.warn("weight-scale distillation diverged (a non-finite loss, or a scale that is no longer positive); "
+        warnings.warn("weight-scale distillation diverged (a non-finite loss, or a scale that changed sign); "
                       "the untuned scales are kept: lower the learning rate", GscoreWarning, stacklevel=2)
     result.seconds = time.perf_counter() - start
     return result

@@ -37,8 +37,8 @@ from typing import Any, Mapping
 import numpy as np
 from mindspore import Tensor, nn
 
-from gscore.algorithm import PTQAlgorithm
 from gscore import dist
+from gscore.algorithm import PTQAlgorithm
 from gscore.calib.data_parallel import data_parallel
 from gscore.calib.distill import DistillResult, teacher_log_probs, tune_weight_scales
 from gscore.calib.layerwise import calibrate_blockwise
@@ -122,7 +122,7 @@ class PTQ(PTQAlgorithm):
         convs = self._convs(network)
         if not names and not convs and self.config.kvcache_quant_dtype is None:
             raise NoQuantizableLayerError(f"no linear or Conv2d layer of {type(network).__name__} is left to quantize after opname_blacklist and layer_policies")
-        distills = self.args.distill_epochs > 0
+        distills = self.args.distill_epochs > 0 and (self.config.weight_quant_dtype is not None or self.int8_head)  # else: warned, no effect
         needs_data = self.static_kv or distills or any(self.policies.for_layer(n).needs_input_stats for n in names)
         if needs_data and datasets is None:
             raise CalibrationDataError(

@@ -92,3 +92,13 @@ def test_distillation_needs_data_and_a_helper_that_gives_logits(make_llama, wind
     with pytest.raises(MissingHelperMethodError, match="logits"):
         PTQ(PTQConfig(**W4, algo_args={"distill_epochs": 1, "progress": False})).apply(net, NoLogits(), datasets=calibration)
     assert all(np.array_equal(p.asnumpy(), before[p.name]) for p in net.get_parameters())
+
+
+def test_a_config_without_quantized_weights_warns_and_does_not_distil(make_llama):
+    with pytest.warns(GscoreWarning, match="distill_epochs.*no effect"):
+        algo = PTQ(PTQConfig(weight_quant_dtype=None, kvcache_quant_dtype="int8", kvcache_quant_granularity="per_token",
+                             algo_args={"distill_epochs": 1, "progress": False}))
+    net = make_llama(layers=1)
+    algo.apply(net, LlamaHelper())  # dynamic KV int8 needs no data, and nothing asks for it
+    algo.convert(net)
+    assert algo.distillation is None
