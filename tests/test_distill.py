@@ -84,6 +84,20 @@ def test_ops_path_computes_what_a_kernel_free_network_computes_and_gives_the_ker
     np.testing.assert_array_equal(native(x).asnumpy(), before)
 
 
+@pytest.mark.parametrize("name", ["a8w8-static-smooth", "a8w4-g32-dynamic-smooth"])
+def test_on_the_ops_path_gradients_pass_the_input_rounding_straight_through(name):
+    """d sum(y) / dx of one deployed layer with a quantized input is, through the straight-through
+    rounding, what the float matmul with the dequantized weight gives: ones @ (W * smooth)."""
+    net = deployed(name, LEVEL)
+    layer = net.first
+    x = Tensor(inputs(1))
+    weight = (layer._weight_quantizer.dequantize(layer.codes()).asnumpy() * layer.smooth_scale.asnumpy()[None, :]).astype(np.float64)
+    with ops_path(net):
+        grad = ms.grad(lambda t: layer(t).sum())(x).asnumpy()
+    np.testing.assert_allclose(grad, np.ones((6, 64)) @ weight, rtol=1e-4, atol=1e-5 * np.abs(weight).max())
+    assert not layer._input_quantizer.straight_through
+
+
 def test_ops_path_gives_the_kernels_back_after_an_error():
     net = deployed("a8w8-static-smooth", LEVEL)
     kernel, level_before = net.first.native, kernels.level()

@@ -139,8 +139,21 @@ class GroupWeightQuantizer(WeightQuantizer):
         return self._grouped(lambda g: ops.clamp(ops.round(g / scale - zp_neg), self.qmin, self.qmax), ops.cast(w, ms.float32))
 
 
+def _straight_through(codes: Tensor, scaled: Tensor) -> Tensor:
+    """``codes`` in the forward pass (bit for bit: ``scaled - scaled`` is 0), the gradient of
+    ``scaled`` in the backward pass: the straight-through estimator of a rounding."""
+    return codes + (scaled - ops.stop_gradient(scaled))
+
+
 class StaticInputQuantizer(nn.Cell):
-    """int8 activations with one calibrated scale and zero point for the whole tensor."""
+    """int8 activations with one calibrated scale and zero point for the whole tensor.
+
+    ``straight_through`` (set by :func:`gscore.nn.ops_path.ops_path` while a deployed network
+    trains): the rounding in :meth:`deploy` passes gradients as if it were absent, so layers
+    before this one still learn; the forward values do not change.
+    """
+
+    straight_through = False
 
     def __init__(self, scale: float, zp: float) -> None:
         super().__init__()
@@ -156,11 +169,18 @@ class StaticInputQuantizer(nn.Cell):
 
     def deploy(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(codes - zp)`` as float32 and the row scale that multiplies the matmul result."""
-        return ops.cast(self.integers(x), ms.float32) - self.zp, self.scale
+        codes = ops.cast(self.integers(x), ms.float32) - self.zp
+        return (_straight_through(codes, x / self.scale) if self.straight_through else codes), self.scale
 
 
 class DynamicInputQuantizer(nn.Cell):
-    """int8 activations with a symmetric scale per token (row), computed at run time."""
+    """int8 activations with a symmetric scale per token (row), computed at run time.
+
+    ``straight_through``: as :class:`StaticInputQuantizer`'s; the run-time scale then passes no
+    gradient (it would reach only each row's largest input).
+    """
+
+    straight_through = False
 
     def _scale(self, x: Tensor) -> Tensor:
         return ops.maximum(ops.amax(ops.abs(x), axis=-1, keepdims=True) / 127.0, 1e-12)
@@ -171,5 +191,7 @@ class DynamicInputQuantizer(nn.Cell):
 
     def deploy(self, x: Tensor) -> tuple[Tensor, Tensor]:
         scale = self._scale(x)
-        codes = ops.cast(ops.clamp(ops.round(x / scale), -127, 127), ms.int8)
-        return ops.cast(codes, ms.float32), scale
+        if self.straight_through:
+            scale = ops.stop_gradient(scale)
+        codes = ops.cast(ops.cast(ops.clamp(ops.round(x / scale), -127, 127), ms.int8), ms.float32)
+        return (_straight_through(codes, x / scale) if self.straight_through else codes), scale
