@@ -22,6 +22,7 @@ Writes bench/results/ptq.json and bench/results/ptq.md (``--output`` names anoth
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -93,7 +94,7 @@ def run_row(name: str, windows: str, out: str) -> None:
         algo.convert(net)
         row["convert_s"] = time.perf_counter() - start
         if algo.distillation is not None:
-            row["distillation"] = algo.distillation.to_dict()
+            row["distillation"] = dataclasses.asdict(algo.distillation)
         save_checkpoint(net, ckpt, description=algo.describe(net))
         del net
         deployed = build_llama(model_config, weights)

@@ -35,14 +35,6 @@ from ptq import windows_file
 SCALE_SUFFIX = "_weight_quantizer.scale"
 
 
-def log_probs(logits: np.ndarray) -> np.ndarray:
-    """Log-softmax over the last axis, computed in float64, returned as float32 ``[T, vocab]``."""
-    z = logits.astype(np.float64)
-    z -= z.max(axis=-1, keepdims=True)
-    z -= np.log(np.exp(z).sum(axis=-1, keepdims=True))
-    return z.astype(np.float32)
-
-
 def deployed_network(model_config, weights, tokenizer, fields: dict, ckpt: Path):
     """A fresh network deployed from ``ckpt`` with ``fields`` (kernels as currently enabled)."""
     import gscore
@@ -74,7 +66,7 @@ def main() -> None:
 
     import gscore
     from gscore import PTQConfig, kernels
-    from gscore.eval.perplexity import llama_forward, paired_delta, window_nll
+    from gscore.eval.perplexity import llama_forward, log_softmax, paired_delta, window_nll
     from gscore.io import save_checkpoint
     from gscore.models.llama import LlamaConfig, build_llama
     from gscore.models.llama_helper import LlamaHelper
@@ -89,7 +81,7 @@ def main() -> None:
 
     float_forward = llama_forward(build_llama(model_config, weights))
     reference_nll = window_nll(float_forward, evaluation)
-    teacher = [log_probs(float_forward(ids)) for ids in calibration]
+    teacher = [log_softmax(float_forward(ids)).astype(np.float32) for ids in calibration]
     del float_forward
 
     fields = preset(args.preset, progress=False)

@@ -16,7 +16,8 @@ import pytest
 from mindspore import Tensor, nn
 
 from gscore import kernels
-from gscore.calib.distill import log_softmax, teacher_log_probs, tune_weight_scales, weight_scales
+from gscore.calib.distill import teacher_log_probs, tune_weight_scales, weight_scales
+from gscore.eval.perplexity import log_softmax
 from gscore.errors import GscoreWarning
 from gscore.nn.linear_view import linear_view
 from gscore.nn.ops_path import ops_path

@@ -33,6 +33,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from tqdm import tqdm
 
 from gscore.errors import GscoreWarning
+from gscore.eval.perplexity import log_softmax
 from gscore.nn.ops_path import ops_path
 from gscore.nn.quant_linear import QuantLinear
 
@@ -44,16 +45,9 @@ _FLOAT16_FLOOR = -6.0e4
 float16 never holds -inf."""
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Log-softmax over the last axis, computed in float64, as float32 (same shape)."""
-    z = np.asarray(logits, np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    return (z - np.log(np.exp(z).sum(axis=-1, keepdims=True))).astype(np.float32)
-
-
 def teacher_log_probs(logits_of: LogitsOf, samples: Sequence[Any]) -> list[np.ndarray]:
     """The float network's log-probabilities of every sample, float16 ``[..., classes]``."""
-    return [np.maximum(log_softmax(logits_of(sample).asnumpy()), _FLOAT16_FLOOR).astype(np.float16) for sample in samples]
+    return [np.maximum(log_softmax(logits_of(sample).asnumpy()).astype(np.float32), _FLOAT16_FLOOR).astype(np.float16) for sample in samples]
 
 
 def weight_scales(network: nn.Cell) -> list[Parameter]:
@@ -74,10 +68,6 @@ class DistillResult:
     kl_per_epoch: list[float] = field(default_factory=list)
     seconds: float = 0.0
     diverged: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "learning_rate": self.learning_rate, "trained_scales": self.trained_scales,
-                "kl_per_epoch": self.kl_per_epoch, "seconds": self.seconds, "diverged": self.diverged}
 
 
 def tune_weight_scales(network: nn.Cell, logits_of: LogitsOf, samples: Sequence[Any], teacher: Sequence[np.ndarray],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from mindspore import Tensor, nn
 
+from gscore.eval.perplexity import log_softmax
+
 
 def predict_logits(net: nn.Cell, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
     """Logits ``[n, classes]`` (float32) of ``net`` in eval mode over ``x``."""
@@ -24,9 +26,7 @@ def mean_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     labels = np.asarray(labels, np.int64)
     if logits.ndim != 2 or labels.shape != (len(logits),) or (labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1])):
         raise ValueError(f"need logits [n, classes] and n labels in [0, classes), got logits of shape {logits.shape} and labels of shape {labels.shape} in [{labels.min(initial=0)}, {labels.max(initial=0)}]")
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(-log_probs[np.arange(len(labels)), labels].mean())
+    return float(-log_softmax(logits)[np.arange(len(labels)), labels].mean())
 
 
 def paired_accuracy_difference(correct: np.ndarray, reference_correct: np.ndarray) -> tuple[float, float]:

@@ -18,6 +18,14 @@ import numpy as np
 from tqdm import tqdm
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities over the last axis of ``logits``, float64 (same shape): shifted by the
+    maximum, so huge logits neither overflow nor lose the small ones."""
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
 def token_nll(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Negative log-likelihood of ``ids[1:]`` under ``logits[:-1]`` (``[T, vocab]``, ``[T]``)."""
     z = logits[:-1].astype(np.float64)

@@ -7,7 +7,8 @@ from mindspore import Tensor
 
 import gscore
 from gscore import PTQConfig
-from gscore.calib.distill import log_softmax, weight_scales
+from gscore.calib.distill import weight_scales
+from gscore.eval.perplexity import log_softmax
 from gscore.calib.network_helper import NetworkHelper
 from gscore.errors import CalibrationDataError, ConfigError, GscoreWarning, MissingHelperMethodError
 from gscore.io import load_checkpoint, save_checkpoint
@@ -18,12 +19,12 @@ W4 = {"weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "gr
 
 
 def mean_kl(net, windows, teacher_net) -> float:
-    """KL(teacher_net || net) per token, averaged over the windows, in float64."""
+    """KL(teacher_net || net) per token, averaged over the windows (float64 log-probabilities)."""
     helper = LlamaHelper()
     values = []
     for window in windows:
-        t = log_softmax(helper.logits(teacher_net, window).asnumpy()).astype(np.float64)
-        s = log_softmax(helper.logits(net, window).asnumpy()).astype(np.float64)
+        t = log_softmax(helper.logits(teacher_net, window).asnumpy())
+        s = log_softmax(helper.logits(net, window).asnumpy())
         values.append(float((np.exp(t) * (t - s)).sum(-1).mean()))
     return float(np.mean(values))
 
