@@ -17,22 +17,31 @@ All contenders of one shape are timed round-robin in one process (``--rounds`` r
 ``--calls`` calls each); the tables give medians over rounds of the per-call time, and ratios of
 medians. The machine is shared: the load average is recorded.
 
-Usage: python bench/kernels.py [--rounds 7] [--calls 5] [--level auto]
-Writes bench/results/kernels.json and .md.
+``--baseline REV`` also builds the kernels from git revision REV's sources and races each
+kernel alone against that build, interleaved in the same process: the way to show what a
+kernel change gained on a noisy machine (column 'x REV').
+
+Usage: python bench/kernels.py [--rounds 7] [--calls 5] [--level auto] [--rows 1,4,64,512]
+       [--baseline REV] [--output kernels]
+Writes bench/results/<output>.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor, ops
 
-from _common import command_line, copy_bandwidth, git_revision, load_info, machine_info, md_table, write_json, write_text
+from _common import REPO, command_line, copy_bandwidth, git_revision, load_info, machine_info, md_table, write_json, write_text
 from gscore import kernels
+from gscore.kernels.build import compile_library, compiler
 from gscore.kernels.direct import Call
 from gscore.kernels.ops import primitive
 from gscore.nn.kv_cache import attention_ops
@@ -43,8 +52,20 @@ ROWS = [1, 4, 64, 512]
 GROUP = 128
 
 
-def linear_contenders(m: int, k: int, n: int, level: str, rng: np.random.Generator) -> tuple[dict[str, Callable[[], Any]], dict[str, int]]:
-    """Callables (MindSpore op and direct) per contender, and the weight bytes each reads."""
+def baseline_library(revision: str, level: str, into: Path) -> Path:
+    """The kernels of git ``revision`` built for ``level`` in directory ``into``."""
+    sources = into / "src"
+    sources.mkdir()
+    archive = subprocess.run(["git", "archive", revision, "gscore/kernels/csrc"], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(sources)], input=archive, check=True)
+    target = into / f"libgscore_kernels_{level}.so"
+    compile_library(level, compiler(), target, sources / "gscore" / "kernels" / "csrc")
+    return target
+
+
+def linear_contenders(m: int, k: int, n: int, level: str, rng: np.random.Generator, baseline: tuple[str, Path] | None) -> tuple[dict[str, Callable[[], Any]], dict[str, int]]:
+    """Callables (MindSpore op and direct, and the baseline build's direct call) per contender,
+    and the weight bytes each reads."""
     x = rng.standard_normal((m, k)).astype(np.float32)
     w = rng.standard_normal((n, k)).astype(np.float32)
     q = rng.integers(-127, 128, (n, k)).astype(np.int8)
@@ -71,6 +92,10 @@ def linear_contenders(m: int, k: int, n: int, level: str, rng: np.random.Generat
         fns[name] = lambda op=op, tensors=tensors: op(*tensors).asnumpy()
         fns[f"{name} (kernel alone)"] = direct.run
         weight_bytes[name] = weight_bytes[f"{name} (kernel alone)"] = nbytes
+        if baseline:
+            revision, path = baseline
+            fns[f"{name} (kernel alone, {revision})"] = Call(kernel, level, arrays, [y], library_path=path).run
+            weight_bytes[f"{name} (kernel alone, {revision})"] = nbytes
     return fns, weight_bytes
 
 
@@ -94,12 +119,18 @@ def attention_contenders(cached: int, level: str, rng: np.random.Generator) -> d
 
 
 def race(fns: dict[str, Callable[[], Any]], rounds: int, calls: int) -> dict[str, dict[str, float]]:
-    """Per-call seconds of each contender, round-robin: median and best over rounds."""
+    """Per-call seconds of each contender, round-robin: median and best over rounds.
+
+    Each round runs the contenders in a new (seeded) random order: in a fixed order, one that
+    follows another on the same arrays always found them in cache (a build raced against
+    itself came out 10-20 % apart)."""
     for fn in fns.values():
         fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
+    order = np.random.default_rng(0)
     for _ in range(rounds):
-        for name, fn in fns.items():
+        for name in order.permutation(list(fns)):
+            fn = fns[name]
             start = time.perf_counter()
             for _ in range(calls):
                 fn()
@@ -112,16 +143,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--level", default="auto", choices=kernels.CHOICES[:-1])
+    parser.add_argument("--rows", default=",".join(map(str, ROWS)), help="comma-separated M values")
+    parser.add_argument("--baseline", help="git revision whose kernels each kernel alone is raced against")
+    parser.add_argument("--output", default="kernels")
     args = parser.parse_args()
     ms.runtime.launch_blocking()
-    with kernels.forced(args.level) as level:
+    with kernels.forced(args.level) as level, tempfile.TemporaryDirectory() as tmp:
+        baseline = (args.baseline, baseline_library(args.baseline, level, Path(tmp))) if args.baseline else None
         rng = np.random.default_rng(0)
         load_start = load_info()
         bandwidth = copy_bandwidth()
         linear: list[dict[str, Any]] = []
         for k, n in SHAPES:
-            for m in ROWS:
-                fns, weight_bytes = linear_contenders(m, k, n, level, rng)
+            for m in map(int, args.rows.split(",")):
+                fns, weight_bytes = linear_contenders(m, k, n, level, rng, baseline)
                 times = race(fns, args.rounds, args.calls if m < 512 else max(1, args.calls // 5))
                 for name, t in times.items():
                     linear.append({"M": m, "K": k, "N": n, "contender": name, **t, "weight_bytes": weight_bytes[name], "bandwidth_limit_s": weight_bytes[name] / bandwidth})
@@ -137,23 +172,32 @@ def main() -> None:
         "load_start": load_start,
         "load_end": load_info(),
         "level": level,
+        "baseline": args.baseline,
         "copy_bandwidth_gb_s": bandwidth / 1e9,
         "linear": linear,
         "attention": attention,
     }
-    write_json("kernels", report)
-    write_text("kernels.md", markdown(report))
+    write_json(args.output, report)
+    write_text(f"{args.output}.md", markdown(report))
     print(markdown(report))
 
 
 def markdown(report: dict[str, Any]) -> str:
     fp32 = {(r["M"], r["K"], r["N"]): r["median_s"] for r in report["linear"] if r["contender"] == "fp32 MatMul"}
+    by_name = {(r["M"], r["K"], r["N"], r["contender"]): r for r in report["linear"]}
+    revision = report.get("baseline")
     rows = []
     for r in report["linear"]:
         base = fp32[(r["M"], r["K"], r["N"])]
         limit = f"{100 * r['bandwidth_limit_s'] / r['median_s']:.0f} %" if r["M"] == 1 else ""
-        rows.append([f"{r['M']}x{r['K']}x{r['N']}", r["contender"], f"{r['median_s'] * 1e3:.3f}", f"{r['best_s'] * 1e3:.3f}", f"{r['median_s'] / base:.2f}x", limit])
-    gemv = next(r for r in report["linear"] if (r["M"], r["K"], r["N"], r["contender"]) == (1, 4096, 4096, "w8 (kernel alone)"))
+        row = [f"{r['M']}x{r['K']}x{r['N']}", r["contender"], f"{r['median_s'] * 1e3:.3f}", f"{r['best_s'] * 1e3:.3f}", f"{r['median_s'] / base:.2f}x", limit]
+        if revision:
+            old = by_name.get((r["M"], r["K"], r["N"], r["contender"].replace("(kernel alone)", f"(kernel alone, {revision})")))
+            row.append(f"{r['median_s'] / old['median_s']:.2f}x" if old and old is not r else "")
+        rows.append(row)
+    gemv = by_name.get((1, 4096, 4096, "w8 (kernel alone)"))
+    goal = (f"**{100 * gemv['bandwidth_limit_s'] / gemv['median_s']:.0f} %** (kernel alone, median), {100 * gemv['bandwidth_limit_s'] / gemv['best_s']:.0f} % best"
+            if gemv else "not measured in this run (needs M = 1)")
     base_attention = {r["cached_tokens"]: r["median_s"] for r in report["attention"] if r["contender"].startswith("MindSpore")}
     attention_rows = [[r["cached_tokens"], r["contender"], f"{r['median_s'] * 1e3:.3f}", f"{r['median_s'] / base_attention[r['cached_tokens']]:.2f}x"] for r in report["attention"]]
     load = report["load_start"]["loadavg_1_5_15"][0], report["load_end"]["loadavg_1_5_15"][0]
@@ -164,12 +208,12 @@ def markdown(report: dict[str, Any]) -> str:
         "(the machine is shared: absolute times move, ratios within one row group were measured round-robin).\n\n"
         f"Copy bandwidth (numpy, 256 MiB, best of 7): {report['copy_bandwidth_gb_s']:.1f} GB/s. "
         "'of limit' = (weight bytes / copy bandwidth) / time, for M = 1.\n\n"
-        "Goal: int8 GEMV 1x4096x4096 >= 70 % of the bandwidth limit: "
-        f"**{100 * gemv['bandwidth_limit_s'] / gemv['median_s']:.0f} %** (kernel alone, median), "
-        f"{100 * gemv['bandwidth_limit_s'] / gemv['best_s']:.0f} % best.\n\n"
+        f"Goal: int8 GEMV 1x4096x4096 >= 70 % of the bandwidth limit: {goal}.\n\n"
         "## Linear layers (per call, ms; M x K x N)\n\n"
-        + md_table(["shape", "contender", "median ms", "best ms", "x FP32 MatMul", "of limit"], rows)
-        + "\nRows 'kernel alone' call the C++ entry point through ctypes; the difference to the row above is MindSpore's per-operator cost.\n\n"
+        + md_table(["shape", "contender", "median ms", "best ms", "x FP32 MatMul", "of limit"] + ([f"x {revision}"] if revision else []), rows)
+        + "\nRows 'kernel alone' call the C++ entry point through ctypes; the difference to the row above is MindSpore's per-operator cost."
+        + (f" Rows '(kernel alone, {revision})' run the kernels built from git {revision}'s sources; 'x {revision}' is this build's median over that one's, same shape and rows, raced in the same rounds." if revision else "")
+        + "\n\n"
         "## Attention at decode (1 new token; 9 query heads over 3 KV heads of 64)\n\n"
         + md_table(["cached tokens", "contender", "median ms", "x MindSpore ops"], attention_rows)
     )

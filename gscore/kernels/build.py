@@ -133,18 +133,21 @@ def library(level: str, cxx: str | None = None) -> Path:
     if target.exists():
         return target
     try:
-        _compile(level, cxx, target)
+        compile_library(level, cxx, target)
     except OSError as err:  # an unwritable cache, a compiler that cannot be run
         raise KernelError(f"cannot build the {level} kernels into {target.parent}: {err} (set GSCORE_CACHE to a writable directory, or CXX)") from err
     return target
 
 
-def _compile(level: str, cxx: str, target: Path) -> None:
+def compile_library(level: str, cxx: str, target: Path, source_dir: Path = SOURCE_DIR) -> None:
+    """Compile ``source_dir/entry.cc`` for ``level`` into ``target``, atomically (a temporary
+    name, then a rename: two processes building at once both succeed). ``bench/kernels.py
+    --baseline`` builds an older revision's sources this way."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
-        command = [cxx, *COMMON_FLAGS, *LEVEL_FLAGS[level][1], "-I", str(SOURCE_DIR), "-o", tmp, str(SOURCE_DIR / "entry.cc")]
+        command = [cxx, *COMMON_FLAGS, *LEVEL_FLAGS[level][1], "-I", str(source_dir), "-o", tmp, str(source_dir / "entry.cc")]
         try:
             result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=COMPILE_TIMEOUT_S)
         except subprocess.TimeoutExpired as err:

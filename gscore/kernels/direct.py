@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 from functools import lru_cache
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -21,8 +22,8 @@ _ENTRY = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_vo
 
 
 @lru_cache(maxsize=None)
-def _library(level: str) -> ctypes.CDLL:
-    return ctypes.CDLL(str(library(level)))
+def _library(path: Path) -> ctypes.CDLL:
+    return ctypes.CDLL(str(path))
 
 
 class Call:
@@ -30,9 +31,11 @@ class Call:
 
     Arrays must be C-contiguous with dtypes the kernel accepts; outputs are written in place.
     Preparing once and running many times keeps ctypes marshalling out of timings.
+    ``library_path`` runs another build of the kernels (e.g. an older revision's, to compare
+    the two in one process) instead of this package's build for ``level``.
     """
 
-    def __init__(self, name: str, level: str, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> None:
+    def __init__(self, name: str, level: str, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], library_path: Path | None = None) -> None:
         arrays = [*inputs, *outputs]
         for a in arrays:
             if not a.flags.c_contiguous or a.dtype not in _DTYPE_NAMES:
@@ -46,7 +49,7 @@ class Call:
         self._shape_ptrs = (ctypes.POINTER(ctypes.c_int64) * n)(*(ctypes.cast(s, ctypes.POINTER(ctypes.c_int64)) for s in self._shapes))
         self._dtypes = (ctypes.c_char_p * n)(*(_DTYPE_NAMES[a.dtype] for a in arrays))
         self._n = n
-        self._fn = _ENTRY((f"gsk_{name}", _library(level)))
+        self._fn = _ENTRY((f"gsk_{name}", _library(library_path or library(level))))
 
     def run(self) -> None:
         status = self._fn(self._n, self._params, self._ndims, self._shape_ptrs, self._dtypes, None, None)
