@@ -186,13 +186,14 @@ void gemm_f32(int64_t M, int64_t N, int64_t K, const float* a, float* c, const P
 // ---------------------------------------------------------------------------------------------
 // Weight panels for the prefill GEMM: bp[k * kNR + j] for the panel's rows j, all of K, built
 // on every call. Stored one float at a time (a store per weight, kNR floats apart) this took
-// about 1.3 ns a weight on the AVX2 EPYC, a tenth of a 512-row prefill's linear time. With
-// SIMD, blocks of 16 rows x 16 k values go through a byte transpose and leave as whole vectors.
+// about 1.3 ns a weight on the AVX2 EPYC, a tenth of a 512-row prefill's linear time. At the
+// AVX2 level, blocks of 16 rows x 16 k values go through a byte transpose and leave as whole
+// vectors. (The AVX-512 levels keep the scalar pack: no machine here could run them.)
 
 constexpr int kPackRows = 16;  // rows (and k values) per vector block
 static_assert(kNR % kPackRows == 0, "panels hold whole 16-row blocks");
 
-#if defined(GSK_LEVEL_AVX2) || defined(GSK_LEVEL_AVX512VNNI)
+#if defined(GSK_LEVEL_AVX2)
 constexpr bool kVectorPack = true;
 
 // t[k] = byte k of every r[0..15], in four interleaving stages (bytes, pairs, quads, octets).
@@ -710,6 +711,38 @@ inline int64_t amx_rows(int64_t rows) {
 #endif
 }
 
+// The int8 GEMM's panels at the AVX2 level ([K / 2][kINR channels][2] int16, kINR = 16):
+// rows n .. n+15 for k < the returned multiple of 16, through the same byte transpose as the
+// float panels; adds each row's weight sum over those k to sums[0..15]. Elsewhere nothing
+// (the caller packs everything).
+#if defined(GSK_LEVEL_AVX2)
+inline int64_t pack_int8_pairs(const int8_t* q, int64_t K, int64_t n, IV::B* dst, int32_t* sums) {
+  static_assert(IV::KP == 2 && kINR == kPackRows, "AVX2 int8 panels: 16 channels of int16 pairs");
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i sum_lo = _mm256_setzero_si256(), sum_hi = _mm256_setzero_si256();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m128i r[16], t[16];
+    for (int j = 0; j < 16; ++j) r[j] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + (n + j) * K + k));
+    transpose_bytes_16x16(r, t);
+    for (int e = 0; e < 8; ++e) {  // k pair (k + 2e, k + 2e + 1): channels 0-7, then 8-15
+      const __m256i lo = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(t[2 * e], t[2 * e + 1]));
+      const __m256i hi = _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(t[2 * e], t[2 * e + 1]));
+      IV::B* out = dst + (k + 2 * e) * kINR;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), lo);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16), hi);
+      sum_lo = _mm256_add_epi32(sum_lo, _mm256_madd_epi16(lo, ones));
+      sum_hi = _mm256_add_epi32(sum_hi, _mm256_madd_epi16(hi, ones));
+    }
+  }
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums), sum_lo);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + 8), sum_hi);
+  return k;
+}
+#else
+inline int64_t pack_int8_pairs(const int8_t*, int64_t, int64_t, IV::B*, int32_t*) { return 0; }
+#endif
+
 inline void a8w8_gemm(const QuantizedRows& xq, const A8W8& w, float* y) {
   const int64_t M = xq.M, N = w.N, K = w.K;
   const GemmChunks chunks(M, N, kINR);
@@ -729,23 +762,27 @@ inline void a8w8_gemm(const QuantizedRows& xq, const A8W8& w, float* y) {
   parallel_for(chunks.panels, 2, N * K * 8, [&](int64_t first, int64_t last) {
     for (int64_t p = first; p < last; ++p) {
       IV::B* panel = bp + p * Kp * kINR;
-      for (int j = 0; j < kINR; ++j) {
-        const int64_t n = p * kINR + j;
-        const int8_t* row = n < N ? w.q + n * K : nullptr;
-        const int64_t whole = row ? K / IV::KP * IV::KP : 0;
-        int64_t s = 0;
-        for (int64_t k = 0; k < whole; ++k) s += row[k];
-        for (int64_t k = 0; k < whole; k += IV::KP)
-          for (int i = 0; i < IV::KP; ++i) panel[k * kINR + j * IV::KP + i] = row[k + i];
-        for (int64_t k = whole; k < Kp; ++k) {
-          const int8_t v = (row && k < K) ? row[k] : 0;
-          s += v;
-          panel[(k / IV::KP) * kINR * IV::KP + j * IV::KP + k % IV::KP] = v;
+      for (int j0 = 0; j0 < kINR; j0 += kPackRows) {
+        int32_t sums[kPackRows] = {};
+        const int64_t done = kVectorPack && p * kINR + j0 + kPackRows <= N ? pack_int8_pairs(w.q, K, p * kINR + j0, panel + j0 * IV::KP, sums) : 0;
+        for (int j = j0; j < j0 + kPackRows; ++j) {
+          const int64_t n = p * kINR + j;
+          const int8_t* row = n < N ? w.q + n * K : nullptr;
+          const int64_t whole = row ? K / IV::KP * IV::KP : 0;
+          int64_t s = sums[j - j0];
+          for (int64_t k = done; k < whole; ++k) s += row[k];
+          for (int64_t k = done; k < whole; k += IV::KP)
+            for (int i = 0; i < IV::KP; ++i) panel[k * kINR + j * IV::KP + i] = row[k + i];
+          for (int64_t k = whole; k < Kp; ++k) {
+            const int8_t v = (row && k < K) ? row[k] : 0;
+            s += v;
+            panel[(k / IV::KP) * kINR * IV::KP + j * IV::KP + k % IV::KP] = v;
+          }
+          const double zn = n < N ? static_cast<double>(w.zp_neg[n]) : 0.0;
+          unbias[n] = -static_cast<double>(IV::kBias) * static_cast<double>(s);
+          wzn[n] = zn;
+          wterm[n] = static_cast<double>(s) + zn * static_cast<double>(K);
         }
-        const double zn = n < N ? static_cast<double>(w.zp_neg[n]) : 0.0;
-        unbias[n] = -static_cast<double>(IV::kBias) * static_cast<double>(s);
-        wzn[n] = zn;
-        wterm[n] = static_cast<double>(s) + zn * static_cast<double>(K);
       }
     }
   });
