@@ -205,7 +205,6 @@ constexpr int kPackRows = 16;  // rows (and k values) per vector block
 static_assert(kNR % kPackRows == 0, "panels hold whole 16-row blocks");
 
 #if defined(GSK_LEVEL_AVX2)
-constexpr bool kVectorPack = true;
 
 // t[k] = byte k of every r[0..15], in four interleaving stages (bytes, pairs, quads, octets).
 inline void transpose_bytes_16x16(const __m128i r[16], __m128i t[16]) {
@@ -288,8 +287,7 @@ inline int64_t pack_int4_rows(const int8_t* q, int64_t half, const float* scale,
   }
   return k;
 }
-#else
-constexpr bool kVectorPack = false;
+#else  // no vector pack: nothing done, the caller's scalar code packs everything
 inline int64_t pack_int8_rows(const int8_t*, int64_t, const float*, int64_t, float*) { return 0; }
 inline int64_t pack_int4_rows(const int8_t*, int64_t, const float*, const float*, int64_t, int64_t, int64_t, int64_t g0, int64_t, float*) { return g0; }
 #endif
@@ -370,7 +368,7 @@ inline void w8_linear(const float* x, int64_t M, const W8& w, float* y) {
   // Prefill: y = (x @ (q + zp_neg).T) * scale, the order the MindSpore path computes in.
   auto pack = [&w](int64_t n0, float* bp) {
     for (int j0 = 0; j0 < kNR; j0 += kPackRows) {
-      const int64_t done = kVectorPack && n0 + j0 + kPackRows <= w.N ? pack_int8_rows(w.q, w.K, w.zp_neg, n0 + j0, bp + j0) : 0;
+      const int64_t done = n0 + j0 + kPackRows <= w.N ? pack_int8_rows(w.q, w.K, w.zp_neg, n0 + j0, bp + j0) : 0;
       for (int j = j0; j < j0 + kPackRows; ++j) {
         const int64_t n = n0 + j;
         if (n >= w.N) {
@@ -505,7 +503,7 @@ inline void w4_linear(const float* x, int64_t M, const W4& w, float* y) {
   // Prefill: y = x @ ((code + zp_neg) * scale).T, the MindSpore path's dequantised weight.
   auto pack = [&w](int64_t n0, float* bp) {
     for (int j0 = 0; j0 < kNR; j0 += kPackRows) {
-      const bool vector = kVectorPack && n0 + j0 + kPackRows <= w.N;
+      const bool vector = n0 + j0 + kPackRows <= w.N;
       for (int64_t g = 0; g < w.groups; ++g) {
         const int64_t g0 = g * w.group, g1 = std::min(g0 + w.group, w.K);
         const int64_t done = vector && !(g0 & 1) ? pack_int4_rows(w.q, w.K / 2, w.scale, w.zp_neg, w.groups, n0 + j0, g, g0, g1, bp + j0) : g0;
@@ -779,7 +777,7 @@ inline void a8w8_gemm(const QuantizedRows& xq, const A8W8& w, float* y) {
       IV::B* panel = bp + p * Kp * kINR;
       for (int j0 = 0; j0 < kINR; j0 += kPackRows) {
         int32_t sums[kPackRows] = {};
-        const int64_t done = kVectorPack && p * kINR + j0 + kPackRows <= N ? pack_int8_pairs(w.q, K, p * kINR + j0, panel + j0 * IV::KP, sums) : 0;
+        const int64_t done = p * kINR + j0 + kPackRows <= N ? pack_int8_pairs(w.q, K, p * kINR + j0, panel + j0 * IV::KP, sums) : 0;
         for (int j = j0; j < j0 + kPackRows; ++j) {
           const int64_t n = p * kINR + j;
           const int8_t* row = n < N ? w.q + n * K : nullptr;

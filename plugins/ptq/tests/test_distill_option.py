@@ -8,9 +8,9 @@ from mindspore import Tensor
 import gscore
 from gscore import PTQConfig
 from gscore.calib.distill import weight_scales
-from gscore.eval.perplexity import log_softmax
 from gscore.calib.network_helper import NetworkHelper
 from gscore.errors import CalibrationDataError, ConfigError, GscoreWarning, MissingHelperMethodError
+from gscore.eval.perplexity import log_softmax
 from gscore.io import load_checkpoint, save_checkpoint
 from gscore.models.llama_helper import LlamaHelper
 
