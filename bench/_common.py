@@ -208,3 +208,20 @@ def md_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def baseline_library(revision: str, level: str, into: Path) -> Path:
+    """The kernels of git ``revision`` built for ``level`` in directory ``into``: what
+    ``--baseline`` races this tree's kernels against (bench/kernels.py, bench/decode_fusion.py)."""
+    from gscore.kernels.build import compile_library, compiler
+
+    sources = into / "src"
+    sources.mkdir()
+    archive = subprocess.run(["git", "archive", revision, "gscore/kernels/csrc"], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(sources)], input=archive, check=True)
+    target = into / f"libgscore_kernels_{level}.so"
+    compile_library(level, compiler(), target, sources / "gscore" / "kernels" / "csrc")
+    return target

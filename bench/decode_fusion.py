@@ -4,29 +4,40 @@
 while it holds the preallocated caches; ``fuse_blocks=False`` keeps the five linear-group and
 attention operators it calls, with bit-identical results. ``bench/ptq_latency.py`` times that
 step only over a few tokens; this script measures it as an A/B: for every preset, a fused and
-an unfused network (deployed alike) and FP32, all compiled in one process, timed round-robin
-over ``--rounds`` rounds of ``--steps`` greedy decode steps after a ``--prompt``-token prompt.
-Per round: the median step of each network; reported: the median over rounds of the paired
-ratio unfused / fused (above 1: fusing is faster) and of FP32 / each, and every round's ratio
-(this 2-core VM's compiled steps are bimodal; see bench/results/qat_step.md).
+an unfused network (deployed alike) and FP32, all compiled in one process, timed over
+``--rounds`` rounds (each in a new seeded random order) of ``--steps`` greedy decode steps
+after a ``--prompt``-token prompt. Per round: the median step of each network; reported: the
+median over rounds of the paired ratio unfused / fused (above 1: fusing is faster) and of
+FP32 / each, and every round's ratio (this 2-core VM's compiled steps are bimodal; see
+bench/results/qat_step.md).
+
+``--baseline REV`` adds, per preset, a fused network deployed on the kernels of git revision
+REV (built from its sources; :func:`gscore.kernels.ops.built_from`) and reports this tree's
+step over REV's, paired per round: a kernel change measured where it counts, in a whole decode
+step (below 1: this tree is faster).
 
 Usage (from bench/): python decode_fusion.py [--rounds 7] [--steps 48] [--prompt 64] [--configs a16w8 ...]
-Writes bench/results/decode_fusion.json and .md.
+       [--baseline REV] [--output STEM]
+Writes bench/results/decode_fusion.json and .md (``--output`` names another stem).
 """
 
 from __future__ import annotations
 
 import argparse
+import random
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 
-from _common import command_line, git_revision, load_info, machine_info, md_table, write_results
+from _common import baseline_library, command_line, git_revision, load_info, machine_info, md_table, write_results
 from gscore import kernels
 from gscore.data.wikipedia import load_articles, split_articles, token_windows
 from gscore.models.llama import LlamaConfig
+from gscore.kernels.ops import built_from
 from gscore.models.smollm2 import load_smollm2
 from gscore.nn.decoding import CompiledDecoder
 from ptq_latency import CONFIGS, build, greedy
@@ -39,7 +50,8 @@ def step_ms(decoder: CompiledDecoder, prompt: np.ndarray, steps: int) -> float:
     return float(np.median(greedy(decoder, prompt, steps)[1]) * 1e3)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, baseline: Path | None) -> dict[str, Any]:
+    """Step times of every network; ``baseline``: REV's kernel library (``--baseline``)."""
     ms.runtime.launch_blocking()
     load_start = load_info()
     weights, config, tokenizer = load_smollm2()
@@ -52,13 +64,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in args.configs:
         for fused in (False, True):
             decoders[f"{name}{'' if fused else ' unfused'}"] = CompiledDecoder(build(name, model_config, weights, tokenizer, calibration)[0], capacity, fuse_blocks=fused)
+        if baseline is not None:
+            with built_from(baseline):
+                decoders[f"{name} {args.baseline}"] = CompiledDecoder(build(name, model_config, weights, tokenizer, calibration)[0], capacity)
         print(f"built {name}", flush=True)
     for decoder in decoders.values():
         step_ms(decoder, prompt, 2)  # compile both graphs before timing
     rounds: dict[str, list[float]] = {name: [] for name in decoders}
+    order = random.Random(0)
     for _ in range(args.rounds):
-        for name, decoder in decoders.items():
-            rounds[name].append(step_ms(decoder, prompt, args.steps))
+        names = list(decoders)
+        order.shuffle(names)
+        for name in names:
+            rounds[name].append(step_ms(decoders[name], prompt, args.steps))
     results = {}
     for name in args.configs:
         fused, unfused, fp32 = (np.array(rounds[key]) for key in (name, f"{name} unfused", "fp32"))
@@ -70,6 +88,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "median_fp32_over_fused": float(np.median(fp32 / fused)),
             "median_fp32_over_unfused": float(np.median(fp32 / unfused)),
         }
+        if baseline is not None:
+            theirs = np.array(rounds[f"{name} {args.baseline}"])
+            results[name].update({"baseline_ms": theirs.tolist(), "fused_over_baseline": (fused / theirs).tolist(), "median_fused_over_baseline": float(np.median(fused / theirs))})
     return {
         "command": command_line(),
         "git": git_revision(),
@@ -85,8 +106,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(res: dict[str, Any]) -> str:
     args, load = res["args"], (res["load_start"]["loadavg_1_5_15"][0], res["load_end"]["loadavg_1_5_15"][0])
-    rows = [
-        [
+    rev = args.get("baseline")
+    header = ["preset", "five operators, ms", "one operator, ms", "five / one", "five / one, each round", "FP32 / five", "FP32 / one"]
+    if rev:
+        header += [f"one operator on {rev}'s kernels, ms", f"this / {rev}", f"this / {rev}, each round"]
+    rows = []
+    for name, r in res["results"].items():
+        row = [
             name,
             f"{np.median(r['unfused_ms']):.1f}",
             f"{np.median(r['fused_ms']):.1f}",
@@ -95,18 +121,18 @@ def markdown(res: dict[str, Any]) -> str:
             f"{r['median_fp32_over_unfused']:.2f}x",
             f"{r['median_fp32_over_fused']:.2f}x",
         ]
-        for name, r in res["results"].items()
-    ]
+        if rev:
+            row += [f"{np.median(r['baseline_ms']):.1f}", f"**{r['median_fused_over_baseline']:.3f}x**", " / ".join(f"{x:.3f}" for x in r["fused_over_baseline"])]
+        rows.append(row)
     return (
         "# A deployed block as one operator vs five: SmolLM2-135M decode step\n\n"
         f"Command: `{res['command']}` (git {res['git'][:12]}); native kernel level `{res['kernel_level']}`; "
         f"{res['machine']['cpu_model']}, {res['machine']['usable_cores']} cores, load average {load[0]:.1f} at start and {load[1]:.1f} at end.\n\n"
-        f"{args['rounds']} round-robin rounds of {args['steps']} greedy steps after a {args['prompt']}-token prompt; per round the median step of each "
-        f"network. FP32 step: median {np.median(res['fp32_ms']):.1f} ms. Ratios are paired per round, then the median over rounds.\n\n"
-        + md_table(
-            ["preset", "five operators, ms", "one operator, ms", "five / one", "five / one, each round", "FP32 / five", "FP32 / one"],
-            rows,
-        )
+        f"{args['rounds']} rounds of {args['steps']} greedy steps after a {args['prompt']}-token prompt, the networks in a new random order each round; "
+        f"per round the median step of each network. FP32 step: median {np.median(res['fp32_ms']):.1f} ms. Ratios are paired per round, then the median over rounds."
+        + (f" '{rev}': the same preset deployed on the kernels built from git {rev}'s sources, in the same process." if rev else "")
+        + "\n\n"
+        + md_table(header, rows)
     )
 
 
@@ -116,9 +142,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--prompt", type=int, default=64)
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, choices=CONFIGS)
+    parser.add_argument("--baseline", help="git revision whose kernels a third network per preset is deployed on")
     parser.add_argument("--output", default="decode_fusion", help="stem of the result files in bench/results")
     args = parser.parse_args()
-    write_results(args.output, run(args), markdown)
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline = baseline_library(args.baseline, kernels.level(), Path(tmp)) if args.baseline else None
+        write_results(args.output, run(args, baseline), markdown)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ Writes bench/results/<output>.json and .md.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -39,9 +38,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, ops
 
-from _common import REPO, command_line, copy_bandwidth, git_revision, load_info, machine_info, md_table, write_json, write_text
+from _common import baseline_library, command_line, copy_bandwidth, git_revision, load_info, machine_info, md_table, write_json, write_text
 from gscore import kernels
-from gscore.kernels.build import compile_library, compiler
 from gscore.kernels.direct import Call
 from gscore.kernels.ops import primitive
 from gscore.nn.kv_cache import attention_ops
@@ -50,17 +48,6 @@ from gscore.quant import pack_int4
 SHAPES = [(4096, 4096), (576, 1536), (1536, 576)]  # (K in, N out): the issue's GEMV, SmolLM2's MLP
 ROWS = [1, 4, 64, 512]
 GROUP = 128
-
-
-def baseline_library(revision: str, level: str, into: Path) -> Path:
-    """The kernels of git ``revision`` built for ``level`` in directory ``into``."""
-    sources = into / "src"
-    sources.mkdir()
-    archive = subprocess.run(["git", "archive", revision, "gscore/kernels/csrc"], cwd=REPO, capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(sources)], input=archive, check=True)
-    target = into / f"libgscore_kernels_{level}.so"
-    compile_library(level, compiler(), target, sources / "gscore" / "kernels" / "csrc")
-    return target
 
 
 def linear_contenders(m: int, k: int, n: int, level: str, rng: np.random.Generator, baseline: tuple[str, Path] | None) -> tuple[dict[str, Callable[[], Any]], dict[str, int]]:

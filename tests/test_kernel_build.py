@@ -206,3 +206,24 @@ def test_auto_takes_the_next_level_when_the_best_does_not_build(fresh_choice, mo
     with pytest.warns(kernels.KernelFallbackWarning, match=f"run at level {following}: building the {best} kernels failed") as record:
         assert kernels.level() == following
     assert len(record) == 1
+
+
+def test_built_from_gives_operators_of_another_library_inside_the_block_only(tmp_path):
+    """bench/decode_fusion.py --baseline deploys one network on an older build of the kernels:
+    operators made inside ``built_from`` call that library; outside, this tree's again."""
+    from mindspore import Tensor
+
+    from gscore.kernels.ops import built_from, linear_group_plan, linear_group_primitive, primitive
+
+    level = kernels.level()
+    other = tmp_path / "libother.so"
+    other.write_bytes(build.library(level).read_bytes())
+    plan = linear_group_plan("w8_linear", (False,), None, "add")
+    ours, our_group = primitive("add"), linear_group_primitive(plan)
+    with built_from(other):
+        theirs, their_group = primitive("add"), linear_group_primitive(plan)
+    assert str(other) in theirs.func and str(other) in their_group.func
+    assert str(other) not in ours.func and str(other) not in our_group.func
+    assert primitive("add") is ours and linear_group_primitive(plan) is our_group
+    x, y = np.arange(6, dtype=np.float32).reshape(2, 3), np.full((2, 3), 0.5, np.float32)
+    np.testing.assert_array_equal(theirs(Tensor(x), Tensor(y)).asnumpy(), x + y)

@@ -10,6 +10,9 @@ the activations. Shapes follow the C++ entry points in ``csrc/entry.cc``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable
 
 import mindspore as ms
@@ -81,7 +84,8 @@ KERNELS: dict[str, tuple[Callable[..., list[int]], Callable[..., Any]]] = {
 
 BPROPS: dict[str, Callable[[str], Callable[..., tuple]]] = {"fake_quant": _fake_quant_bprop}
 
-_primitives: dict[tuple[str, str], ops.Custom] = {}
+_primitives: dict[tuple[str, str, str], ops.Custom] = {}
+_built_from: Path | None = None
 
 
 def _check_white_list(path: str) -> None:
@@ -94,9 +98,24 @@ def _check_white_list(path: str) -> None:
 
 
 def _library_path(at: str) -> str:
-    path = str(library(at))
+    path = str(_built_from or library(at))
     _check_white_list(path)
     return path
+
+
+@contextmanager
+def built_from(path: Path) -> Iterator[None]:
+    """Operators created inside the block call the kernels of the library at ``path`` (built
+    for the active level by :func:`gscore.kernels.build.compile_library`, e.g. from an older
+    revision's sources) instead of this tree's: ``bench/decode_fusion.py --baseline`` races a
+    network deployed on each in one process."""
+    global _built_from
+    previous = _built_from
+    _built_from = Path(path)
+    try:
+        yield
+    finally:
+        _built_from = previous
 
 
 def primitive(name: str, at: str | None = None) -> ops.Custom | None:
@@ -107,7 +126,7 @@ def primitive(name: str, at: str | None = None) -> ops.Custom | None:
     at = at or level()
     if at == PORTABLE:
         return None
-    key = (name, at)
+    key = (name, at, str(_built_from))
     if key not in _primitives:
         shape, dtype = KERNELS[name]
         bprop = BPROPS[name](at) if name in BPROPS else None
@@ -148,7 +167,7 @@ def linear_group_primitive(plan: tuple[int, ...], at: str | None = None) -> ops.
     at = at or level()
     if at == PORTABLE:
         return None
-    key = (f"linear_group{plan}", at)
+    key = (f"linear_group{plan}", at, str(_built_from))
     if key not in _primitives:
         kind, count, prologue, epilogue, mask, rope = plan
         per_linear = list(LINEAR_KINDS.values())[kind]

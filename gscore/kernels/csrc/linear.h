@@ -30,6 +30,12 @@ namespace gsk {
 
 constexpr int64_t kGemvRows = 8;  // decode shapes (M = 1..8) take the GEMV kernels
 constexpr int64_t kGemvGrain = 64;  // weight rows per GEMV chunk
+// Int4 weight rows per GEMV chunk. Unpacking nibbles makes the int4 GEMV compute-bound where
+// int8 streams at the memory's pace, so how evenly the chunks share out between threads counts
+// more: SmolLM2's k/v projections (192 rows) were three 64-row chunks, two for one thread.
+// Chunks of 8, 16, 32 and 64 rows raced on SmolLM2's 210 layers: 8 was fastest; a whole A16W4
+// decode step against 64-row chunks: bench/results/decode_grain.md.
+constexpr int64_t kW4GemvGrain = 8;
 
 // How many GEMV blocks ahead a block prefetches its weight rows (prefetch_ahead below):
 // GSCORE_KERNEL_PREFETCH if set, else by CPU vendor. Measured streaming SmolLM2's int8 layer
@@ -470,7 +476,7 @@ template <int MB>
 void w4_gemv(const float* xp, const float* x, const float* sxg, const W4& w, float* y) {
   constexpr int NB = MB <= 2 ? 4 : (MB <= 4 ? 2 : 1);
   const int64_t N = w.N, blocks = N / NB;
-  parallel_for(blocks, kGemvGrain / NB, MB * N * w.K, [&](int64_t first, int64_t last) {
+  parallel_for(blocks, kW4GemvGrain / NB, MB * N * w.K, [&](int64_t first, int64_t last) {
     for (int64_t b = first; b < last; ++b) w4_gemv_block<MB, NB>(xp, x, sxg, w, b * NB, y);
   });
   for (int64_t n = blocks * NB; n < N; ++n) w4_gemv_block<MB, 1>(xp, x, sxg, w, n, y);
