@@ -139,3 +139,49 @@ def test_layers_that_differ_or_run_on_mindspore_ops_are_not_grouped():
 def test_a_plan_the_operator_cannot_run_is_refused(count, how, message):
     with pytest.raises(kernels.KernelError, match=message):
         linear_group_plan("w8_linear", (False,) * count, how.get("prologue"), how.get("epilogue"), how.get("rope", False))
+
+
+# A tiny Llama (hidden 32, MLP 48, 2 blocks) with every linear layer deployed as a kind of KINDS;
+# the 4-bit kinds in groups of 24, so the 32 inputs of q/k/v and gate/up end in a ragged group.
+BLOCK_KINDS = {
+    name: (WeightSpec(bits=spec.bits, group_size=24, symmetric=spec.symmetric) if spec.bits == 4 else spec, quantizer, kernel)
+    for name, (spec, quantizer, kernel) in KINDS.items()
+}
+
+
+def deployed_llama(kind: str, level: str):
+    from gscore.models.llama import LlamaConfig, build_llama
+    from gscore.nn.walk import iter_cells, replace_cell
+
+    spec, input_quantizer, _ = BLOCK_KINDS[kind]
+    ms.set_seed(5)
+    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4, num_kv_heads=2, max_positions=64)
+    with warnings.catch_warnings(), kernels.forced(level):
+        warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
+        net = build_llama(config)
+        for name, dense in list(iter_cells(net.model.layers, lambda c: isinstance(c, nn.Dense))):
+            replace_cell(net.model.layers, name, simulated_linear(linear_view(dense), spec, input_quantizer=input_quantizer()))
+        quantize_network(net)
+    return net
+
+
+@pytest.mark.parametrize("level", kernels.supported_levels())
+@pytest.mark.parametrize("kind", list(BLOCK_KINDS))
+def test_a_block_as_one_operator_equals_its_five_operators(kind, level):
+    """``gsk_decoder_layer`` calls the group and attention functions in the order the five
+    operators run them: compiled decoding gives the same logits bit for bit."""
+    from gscore.nn.decoding import CompiledDecoder
+
+    prompt, follow = np.array([[3, 14, 15, 92, 65]], np.int32), [35, 89, 79, 1]
+    logits = {}
+    for fused in (True, False):
+        net = deployed_llama(kind, level)
+        with kernels.forced(level), CompiledDecoder(net, capacity=12, fuse_blocks=fused) as decoder:
+            assert decoder.grouped_blocks == 2
+            assert all((layer.block_op is not None) == fused for layer in net.model.layers)
+            steps = [decoder(Tensor(prompt), 0).asnumpy()]
+            for i, token in enumerate(follow):
+                steps.append(decoder(Tensor(np.array([[token]], np.int32)), prompt.shape[1] + i).asnumpy())
+        logits[fused] = steps
+    for one, five in zip(logits[True], logits[False]):
+        np.testing.assert_array_equal(one, five)
