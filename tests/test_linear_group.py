@@ -149,25 +149,35 @@ BLOCK_KINDS = {
 }
 
 
-def deployed_llama(kind: str, level: str):
+def deployed_llama(kind: str, level: str, cache: str):
+    """The tiny Llama, its linears deployed as ``kind`` and its KV caches of ``cache`` kind."""
     from gscore.models.llama import LlamaConfig, build_llama
+    from gscore.nn.kv_cache import DynamicInt8KVCache, StaticInt8KVCache
     from gscore.nn.walk import iter_cells, replace_cell
 
     spec, input_quantizer, _ = BLOCK_KINDS[kind]
     ms.set_seed(5)
     config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4, num_kv_heads=2, max_positions=64)
+    head_dim = config.hidden_size // config.num_heads
     with warnings.catch_warnings(), kernels.forced(level):
         warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
         net = build_llama(config)
         for name, dense in list(iter_cells(net.model.layers, lambda c: isinstance(c, nn.Dense))):
             replace_cell(net.model.layers, name, simulated_linear(linear_view(dense), spec, input_quantizer=input_quantizer()))
         quantize_network(net)
+        for i in range(config.num_layers):
+            shape = (config.num_kv_heads, 1, head_dim)
+            if cache == "dynamic":
+                replace_cell(net, f"model.layers.{i}.self_attn.kv_cache", DynamicInt8KVCache(config.num_kv_heads, head_dim))
+            elif cache == "static":
+                scale, zp = (Tensor(np.full(shape, value, np.float32)) for value in (0.03, 2.0))
+                replace_cell(net, f"model.layers.{i}.self_attn.kv_cache", StaticInt8KVCache(config.num_kv_heads, head_dim, scale, zp, scale.copy(), zp.copy()))
     return net
 
 
 @pytest.mark.parametrize("level", kernels.supported_levels())
-@pytest.mark.parametrize("kind", list(BLOCK_KINDS))
-def test_a_block_as_one_operator_equals_its_five_operators(kind, level):
+@pytest.mark.parametrize("kind, cache", [*((kind, "float") for kind in BLOCK_KINDS), ("w8", "static"), ("a8w4-dynamic", "dynamic")])
+def test_a_block_as_one_operator_equals_its_five_operators(kind, cache, level):
     """``gsk_decoder_layer`` calls the group and attention functions in the order the five
     operators run them: compiled decoding gives the same logits bit for bit."""
     from gscore.nn.decoding import CompiledDecoder
@@ -175,7 +185,7 @@ def test_a_block_as_one_operator_equals_its_five_operators(kind, level):
     prompt, follow = np.array([[3, 14, 15, 92, 65]], np.int32), [35, 89, 79, 1]
     logits = {}
     for fused in (True, False):
-        net = deployed_llama(kind, level)
+        net = deployed_llama(kind, level, cache)
         with kernels.forced(level), CompiledDecoder(net, capacity=12, fuse_blocks=fused) as decoder:
             assert decoder.grouped_blocks == 2
             assert all((layer.block_op is not None) == fused for layer in net.model.layers)
