@@ -232,7 +232,9 @@ class DecoderLayer(nn.Cell):
         kind, rotation = attn.kv_cache.kernel_kind, mlp.down_rotation
         if fuse_block and kind in self.CACHE_KINDS and (rotation is None or (isinstance(rotation, OnlineHadamard) and rotation.native is not None)):
             plans = (*self.attention_in.plan_values, *self.attention_out.plan_values, *self.mlp_in.plan_values, *self.mlp_out.plan_values)
-            self.block_meta = Tensor(np.array([*plans, self.CACHE_KINDS.index(kind), int(rotation is not None)], np.int32))
+            eps = [norm.norm.eps_tensor.asnumpy().view(np.int32)[0] for norm in (self.input_layernorm, self.post_attention_layernorm)]
+            sizes = [layer.kernel_group_size for layer in (*groups[0], *groups[1], *groups[2], *groups[3])]
+            self.block_meta = Tensor(np.array([*plans, self.CACHE_KINDS.index(kind), int(rotation is not None), *eps, *sizes], np.int32))
             self.block_op = primitive("decoder_layer")
         return True
 
@@ -245,18 +247,20 @@ class DecoderLayer(nn.Cell):
     def construct_grouped(self, x: Tensor, batch: int, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
         attn, mlp = self.self_attn, self.mlp
         norm = self.input_layernorm
-        qkv = attn.q_proj.group_inputs() + attn.k_proj.group_inputs() + attn.v_proj.group_inputs()
         if self.block_op is not None and attn.kv_cache.takes_rows:
             post = self.post_attention_layernorm
             rotation = () if mlp.down_rotation is None else (mlp.down_rotation.left, mlp.down_rotation.right)
+            # the norms' eps and the int4 group sizes are in block_meta (csrc/entry.cc)
             return self.block_op(
-                self.block_meta, x, norm.weight, norm.norm.eps_tensor, cos, sin, *qkv,
-                *attn.o_proj.group_inputs(),
-                post.weight, post.norm.eps_tensor, *mlp.gate_proj.group_inputs(), *mlp.up_proj.group_inputs(),
-                *mlp.down_proj.group_inputs(),
+                self.block_meta, x, norm.weight, cos, sin,
+                *attn.q_proj.group_inputs(False), *attn.k_proj.group_inputs(False), *attn.v_proj.group_inputs(False),
+                *attn.o_proj.group_inputs(False),
+                post.weight, *mlp.gate_proj.group_inputs(False), *mlp.up_proj.group_inputs(False),
+                *mlp.down_proj.group_inputs(False),
                 *rotation,
                 *attn.cache_inputs(mask),
             )
+        qkv = attn.q_proj.group_inputs() + attn.k_proj.group_inputs() + attn.v_proj.group_inputs()
         q, k, v = self.attention_in(x, (norm.weight, norm.norm.eps_tensor, cos, sin), qkv)
         x = self.attention_out(attn.attend_rows(q, k, v, batch, mask), (x,), attn.o_proj.group_inputs())
         norm = self.post_attention_layernorm

@@ -170,12 +170,22 @@ class QuantLinear(_QuantLinearBase):
             return self.weight, wq.scale, wq.zp_neg, self.group_size, iq.scale, iq.zp, smooth
         return self.weight, wq.scale, wq.zp_neg, self.group_size, smooth
 
-    def group_inputs(self) -> tuple:
+    def group_inputs(self, with_group_size: bool = True) -> tuple:
         """:meth:`kernel_inputs` followed by the bias when the layer has one: this layer's part
-        of a :mod:`gscore.nn.linear_group` operator."""
+        of a :mod:`gscore.nn.linear_group` operator. ``with_group_size=False`` leaves out an
+        int4 kernel's group size: a block run as one operator keeps it in its meta
+        (:attr:`kernel_group_size`), one operator input fewer at every launch."""
+        inputs = self.kernel_inputs()
+        if not with_group_size and self.kernel in ("w4_linear", *_A8W4):
+            inputs = inputs[:3] + inputs[4:]
         if self.has_bias:
-            return (*self.kernel_inputs(), self.bias)
-        return self.kernel_inputs()
+            return (*inputs, self.bias)
+        return inputs
+
+    @property
+    def kernel_group_size(self) -> int:
+        """The group size an int4 kernel takes as an input; 0 for the other kernels."""
+        return int(self.group_size.asnumpy()[0]) if self.kernel in ("w4_linear", *_A8W4) else 0
 
     @property
     def groupable(self) -> bool:

@@ -198,6 +198,46 @@ int group_inputs(const int32_t* plan, std::vector<int>* weights = nullptr) {
   return at;
 }
 
+bool is_int4(int kind) { return kind == kW4 || kind == kA8W4Static || kind == kA8W4Dynamic; }
+
+// gsk_decoder_layer's meta: its size, where the eps bits and the group sizes start.
+constexpr int kBlockMeta = 35, kBlockMetaEps = 26, kBlockMetaGroups = 28;
+
+// group_inputs for a group of gsk_decoder_layer, which takes its norm's eps and its int4 group
+// sizes from its meta instead: the count of the block's own inputs (weights as group_inputs).
+int block_group_inputs(const int32_t* plan, std::vector<int>* weights) {
+  const int all = group_inputs(plan, weights);
+  return all < 0 ? all : all - (plan[2] == 1) - (is_int4(plan[0]) ? plan[1] : 0);
+}
+
+// Appends the inputs of a linear group after its x and residual to `step`: the `count` block
+// inputs from a[at] on, with `eps` after the norm weight and sizes[l] as linear l's group size.
+// False when they do not add up (a plan that disagrees with the inputs).
+bool add_block_group_inputs(Step& step, const Args& a, int at, int count, const int32_t* plan, const Arg& eps, const Arg* sizes) {
+  const int end = at + count, kind = plan[0];
+  auto take = [&] {
+    if (at >= end) return false;
+    step.add(a[at++]);
+    return true;
+  };
+  if (plan[2] == 1) {
+    if (!take()) return false;
+    step.add(eps);
+  }
+  if (plan[5] && !(take() && take())) return false;
+  for (int l = 0; l < plan[1]; ++l) {
+    for (int i = 0; i < kLinearInputs[kind]; ++i) {
+      if (i == 3 && is_int4(kind)) {
+        step.add(sizes[l]);
+      } else if (!take()) {
+        return false;
+      }
+    }
+    if (((plan[4] >> l) & 1) && !take()) return false;
+  }
+  return at == end;
+}
+
 }  // namespace
 
 extern "C" {
@@ -480,15 +520,18 @@ int gsk_cache_attention_token(int nparam, void** params, int* ndims, int64_t** s
 //   h       = linear_group(mlp_in plan, x1, ...)             norm + gate/up + SiLU gate
 //   y       = linear_group(mlp_out plan, h, x1, ...)         down_proj + residual
 // With an online rotation before down_proj, h is replaced by hadamard(h, left, right) first.
-// inputs: meta [26] int32 (the four plans, 6 each, the cache kind: 0 float, 1 channel, 2 token,
-// and 1 if the block rotates h), x [B * T, K] float32, each group's inputs after its x and
-// residual (the block supplies those) in the order above, the rotation's left and right factors
+// inputs: meta [35] int32 (the four plans, 6 each, the cache kind: 0 float, 1 channel, 2 token,
+// 1 if the block rotates h, the float32 bits of the two norms' eps, then the group size of each
+// of q, k, v, o, gate, up, down: 0 for 8-bit weights), x [B * T, K] float32, each group's
+// inputs after its x and residual (the block supplies those) in the order above except the
+// norm's eps and the int4 group sizes (meta holds them: MindSpore charges about 1.6 us per
+// input at every launch, bench/results/launch_inputs.md), the rotation's left and right factors
 // if it has one, then the cache's inputs after q, k, v (buffers, length, mask, softmax scale,
 // optional prefix: all the inputs that remain).
 // output: y [B * T, K]. The cache buffers and length are updated in place, as by cache_attention.
 int gsk_decoder_layer(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
   Args a{nparam, params, ndims, shapes, dtypes};
-  if (nparam < 4 || !a[0].is("int32") || a[0].numel() != 26 || !a[1].is("float32") || a[1].ndim != 2) return kBadArgs;
+  if (nparam < 4 || !a[0].is("int32") || a[0].numel() != kBlockMeta || !a[1].is("float32") || a[1].ndim != 2) return kBadArgs;
   const int32_t* meta = static_cast<const int32_t*>(a[0].data);
   const int cache_kind = meta[24], rotated = meta[25];
   const Arg x = a[1], out = a[nparam - 1];
@@ -499,7 +542,7 @@ int gsk_decoder_layer(int nparam, void** params, int* ndims, int64_t** shapes, c
   int at = 2;
   for (int g = 0; g < 4; ++g) {
     first[g] = at;
-    count[g] = group_inputs(meta + 6 * g, &weights[g]);
+    count[g] = block_group_inputs(meta + 6 * g, &weights[g]);
     if (count[g] < 0 || at + count[g] > nparam - 1) return kBadArgs;
     at += count[g];
   }
@@ -507,15 +550,24 @@ int gsk_decoder_layer(int nparam, void** params, int* ndims, int64_t** shapes, c
   const int rotation = at;
   if (rotated) at += 2;
   if (at + 1 > nparam - 1) return kBadArgs;
-  const int64_t plan_shape = 6;
+  const int64_t one = 1, plan_shape = 6;
   auto plan = [&](int g) { return Arg{const_cast<int32_t*>(meta + 6 * g), 1, &plan_shape, "int32"}; };
-  auto width = [&](int g, int l) { return a[first[g] + weights[g][l]].dim(0); };
+  float eps[2];
+  std::memcpy(eps, meta + kBlockMetaEps, sizeof eps);
+  const Arg eps_args[2] = {Arg{&eps[0], 1, &one, "float32"}, Arg{&eps[1], 1, &one, "float32"}};
+  Arg sizes[7];
+  for (int l = 0; l < 7; ++l) sizes[l] = Arg{const_cast<int32_t*>(meta + kBlockMetaGroups + l), 1, &one, "int32"};
+  // Step index of linear l's weight codes: after plan, x (and the residual of groups 1 and 3).
+  auto width = [&](const Step& step, int g, int l) { return step.shapes[2 + (g % 2) + weights[g][l]][0]; };
+  auto inputs = [&](Step& step, int g, const Arg* group_sizes) {
+    return add_block_group_inputs(step, a, first[g], count[g], meta + 6 * g, eps_args[g / 2], group_sizes);
+  };
 
-  Scratch q(M, width(0, 0)), k(M, width(0, 1)), v(M, width(0, 2));
   Step attention_in;
   attention_in.add(plan(0));
   attention_in.add(x);
-  attention_in.add(a, first[0], count[0]);
+  if (!inputs(attention_in, 0, sizes)) return kBadArgs;
+  Scratch q(M, width(attention_in, 0, 0)), k(M, width(attention_in, 0, 1)), v(M, width(attention_in, 0, 2));
   for (Scratch* s : {&q, &k, &v}) attention_in.add(s->arg());
   if (attention_in.run(gsk_linear_group) != kOk) return kBadArgs;
 
@@ -532,15 +584,15 @@ int gsk_decoder_layer(int nparam, void** params, int* ndims, int64_t** shapes, c
   attention_out.add(plan(1));
   attention_out.add(attended.arg());
   attention_out.add(x);
-  attention_out.add(a, first[1], count[1]);
+  if (!inputs(attention_out, 1, sizes + 3)) return kBadArgs;
   attention_out.add(x1.arg());
   if (attention_out.run(gsk_linear_group) != kOk) return kBadArgs;
 
-  Scratch h(M, width(2, 0));
   Step mlp_in;
   mlp_in.add(plan(2));
   mlp_in.add(x1.arg());
-  mlp_in.add(a, first[2], count[2]);
+  if (!inputs(mlp_in, 2, sizes + 4)) return kBadArgs;
+  Scratch h(M, width(mlp_in, 2, 0));
   mlp_in.add(h.arg());
   if (mlp_in.run(gsk_linear_group) != kOk) return kBadArgs;
   if (rotated) {
@@ -555,7 +607,7 @@ int gsk_decoder_layer(int nparam, void** params, int* ndims, int64_t** shapes, c
   mlp_out.add(plan(3));
   mlp_out.add(h.arg());
   mlp_out.add(x1.arg());
-  mlp_out.add(a, first[3], count[3]);
+  if (!inputs(mlp_out, 3, sizes + 6)) return kBadArgs;
   mlp_out.add(out);
   return mlp_out.run(gsk_linear_group);
 }
