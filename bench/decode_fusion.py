@@ -14,7 +14,9 @@ bench/results/qat_step.md).
 ``--baseline REV`` adds, per preset, a fused network deployed on the kernels of git revision
 REV (built from its sources; :func:`gscore.kernels.ops.built_from`) and reports this tree's
 step over REV's, paired per round: a kernel change measured where it counts, in a whole decode
-step (below 1: this tree is faster).
+step (below 1: this tree is faster). The networks are this tree's Python, so REV's entry points
+must take the inputs this tree passes them (a change of an operator's inputs cannot be raced
+this way: its kernel refuses them and MindSpore stops with the kernel's error).
 
 Usage (from bench/): python decode_fusion.py [--rounds 7] [--steps 48] [--prompt 64] [--configs a16w8 ...]
        [--baseline REV] [--output STEM]
