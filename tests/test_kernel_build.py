@@ -13,9 +13,11 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 import pytest
+from mindspore import Tensor
 
 from gscore import kernels
 from gscore.kernels import build
+from gscore.kernels.ops import built_from, linear_group_plan, linear_group_primitive, primitive
 
 FAKE_COMPILER = """#!{python}
 # Stands in for g++: writes the -o file slowly, in pieces, so concurrent builds overlap.
@@ -211,10 +213,6 @@ def test_auto_takes_the_next_level_when_the_best_does_not_build(fresh_choice, mo
 def test_built_from_gives_operators_of_another_library_inside_the_block_only(tmp_path):
     """bench/decode_fusion.py --baseline deploys one network on an older build of the kernels:
     operators made inside ``built_from`` call that library; outside, this tree's again."""
-    from mindspore import Tensor
-
-    from gscore.kernels.ops import built_from, linear_group_plan, linear_group_primitive, primitive
-
     level = kernels.level()
     other = tmp_path / "libother.so"
     other.write_bytes(build.library(level).read_bytes())

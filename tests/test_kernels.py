@@ -184,11 +184,12 @@ def test_a8w8_prefill_over_several_row_blocks_is_exact(level, dynamic):
         expected = a8w8_reference(x * smooth, q, w_scale, w_zp_neg, x_scale, x_zp)
     np.testing.assert_array_equal(y, expected)
 
+
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("rows", [97, 200, 512])
 def test_float_prefill_over_several_row_blocks(level, rows):
-    """Rows shared out over several row blocks (the even split of micro-tiles over a multiple
-    of the threads), K past whole 16-value pack blocks and groups, a partial last panel."""
+    """Rows shared out over several row blocks (the rows' micro-tiles split evenly between the
+    blocks), K past whole 16-value pack blocks and groups, a partial last panel."""
     rng = np.random.default_rng(rows)
     x = rng.standard_normal((rows, 132)).astype(np.float32)
     q = rng.integers(-128, 128, (70, 132)).astype(np.int8)

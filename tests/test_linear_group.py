@@ -19,11 +19,15 @@ from mindspore import Tensor, nn
 
 from gscore import kernels
 from gscore.kernels.ops import linear_group_plan
+from gscore.models.llama import LlamaConfig, build_llama
+from gscore.nn.decoding import CompiledDecoder
 from gscore.nn.fused import Add, RMSNormOp, Rotary, SiluMul
+from gscore.nn.kv_cache import DynamicInt8KVCache, StaticInt8KVCache
 from gscore.nn.linear_group import LinearGroup, can_group
 from gscore.nn.linear_view import linear_view
 from gscore.nn.passes import WeightSpec, quantize_network, simulated_linear
 from gscore.nn.quantizers import DynamicInputQuantizer, StaticInputQuantizer
+from gscore.nn.walk import iter_cells, replace_cell
 
 K, HEAD_DIM, EPS = 150, 8, 1e-5  # K is not a multiple of the group size 64: a ragged last group
 KINDS = {
@@ -151,10 +155,6 @@ BLOCK_KINDS = {
 
 def deployed_llama(kind: str, level: str, cache: str):
     """The tiny Llama, its linears deployed as ``kind`` and its KV caches of ``cache`` kind."""
-    from gscore.models.llama import LlamaConfig, build_llama
-    from gscore.nn.kv_cache import DynamicInt8KVCache, StaticInt8KVCache
-    from gscore.nn.walk import iter_cells, replace_cell
-
     spec, input_quantizer, _ = BLOCK_KINDS[kind]
     ms.set_seed(5)
     config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4, num_kv_heads=2, max_positions=64)
@@ -180,8 +180,6 @@ def deployed_llama(kind: str, level: str, cache: str):
 def test_a_block_as_one_operator_equals_its_five_operators(kind, cache, level):
     """``gsk_decoder_layer`` calls the group and attention functions in the order the five
     operators run them: compiled decoding gives the same logits bit for bit."""
-    from gscore.nn.decoding import CompiledDecoder
-
     prompt, follow = np.array([[3, 14, 15, 92, 65]], np.int32), [35, 89, 79, 1]
     logits = {}
     for fused in (True, False):

@@ -233,7 +233,7 @@ class DecoderLayer(nn.Cell):
         if fuse_block and kind in self.CACHE_KINDS and (rotation is None or (isinstance(rotation, OnlineHadamard) and rotation.native is not None)):
             plans = (*self.attention_in.plan_values, *self.attention_out.plan_values, *self.mlp_in.plan_values, *self.mlp_out.plan_values)
             eps = [norm.norm.eps_tensor.asnumpy().view(np.int32)[0] for norm in (self.input_layernorm, self.post_attention_layernorm)]
-            sizes = [layer.kernel_group_size for layer in (*groups[0], *groups[1], *groups[2], *groups[3])]
+            sizes = [layer.kernel_group_size for group in groups for layer in group]
             self.block_meta = Tensor(np.array([*plans, self.CACHE_KINDS.index(kind), int(rotation is not None), *eps, *sizes], np.int32))
             self.block_op = primitive("decoder_layer")
         return True

@@ -121,7 +121,7 @@ class QuantLinear(_QuantLinearBase):
         self.weight = Parameter(Tensor.from_numpy(stored), name="weight", requires_grad=False)
         self.kernel = native_kernel(weight_quantizer, input_quantizer, view.transpose_b)
         self.native = primitive(self.kernel) if self.kernel else None
-        if self.kernel in ("w4_linear", *_A8W4):
+        if self.kernel in _INT4:
             self.group_size = Tensor(np.array([weight_quantizer.group_size], np.int32))
         if self.kernel in (*_A8W8, *_A8W4):
             # the kernels with quantized inputs multiply by the input scale themselves (in
@@ -176,7 +176,7 @@ class QuantLinear(_QuantLinearBase):
         int4 kernel's group size: a block run as one operator keeps it in its meta
         (:attr:`kernel_group_size`), one operator input fewer at every launch."""
         inputs = self.kernel_inputs()
-        if not with_group_size and self.kernel in ("w4_linear", *_A8W4):
+        if not with_group_size and self.kernel in _INT4:
             inputs = inputs[:3] + inputs[4:]
         if self.has_bias:
             return (*inputs, self.bias)
@@ -185,7 +185,7 @@ class QuantLinear(_QuantLinearBase):
     @property
     def kernel_group_size(self) -> int:
         """The group size an int4 kernel takes as an input; 0 for the other kernels."""
-        return int(self.group_size.asnumpy()[0]) if self.kernel in ("w4_linear", *_A8W4) else 0
+        return int(self.group_size.asnumpy()[0]) if self.kernel in _INT4 else 0
 
     @property
     def groupable(self) -> bool:
@@ -198,6 +198,7 @@ class QuantLinear(_QuantLinearBase):
 
 _A8W8 = ("a8w8_static_linear", "a8w8_dynamic_linear")
 _A8W4 = ("a8w4_static_linear", "a8w4_dynamic_linear")
+_INT4 = ("w4_linear", *_A8W4)  # the kernels that take a group size after the zero points
 
 
 def native_kernel(weight_quantizer: WeightQuantizer, input_quantizer: nn.Cell | None, transpose_b: bool) -> str | None:

@@ -142,8 +142,6 @@ T* scratch(size_t n, int slot) {
   return buffers[slot].data();
 }
 
-inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
-
 // Work is split into chunks of (a block of rows) x (a block of column panels). Row blocks
 // come first: a chunk packs its rows of A once per block of K and reuses them across all its
 // panels. Columns are split only as far as needed to give every thread two chunks.
@@ -558,6 +556,7 @@ struct QuantizedRows {
   std::vector<int32_t> zero, sum;
 };
 
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 // Activations ``x * smooth`` (SmoothQuant's input scale; all ones for layers without) quantized:
 // static: code = clamp(rint(v / s) + zp, -128, 127); dynamic (per row): s = max(max|v| / 127,
