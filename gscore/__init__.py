@@ -1,8 +1,14 @@
 """gscore: model compression for MindSpore, with every algorithm a plugin picked by name.
 
 ``gscore.get("rtn")`` returns the class a plugin registered. Importing this package imports
-neither MindSpore nor mindformers and discovers no plugin; discovery happens on first use.
+neither MindSpore nor mindformers and discovers no plugin; discovery happens on first use. It does
+choose how MindSpore dispatches host work (inline, see :mod:`gscore.host_dispatch`), which has
+to happen before MindSpore runs anything.
 """
+
+from gscore import host_dispatch
+
+host_dispatch.prefer_inline()
 
 from gscore.algorithm import Algorithm, PruningAlgorithm, PTQAlgorithm, QATAlgorithm
 from gscore.config import (
