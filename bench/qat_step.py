@@ -22,6 +22,7 @@ Writes bench/results/qat_step.json and .md.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 from typing import Any, Callable
@@ -67,13 +68,12 @@ def time_steps(builders: dict[str, Callable[[], Any]], data: Any, rounds: int, s
     """Median and lower-quartile step seconds of every contender in both modes, all
     interleaved round-robin; ratios are to the float step of the same mode (and statistic).
 
-    Why the lower quartile too: on the 2-core VMs this runs on, compiled step times are
-    bimodal (op-by-op ones are not). Most steps take their normal time, but a share of them,
-    float ones included, take 5-15 times as long (70-300 ms for a 15 ms LeNet5 step; neither
-    the garbage collector, malloc trimming, MindSpore's thread settings nor gscore's kernel
-    threads removed it). When that share nears a half, the median jumps between the two modes
-    from one run to the next (a LeNet5 A8W8 step measured 1.1x and 5x float in two runs a
-    minute apart), while the lower quartile stays in the normal mode. ``slow_share`` is the
+    Why the lower quartile and the slow share too: with MindSpore's host task queue on worker
+    threads (``MS_DEV_HOST_BLOCKING_RUN=0``), compiled step times on a 2-core VM were bimodal,
+    a share of the steps, float ones included, taking 5-15 times their normal time, because
+    the Python thread busy-waits for the queue while an actor thread spins and the compute
+    thread gets a fraction of a core (:mod:`gscore.host_dispatch`). gscore now runs the queue
+    inline; the two statistics show whether a run is still bimodal. ``slow_share`` is the
     fraction of steps above twice the median of the fastest half."""
     import mindspore as ms
 
@@ -139,9 +139,9 @@ def main() -> None:
         f"Command: `{report['command']}` (git {report['git'][:12]}); kernel level `{report['kernel_level']}`; "
         f"load average {load[0]:.1f} at start, {load[1]:.1f} at end; {args.rounds} rounds x {args.steps} interleaved steps (batch 64).\n\n"
         "Goal (issue 11): SimQAT A8W8 step <= 1.5x the float step.\n\n"
-        "Compiled step times on this VM are bimodal: a share of the steps of every compiled variant, float included, take 5-15 times their "
-        "normal time (op-by-op steps do not), and when that share nears a half the median jumps between the two modes from run to run. The lower quartile (of the same steps) stays "
-        "in the normal mode; 'slow' is the share of steps above twice the median of the fastest half (see `time_steps`).\n\n"
+        "Host dispatch: `MS_DEV_HOST_BLOCKING_RUN=" + os.environ.get("MS_DEV_HOST_BLOCKING_RUN", "") + "` (gscore's default `1` runs MindSpore's host task queue inline; "
+        "with its worker threads, compiled step times on this 2-core VM were bimodal, see bench/results/host_dispatch.md). "
+        "'slow' is the share of steps above twice the median of the fastest half (see `time_steps`).\n\n"
     )
     for network, modes in results.items():
         rows = [
