@@ -42,6 +42,16 @@ def clocked(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     return time.perf_counter() - start, time.process_time() - cpu0, result
 
 
+def slow_share(samples: list[float]) -> float:
+    """Share of step times above twice the median of the fastest half: how often a run fell
+    into the slow mode of a bimodal distribution."""
+    import numpy as np
+
+    ordered = sorted(samples)
+    fast_median = float(np.median(ordered[: max(1, len(ordered) // 2)]))
+    return float(np.mean(np.array(ordered) > 2 * fast_median))
+
+
 def summary(samples: list[float]) -> dict[str, Any]:
     """Best (the least disturbed run on a noisy machine), median and every sample, in seconds."""
     ordered = sorted(samples)

@@ -33,9 +33,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from _common import command_line, git_revision, load_info, machine_info, md_table, write_json, write_text
+from _common import command_line, git_revision, load_info, machine_info, md_table, slow_share, write_json, write_text
+from gscore.host_dispatch import VARIABLE
 
-VARIABLE = "MS_DEV_HOST_BLOCKING_RUN"
 SETTINGS = {"threads": "0", "inline": "1"}
 """The two settings compared: MindSpore's worker threads, and gscore's default (inline)."""
 
@@ -137,9 +137,7 @@ def run_child(workload: str, setting: str) -> list[float]:
 
 def statistics(samples: list[float]) -> dict[str, float]:
     """Median, lower quartile (seconds) and slow share of pooled step times."""
-    ordered = np.sort(samples)
-    fast_median = np.median(ordered[: max(1, len(ordered) // 2)])
-    return {"median_s": float(np.median(ordered)), "lower_quartile_s": float(np.percentile(ordered, 25)), "slow_share": float(np.mean(ordered > 2 * fast_median))}
+    return {"median_s": float(np.median(samples)), "lower_quartile_s": float(np.percentile(samples, 25)), "slow_share": slow_share(samples)}
 
 
 def measure(rounds: int) -> dict[str, Any]:

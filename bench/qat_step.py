@@ -29,7 +29,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from _common import command_line, git_revision, load_info, machine_info, md_table, write_json, write_text
+from _common import command_line, git_revision, load_info, machine_info, md_table, slow_share, write_json, write_text
+from gscore import host_dispatch
 from qat import Trainer, batches
 
 
@@ -96,7 +97,7 @@ def time_steps(builders: dict[str, Callable[[], Any]], data: Any, rounds: int, s
                 samples[key].append(time.perf_counter() - start)
     median = {key: float(np.median(s)) for key, s in samples.items()}
     quartile = {key: float(np.percentile(s, 25)) for key, s in samples.items()}
-    slow = {key: float(np.mean(np.array(s) > 2 * np.median(np.sort(s)[: max(1, len(s) // 2)]))) for key, s in samples.items()}
+    slow = {key: slow_share(s) for key, s in samples.items()}
     return {
         mode: {
             name: {
@@ -139,7 +140,7 @@ def main() -> None:
         f"Command: `{report['command']}` (git {report['git'][:12]}); kernel level `{report['kernel_level']}`; "
         f"load average {load[0]:.1f} at start, {load[1]:.1f} at end; {args.rounds} rounds x {args.steps} interleaved steps (batch 64).\n\n"
         "Goal (issue 11): SimQAT A8W8 step <= 1.5x the float step.\n\n"
-        "Host dispatch: `MS_DEV_HOST_BLOCKING_RUN=" + os.environ.get("MS_DEV_HOST_BLOCKING_RUN", "") + "` (gscore's default `1` runs MindSpore's host task queue inline; "
+        f"Host dispatch: `{host_dispatch.VARIABLE}={os.environ.get(host_dispatch.VARIABLE, '')}` (gscore's default `1` runs MindSpore's host task queue inline; "
         "with its worker threads, compiled step times on this 2-core VM were bimodal, see bench/results/host_dispatch.md). "
         "'slow' is the share of steps above twice the median of the fastest half (see `time_steps`).\n\n"
     )
