@@ -155,13 +155,16 @@ def _fake_quant_observed(w: Tensor, qmin: float, qmax: float, symmetric: bool, p
     return _quantize(w, scale, zero, qmin, qmax, symmetric, fused)
 
 
-@ms.jit
-def _range(x: Tensor, fused: bool) -> tuple[Tensor, Tensor]:
+def _min_max(x: Tensor, fused: bool) -> tuple[Tensor, Tensor]:
+    """``(min, max)`` of ``x`` as float32 scalars, without gradient."""
     observed = ops.stop_gradient(x)
     if fused:
         lo_hi = _MINMAX(observed)
         return lo_hi[0], lo_hi[1]
     return ops.cast(observed.min(), ms.float32), ops.cast(observed.max(), ms.float32)
+
+
+_range = ms.jit(_min_max)
 
 
 def batch_range(x: Tensor, fused: bool = False) -> tuple[Tensor, Tensor]:
@@ -177,15 +180,35 @@ def batch_range(x: Tensor, fused: bool = False) -> tuple[Tensor, Tensor]:
     return Tensor(ranges[:, 0].min()), Tensor(ranges[:, 1].max())
 
 
-@ms.jit
-def _observe_fake_quant(
-    x: Tensor, batch_lo: Tensor, batch_hi: Tensor, lo: Tensor, hi: Tensor, keep: Tensor, qmin: float, qmax: float, symmetric: bool, fused: bool
+def _ema_fake_quant(
+    x: Tensor, batch_lo: Tensor, batch_hi: Tensor, lo: Tensor, hi: Tensor, step: Tensor, decay: float, qmin: float, qmax: float, symmetric: bool, fused: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """EMA range update ``keep * old + (1 - keep) * batch``, then fake quantization with it."""
+    """EMA range update ``keep * old + (1 - keep) * batch`` with ``keep = decay`` after the
+    first counted step (``step > 1``) and 0 on it, then fake quantization with that range."""
+    keep = decay * ops.cast(step > 1, ms.float32)
     lo = keep * lo + (1.0 - keep) * batch_lo
     hi = keep * hi + (1.0 - keep) * batch_hi
     scale, zero = _params(lo, hi, qmin, qmax, symmetric)
     return _quantize(x, scale, zero, qmin, qmax, symmetric, fused), lo, hi
+
+
+@ms.jit
+def _observe_fake_quant(
+    x: Tensor, batch_lo: Tensor, batch_hi: Tensor, lo: Tensor, hi: Tensor, step: Tensor, decay: float, qmin: float, qmax: float, symmetric: bool, fused: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_ema_fake_quant` with a batch range given (a data-parallel job's, over every worker)."""
+    return _ema_fake_quant(x, batch_lo, batch_hi, lo, hi, step, decay, qmin, qmax, symmetric, fused)
+
+
+@ms.jit
+def _observe_own_fake_quant(
+    x: Tensor, lo: Tensor, hi: Tensor, step: Tensor, decay: float, qmin: float, qmax: float, symmetric: bool, fused: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_ema_fake_quant` on the range of ``x`` itself, in the same compiled call: op by op,
+    every separate operator launch costs a few tenths of a millisecond, several times a small
+    element-wise kernel."""
+    batch_lo, batch_hi = _min_max(x, fused)
+    return _ema_fake_quant(x, batch_lo, batch_hi, lo, hi, step, decay, qmin, qmax, symmetric, fused)
 
 
 @ms.jit
@@ -333,10 +356,12 @@ class ActivationFakeQuant(_DelayedFakeQuant):
             scale, zero = self.params()
             return fake_quant_with(x, scale, zero, qmin, qmax, scheme.symmetric, self.fused and x.dtype == ms.float32)
         self._count_step()
-        keep = self.ema_decay * ops.cast(self.step > 1, ms.float32)  # the first step takes the batch range
         fused = self.fused and x.dtype == ms.float32
-        batch_lo, batch_hi = batch_range(x, fused)
-        out, lo, hi = _observe_fake_quant(x, batch_lo, batch_hi, self.minimum + 0, self.maximum + 0, keep, qmin, qmax, scheme.symmetric, fused)
+        observed = (self.minimum + 0, self.maximum + 0, self.step + 0, self.ema_decay, qmin, qmax, scheme.symmetric, fused)
+        if dist.active():
+            out, lo, hi = _observe_fake_quant(x, *batch_range(x, fused), *observed)
+        else:
+            out, lo, hi = _observe_own_fake_quant(x, *observed)
         ops.assign(self.minimum, lo)
         ops.assign(self.maximum, hi)
         return self._after_delay(x, out)
