@@ -126,14 +126,12 @@ def _quantize(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: float, qmax: f
     return _ste(x, scale, zero_point, qmin, qmax, symmetric)
 
 
-# The two training-time paths run as compiled graphs, each one call per forward: op-by-op
-# PYNATIVE dispatch made a quantizer cost several times a small layer's own forward and
-# backward, and every operator launched outside the graph costs about 0.2 ms more each way
-# (bench/results/qat_step.md). Module-level functions with constant scheme arguments; the
-# training paths take the quantizer's parameters themselves (gradient intact), so MindSpore
-# compiles them once per quantizer (about 0.1 s, once) and no ``param + 0`` copy is launched
-# per call. Evaluation, which runs far fewer calls, shares one compiled graph across cells
-# through ``param + 0``.
+# The two training-time paths run as compiled graphs: op-by-op PYNATIVE dispatch made a
+# quantizer cost several times a small layer's own forward and backward. Module-level
+# functions with constant scheme arguments share MindSpore's compile cache across cells; a
+# compiled method, or a Parameter passed in, would be recompiled for every cell instance, so
+# parameters enter as ``param + 0`` (a new plain tensor, gradient intact; ``ops.identity``
+# returns the parameter itself).
 
 
 @ms.jit
@@ -306,7 +304,7 @@ class WeightFakeQuant(_DelayedFakeQuant):
 
     def construct(self, w: Tensor) -> Tensor:
         scheme = self.scheme
-        quantized = _fake_quant_observed(w, float(scheme.qmin), float(scheme.qmax), scheme.symmetric, self.per_channel, self.fused and w.dtype == ms.float32)
+        quantized = _fake_quant_observed(w + 0, float(scheme.qmin), float(scheme.qmax), scheme.symmetric, self.per_channel, self.fused and w.dtype == ms.float32)
         if not self.training:
             return quantized
         self._count_step()
@@ -359,7 +357,7 @@ class ActivationFakeQuant(_DelayedFakeQuant):
             return fake_quant_with(x, scale, zero, qmin, qmax, scheme.symmetric, self.fused and x.dtype == ms.float32)
         self._count_step()
         fused = self.fused and x.dtype == ms.float32
-        observed = (self.minimum, self.maximum, self.step, self.ema_decay, qmin, qmax, scheme.symmetric, fused)
+        observed = (self.minimum + 0, self.maximum + 0, self.step + 0, self.ema_decay, qmin, qmax, scheme.symmetric, fused)
         if dist.active():
             out, lo, hi = _observe_fake_quant(x, *batch_range(x, fused), *observed)
         else:
