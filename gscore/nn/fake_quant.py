@@ -134,9 +134,15 @@ def _quantize(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: float, qmax: f
 # returns the parameter itself).
 
 
-@ms.jit
-def _fake_quant_observed(w: Tensor, qmin: float, qmax: float, symmetric: bool, per_channel: bool, fused: bool) -> Tensor:
-    """Fake-quantize ``w`` with the range of ``w`` itself, per output channel (axis 0) or per tensor."""
+def observed_fake_quant(w: Tensor, qmin: float, qmax: float, symmetric: bool, per_channel: bool, fused: bool) -> Tensor:
+    """Fake-quantize ``w`` with the range of ``w`` itself, per output channel (axis 0) or per tensor.
+
+    Not compiled by itself: :class:`WeightFakeQuant` compiles it alone, and a cell that
+    prepares the weight (e.g. SimQAT's BatchNorm fold) compiles it together with that
+    preparation, one call instead of several operator launches; the constant arguments come
+    from :meth:`WeightFakeQuant.compile_args` and the result goes through
+    :meth:`WeightFakeQuant.finish`.
+    """
     observed = ops.stop_gradient(w)
     if per_channel:
         if fused:
@@ -153,6 +159,9 @@ def _fake_quant_observed(w: Tensor, qmin: float, qmax: float, symmetric: bool, p
         lo, hi = observed.min(), observed.max()
     scale, zero = _params(lo, hi, qmin, qmax, symmetric)
     return _quantize(w, scale, zero, qmin, qmax, symmetric, fused)
+
+
+_fake_quant_observed = ms.jit(observed_fake_quant)
 
 
 def _min_max(x: Tensor, fused: bool) -> tuple[Tensor, Tensor]:
@@ -302,13 +311,22 @@ class WeightFakeQuant(_DelayedFakeQuant):
         super().__init__(scheme, quant_delay)
         self.per_channel = scheme.granularity is Granularity.PER_CHANNEL
 
-    def construct(self, w: Tensor) -> Tensor:
+    def compile_args(self, w: Tensor) -> tuple[float, float, bool, bool, bool]:
+        """The constant arguments of :func:`observed_fake_quant` after the weight ``w``."""
         scheme = self.scheme
-        quantized = _fake_quant_observed(w + 0, float(scheme.qmin), float(scheme.qmax), scheme.symmetric, self.per_channel, self.fused and w.dtype == ms.float32)
+        return float(scheme.qmin), float(scheme.qmax), scheme.symmetric, self.per_channel, self.fused and w.dtype == ms.float32
+
+    def finish(self, w: Tensor, quantized: Tensor) -> Tensor:
+        """What the forward returns for ``w`` once ``quantized = observed_fake_quant(w,
+        *compile_args(w))`` is computed: in training the step is counted and the quantization
+        delay applied."""
         if not self.training:
             return quantized
         self._count_step()
         return self._after_delay(w, quantized)
+
+    def construct(self, w: Tensor) -> Tensor:
+        return self.finish(w, _fake_quant_observed(w + 0, *self.compile_args(w)))
 
 
 class ActivationFakeQuant(_DelayedFakeQuant):
