@@ -50,8 +50,8 @@ def train_classifier(
     ``compiled=True`` runs each training step (forward, backward and the Adam update) as one
     compiled MindSpore graph instead of op by op. A fake-quant network gains most: op by op,
     its quantizers' many small operators cost more to dispatch than to compute (a SimQAT A8W8
-    step on the digit ResNet: 2.07x the float step op by op, 1.22x compiled, and the compiled
-    float step 2.2x faster than op by op; bench/results/qat_step.md).
+    step on the digit ResNet: 1.64x the float step op by op, 1.13x compiled, and the compiled
+    float step 1.9x faster than op by op; bench/results/qat_step.md).
     Float and SimQAT networks compute the same step either way
     (plugins/simqat/tests/test_compiled_step.py). Not for SLB: its schedule switches the
     network from soft to hard weights between steps, a Python attribute a compiled graph does
