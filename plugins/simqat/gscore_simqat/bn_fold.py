@@ -16,10 +16,10 @@ The folded layer quantizes the weight the deployed network will use, ``W * gamma
 No gradient flows back through the ``1 / f`` that rescales the conv output when the BatchNorm
 normalizes with batch statistics: it then sees ``c · y`` for a per-channel ``c != 0`` and
 divides the scale out again, so the derivative of its output with respect to ``c`` is
-``eps / (var + eps)`` of the other terms (``eps`` = 1e-5 by default), and computing it costs a reduction
-over the whole activation in every backward pass (a SimQAT step on DigitsResNet took about
-1.4x the float step with it, about 1.05x without). ``f`` still gets its gradient through the
-quantized weight ``W * f``. A BatchNorm that normalizes with its moving statistics while
+``eps / (var + eps)`` of the other terms (``eps`` = 1e-5 by default), not worth the backward
+work it takes (when the rescale was applied to the conv output, a reduction over the whole
+activation: a SimQAT step on DigitsResNet took about 1.4x the float step with it, about 1.05x
+without). ``f`` still gets its gradient through the quantized weight ``W * f``. A BatchNorm that normalizes with its moving statistics while
 training (``use_batch_statistics=False``, read at every call, so freezing it later counts) is
 not scale-invariant and keeps that gradient.
 
