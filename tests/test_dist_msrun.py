@@ -12,9 +12,10 @@ Tolerances (measured, mindspore 2.9.0 on CPU):
   differ from one process's in the last bit (MindSpore's matmul rounds a row differently with
   the number of rows in the call) and quantization amplifies that: ``bench/scale.py`` counts it.
 * Streaming calibration: the same, on a synthetic folder.
-* QAT (3 Adam steps on LeNet5 and MNIST, global batch 32): activation EMA ranges, SLB
-  temperatures and step counters are bitwise equal; weights within 1e-4 of each tensor's
-  largest magnitude (measured: 7e-6 SimQAT, 1e-7 SLB), from gradients summed in another order.
+* QAT (3 Adam steps on LeNet5 and MNIST, global batch 32; op by op, and SimQAT with compiled
+  steps): activation EMA ranges, SLB temperatures and step counters are bitwise equal; weights
+  within 1e-4 of each tensor's largest magnitude (measured: 7e-6 SimQAT, 1e-7 SLB), from
+  gradients summed in another order.
 
 Every job runs through :func:`gscore.dist.launch.launch`, which stops the job and kills its
 processes when it fails or times out; the last test checks that.
@@ -101,12 +102,17 @@ def test_streaming_on_two_workers_writes_the_files_one_process_writes(tmp_path):
     assert two["rest"] == one["rest"] and two["description"] == one["description"]
 
 
-def test_qat_on_two_workers_equals_one_process_on_the_global_batch(tmp_path):
+@pytest.mark.parametrize("compiled", [False, True], ids=["op-by-op", "compiled"])
+def test_qat_on_two_workers_equals_one_process_on_the_global_batch(tmp_path, compiled):
+    """Op by op (SimQAT and SLB), and with compiled steps (SimQAT: the gradient mean and the
+    observers' global ranges are collectives inside the graph)."""
     script = JOBS / "qat_job.py"
-    alone = one_process(script, str(tmp_path / "one"), "simqat", "slb")
-    launch([str(script), str(tmp_path / "two"), "simqat", "slb"], 2, log_dir=tmp_path / "logs", timeout=TIMEOUT)
+    algorithms = ["simqat"] if compiled else ["simqat", "slb"]
+    flags = ["--compiled"] if compiled else []
+    alone = one_process(script, str(tmp_path / "one"), *algorithms, *flags)
+    launch([str(script), str(tmp_path / "two"), *algorithms, *flags], 2, log_dir=tmp_path / "logs", timeout=TIMEOUT)
     finished(alone)
-    for algorithm in ("simqat", "slb"):
+    for algorithm in algorithms:
         one, two = np.load(tmp_path / "one" / f"{algorithm}.npz"), np.load(tmp_path / "two" / f"{algorithm}.npz")
         assert set(one.files) == set(two.files)
         for name in one.files:

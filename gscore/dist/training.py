@@ -7,6 +7,7 @@ loss and its gradients on them, and MindSpore's :class:`~mindspore.nn.Distribute
 averages the gradients, which is the gradient of the mean loss over the global batch. Every
 worker then applies the same update to the same parameters. Activation ranges that fake
 quantization observes are taken over the global batch too (:func:`gscore.nn.fake_quant.batch_range`).
+Both are operators, so a compiled training step holds them too.
 
 BatchNorm in training mode normalises with its own batch's statistics; MindSpore's
 ``SyncBatchNorm`` does not build on CPU here, so a worker's BatchNorm would see other numbers

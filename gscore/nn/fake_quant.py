@@ -176,17 +176,19 @@ def _min_max(x: Tensor, fused: bool) -> tuple[Tensor, Tensor]:
 _range = ms.jit(_min_max)
 
 
-def batch_range(x: Tensor, fused: bool = False) -> tuple[Tensor, Tensor]:
+def batch_range(x: Tensor, fused: bool = False, gather: ops.AllGather | None = None) -> tuple[Tensor, Tensor]:
     """``(min, max)`` of the batch ``x`` as float32 scalars, without gradient.
 
-    In a data-parallel job, of every worker's batch together: what one process training on
-    the global batch observes, so the EMA ranges stay the same on every worker.
+    With ``gather`` (an ``AllGather`` primitive, in a data-parallel job), of every worker's
+    batch together: what one process training on the global batch observes, so the EMA ranges
+    stay the same on every worker. All operators, no value read into Python, so it runs in a
+    compiled training step too (``AllGather`` is exact for float32).
     """
     lo, hi = _range(x, fused)
-    if not dist.active():
+    if gather is None:
         return lo, hi
-    ranges = dist.gather(np.array([lo.asnumpy(), hi.asnumpy()], np.float32))
-    return Tensor(ranges[:, 0].min()), Tensor(ranges[:, 1].max())
+    ranges = ops.reshape(gather(ops.stop_gradient(ops.stack([lo, hi]))), (-1, 2))
+    return ranges[:, 0].min(), ranges[:, 1].max()
 
 
 def _ema_fake_quant(
@@ -353,6 +355,7 @@ class ActivationFakeQuant(_DelayedFakeQuant):
         self.minimum = Parameter(Tensor(0.0, ms.float32), name="minimum", requires_grad=False)
         self.maximum = Parameter(Tensor(0.0, ms.float32), name="maximum", requires_grad=False)
         self._seen_data = False  # cache of "step > 0" so evaluation reads the counter only until it is
+        self.gather = ops.AllGather() if dist.active() else None  # the global batch's range, see batch_range
 
     @property
     def observed(self) -> bool:
@@ -376,8 +379,8 @@ class ActivationFakeQuant(_DelayedFakeQuant):
         self._count_step()
         fused = self.fused and x.dtype == ms.float32
         observed = (self.minimum + 0, self.maximum + 0, self.step + 0, self.ema_decay, qmin, qmax, scheme.symmetric, fused)
-        if dist.active():
-            out, lo, hi = _observe_fake_quant(x, *batch_range(x, fused), *observed)
+        if self.gather is not None:
+            out, lo, hi = _observe_fake_quant(x, *batch_range(x, fused, self.gather), *observed)
         else:
             out, lo, hi = _observe_own_fake_quant(x, *observed)
         ops.assign(self.minimum, lo)

@@ -4,7 +4,9 @@ For each algorithm writes ``OUT/<algorithm>.npz`` (every parameter by name and t
 loss; rank 0 only, after the workers checked they hold the same parameters). Used by
 ``tests/test_dist_msrun.py`` to compare 2 workers with one process on the same global batches.
 
-    python tests/jobs/qat_job.py OUT simqat slb [--steps 3] [--batch 32]
+    python tests/jobs/qat_job.py OUT simqat slb [--steps 3] [--batch 32] [--compiled]
+
+``--compiled`` trains with compiled steps (``train_classifier(compiled=True)``; not SLB).
 """
 
 from gscore import dist
@@ -31,7 +33,7 @@ CONFIGS = {
 }
 
 
-def train(name: str, steps: int, batch: int, out: Path) -> None:
+def train(name: str, steps: int, batch: int, out: Path, compiled: bool) -> None:
     ms.set_seed(0)
     net = LeNet5()
     algo = gscore.get(name)(CONFIGS[name])
@@ -42,7 +44,8 @@ def train(name: str, steps: int, batch: int, out: Path) -> None:
         before_step = lambda: schedule.step(net)  # noqa: E731
     data = load_mnist_5k()
     rows = steps * batch
-    result = train_classifier(net, data.train_x[:rows], data.train_y[:rows], epochs=1, batch_size=batch, learning_rate=1e-3, progress=False, before_step=before_step)
+    result = train_classifier(net, data.train_x[:rows], data.train_y[:rows], epochs=1, batch_size=batch, learning_rate=1e-3, progress=False, before_step=before_step,
+                              compiled=compiled)
     dist.agree(f"the parameters trained by {name}", parameters_digest(net))
     if dist.is_root():
         with atomic_target(out / f"{name}.npz") as tmp, open(tmp, "wb") as stream:
@@ -56,11 +59,12 @@ def main() -> int:
     parser.add_argument("algorithms", nargs="+", choices=sorted(CONFIGS))
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--compiled", action="store_true")
     args = parser.parse_args()
     ms.runtime.launch_blocking()
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.algorithms:
-        train(name, args.steps, args.batch, args.out)
+        train(name, args.steps, args.batch, args.out, args.compiled)
     return 0
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 import gscore
-from gscore import ConfigError
 from gscore.data.mnist import load_mnist_5k
 from gscore.models.convnets import DigitsResNet, LeNet5
 from gscore.train.classifier import train_classifier
@@ -74,9 +73,3 @@ def test_quant_delay_passes_values_through_inside_a_compiled_step(digits, kernel
         twin = quantized[name.replace(".weight", ".weight_source.weight")]
         np.testing.assert_allclose(twin.asnumpy(), param.asnumpy(), rtol=0, atol=1e-6, err_msg=name)
     assert int(net.fc3.weight_source.quantizer.step.asnumpy()) == 2
-
-
-def test_a_compiled_step_is_refused_in_a_data_parallel_job(digits, monkeypatch):
-    monkeypatch.setattr(gscore.dist, "active", lambda: True)
-    with pytest.raises(ConfigError, match="compiled=True trains in one process"):
-        train_classifier(LeNet5(), digits.train_x[:32], digits.train_y[:32], epochs=1, batch_size=32, progress=False, compiled=True)
