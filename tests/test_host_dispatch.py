@@ -8,7 +8,7 @@ import pytest
 
 from gscore import host_dispatch
 
-PRINT_SETTING = "import gscore, os; print(os.environ.get('MS_DEV_HOST_BLOCKING_RUN'))"
+PRINT_SETTING = f"import gscore, os; print(os.environ.get({host_dispatch.VARIABLE!r}))"
 
 
 def setting_after_import(value: str | None) -> str:

@@ -9,7 +9,7 @@ The folded layer quantizes the weight the deployed network will use, ``W * gamma
   convolution is linear in each output channel's filter, so this is ``conv(x, FQ(W * f)) / f``
   (up to float rounding), with the division done on the weight instead of the activation: on
   CPU, MindSpore's broadcast multiply of a ``[64, 16, 28, 28]`` conv output by ``[1, 16, 1, 1]``
-  took 5.9 ms each way, more than the convolution itself;
+  took 5.9 ms forward, about as long as the convolution itself;
 * evaluation: ``conv(x, FQ(W * f)) + (beta + (b - mean) * f)``, which is exactly the
   deployed folded layer (int8 ``W * f`` codes and a float bias).
 
@@ -67,8 +67,8 @@ def _folded_fake_quant(
     arguments after ``rescale_grad`` are :meth:`WeightFakeQuant.compile_args`.
 
     One compiled call per fold and forward: op by op, the fold's seven operators and the
-    quantizer's own call each cost about 0.2 ms per launch each way, several times their
-    arithmetic on a small layer. Training, evaluation and the deployed weights
+    quantizer's own call each cost about 0.2 ms per launch, several times their arithmetic on
+    a small layer. Training, evaluation and the deployed weights
     (:meth:`ConvBnFold.folded`) all come from it.
     """
     factor = gamma / ops.sqrt(moving_variance + eps)
