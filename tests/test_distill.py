@@ -16,9 +16,11 @@ import pytest
 from mindspore import Tensor, nn
 
 from gscore import kernels
-from gscore.calib.distill import teacher_log_probs, tune_weight_scales, weight_scales
+from gscore.calib.distill import PROMPT_TOKENS, SAMPLE_BATCH, sampled_windows, teacher_log_probs, tune_weight_scales, weight_scales
 from gscore.eval.perplexity import log_softmax
-from gscore.errors import GscoreWarning
+from gscore.errors import ConfigError, GscoreWarning
+from gscore.models.llama import LlamaConfig, build_llama
+from gscore.models.llama_helper import LlamaHelper
 from gscore.nn.linear_view import linear_view
 from gscore.nn.ops_path import ops_path
 from gscore.nn.passes import WeightSpec, quantize_network, simulated_linear
@@ -170,3 +172,52 @@ def test_teacher_log_probs_are_normalised_float16_without_infinities():
     assert logp.dtype == np.float16 and np.isfinite(logp).all()
     np.testing.assert_allclose(np.exp(logp[0].astype(np.float64)).sum(), 1.0, atol=2e-3)
     assert logp[1, 0] == 0.0
+
+
+def tiny_llama():
+    """A one-block Llama with random weights: real decoding through its KV cache, in milliseconds."""
+    config = LlamaConfig(vocab_size=48, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=4, num_kv_heads=2, max_positions=64)
+    rng = np.random.default_rng(0)
+    net = build_llama(config)
+    for p in net.get_parameters():
+        p.set_data(Tensor((rng.standard_normal(p.shape) * 0.3).astype(np.float32)))
+    return net
+
+
+def test_sampling_is_seeded_tends_to_greedy_as_the_temperature_falls_and_refuses_a_negative_one():
+    net, helper = tiny_llama(), LlamaHelper()
+    prompts = np.random.default_rng(1).integers(0, 48, (3, 5)).astype(np.int32)
+    sampled = helper.generate(net, prompts, 12, temperature=1.0, seed=4, stop_at_eos=False)
+    assert sampled.shape == (3, 12)
+    np.testing.assert_array_equal(helper.generate(net, prompts, 12, temperature=1.0, seed=4, stop_at_eos=False), sampled)
+    assert not np.array_equal(helper.generate(net, prompts, 12, temperature=1.0, seed=5, stop_at_eos=False), sampled)
+    greedy = helper.generate(net, prompts, 12, stop_at_eos=False)
+    np.testing.assert_array_equal(helper.generate(net, prompts, 12, temperature=1e-4, seed=4, stop_at_eos=False), greedy)
+    assert not np.array_equal(sampled, greedy)
+    with pytest.raises(ConfigError, match="temperature must be >= 0"):
+        helper.generate(net, prompts, 2, temperature=-1.0)
+
+
+def test_sampled_windows_continue_prompts_taken_in_turn_from_the_calibration_windows():
+    net, helper = tiny_llama(), LlamaHelper()
+    windows = np.random.default_rng(2).integers(0, 48, (3, 40)).astype(np.int64)
+    calls = []
+
+    def sample(prompts, new_tokens, seed):
+        calls.append((len(prompts), new_tokens, seed))
+        return helper.generate(net, prompts, new_tokens, temperature=1.0, seed=seed, stop_at_eos=False)
+
+    count = SAMPLE_BATCH + 4
+    out = sampled_windows(sample, windows, count, seed=10)
+    assert out.shape == (count, 40) and out.dtype == np.int32
+    assert calls == [(SAMPLE_BATCH, 40 - PROMPT_TOKENS, 10), (4, 40 - PROMPT_TOKENS, 10 + SAMPLE_BATCH)]
+    starts = [0, 20, 10, 30]
+    for j, window in enumerate(out):
+        start = starts[(j // 3) % 4]
+        np.testing.assert_array_equal(window[:PROMPT_TOKENS], windows[j % 3, start : start + PROMPT_TOKENS])
+    first = out[:SAMPLE_BATCH]  # the first batch, as one call of the float model's sampler
+    np.testing.assert_array_equal(first[:, PROMPT_TOKENS:], helper.generate(net, first[:, :PROMPT_TOKENS], 40 - PROMPT_TOKENS, temperature=1.0, seed=10, stop_at_eos=False))
+    assert sampled_windows(sample, windows, 0).shape == (0, 40)
+    for bad in (windows[:, :PROMPT_TOKENS], windows.astype(np.float32), windows[0]):
+        with pytest.raises(ValueError, match="continue calibration token windows"):
+            sampled_windows(sample, bad, 2)

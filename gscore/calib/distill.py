@@ -18,6 +18,13 @@ suit both. The teacher's log-probabilities are computed once from the float netw
 calibration changes it, and kept as float16 (a 512-token window of a 49152-token vocabulary is
 50 MB). Training runs the deployed network on MindSpore ops (:func:`gscore.nn.ops_path.ops_path`):
 native kernels have no backward.
+
+A few calibration windows are soon learnt by heart: on SmolLM2 W4 the KL on 8 windows kept
+falling after the perplexity stopped improving (``bench/results/ptq_distill.md``). Windows the
+float model writes itself (:func:`sampled_windows`, LLM-QAT's data-free idea) add text without
+adding data: each is sampled at temperature 1 from the float model, prompted by a few tokens of a
+calibration window, so the student learns the teacher's distribution on text the teacher finds
+likely.
 """
 
 from __future__ import annotations
@@ -40,6 +47,18 @@ from gscore.nn.quant_linear import QuantLinear
 LogitsOf = Callable[[Any], Tensor]
 """Logits of one calibration sample: a differentiable float tensor ``[..., classes]``."""
 
+Sample = Callable[[np.ndarray, int, int], np.ndarray]
+"""``sample(prompts, new_tokens, seed)``: the float model's continuations of token ids ``prompts``
+``[batch, tokens]``, sampled at temperature 1 from a generator seeded by ``seed``, exactly
+``new_tokens`` each: ids ``[batch, new_tokens]``."""
+
+PROMPT_TOKENS = 8
+"""Tokens of a calibration window that begin each sampled window: enough to set its topic and
+language, few enough that the rest is the float model's own text."""
+
+SAMPLE_BATCH = 16
+"""Windows sampled together: a decode step reads the weights once for the whole batch."""
+
 _FLOAT16_FLOOR = -6.0e4
 """Log-probabilities below this (probability under e^-60000, nothing) are stored as this, so
 float16 never holds -inf."""
@@ -50,6 +69,29 @@ def teacher_log_probs(logits_of: LogitsOf, samples: Sequence[Any]) -> list[np.nd
     return [np.maximum(log_softmax(logits_of(sample).asnumpy()).astype(np.float32), _FLOAT16_FLOOR).astype(np.float16) for sample in samples]
 
 
+def sampled_windows(sample: Sample, windows: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """``count`` token windows as long as the calibration ``windows`` ``[n, tokens]``: window
+    ``j`` continues the :data:`PROMPT_TOKENS` tokens of calibration window ``j % n`` that start
+    at ``0``, ``tokens/2``, ``tokens/4`` or ``3 tokens/4`` (in that order, one more per pass over
+    the windows), sampled in batches of :data:`SAMPLE_BATCH`, batch ``b`` seeded ``seed + b``.
+    Returns int32 ``[count, tokens]``.
+
+    Raises ValueError when ``windows`` are not integer ``[n, tokens]`` with tokens above
+    :data:`PROMPT_TOKENS`.
+    """
+    windows = np.asarray(windows)
+    if windows.ndim != 2 or not np.issubdtype(windows.dtype, np.integer) or len(windows) == 0 or windows.shape[1] <= PROMPT_TOKENS:
+        raise ValueError(f"sampled windows continue calibration token windows [n, tokens > {PROMPT_TOKENS}] of ints, got {windows.dtype} {windows.shape}")
+    n, tokens = windows.shape
+    if count == 0:
+        return np.zeros((0, tokens), np.int32)
+    starts = [0, tokens // 2, tokens // 4, 3 * tokens // 4]
+    prompts = np.stack([windows[j % n, starts[(j // n) % len(starts)]:][:PROMPT_TOKENS] for j in range(count)]).astype(np.int32)
+    out = [np.concatenate([prompts[b:b + SAMPLE_BATCH], np.asarray(sample(prompts[b:b + SAMPLE_BATCH], tokens - PROMPT_TOKENS, seed + b), np.int32)], 1)
+           for b in range(0, count, SAMPLE_BATCH)]
+    return np.concatenate(out)
+
+
 def weight_scales(network: nn.Cell) -> list[Parameter]:
     """The weight-scale parameters of every deployed quantized linear layer, in cell order."""
     return [cell._weight_quantizer.scale for _, cell in network.cells_and_names() if isinstance(cell, QuantLinear)]
@@ -58,13 +100,14 @@ def weight_scales(network: nn.Cell) -> list[Parameter]:
 @dataclass
 class DistillResult:
     """What a tuning run did: mean KL per epoch (over its steps, measured before each step's
-    update), the relative learning rate, how many numbers it trained, its seconds, and whether
-    it gave up (a non-finite loss, or a scale that became non-finite or changed sign: the
-    untuned scales are then kept)."""
+    update), the relative learning rate, how many numbers it trained, on how many samples (one
+    step each per epoch), its seconds, and whether it gave up (a non-finite loss, or a scale that
+    became non-finite or changed sign: the untuned scales are then kept)."""
 
     epochs: int
     learning_rate: float
     trained_scales: int
+    samples: int = 0
     kl_per_epoch: list[float] = field(default_factory=list)
     seconds: float = 0.0
     diverged: bool = False
@@ -85,7 +128,7 @@ def tune_weight_scales(network: nn.Cell, logits_of: LogitsOf, samples: Sequence[
         raise ValueError(f"{type(network).__name__} has no deployed quantized linear layer whose scales could be tuned")
     if len(teacher) != len(samples):
         raise ValueError(f"{len(teacher)} teacher outputs for {len(samples)} samples")
-    result = DistillResult(epochs, learning_rate, int(sum(int(np.prod(p.shape)) for p in scales)))
+    result = DistillResult(epochs, learning_rate, int(sum(int(np.prod(p.shape)) for p in scales)), len(samples))
     untuned = [p.asnumpy().copy() for p in scales]
     start = time.perf_counter()
     with ops_path(network):

@@ -44,6 +44,7 @@ OPTIONAL_METHODS = {
     "a token prefix": ("set_prefix", "prefix_placeholders", "bos_token_id"),
     "an int8 output head": ("linear_head",),
     "distillation": ("logits",),
+    "distillation on sampled windows": ("logits", "generate"),
 }
 """Methods only a model adapter can provide, by the feature that needs them."""
 

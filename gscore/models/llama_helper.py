@@ -26,6 +26,7 @@ from mindspore import Tensor, nn, ops
 
 from gscore.calib.network_helper import NetworkHelper
 from gscore.errors import ConfigError
+from gscore.eval.perplexity import log_softmax
 from gscore.io.loaded import check_loaded
 from gscore.models.llama import LlamaForCausalLM
 from gscore.nn.rotation import FixedRotation, OnlineHadamard, ResidualStream
@@ -49,6 +50,16 @@ class BlockState:
     mask: Tensor
 
 
+def _next_tokens(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
+    """One token id per row of ``logits`` ``[batch, vocab]``: the argmax at temperature 0, else a
+    draw from ``softmax(logits / temperature)``. int32 ``[batch]``."""
+    if temperature == 0:
+        return logits.argmax(axis=-1).astype(np.int32)
+    probs = np.exp(log_softmax(logits.astype(np.float64) / temperature))
+    probs /= probs.sum(-1, keepdims=True)
+    return np.array([rng.choice(probs.shape[-1], p=row) for row in probs], np.int32)
+
+
 class LlamaHelper(NetworkHelper):
     """Drives a :class:`LlamaForCausalLM`; ``tokenizer`` is a ``tokenizers.Tokenizer`` (optional).
 
@@ -65,13 +76,20 @@ class LlamaHelper(NetworkHelper):
     def get_spec(self, name: str) -> Any:
         return self.specs.get(name)
 
-    def generate(self, network: LlamaForCausalLM, input_ids: Any, max_new_tokens: int = 1, **kwargs: Any) -> np.ndarray:
-        """Greedy decoding with the model's KV cache: prefill once, then one token per step.
+    def generate(self, network: LlamaForCausalLM, input_ids: Any, max_new_tokens: int = 1, temperature: float = 0.0, seed: int = 0,
+                 stop_at_eos: bool = True, **kwargs: Any) -> np.ndarray:
+        """Decoding with the model's KV cache: prefill once, then one token per step.
 
         ``input_ids``: int array ``[batch, tokens]`` (or a string when a tokenizer is set).
-        Returns the new token ids ``[batch, max_new_tokens]``; stops early only when every
-        row produced the end-of-sequence token.
+        ``temperature`` 0 (default) is greedy; above 0 each row samples from
+        ``softmax(logits / temperature)`` (float64) with a numpy generator seeded by ``seed``, so
+        the same call gives the same tokens. Returns the new token ids ``[batch, max_new_tokens]``;
+        stops early only when ``stop_at_eos`` and every row produced the end-of-sequence token.
+        Raises ConfigError for a negative temperature.
         """
+        if not temperature >= 0:
+            raise ConfigError(f"temperature must be >= 0 (0: greedy), got {temperature!r}")
+        rng = np.random.default_rng(seed)
         ids = np.asarray(self.tokenizer.encode(input_ids).ids if isinstance(input_ids, str) else input_ids, dtype=np.int32)
         ids = ids.reshape(1, -1) if ids.ndim == 1 else ids
         network.reset_cache()
@@ -81,9 +99,9 @@ class LlamaHelper(NetworkHelper):
         position = ids.shape[1]
         produced = []
         for _ in range(max_new_tokens):
-            token = logits[:, -1].argmax(axis=-1).astype(np.int32)
+            token = _next_tokens(logits[:, -1], temperature, rng)
             produced.append(token)
-            if np.all(token == network.config.eos_token_id) or len(produced) == max_new_tokens:
+            if (stop_at_eos and np.all(token == network.config.eos_token_id)) or len(produced) == max_new_tokens:
                 break
             logits = network(Tensor(token[:, None]), position).asnumpy()
             position += 1

@@ -23,8 +23,9 @@ Options (from :class:`~gscore.PTQConfig`, per layer overridable with ``layer_pol
   tied embedding table), int8 per row, weight-only, rounded to nearest, whatever the blocks
   get — the largest matrix a decode step reads, a quarter of its float bytes;
 * distillation (``algo_args["distill_epochs"]``): ``convert`` trains the deployed weight scales
-  toward the float model's outputs on the calibration data, codes fixed
-  (:mod:`gscore.calib.distill`; what it did is in ``algo.distillation``).
+  toward the float model's outputs on the calibration data, codes fixed, and on windows the
+  float model sampled itself (``distill_samples``) (:mod:`gscore.calib.distill`; what it did
+  is in ``algo.distillation``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from mindspore import Tensor, nn
 from gscore import dist
 from gscore.algorithm import PTQAlgorithm
 from gscore.calib.data_parallel import data_parallel
-from gscore.calib.distill import DistillResult, teacher_log_probs, tune_weight_scales
+from gscore.calib.distill import DistillResult, sampled_windows, teacher_log_probs, tune_weight_scales
 from gscore.calib.layerwise import calibrate_blockwise
 from gscore.calib.network_helper import as_helper, require_methods
 from gscore.config import OutliersSuppressionType, PrecisionRecovery, PTQConfig, QuantDtype, QuantGranularity
@@ -150,6 +151,13 @@ class PTQ(PTQAlgorithm):
         samples = list(datasets) if isinstance(datasets, Iterable) else [datasets]  # a helper's own state is one item (it may refuse)
         if not samples:
             raise CalibrationDataError("distillation needs at least one calibration sample; datasets is empty")
+        if self.args.distill_samples:
+            require_methods(helper, ["distillation on sampled windows"])
+            try:
+                samples += list(sampled_windows(lambda prompts, new_tokens, seed: helper.generate(network, prompts, new_tokens, temperature=1.0, seed=seed, stop_at_eos=False),
+                                                np.asarray(samples), self.args.distill_samples))
+            except ValueError as error:
+                raise CalibrationDataError(f"algo_args distill_samples: {error}") from None
         return samples, teacher_log_probs(lambda sample: helper.logits(network, sample), samples)
 
     def _convs(self, network: nn.Cell) -> list[tuple[str, nn.Cell, Any]]:

@@ -30,6 +30,9 @@ key                    meaning                                     used with
                        (0: none; gscore's, see below)
 ``distill_learning_rate`` its Adam step as a fraction of each     ``distill_epochs`` > 0
                        layer's mean ``|scale|`` (default 5e-4)
+``distill_samples``    windows the float model samples itself,     ``distill_epochs`` > 0
+                       trained on besides the calibration ones
+                       (default 0; token windows, see below)
 ``skip_leading_tokens`` leading positions left out of statistics   calibrated configs
 ``search_windows``     calibration windows that score a search     ``alpha`` list
 ``progress``           show progress bars                          any
@@ -41,7 +44,13 @@ layers' weight scales toward them, every integer code fixed. It needs calibratio
 helper with ``logits``; it runs in one process (not under ``msrun``). The learning rate is
 relative because scales differ tenfold between int8 and int4 layers. The study in
 ``bench/results/ptq_distill.md`` trained SmolLM2 W4 at an absolute 3e-5 (about 5e-4 of the median
-layer's mean scale, 0.066); an absolute 2e-4 (about 3e-3 relative) diverged.
+layer's mean scale, 0.066); an absolute 2e-4 (about 3e-3 relative) diverged. With
+``distill_samples``, ``apply`` first lets the float model write that many windows as long as the
+calibration windows (:func:`gscore.calib.distill.sampled_windows`: temperature 1, each prompted by
+8 tokens of a calibration window; the helper's ``generate`` with ``temperature`` and ``seed``),
+so the scales learn from more text than the calibration windows hold; it costs a decode of every
+sampled window (SmolLM2: about 20 s per 512-token window on 2 cores) and a teacher's
+log-probabilities each.
 
 A key that the config does not use is a warning (it would silently do nothing); an unknown key
 or a bad value is a :class:`~gscore.errors.ConfigError` naming what is allowed.
@@ -95,6 +104,7 @@ class PTQArgs:
     head: str = "float"
     distill_epochs: int = 0
     distill_learning_rate: float = 5e-4
+    distill_samples: int = 0
     skip_leading_tokens: int = 0
     search_windows: int = 2
     progress: bool = True
@@ -111,6 +121,7 @@ _GPTQ = (lambda c: c.precision_recovery is PrecisionRecovery.GPTQ, "precision_re
 _ROTATION = (lambda c: c.outliers_suppression is OutliersSuppressionType.ROTATION, "outliers_suppression='rotation'")
 _ANY = (lambda c: True, "any config")
 _WEIGHTS = (lambda c: c.weight_quant_dtype is not None or c.algo_args.get("head") == "int8", "quantized weights (weight_quant_dtype or head='int8')")
+_DISTILLS = (lambda c: _WEIGHTS[0](c) and bool(c.algo_args.get("distill_epochs")), "distill_epochs > 0")
 _USED_BY = {
     "alpha": _SMOOTH,
     "search_windows": _SMOOTH,
@@ -127,7 +138,8 @@ _USED_BY = {
     "prefix": _ANY,
     "head": _ANY,
     "distill_epochs": _WEIGHTS,
-    "distill_learning_rate": (lambda c: _WEIGHTS[0](c) and bool(c.algo_args.get("distill_epochs")), "distill_epochs > 0"),
+    "distill_learning_rate": _DISTILLS,
+    "distill_samples": _DISTILLS,
     "skip_leading_tokens": _ANY,
     "progress": _ANY,
 }
@@ -166,6 +178,7 @@ def parse_args(config: PTQConfig) -> PTQArgs:
         head=head,
         distill_epochs=check_number(raw.get("distill_epochs", 0), "algo_args['distill_epochs']", 0, integer=True),
         distill_learning_rate=check_number(raw.get("distill_learning_rate", 5e-4), "algo_args['distill_learning_rate']", 0.0, 1.0, low_open=True),
+        distill_samples=check_number(raw.get("distill_samples", 0), "algo_args['distill_samples']", 0, integer=True),
         skip_leading_tokens=check_number(raw.get("skip_leading_tokens", 0), "algo_args['skip_leading_tokens']", 0, integer=True),
         search_windows=check_number(raw.get("search_windows", 2), "algo_args['search_windows']", 1, integer=True),
         progress=check_bool(raw.get("progress", True), "algo_args['progress']"),

@@ -66,6 +66,8 @@ def test_distillation_lowers_the_kl_to_the_float_model_and_the_checkpoint_keeps_
         ({"distill_epochs": 1.5}, "distill_epochs"),
         ({"distill_epochs": 1, "distill_learning_rate": 0.0}, "distill_learning_rate"),
         ({"distill_epochs": 1, "distill_learning_rate": 2.0}, "distill_learning_rate"),
+        ({"distill_epochs": 1, "distill_samples": -1}, "distill_samples"),
+        ({"distill_epochs": 1, "distill_samples": 2.5}, "distill_samples"),
     ],
 )
 def test_bad_distillation_settings_are_refused(algo_args, error):
@@ -73,9 +75,27 @@ def test_bad_distillation_settings_are_refused(algo_args, error):
         PTQ(PTQConfig(**W4, algo_args=algo_args))
 
 
-def test_a_learning_rate_without_epochs_warns_that_it_does_nothing():
-    with pytest.warns(GscoreWarning, match="distill_learning_rate.*no effect"):
-        PTQ(PTQConfig(**W4, algo_args={"distill_learning_rate": 1e-3}))
+@pytest.mark.parametrize("key", ["distill_learning_rate", "distill_samples"])
+def test_a_distillation_setting_without_epochs_warns_that_it_does_nothing(key):
+    with pytest.warns(GscoreWarning, match=f"{key}.*no effect"):
+        PTQ(PTQConfig(**W4, algo_args={key: 1}))
+
+
+def test_windows_the_float_model_samples_join_the_calibration_windows(make_llama, windows):
+    calibration, _ = windows
+    _, algo = quantized(make_llama, calibration, distill_epochs=1, distill_samples=3)
+    record = algo.distillation
+    assert record.samples == len(calibration) + 3 and not record.diverged and len(record.kl_per_epoch) == 1
+
+    class NoGenerate(NetworkHelper):
+        def blocks(self, network):
+            return LlamaHelper().blocks(network)
+
+        def logits(self, network, sample):
+            return LlamaHelper().logits(network, sample)
+
+    with pytest.raises(MissingHelperMethodError, match="generate"):
+        PTQ(PTQConfig(**W4, algo_args={"distill_epochs": 1, "distill_samples": 1, "progress": False})).apply(make_llama(layers=1), NoGenerate(), datasets=calibration)
 
 
 def test_distillation_needs_data_and_a_helper_that_gives_logits(make_llama, windows):
