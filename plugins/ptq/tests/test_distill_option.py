@@ -97,6 +97,12 @@ def test_windows_the_float_model_samples_join_the_calibration_windows(make_llama
     with pytest.raises(MissingHelperMethodError, match="generate"):
         PTQ(PTQConfig(**W4, algo_args={"distill_epochs": 1, "distill_samples": 1, "progress": False})).apply(make_llama(layers=1), NoGenerate(), datasets=calibration)
 
+    net = make_llama(layers=1)
+    before = {p.name: p.asnumpy().copy() for p in net.get_parameters()}
+    with pytest.raises(CalibrationDataError, match="distill_samples.*tokens > 8"):  # too short to hold a prompt and its continuation
+        PTQ(PTQConfig(**W4, algo_args={"distill_epochs": 1, "distill_samples": 1, "progress": False})).apply(net, LlamaHelper(), datasets=calibration[:, :8])
+    assert all(np.array_equal(p.asnumpy(), before[p.name]) for p in net.get_parameters())
+
 
 def test_distillation_needs_data_and_a_helper_that_gives_logits(make_llama, windows):
     calibration, _ = windows
