@@ -26,10 +26,10 @@ from gscore.dist.collectives import _as_words, _from_words
 from gscore.dist.launch import msrun_command
 from gscore.dist.training import gradient_mean, local_rows, refuse_batch_statistics
 from gscore.errors import CalibrationDataError, ConfigError
-from gscore.models.llama import LlamaConfig, build_llama
 from gscore.models.llama_helper import LlamaHelper
 from gscore.nn.fake_quant import batch_range
 from gscore.quant import HessianAccumulator
+from gscore.testing.tiny_llama import random_llama
 
 ms.runtime.launch_blocking()
 
@@ -146,11 +146,8 @@ def test_outside_msrun_the_helper_is_not_wrapped():
 
 def _tiny_llama():
     ms.set_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=4, num_kv_heads=2, max_positions=64)
     rng = np.random.default_rng(0)
-    net = build_llama(config)
-    for p in net.get_parameters():
-        p.set_data(Tensor((rng.standard_normal(p.shape) * 0.1).astype(np.float32)))
+    net = random_llama(rng, 0.1)
     return net, rng.integers(0, 64, (5, 16)).astype(np.int32)
 
 

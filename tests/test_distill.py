@@ -19,12 +19,12 @@ from gscore import kernels
 from gscore.calib.distill import PROMPT_TOKENS, SAMPLE_BATCH, sampled_windows, teacher_log_probs, tune_weight_scales, weight_scales
 from gscore.eval.perplexity import log_softmax
 from gscore.errors import ConfigError, GscoreWarning
-from gscore.models.llama import LlamaConfig, build_llama
 from gscore.models.llama_helper import LlamaHelper
 from gscore.nn.linear_view import linear_view
 from gscore.nn.ops_path import ops_path
 from gscore.nn.passes import WeightSpec, quantize_network, simulated_linear
 from gscore.nn.quantizers import DynamicInputQuantizer, StaticInputQuantizer
+from gscore.testing.tiny_llama import random_llama
 
 CASES = {
     "w8": (WeightSpec(), lambda: None, False),
@@ -176,12 +176,7 @@ def test_teacher_log_probs_are_normalised_float16_without_infinities():
 
 def tiny_llama():
     """A one-block Llama with random weights: real decoding through its KV cache, in milliseconds."""
-    config = LlamaConfig(vocab_size=48, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=4, num_kv_heads=2, max_positions=64)
-    rng = np.random.default_rng(0)
-    net = build_llama(config)
-    for p in net.get_parameters():
-        p.set_data(Tensor((rng.standard_normal(p.shape) * 0.3).astype(np.float32)))
-    return net
+    return random_llama(np.random.default_rng(0), 0.3, vocab_size=48)
 
 
 def test_sampling_is_seeded_tends_to_greedy_as_the_temperature_falls_and_refuses_a_negative_one():

@@ -49,7 +49,7 @@ layer's mean scale, 0.066); an absolute 2e-4 (about 3e-3 relative) diverged. Wit
 calibration windows (:func:`gscore.calib.distill.sampled_windows`: temperature 1, each prompted by
 8 tokens of a calibration window; the helper's ``generate`` with ``temperature`` and ``seed``),
 so the scales learn from more text than the calibration windows hold; it costs a decode of every
-sampled window (SmolLM2: about 20 s per 512-token window on 2 cores) and a teacher's
+sampled window (SmolLM2: 14-18 s per 512-token window on 2 cores) and a teacher's
 log-probabilities each.
 
 A key that the config does not use is a warning (it would silently do nothing); an unknown key

@@ -35,8 +35,7 @@ from the same calibrated network, -2.86 % ± 0.47 perplexity against -1.12 % ± 
 epochs on the 8 calibration windows alone and -1.88 % ± 0.42 with 16 sampled windows (the same
 number of steps as those three epochs): more of the float model's own text kept helping (a
 scratch study at git 4785594, in issue #8's note; bench/results/ptq_distill_sampled.md has the
-preset's bench row). Not yet measured
-on A8W4, whose preset keeps :data:`_DISTILL`."""
+preset's bench row). Not yet measured on A8W4, whose preset keeps :data:`_DISTILL`."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "a16w8": {},
