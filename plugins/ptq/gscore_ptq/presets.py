@@ -24,18 +24,16 @@ refit gained 1.25 % ± 0.47 over the four seeds (bench/results/ptq_w4_seeds.md).
 not rotated here: over four seeds it moved W4 by +0.4, -2.4, -0.6 and +0.2 points, no consistent
 effect."""
 
-_DISTILL = {"distill_epochs": 3}
-"""Three epochs of weight-scale distillation on the calibration windows, at the default relative
-learning rate (5e-4 of each layer's mean scale: the study's best absolute rate at the median layer;
-bench/results/ptq_distill.md: KL kept falling after epoch 3, perplexity did not)."""
-
 _DISTILL_SAMPLED = {"distill_epochs": 1, "distill_samples": 64}
-"""One epoch over the calibration windows and 64 windows the float model samples itself: on W4,
-from the same calibrated network, -2.86 % ± 0.47 perplexity against -1.12 % ± 0.20 for three
-epochs on the 8 calibration windows alone and -1.88 % ± 0.42 with 16 sampled windows (the same
-number of steps as those three epochs): more of the float model's own text kept helping (a
-scratch study at git 4785594, in issue #8's note; bench/results/ptq_distill_sampled.md has the
-preset's bench row). Not yet measured on A8W4, whose preset keeps :data:`_DISTILL`."""
+"""Weight-scale distillation: one epoch over the calibration windows and 64 windows the float model
+samples itself, at the default relative learning rate (5e-4 of each layer's mean scale: the best
+absolute rate at the median layer, bench/results/ptq_distill.md). On W4, from the same calibrated
+network: -2.86 % ± 0.47 perplexity, against -1.12 % ± 0.20 for three epochs on the 8 calibration
+windows alone (the presets' first form; more epochs there only over-fitted those windows) and
+-1.88 % ± 0.42 with 16 sampled windows (as many steps as those three epochs): more of the float
+model's own text kept helping (scratch study at git 4785594, in issue #8's note). Bench rows:
+W4 +8.79 % ± 0.81 (bench/results/ptq_distill_sampled.md), A8W4 +7.95 % ± 0.80, paired -2.96 % ± 0.35
+against no distillation (bench/results/ptq_distill_a8w4_sampled.md)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "a16w8": {},
@@ -55,7 +53,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "a8w4-gptq": {**_W4, "act_quant_dtype": "int8", "act_quant_granularity": "per_token", **_GPTQ_ACT_ORDER},
     "a8w4-rotation-clip-gptq": {**_W4, "act_quant_dtype": "int8", "act_quant_granularity": "per_token", **_ROTATION_CLIP_GPTQ},
     "a8w4-rotation-clip-gptq-distill": {**_W4, "act_quant_dtype": "int8", "act_quant_granularity": "per_token", **_ROTATION_CLIP_GPTQ,
-                                        "algo_args": {**_ROTATION_CLIP_GPTQ["algo_args"], **_DISTILL}},
+                                        "algo_args": {**_ROTATION_CLIP_GPTQ["algo_args"], **_DISTILL_SAMPLED}},
     "kv-int8": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8"},
     "kv-int8-dynamic": {"weight_quant_dtype": None, "kvcache_quant_dtype": "int8", "kvcache_quant_granularity": "per_token"},
     "a8w8-rotation-kv-int8": {"act_quant_dtype": "int8", "outliers_suppression": "rotation", "kvcache_quant_dtype": "int8",
