@@ -145,7 +145,6 @@ def test_outside_msrun_the_helper_is_not_wrapped():
 
 
 def _tiny_llama():
-    ms.set_seed(0)
     rng = np.random.default_rng(0)
     net = random_llama(rng, 0.1)
     return net, rng.integers(0, 64, (5, 16)).astype(np.int32)
