@@ -33,7 +33,9 @@ windows alone (the presets' first form; more epochs there only over-fitted those
 -1.88 % ± 0.42 with 16 sampled windows (as many steps as those three epochs): more of the float
 model's own text kept helping (scratch study at git 4785594, in issue #8's note). Bench rows:
 W4 +8.79 % ± 0.81 (bench/results/ptq_distill_sampled.md), A8W4 +7.95 % ± 0.80, paired -2.96 % ± 0.35
-against no distillation (bench/results/ptq_distill_a8w4_sampled.md)."""
+against no distillation (bench/results/ptq_distill_a8w4_sampled.md). More does not help W4: 128 sampled
+windows +8.89 % ± 0.77, paired +0.10 % ± 0.22 against 64 (bench/results/ptq_distill_sampled128.md); a second
+epoch, or twice the learning rate, moved it by +0.07 % ± 0.25 and 0.00 % ± 0.20 (scratch studies, issue #8's note)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "a16w8": {},
