@@ -25,7 +25,8 @@ Options (from :class:`~gscore.PTQConfig`, per layer overridable with ``layer_pol
 * distillation (``algo_args["distill_epochs"]``): ``convert`` trains the deployed weight scales
   toward the float model's outputs on the calibration data, codes fixed, and on windows the
   float model sampled itself (``distill_samples``) (:mod:`gscore.calib.distill`; what it did
-  is in ``algo.distillation``).
+  is in ``algo.distillation``); with ``calibrate_on_samples`` the sampled windows feed every
+  calibration statistic too (GPTQ's Hessians, the clipping search).
 """
 
 from __future__ import annotations
@@ -131,6 +132,8 @@ class PTQ(PTQAlgorithm):
                 "pass calibration data, e.g. apply(net, helper, datasets=token_windows)"
             )
         self._teacher = self._float_outputs(network, helper, datasets) if distills else None
+        if distills and self.args.calibrate_on_samples:
+            datasets = self._teacher[0]  # the calibration windows, then the sampled ones
         self._prepare(network, helper, deploy=False)
         simulated = [(name, simulated_conv(conv, spec, name)) for name, conv, spec in convs]  # all scales first: a NaN weight changes nothing
         for name, cell in simulated:

@@ -33,6 +33,9 @@ key                    meaning                                     used with
 ``distill_samples``    windows the float model samples itself,     ``distill_epochs`` > 0
                        trained on besides the calibration ones
                        (default 0; token windows, see below)
+``calibrate_on_samples`` the sampled windows join the calibration   ``distill_samples`` > 0
+                       ones for every statistic too (GPTQ
+                       Hessians, clipping, ranges; default False)
 ``skip_leading_tokens`` leading positions left out of statistics   calibrated configs
 ``search_windows``     calibration windows that score a search     ``alpha`` list
 ``progress``           show progress bars                          any
@@ -50,7 +53,10 @@ calibration windows (:func:`gscore.calib.distill.sampled_windows`: temperature 1
 8 tokens of a calibration window; the helper's ``generate`` with ``temperature`` and ``seed``),
 so the scales learn from more text than the calibration windows hold; it costs a decode of every
 sampled window (SmolLM2: 14-18 s per 512-token window on 2 cores) and a teacher's
-log-probabilities each.
+log-probabilities each. With ``calibrate_on_samples`` the sampled windows also join the
+calibration windows for every statistic ``apply`` gathers: GPTQ's Hessians from 8 windows of
+512 tokens are thin for layers 576 and 1536 wide, and the float model's own text thickens them
+without more data (SmolLM2 W4, scratch study: distilled +7.23 % against +8.79 %, README).
 
 A key that the config does not use is a warning (it would silently do nothing); an unknown key
 or a bad value is a :class:`~gscore.errors.ConfigError` naming what is allowed.
@@ -105,6 +111,7 @@ class PTQArgs:
     distill_epochs: int = 0
     distill_learning_rate: float = 5e-4
     distill_samples: int = 0
+    calibrate_on_samples: bool = False
     skip_leading_tokens: int = 0
     search_windows: int = 2
     progress: bool = True
@@ -122,6 +129,7 @@ _ROTATION = (lambda c: c.outliers_suppression is OutliersSuppressionType.ROTATIO
 _ANY = (lambda c: True, "any config")
 _WEIGHTS = (lambda c: c.weight_quant_dtype is not None or c.algo_args.get("head") == "int8", "quantized weights (weight_quant_dtype or head='int8')")
 _DISTILLS = (lambda c: _WEIGHTS[0](c) and bool(c.algo_args.get("distill_epochs")), "distill_epochs > 0")
+_SAMPLES = (lambda c: _DISTILLS[0](c) and bool(c.algo_args.get("distill_samples")), "distill_epochs > 0 and distill_samples > 0")
 _USED_BY = {
     "alpha": _SMOOTH,
     "search_windows": _SMOOTH,
@@ -140,6 +148,7 @@ _USED_BY = {
     "distill_epochs": _WEIGHTS,
     "distill_learning_rate": _DISTILLS,
     "distill_samples": _DISTILLS,
+    "calibrate_on_samples": _SAMPLES,
     "skip_leading_tokens": _ANY,
     "progress": _ANY,
 }
@@ -179,6 +188,7 @@ def parse_args(config: PTQConfig) -> PTQArgs:
         distill_epochs=check_number(raw.get("distill_epochs", 0), "algo_args['distill_epochs']", 0, integer=True),
         distill_learning_rate=check_number(raw.get("distill_learning_rate", 5e-4), "algo_args['distill_learning_rate']", 0.0, 1.0, low_open=True),
         distill_samples=check_number(raw.get("distill_samples", 0), "algo_args['distill_samples']", 0, integer=True),
+        calibrate_on_samples=check_bool(raw.get("calibrate_on_samples", False), "algo_args['calibrate_on_samples']"),
         skip_leading_tokens=check_number(raw.get("skip_leading_tokens", 0), "algo_args['skip_leading_tokens']", 0, integer=True),
         search_windows=check_number(raw.get("search_windows", 2), "algo_args['search_windows']", 1, integer=True),
         progress=check_bool(raw.get("progress", True), "algo_args['progress']"),

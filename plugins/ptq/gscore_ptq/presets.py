@@ -35,7 +35,10 @@ model's own text kept helping (scratch study at git 4785594, in issue #8's note)
 W4 +8.79 % ± 0.81 (bench/results/ptq_distill_sampled.md), A8W4 +7.95 % ± 0.80, paired -2.96 % ± 0.35
 against no distillation (bench/results/ptq_distill_a8w4_sampled.md). More does not help W4: 128 sampled
 windows +8.89 % ± 0.77, paired +0.10 % ± 0.22 against 64 (bench/results/ptq_distill_sampled128.md); a second
-epoch, or twice the learning rate, moved it by +0.07 % ± 0.25 and 0.00 % ± 0.20 (scratch studies, issue #8's note)."""
+epoch, or twice the learning rate, moved it by +0.07 % ± 0.25 and 0.00 % ± 0.20 (scratch studies, issue #8's note).
+Nor does training more than the scales: the norm gains too, at the scales' relative rate or four times it, -0.08 % ± 0.09
+and +0.31 % ± 0.25; the per-group zero points too (about 4e-3 integer steps per Adam step), -0.02 % ± 0.19 (scratch
+studies at git 7b64efc, paired against the scales alone from the same calibrated network)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "a16w8": {},

@@ -75,10 +75,36 @@ def test_bad_distillation_settings_are_refused(algo_args, error):
         PTQ(PTQConfig(**W4, algo_args=algo_args))
 
 
-@pytest.mark.parametrize("key", ["distill_learning_rate", "distill_samples"])
+@pytest.mark.parametrize("key", ["distill_learning_rate", "distill_samples", "calibrate_on_samples"])
 def test_a_distillation_setting_without_epochs_warns_that_it_does_nothing(key):
     with pytest.warns(GscoreWarning, match=f"{key}.*no effect"):
-        PTQ(PTQConfig(**W4, algo_args={key: 1}))
+        PTQ(PTQConfig(**W4, algo_args={key: 1 if key != "calibrate_on_samples" else True}))
+
+
+def test_calibrating_on_samples_without_sampled_windows_warns_that_it_does_nothing():
+    with pytest.warns(GscoreWarning, match="calibrate_on_samples.*no effect.*distill_samples > 0"):
+        PTQ(PTQConfig(**W4, algo_args={"distill_epochs": 1, "calibrate_on_samples": True}))
+
+
+class CountingHelper(LlamaHelper):
+    """Records how many windows each calibration pass starts from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calibrated_windows: list[int] = []
+
+    def block_inputs(self, network, datasets):
+        self.calibrated_windows.append(len(datasets))
+        return super().block_inputs(network, datasets)
+
+
+@pytest.mark.parametrize("on_samples", [False, True])
+def test_the_sampled_windows_feed_the_calibration_statistics_only_when_asked(make_llama, windows, on_samples):
+    calibration, _ = windows
+    helper = CountingHelper()
+    algo = PTQ(PTQConfig(**W4, precision_recovery="gptq", algo_args={"distill_epochs": 1, "distill_samples": 2, "calibrate_on_samples": on_samples, "progress": False}))
+    algo.apply(make_llama(layers=1), helper, datasets=calibration)
+    assert helper.calibrated_windows == [len(calibration) + 2 * on_samples]
 
 
 def test_windows_the_float_model_samples_join_the_calibration_windows(make_llama, windows):
