@@ -56,7 +56,8 @@ sampled window (SmolLM2: 14-18 s per 512-token window on 2 cores) and a teacher'
 log-probabilities each. With ``calibrate_on_samples`` the sampled windows also join the
 calibration windows for every statistic ``apply`` gathers: GPTQ's Hessians from 8 windows of
 512 tokens are thin for layers 576 and 1536 wide, and the float model's own text thickens them
-without more data (SmolLM2 W4, scratch study: distilled +7.23 % against +8.79 %, README).
+without more data (SmolLM2 W4 distilled: +7.23 % against +8.79 %,
+``bench/results/ptq_calibrate_on_samples.md``).
 
 A key that the config does not use is a warning (it would silently do nothing); an unknown key
 or a bad value is a :class:`~gscore.errors.ConfigError` naming what is allowed.

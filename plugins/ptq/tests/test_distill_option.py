@@ -75,10 +75,10 @@ def test_bad_distillation_settings_are_refused(algo_args, error):
         PTQ(PTQConfig(**W4, algo_args=algo_args))
 
 
-@pytest.mark.parametrize("key", ["distill_learning_rate", "distill_samples", "calibrate_on_samples"])
-def test_a_distillation_setting_without_epochs_warns_that_it_does_nothing(key):
+@pytest.mark.parametrize(("key", "value"), [("distill_learning_rate", 1), ("distill_samples", 1), ("calibrate_on_samples", True)])
+def test_a_distillation_setting_without_epochs_warns_that_it_does_nothing(key, value):
     with pytest.warns(GscoreWarning, match=f"{key}.*no effect"):
-        PTQ(PTQConfig(**W4, algo_args={key: 1 if key != "calibrate_on_samples" else True}))
+        PTQ(PTQConfig(**W4, algo_args={key: value}))
 
 
 def test_calibrating_on_samples_without_sampled_windows_warns_that_it_does_nothing():
