@@ -26,6 +26,17 @@ def _library(path: Path) -> ctypes.CDLL:
     return ctypes.CDLL(str(path))
 
 
+@lru_cache(maxsize=None)
+def _level_library(level: str) -> ctypes.CDLL:
+    """This package's library for ``level``, found once per process, as the level itself is.
+
+    Finding it hashes every kernel source, looks up the compiler on PATH and MindSpore's version
+    in the package metadata: about 2 ms, which the thousands of small calls of a calibration (a
+    min/max or a quantize per weight row block) paid each time, 21 s of 130 in an AWQ + GPTQ run.
+    """
+    return _library(library(level))
+
+
 class Call:
     """A prepared call of kernel ``name`` at ``level`` on fixed arrays; ``run()`` executes it.
 
@@ -49,7 +60,7 @@ class Call:
         self._shape_ptrs = (ctypes.POINTER(ctypes.c_int64) * n)(*(ctypes.cast(s, ctypes.POINTER(ctypes.c_int64)) for s in self._shapes))
         self._dtypes = (ctypes.c_char_p * n)(*(_DTYPE_NAMES[a.dtype] for a in arrays))
         self._n = n
-        self._fn = _ENTRY((f"gsk_{name}", _library(library_path or library(level))))
+        self._fn = _ENTRY((f"gsk_{name}", _library(library_path) if library_path else _level_library(level)))
 
     def run(self) -> None:
         status = self._fn(self._n, self._params, self._ndims, self._shape_ptrs, self._dtypes, None, None)
