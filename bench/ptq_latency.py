@@ -102,17 +102,18 @@ def parameter_bytes(net: Any) -> int:
 
 
 def greedy(run: Any, prompt: np.ndarray, new: int) -> tuple[float, list[float], list[int]]:
-    """Prefill seconds, per-token step seconds and the tokens of a greedy continuation."""
+    """Prefill seconds, per-token step seconds and the tokens of a greedy continuation (asking
+    for the last token's logits only, as ``LlamaHelper.generate`` does)."""
     run.reset_cache()
     start = time.perf_counter()
-    logits = run(Tensor(prompt), 0).asnumpy()
+    logits = run(Tensor(prompt), 0, last=True).asnumpy()
     prefill = time.perf_counter() - start
     steps, tokens = [], []
     for position in range(prompt.shape[1], prompt.shape[1] + new):
         token = int(logits[0, -1].argmax())
         tokens.append(token)
         start = time.perf_counter()
-        logits = run(Tensor(np.array([[token]], np.int32)), position).asnumpy()
+        logits = run(Tensor(np.array([[token]], np.int32)), position, last=True).asnumpy()
         steps.append(time.perf_counter() - start)
     run.reset_cache()
     return prefill, steps, tokens
@@ -221,7 +222,8 @@ def main() -> None:
         print("long-context decode done", flush=True)
 
     median = {name: float(np.median(t)) for name, t in prefill.items()}
-    compiled_median = {name: float(np.median(t)) for name, t in compiled_prefill.items()}
+    compiled_median = {name: float(np.median(t)) for name, t in compiled_prefill[False].items()}
+    last_median = {name: float(np.median(t)) for name, t in compiled_prefill[True].items()}
     summary = {}
     for name, d in decode.items():
         tps = float(np.median(d["tokens_per_s"]))
@@ -249,6 +251,8 @@ def main() -> None:
         "prefill_ratio_to_fp32": {name: median[name] / median["fp32"] for name in median},
         "compiled_prefill_median_s": compiled_median,
         "compiled_prefill_ratio_to_fp32": {name: compiled_median[name] / compiled_median["fp32"] for name in compiled_median},
+        "compiled_last_prefill_median_s": last_median,
+        "compiled_last_prefill_ratio_to_fp32": {name: last_median[name] / last_median["fp32"] for name in last_median},
         "decode": summary,
         "decode_rounds": decode,
         "where_time_goes_ms_per_token": where,
@@ -280,20 +284,24 @@ def long_context_decode(nets: dict[str, Any], prompt: np.ndarray, new: int, roun
     return {name: {"tokens_per_s": m, "x_fp32": m / median["fp32"]} for name, m in median.items()}
 
 
-def compiled_prefill_times(nets: dict[str, Any], window: Tensor, repeat: int) -> dict[str, list[float]]:
+def compiled_prefill_times(nets: dict[str, Any], window: Tensor, repeat: int) -> dict[bool, dict[str, list[float]]]:
     """Seconds of ``window``'s prefill through a :class:`CompiledDecoder` of that capacity, per
-    network, round-robin after one compiling call each; the decoders are closed afterwards."""
+    network, with every token's logits (``False``) and the last token's only (``True``, what a
+    generation prefill asks for), round-robin after one compiling call each; the decoders are
+    closed afterwards."""
     decoders = {name: CompiledDecoder(net, capacity=window.shape[1]) for name, net in nets.items()}
     for decoder in decoders.values():
-        decoder(window, 0).asnumpy()
-        decoder.reset_cache()
-    times: dict[str, list[float]] = {name: [] for name in decoders}
+        for last in (False, True):
+            decoder(window, 0, last=last).asnumpy()
+            decoder.reset_cache()
+    times: dict[bool, dict[str, list[float]]] = {last: {name: [] for name in decoders} for last in (False, True)}
     for _ in range(repeat):
         for name, decoder in decoders.items():
-            start = time.perf_counter()
-            decoder(window, 0).asnumpy()
-            times[name].append(time.perf_counter() - start)
-            decoder.reset_cache()
+            for last in (False, True):
+                start = time.perf_counter()
+                decoder(window, 0, last=last).asnumpy()
+                times[last][name].append(time.perf_counter() - start)
+                decoder.reset_cache()
     for decoder in decoders.values():
         decoder.close()
     return times
@@ -340,6 +348,7 @@ def overhead_steps(decoders: dict[str, CompiledDecoder], weights: dict, model_co
 def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
     median, ratio = report["prefill_median_s"], report["prefill_ratio_to_fp32"]
     compiled, compiled_ratio = report["compiled_prefill_median_s"], report["compiled_prefill_ratio_to_fp32"]
+    last, last_ratio = report["compiled_last_prefill_median_s"], report["compiled_last_prefill_ratio_to_fp32"]
     load = report["load_start"]["loadavg_1_5_15"][0], report["load_end"]["loadavg_1_5_15"][0]
     lines = [
         "# Deployed SmolLM2-135M against FP32: prefill, decode, where the time goes",
@@ -350,11 +359,13 @@ def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         f"## Prefill: one {report['tokens']}-token window (median of {args.repeat})",
         "",
-        "Op by op: the network called directly (PyNative). Compiled: through `CompiledDecoder` (graphs over preallocated caches, a deployed block as one operator), compile time not counted.",
+        "Op by op: the network called directly (PyNative). Compiled: through `CompiledDecoder` (graphs over preallocated caches, a deployed block as one operator), compile time not counted. "
+        "Both give every token's logits (what perplexity needs); 'last token' is the compiled prefill giving the last token's logits only (`last=True`, what generation asks for: "
+        "the output head runs once instead of once per token).",
         "",
         md_table(
-            ["network", "op by op s", "x FP32", "compiled s", "x FP32"],
-            [[n, f"{median[n]:.2f}", f"{ratio[n]:.2f}x", f"{compiled[n]:.3f}", f"{compiled_ratio[n]:.2f}x"] for n in median],
+            ["network", "op by op s", "x FP32", "compiled s", "x FP32", "compiled, last token s", "x FP32"],
+            [[n, f"{median[n]:.2f}", f"{ratio[n]:.2f}x", f"{compiled[n]:.3f}", f"{compiled_ratio[n]:.2f}x", f"{last[n]:.3f}", f"{last_ratio[n]:.2f}x"] for n in median],
         ),
         f"## Decode: {args.prompt}-token prompt, then {args.new} greedy tokens (compiled, median of {args.rounds} rounds)",
         "",

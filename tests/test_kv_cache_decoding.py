@@ -131,6 +131,34 @@ def test_compiled_decoding_equals_the_op_by_op_network_and_leaves_it_unchanged(p
         np.testing.assert_array_equal(second, got)
 
 
+def test_last_token_logits_are_the_last_row_of_the_full_logits_op_by_op_and_compiled():
+    """``last=True`` (what generation asks for) runs the head on each sequence's last token only:
+    the same logits as the full forward's last row (float summation order aside), for every
+    sequence of a batch, on the prefill and on a step."""
+    net = tiny_llama()
+    prompt, step = np.array([[3, 14, 15, 92, 65], [7, 1, 40, 2, 9]], np.int32), np.array([[35], [89]], np.int32)
+
+    def both(run) -> list[tuple[np.ndarray, np.ndarray]]:
+        pairs = []
+        for ids, start in ((prompt, 0), (step, prompt.shape[1])):
+            run.reset_cache()
+            if start:
+                run(Tensor(prompt), 0)
+            full = run(Tensor(ids), start).asnumpy()
+            run.reset_cache()
+            if start:
+                run(Tensor(prompt), 0)
+            pairs.append((run(Tensor(ids), start, last=True).asnumpy(), full[:, -1:]))
+        run.reset_cache()
+        return pairs
+
+    with CompiledDecoder(net, capacity=12, batch=2) as decoder:
+        compiled = both(decoder)
+    for last, full in both(net) + compiled:
+        assert last.shape == (2, 1, TINY.vocab_size)
+        np.testing.assert_allclose(last, full, rtol=1e-5, atol=1e-5 * np.abs(full).max())
+
+
 @pytest.mark.parametrize("path", ["native", "portable"])
 def test_a_later_decoder_of_the_same_capacity_uses_its_own_caches(path):
     """MindSpore keys a cell method's compiled graph by the cell: a second decoder reusing the

@@ -415,16 +415,22 @@ class LlamaForCausalLM(nn.Cell):
             logits = self.head_matmul(self.model.norm(hidden), self.head_table())
         return ops.reshape(logits, (batch, -1, self.config.vocab_size))
 
-    def construct(self, input_ids: Tensor, start: int = 0) -> Tensor:
-        return self.forward(input_ids, *self.position_inputs(input_ids.shape[1], start))
+    def construct(self, input_ids: Tensor, start: int = 0, last: bool = False) -> Tensor:
+        return self.forward(input_ids, *self.position_inputs(input_ids.shape[1], start), last=last)
 
-    def forward(self, input_ids: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
-        """Logits from token ids and their position inputs: tensors only, so it compiles as a
-        graph (:class:`gscore.nn.decoding.CompiledDecoder` runs it that way)."""
+    def forward(self, input_ids: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, last: bool = False) -> Tensor:
+        """Logits ``[batch, tokens, vocab]`` from token ids and their position inputs: tensors
+        only, so it compiles as a graph (:class:`gscore.nn.decoding.CompiledDecoder` runs it that
+        way). ``last``: each sequence's last token only, ``[batch, 1, vocab]``, which is all a
+        generation step reads: the final norm and the output head then run once per sequence
+        instead of once per token (SmolLM2's head is 49152 x 576 multiply-adds a token, about a
+        fifth of a float prefill's)."""
         batch = input_ids.shape[0]
         hidden = self.embed(input_ids)
         for layer in self.model.layers:
             hidden = layer(hidden, batch, cos, sin, mask)
+        if last:
+            hidden = ops.reshape(hidden, (batch, -1, self.config.hidden_size))[:, -1]
         return self.head(hidden, batch)
 
 

@@ -78,7 +78,9 @@ class LlamaHelper(NetworkHelper):
 
     def generate(self, network: LlamaForCausalLM, input_ids: Any, max_new_tokens: int = 1, temperature: float = 0.0, seed: int = 0,
                  stop_at_eos: bool = True, **kwargs: Any) -> np.ndarray:
-        """Decoding with the model's KV cache: prefill once, then one token per step.
+        """Decoding with the model's KV cache: prefill once, then one token per step, each
+        asking ``network`` (a :class:`LlamaForCausalLM` or a
+        :class:`~gscore.nn.decoding.CompiledDecoder` of one) for its last token's logits only.
 
         ``input_ids``: int array ``[batch, tokens]`` (or a string when a tokenizer is set).
         ``temperature`` 0 (default) is greedy; above 0 each row samples from
@@ -93,7 +95,7 @@ class LlamaHelper(NetworkHelper):
         ids = np.asarray(self.tokenizer.encode(input_ids).ids if isinstance(input_ids, str) else input_ids, dtype=np.int32)
         ids = ids.reshape(1, -1) if ids.ndim == 1 else ids
         network.reset_cache()
-        logits = network(Tensor(ids), 0).asnumpy()
+        logits = network(Tensor(ids), 0, last=True).asnumpy()
         if np.isnan(logits).any():
             check_loaded(network)  # a DEPLOY network's unloaded placeholders give NaN: name them
         position = ids.shape[1]
@@ -103,7 +105,7 @@ class LlamaHelper(NetworkHelper):
             produced.append(token)
             if (stop_at_eos and np.all(token == network.config.eos_token_id)) or len(produced) == max_new_tokens:
                 break
-            logits = network(Tensor(token[:, None]), position).asnumpy()
+            logits = network(Tensor(token[:, None]), position, last=True).asnumpy()
             position += 1
         network.reset_cache()
         return np.stack(produced, axis=1)

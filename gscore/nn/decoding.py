@@ -7,7 +7,8 @@ preallocated buffers (:meth:`gscore.nn.kv_cache.FloatKVCache.allocate`) and the 
 the whole capacity; then a decode step has the same shapes at every position and compiles once
 (and the prompt's prefill once per prompt length).
 
-The network must offer ``forward(input_ids, cos, sin, mask)`` (tensors only),
+The network must offer ``forward(input_ids, cos, sin, mask, last=False)`` (tensors, and
+``last`` for the last token's logits only),
 ``position_inputs(tokens, start, width)``, ``reset_cache()``, ``prefix_length`` and ``config``, as
 :class:`gscore.models.llama.LlamaForCausalLM` does. If it also offers ``group_linears()``, the
 decoder calls it (unless told not to): a deployed Llama then runs each block as a few
@@ -37,12 +38,13 @@ class _DecodeGraph(nn.Cell):
     network's own method would run the first decoder's graph, which reads and writes the caches
     that decoder released (and ignores grouping changes since). A new cell is a new key."""
 
-    def __init__(self, network: nn.Cell) -> None:
+    def __init__(self, network: nn.Cell, last: bool) -> None:
         super().__init__(auto_prefix=False)
         self.network = network
+        self.last = last
 
     def construct(self, input_ids: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
-        return self.network.forward(input_ids, cos, sin, mask)
+        return self.network.forward(input_ids, cos, sin, mask, last=self.last)
 
 
 class CompiledDecoder:
@@ -72,11 +74,13 @@ class CompiledDecoder:
             cache.allocate(batch, capacity, name)
         self.filled = 0
         self.graph = graph
-        self._compiled = ms.jit(_DecodeGraph(network).construct)
+        self._compiled = {last: ms.jit(_DecodeGraph(network, last).construct) for last in (False, True)}
 
-    def __call__(self, input_ids: Tensor, start: int = 0) -> Tensor:
+    def __call__(self, input_ids: Tensor, start: int = 0, last: bool = False) -> Tensor:
         """Logits ``[batch, tokens, vocab]`` for ``input_ids [batch, tokens]`` at positions
-        ``start ..``; ``start`` must be the number of tokens already cached."""
+        ``start ..``; ``start`` must be the number of tokens already cached. ``last``: the last
+        token's only, ``[batch, 1, vocab]`` (the network's ``forward`` with ``last``; a graph
+        of its own)."""
         batch, tokens = input_ids.shape
         if batch != self.batch:
             raise ConfigError(f"this decoder holds caches for batch {self.batch}, got input of batch {batch}")
@@ -84,8 +88,8 @@ class CompiledDecoder:
             raise ConfigError(f"the caches hold {self.filled} tokens; a call must start there, got start={start} (reset_cache() to begin again)")
         if start + tokens > self.capacity:
             raise ConfigError(f"{start + tokens} tokens exceed the cache capacity of {self.capacity}; build the decoder with a larger capacity")
-        forward = self._compiled if self.graph else self.network.forward
-        logits = forward(input_ids, *self.network.position_inputs(tokens, start, self.capacity))
+        inputs = (input_ids, *self.network.position_inputs(tokens, start, self.capacity))
+        logits = self._compiled[last](*inputs) if self.graph else self.network.forward(*inputs, last=last)
         self.filled += tokens
         return logits
 
