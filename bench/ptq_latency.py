@@ -120,16 +120,17 @@ def greedy(run: Any, prompt: np.ndarray, new: int) -> tuple[float, list[float], 
 
 
 def profile_decode(decoder: CompiledDecoder, prompt: np.ndarray, steps: int) -> dict[str, float]:
-    """Milliseconds per token by kind of work, from a profiled pass of ``steps`` decode steps."""
+    """Milliseconds per token by kind of work, from a profiled pass of ``steps`` decode steps
+    (asking for the last token's logits, as :func:`greedy` did: its graphs are compiled)."""
     from mindspore.profiler import Profiler
 
     decoder.reset_cache()
-    logits = decoder(Tensor(prompt), 0).asnumpy()
+    logits = decoder(Tensor(prompt), 0, last=True).asnumpy()
     with tempfile.TemporaryDirectory() as out:
         profiler = Profiler(output_path=out)
         start = time.perf_counter()
         for position in range(prompt.shape[1], prompt.shape[1] + steps):
-            logits = decoder(Tensor(np.array([[int(logits[0, -1].argmax())]], np.int32)), position).asnumpy()
+            logits = decoder(Tensor(np.array([[int(logits[0, -1].argmax())]], np.int32)), position, last=True).asnumpy()
         wall = time.perf_counter() - start
         profiler.stop()
         profiler.analyse()
