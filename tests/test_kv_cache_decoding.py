@@ -138,19 +138,15 @@ def test_last_token_logits_are_the_last_row_of_the_full_logits_op_by_op_and_comp
     net = tiny_llama()
     prompt, step = np.array([[3, 14, 15, 92, 65], [7, 1, 40, 2, 9]], np.int32), np.array([[35], [89]], np.int32)
 
-    def both(run) -> list[tuple[np.ndarray, np.ndarray]]:
-        pairs = []
-        for ids, start in ((prompt, 0), (step, prompt.shape[1])):
-            run.reset_cache()
-            if start:
-                run(Tensor(prompt), 0)
-            full = run(Tensor(ids), start).asnumpy()
-            run.reset_cache()
-            if start:
-                run(Tensor(prompt), 0)
-            pairs.append((run(Tensor(ids), start, last=True).asnumpy(), full[:, -1:]))
+    def logits(run, ids: np.ndarray, start: int, last: bool) -> np.ndarray:
+        """``ids`` at ``start`` from fresh caches (holding the prompt first when ``start`` > 0)."""
         run.reset_cache()
-        return pairs
+        if start:
+            run(Tensor(prompt), 0)
+        return run(Tensor(ids), start, last=last).asnumpy()
+
+    def both(run) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(logits(run, ids, start, True), logits(run, ids, start, False)[:, -1:]) for ids, start in ((prompt, 0), (step, prompt.shape[1]))]
 
     with CompiledDecoder(net, capacity=12, batch=2) as decoder:
         compiled = both(decoder)
