@@ -204,10 +204,10 @@ inline KeysT transpose_keys(const KVView& keys, const AttentionShape& sh) {
   return kt;
 }
 
-// score[s0 + j] for NB vectors of keys from s0: one accumulator chain per vector, so NB FMAs
-// are in flight for every broadcast query value.
+// raw[s0 + j] = (q . key) * scale for NB vectors of keys from s0: one accumulator chain per
+// vector, so NB FMAs are in flight for every broadcast query value.
 template <int NB>
-inline void score_block(const float* q, const float* kt, int64_t ld, int64_t D, int64_t s0, FV::V scale, const float* mrow, float* score) {
+inline void score_block(const float* q, const float* kt, int64_t ld, int64_t D, int64_t s0, FV::V scale, float* raw) {
   constexpr int W = FV::W;
   FV::V acc[NB];
   for (int j = 0; j < NB; ++j) acc[j] = FV::zero();
@@ -216,33 +216,81 @@ inline void score_block(const float* q, const float* kt, int64_t ld, int64_t D, 
     const float* row = kt + d * ld + s0;
     for (int j = 0; j < NB; ++j) acc[j] = FV::fma(qd, FV::load(row + j * W), acc[j]);
   }
-  for (int j = 0; j < NB; ++j) FV::store(score + s0 + j * W, FV::add(FV::mul(acc[j], scale), FV::load(mrow + s0 + j * W)));
+  for (int j = 0; j < NB; ++j) FV::store(raw + s0 + j * W, FV::mul(acc[j], scale));
 }
 
-// score[s] = (q . key_s) * scale + mrow[s] for s < n from transposed keys kt [D][ld].
+// score[s] = (q . key_s) * scale + mrow[s] for s < n from transposed keys kt [D][ld], zero padded
+// to ld >= n rounded up to W; score has room for n rounded up to W. Vectors of W keys go eight
+// at a time, then the rest of them together (a lone accumulator chain waits out every FMA's
+// latency: scored one vector at a time, the causal rows' last keys took a quarter of a prefill's
+// attention); the last, partial vector is computed in full over the padding.
 inline void scores_from_transposed(const float* q, const float* kt, int64_t ld, int64_t D, int64_t n, float scale, const float* mrow, float* score) {
   constexpr int W = FV::W, kBlocks = 8;
   const FV::V sv = FV::set1(scale);
-  int64_t s = 0;
-  for (; s + kBlocks * W <= n; s += kBlocks * W) score_block<kBlocks>(q, kt, ld, D, s, sv, mrow, score);
-  for (; s + W <= n; s += W) score_block<1>(q, kt, ld, D, s, sv, mrow, score);
-  for (; s < n; ++s) {
-    float dot = 0.0f;
-    for (int64_t d = 0; d < D; ++d) dot += q[d] * kt[d * ld + s];
-    score[s] = dot * scale + mrow[s];
+  const int64_t vectors = (n + W - 1) / W;
+  int64_t v = 0;
+  for (; v + kBlocks <= vectors; v += kBlocks) score_block<kBlocks>(q, kt, ld, D, v * W, sv, score);
+  switch (vectors - v) {
+    case 7: score_block<7>(q, kt, ld, D, v * W, sv, score); break;
+    case 6: score_block<6>(q, kt, ld, D, v * W, sv, score); break;
+    case 5: score_block<5>(q, kt, ld, D, v * W, sv, score); break;
+    case 4: score_block<4>(q, kt, ld, D, v * W, sv, score); break;
+    case 3: score_block<3>(q, kt, ld, D, v * W, sv, score); break;
+    case 2: score_block<2>(q, kt, ld, D, v * W, sv, score); break;
+    case 1: score_block<1>(q, kt, ld, D, v * W, sv, score); break;
+    default: break;
   }
+  int64_t s = 0;
+  for (; s + W <= n; s += W) FV::store(score + s, FV::add(FV::load(score + s), FV::load(mrow + s)));
+  for (; s < n; ++s) score[s] += mrow[s];
+}
+
+// The largest of x[0, n) (-inf when n is 0).
+inline float max_of(const float* x, int64_t n) {
+  float best = -std::numeric_limits<float>::infinity();
+  int64_t s = 0;
+  if (n >= FV::W) {
+    FV::V lanes = FV::load(x);
+    for (s = FV::W; s + FV::W <= n; s += FV::W) lanes = FV::max(lanes, FV::load(x + s));
+    best = FV::hmax(lanes);
+  }
+  for (; s < n; ++s) best = std::max(best, x[s]);
+  return best;
+}
+
+// Which keys a query row reads, from its mask row of `cols` entries: keys [0, reach) (up to the
+// row's last key in; all of them when no key is in), and whether keys out lie before it (holes).
+struct RowReach {
+  int64_t reach;
+  bool holes;
+};
+
+inline RowReach row_reach(const float* mrow, int64_t cols) {
+  int64_t n = cols;
+  while (n > 0 && mrow[n - 1] <= kMaskedOut) --n;
+  if (n == 0) return {cols, false};
+  bool holes = false;
+  for (int64_t s = 0; s < n; ++s) holes |= mrow[s] <= kMaskedOut;
+  return {n, holes};
 }
 
 inline void attention(const float* q, const KVView& keys, const KVView& values, const float* mask, float softmax_scale, const AttentionShape& sh, float* out, const Prefix& prefix = {}) {
   const int64_t B = sh.B, Hq = sh.Hq, Hkv = sh.Hkv, T = sh.T, S = sh.S, D = sh.D, P = sh.P;
-  (void)B;
   const int64_t group = Hq / Hkv, items = B * Hq * T, cols = P + S;
   const bool k8 = keys.kind != CacheKind::kFloat, v8 = values.kind != CacheKind::kFloat;
   const size_t elem_k = k8 ? 1 : 4;
   // prefill with float keys: scores W keys at a time from transposed keys
   const KeysT kt = keys.kind == CacheKind::kFloat && T >= kTransposedKeysFrom ? transpose_keys(keys, sh) : KeysT{};
+  // every head of a query position reads the same keys: found once per position
+  std::vector<RowReach> reaches(static_cast<size_t>(T));
+  parallel_for(T, 16, T * (P + sh.valid), [&](int64_t first, int64_t last) {
+    for (int64_t t = first; t < last; ++t) reaches[t] = row_reach(mask + t * cols, P + sh.valid);
+  });
   parallel_for(items, 1, 2 * items * (P + sh.valid) * D, [&](int64_t first, int64_t last) {
-    std::vector<float> score(static_cast<size_t>(cols)), qs(static_cast<size_t>(D)), acc(static_cast<size_t>(D)), pacc(static_cast<size_t>(D));
+    // per-thread rows, kept between calls: score has room for the last vector of transposed keys
+    thread_local std::vector<float> score, qs, acc, pacc;
+    score.resize(static_cast<size_t>(cols + FV::W));
+    for (auto* v : {&qs, &acc, &pacc}) v->resize(static_cast<size_t>(D));
     for (int64_t item = first; item < last; ++item) {
       const int64_t t = item % T, h = (item / T) % Hq, b = item / (T * Hq), kvh = h / group;
       const float* qv = q + sh.new_row(b, h, t, Hq);
@@ -258,26 +306,17 @@ inline void attention(const float* q, const KVView& keys, const KVView& values, 
         std::copy(qv, qv + D, qs.begin());
       }
       const float* mrow = mask + t * cols;
-      int64_t n = P + sh.valid;  // keys [0, n) are read: up to the last key in
-      while (n > 0 && mrow[n - 1] <= kMaskedOut) --n;
-      const bool any_in = n > 0;
-      if (!any_in) n = P + sh.valid;
-      bool holes = false;
-      for (int64_t s = 0; any_in && s < n && !holes; ++s) holes = mrow[s] <= kMaskedOut;
+      const int64_t n = reaches[t].reach;  // keys [0, n) are read
+      const bool holes = reaches[t].holes;
       const int64_t n_prefix = std::min(P, n), n_own = n - n_prefix;
       constexpr float kOut = -std::numeric_limits<float>::infinity();
-      float best = kOut;
-      for (int64_t s = 0; s < n_prefix; ++s) {  // the float prefix, with the unscaled query
+      for (int64_t s = 0; s < n_prefix; ++s)  // the float prefix, with the unscaled query
         score[s] = holes && mrow[s] <= kMaskedOut ? kOut : dot_row(qv, prefix.keys + (kvh * P + s) * D, false, D) * softmax_scale + mrow[s];
-        best = std::max(best, score[s]);
-      }
       float* own = score.data() + P;  // the cache's entries
       if (kt.ld) {
         scores_from_transposed(qs.data(), kt.at(b, kvh, Hkv, D), kt.ld, D, n_own, softmax_scale, mrow + P, own);
-        for (int64_t s = 0; s < n_own; ++s) {
-          if (holes && mrow[P + s] <= kMaskedOut) own[s] = kOut;
-          best = std::max(best, own[s]);
-        }
+        for (int64_t s = 0; holes && s < n_own; ++s)
+          if (mrow[P + s] <= kMaskedOut) own[s] = kOut;
       }
       for (int64_t s = 0; s < n_own && !kt.ld; ++s) {
         if (holes && mrow[P + s] <= kMaskedOut) {
@@ -288,12 +327,12 @@ inline void attention(const float* q, const KVView& keys, const KVView& values, 
         float dot = dot_row(qs.data(), kdata + row * D * elem_k, k8, D) - offset;
         if (keys.kind == CacheKind::kToken) dot *= keys.scale[row];
         own[s] = dot * softmax_scale + mrow[P + s];
-        best = std::max(best, own[s]);
       }
+      const float best = max_of(score.data(), n);
       const float total = softmax_weights(score.data(), n, best, mrow, holes);
       weighted_sum(score.data(), n_prefix, prefix.values, false, Strides{0, P, 1}, 0, kvh, D, pacc.data());
       float pzero = 0.0f;  // sum of the weights that multiplied raw codes (channel zero points)
-      for (int64_t s = 0; s < n_own; ++s) {
+      for (int64_t s = 0; v8 && s < n_own; ++s) {
         if (own[s] == 0.0f) continue;
         if (values.kind == CacheKind::kToken) own[s] *= values.scale[values.rows.at(b, kvh, s)];
         pzero += own[s];
