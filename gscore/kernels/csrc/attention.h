@@ -11,7 +11,8 @@
 // for every sequence of the batch) comes before the cache's own entries: the mask is then
 // [T, P + S], its first P columns for the prefix. For each (b, h, t):
 //   score[s] = (q . key_s) * softmax_scale + mask[t, s];  p = softmax(score);  out = sum_s p[s] value_s
-// Cache formats (dequantisation folded into the dot products, so entries are never expanded):
+// Cache formats (decoding folds the dequantisation into its dot products; a prefill dequantises
+// the keys once, into the transposed copy its tiles read):
 //   float   key_s as stored
 //   channel int8 codes with per (kv head, d) scale and zero point:  key = (code - zp) * scale
 //   token   int8 codes with one scale per (b, kv head, s):          key = code * scale
@@ -159,7 +160,7 @@ inline void weighted_sum(const float* w, int64_t n, const void* data, bool int8,
 // computed in full, as the mask says.
 constexpr float kMaskedOut = -1e8f;
 
-// Queries per call from which float keys are transposed first (scores_from_transposed).
+// Queries per call from which the prefill path (attention_tiles) is taken.
 constexpr int64_t kTransposedKeysFrom = 8;
 
 // score[0, n) <- exp(score - best) in vector lanes (exp_v, within a few ulp of std::exp), 0 for
@@ -179,9 +180,10 @@ inline float softmax_weights(float* score, int64_t n, float best, const float* m
   return total;
 }
 
-// Float keys of every (b, kv head), transposed to [D][ld] (ld = valid rounded up to the vector
-// width, zero padded), so that a query's scores over W keys come out of D broadcast-FMAs in one
-// vector, with no horizontal sum per key. Prefill (many queries per key) builds it once per call.
+// Keys of every (b, kv head) as floats (int8 entries dequantised: channel (code - zp) * scale,
+// token code * scale), transposed to [D][ld] (ld = valid rounded up to the vector width, zero
+// padded), so that a query's scores over W keys come out of D broadcast-FMAs in one vector, with
+// no horizontal sum per key. Prefill (many queries per key) builds it once per call.
 struct KeysT {
   int64_t ld = 0;
   std::vector<float> data;  // [B * Hkv][D][ld]
@@ -190,59 +192,118 @@ struct KeysT {
 
 inline KeysT transpose_keys(const KVView& keys, const AttentionShape& sh) {
   KeysT kt;
+  const int64_t D = sh.D;
   kt.ld = (sh.valid + FV::W - 1) / FV::W * FV::W;
-  kt.data.assign(static_cast<size_t>(sh.B * sh.Hkv * sh.D * kt.ld), 0.0f);
-  const float* k = static_cast<const float*>(keys.data);
+  kt.data.assign(static_cast<size_t>(sh.B * sh.Hkv * D * kt.ld), 0.0f);
   for (int64_t b = 0; b < sh.B; ++b)
     for (int64_t h = 0; h < sh.Hkv; ++h) {
-      float* dst = kt.data.data() + (b * sh.Hkv + h) * sh.D * kt.ld;
+      float* dst = kt.data.data() + (b * sh.Hkv + h) * D * kt.ld;
       for (int64_t s = 0; s < sh.valid; ++s) {
-        const float* row = k + keys.rows.at(b, h, s) * sh.D;
-        for (int64_t d = 0; d < sh.D; ++d) dst[d * kt.ld + s] = row[d];
+        const int64_t row = keys.rows.at(b, h, s);
+        if (keys.kind == CacheKind::kFloat) {
+          const float* key = static_cast<const float*>(keys.data) + row * D;
+          for (int64_t d = 0; d < D; ++d) dst[d * kt.ld + s] = key[d];
+          continue;
+        }
+        const int8_t* code = static_cast<const int8_t*>(keys.data) + row * D;
+        if (keys.kind == CacheKind::kChannel) {
+          for (int64_t d = 0; d < D; ++d) dst[d * kt.ld + s] = (static_cast<float>(code[d]) - keys.zero[h * D + d]) * keys.scale[h * D + d];
+        } else {
+          for (int64_t d = 0; d < D; ++d) dst[d * kt.ld + s] = static_cast<float>(code[d]) * keys.scale[row];
+        }
       }
     }
   return kt;
 }
 
-// raw[s0 + j] = (q . key) * scale for NB vectors of keys from s0: one accumulator chain per
-// vector, so NB FMAs are in flight for every broadcast query value.
+// The prefill path (T >= kTransposedKeysFrom, D a multiple of the vector width)
+// works on tiles of kTileRows query rows of one kv head: the heads of its group at consecutive
+// positions, which read the same keys. Each loaded key or value vector then serves every row of
+// the tile (one query row at a time, the loads and a single accumulator chain per vector left
+// the FMA units mostly idle). Rows x kTileVectors accumulators, the loaded vectors and a
+// broadcast fit AVX-512's 32 registers; AVX2 and the portable level have 16.
+#if defined(GSK_LEVEL_AVX512VNNI)
+constexpr int kTileRows = 6;
+#else
+constexpr int kTileRows = 2;
+#endif
+constexpr int kTileVectors = 4;  // the switches below cover 1 .. 4
+
+// raw[r][s0 + j W] = (q_r . key) * scale, r < kTileRows, for NB vectors of keys from s0 of the
+// transposed keys kt [D][ld].
 template <int NB>
-inline void score_block(const float* q, const float* kt, int64_t ld, int64_t D, int64_t s0, FV::V scale, float* raw) {
-  constexpr int W = FV::W;
-  FV::V acc[NB];
-  for (int j = 0; j < NB; ++j) acc[j] = FV::zero();
+inline void score_tile(const float* const* q, const float* kt, int64_t ld, int64_t D, int64_t s0, FV::V scale, float* const* raw) {
+  constexpr int W = FV::W, R = kTileRows;
+  FV::V acc[R][NB];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < NB; ++j) acc[r][j] = FV::zero();
   for (int64_t d = 0; d < D; ++d) {
-    const FV::V qd = FV::set1(q[d]);
-    const float* row = kt + d * ld + s0;
-    for (int j = 0; j < NB; ++j) acc[j] = FV::fma(qd, FV::load(row + j * W), acc[j]);
+    FV::V key[NB];
+    for (int j = 0; j < NB; ++j) key[j] = FV::load(kt + d * ld + s0 + j * W);
+    for (int r = 0; r < R; ++r) {
+      const FV::V qd = FV::set1(q[r][d]);
+      for (int j = 0; j < NB; ++j) acc[r][j] = FV::fma(qd, key[j], acc[r][j]);
+    }
   }
-  for (int j = 0; j < NB; ++j) FV::store(raw + s0 + j * W, FV::mul(acc[j], scale));
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < NB; ++j) FV::store(raw[r] + s0 + j * W, FV::mul(acc[r][j], scale));
 }
 
-// score[s] = (q . key_s) * scale + mrow[s] for s < n from transposed keys kt [D][ld], zero padded
-// to ld >= n rounded up to W; score has room for n rounded up to W. Vectors of W keys go eight
-// at a time, then the rest of them together (a lone accumulator chain waits out every FMA's
-// latency: scored one vector at a time, the causal rows' last keys took a quarter of a prefill's
-// attention); the last, partial vector is computed in full over the padding.
-inline void scores_from_transposed(const float* q, const float* kt, int64_t ld, int64_t D, int64_t n, float scale, const float* mrow, float* score) {
-  constexpr int W = FV::W, kBlocks = 8;
+// raw[r][s] = (q_r . key_s) * scale for s < n rounded up to W (the last vector over kt's zero
+// padding), every row of the tile.
+inline void score_tile_rows(const float* const* q, const float* kt, int64_t ld, int64_t D, int64_t n, float scale, float* const* raw) {
+  constexpr int W = FV::W, NB = kTileVectors;
   const FV::V sv = FV::set1(scale);
   const int64_t vectors = (n + W - 1) / W;
   int64_t v = 0;
-  for (; v + kBlocks <= vectors; v += kBlocks) score_block<kBlocks>(q, kt, ld, D, v * W, sv, score);
+  for (; v + NB <= vectors; v += NB) score_tile<NB>(q, kt, ld, D, v * W, sv, raw);
   switch (vectors - v) {
-    case 7: score_block<7>(q, kt, ld, D, v * W, sv, score); break;
-    case 6: score_block<6>(q, kt, ld, D, v * W, sv, score); break;
-    case 5: score_block<5>(q, kt, ld, D, v * W, sv, score); break;
-    case 4: score_block<4>(q, kt, ld, D, v * W, sv, score); break;
-    case 3: score_block<3>(q, kt, ld, D, v * W, sv, score); break;
-    case 2: score_block<2>(q, kt, ld, D, v * W, sv, score); break;
-    case 1: score_block<1>(q, kt, ld, D, v * W, sv, score); break;
+    case 3: score_tile<3>(q, kt, ld, D, v * W, sv, raw); break;
+    case 2: score_tile<2>(q, kt, ld, D, v * W, sv, raw); break;
+    case 1: score_tile<1>(q, kt, ld, D, v * W, sv, raw); break;
     default: break;
   }
-  int64_t s = 0;
-  for (; s + W <= n; s += W) FV::store(score + s, FV::add(FV::load(score + s), FV::load(mrow + s)));
-  for (; s < n; ++s) score[s] += mrow[s];
+}
+
+// out[r][c W .. (c + CV) W) = sum over s < n of w[r][s] * value_s's vectors c .. c + CV (float or
+// int8 rows of D at data + rows.at(b, h, s) * D), every row of the tile, each lane summed in the
+// order of s.
+template <int CV, bool kInt8>
+inline void value_tile(const float* const* w, int64_t n, const void* data, const Strides& rows, int64_t b, int64_t h, int64_t D, int64_t c, float* const* out) {
+  constexpr int W = FV::W, R = kTileRows;
+  FV::V acc[R][CV];
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < CV; ++i) acc[r][i] = FV::zero();
+  for (int64_t s = 0; s < n; ++s) {
+    const int64_t at = rows.at(b, h, s) * D + c * W;
+    FV::V value[CV];
+    for (int i = 0; i < CV; ++i) {
+      if constexpr (kInt8) {
+        value[i] = FV::from_i8(static_cast<const int8_t*>(data) + at + i * W);
+      } else {
+        value[i] = FV::load(static_cast<const float*>(data) + at + i * W);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      const FV::V p = FV::set1(w[r][s]);
+      for (int i = 0; i < CV; ++i) acc[r][i] = FV::fma(p, value[i], acc[r][i]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < CV; ++i) FV::store(out[r] + (c + i) * W, acc[r][i]);
+}
+
+template <bool kInt8>
+inline void value_tile_rows(const float* const* w, int64_t n, const void* data, const Strides& rows, int64_t b, int64_t h, int64_t D, float* const* out) {
+  const int64_t nv = D / FV::W;
+  for (int64_t c = 0; c < nv; c += kTileVectors) {
+    switch (std::min<int64_t>(kTileVectors, nv - c)) {
+      case 4: value_tile<4, kInt8>(w, n, data, rows, b, h, D, c, out); break;
+      case 3: value_tile<3, kInt8>(w, n, data, rows, b, h, D, c, out); break;
+      case 2: value_tile<2, kInt8>(w, n, data, rows, b, h, D, c, out); break;
+      default: value_tile<1, kInt8>(w, n, data, rows, b, h, D, c, out); break;
+    }
+  }
 }
 
 // The largest of x[0, n) (-inf when n is 0).
@@ -274,22 +335,115 @@ inline RowReach row_reach(const float* mrow, int64_t cols) {
   return {n, holes};
 }
 
+// One query row's softmax weights, once the scores of the cache's own keys (mask added) are in
+// own = score + P: scores the float prefix (with the unscaled query qv), drops the keys out
+// (holes), exponentiates, sums the prefix's values into pacc, and turns the own keys' weights
+// into what multiplies their stored rows (times the value's token scale for a per-token cache).
+// Returns the weights' total and, for int8 values, the sum of the own keys' weights (which the
+// channel zero points multiply).
+struct RowWeights {
+  float total, pzero;
+};
+
+inline RowWeights row_weights(const float* qv, const float* mrow, RowReach reach, const Prefix& prefix, const KVView& values, const AttentionShape& sh, int64_t b, int64_t kvh, float softmax_scale, float* score, float* pacc) {
+  const int64_t P = sh.P, D = sh.D, n = reach.reach, n_prefix = std::min(P, n), n_own = n - n_prefix;
+  constexpr float kOut = -std::numeric_limits<float>::infinity();
+  for (int64_t s = 0; s < n_prefix; ++s)
+    score[s] = reach.holes && mrow[s] <= kMaskedOut ? kOut : dot_row(qv, prefix.keys + (kvh * P + s) * D, false, D) * softmax_scale + mrow[s];
+  float* own = score + P;
+  for (int64_t s = 0; reach.holes && s < n_own; ++s)
+    if (mrow[P + s] <= kMaskedOut) own[s] = kOut;
+  const float total = softmax_weights(score, n, max_of(score, n), mrow, reach.holes);
+  weighted_sum(score, n_prefix, prefix.values, false, Strides{0, P, 1}, 0, kvh, D, pacc);
+  float pzero = 0.0f;
+  for (int64_t s = 0; values.kind != CacheKind::kFloat && s < n_own; ++s) {
+    if (own[s] == 0.0f) continue;
+    if (values.kind == CacheKind::kToken) own[s] *= values.scale[values.rows.at(b, kvh, s)];
+    pzero += own[s];
+  }
+  return {total, pzero};
+}
+
+// o[0, D) = the row's attention output from its summed own values acc and prefix values pacc.
+inline void row_output(const float* acc, const float* pacc, RowWeights sums, const KVView& values, int64_t kvh, int64_t D, float* o) {
+  const float inv = 1.0f / sums.total;
+  if (values.kind == CacheKind::kChannel) {
+    for (int64_t d = 0; d < D; ++d) o[d] = ((acc[d] - sums.pzero * values.zero[kvh * D + d]) * values.scale[kvh * D + d] + pacc[d]) * inv;
+  } else {
+    for (int64_t d = 0; d < D; ++d) o[d] = (acc[d] + pacc[d]) * inv;
+  }
+}
+
+// The prefill path: tiles of kTileRows query rows of one kv head (see kTileRows).
+inline void attention_tiles(const float* q, const KVView& keys, const KVView& values, const float* mask, float softmax_scale, const AttentionShape& sh, float* out, const Prefix& prefix,
+                            const std::vector<RowReach>& reaches) {
+  const int64_t B = sh.B, Hq = sh.Hq, Hkv = sh.Hkv, T = sh.T, S = sh.S, D = sh.D, P = sh.P;
+  const int64_t group = Hq / Hkv, cols = P + S, rows_per_head = group * T, tiles = (rows_per_head + kTileRows - 1) / kTileRows;
+  const bool v8 = values.kind != CacheKind::kFloat;
+  const KeysT kt = transpose_keys(keys, sh);
+  parallel_for(B * Hkv * tiles, 1, 2 * B * Hq * T * (P + sh.valid) * D, [&](int64_t first, int64_t last) {
+    // per-thread rows, kept between calls; a score row has room for the last vector of keys
+    thread_local std::vector<float> score, acc, pacc;
+    const int64_t ldscore = cols + FV::W;
+    score.resize(static_cast<size_t>(kTileRows * ldscore));
+    acc.resize(static_cast<size_t>(kTileRows * D));
+    pacc.resize(static_cast<size_t>(kTileRows * D));
+    for (int64_t item = first; item < last; ++item) {
+      const int64_t tile = item % tiles, kvh = (item / tiles) % Hkv, b = item / (tiles * Hkv);
+      const int64_t i0 = tile * kTileRows, rows = std::min<int64_t>(kTileRows, rows_per_head - i0);
+      // row r: head kvh * group + (i0 + r) % group at position (i0 + r) / group; rows past the
+      // last repeat the tile's first, their results unused
+      const float* qr[kTileRows];
+      float *own[kTileRows], *accr[kTileRows];
+      int64_t n_own_max = 0;
+      for (int r = 0; r < kTileRows; ++r) {
+        const int64_t i = i0 + (r < rows ? r : 0), t = i / group, h = kvh * group + i % group;
+        qr[r] = q + sh.new_row(b, h, t, Hq);
+        own[r] = score.data() + r * ldscore + P;
+        accr[r] = acc.data() + r * D;
+        n_own_max = std::max(n_own_max, reaches[t].reach - std::min(P, reaches[t].reach));
+      }
+      score_tile_rows(qr, kt.at(b, kvh, Hkv, D), kt.ld, D, n_own_max, softmax_scale, own);
+      RowWeights sums[kTileRows];
+      for (int r = 0; r < rows; ++r) {
+        const int64_t t = (i0 + r) / group;
+        const RowReach reach = reaches[t];
+        const int64_t n_own = reach.reach - std::min(P, reach.reach);
+        const float* mrow = mask + t * cols;
+        for (int64_t s = 0; s < n_own; ++s) own[r][s] += mrow[P + s];
+        sums[r] = row_weights(qr[r], mrow, reach, prefix, values, sh, b, kvh, softmax_scale, own[r] - P, pacc.data() + r * D);
+        std::fill(own[r] + n_own, own[r] + n_own_max, 0.0f);  // keys past the row's reach weigh nothing
+      }
+      if (v8) {
+        value_tile_rows<true>(own, n_own_max, values.data, values.rows, b, kvh, D, accr);
+      } else {
+        value_tile_rows<false>(own, n_own_max, values.data, values.rows, b, kvh, D, accr);
+      }
+      for (int r = 0; r < rows; ++r) {
+        const int64_t i = i0 + r, t = i / group, h = kvh * group + i % group;
+        row_output(accr[r], pacc.data() + r * D, sums[r], values, kvh, D, out + ((b * T + t) * Hq + h) * D);
+      }
+    }
+  });
+}
+
 inline void attention(const float* q, const KVView& keys, const KVView& values, const float* mask, float softmax_scale, const AttentionShape& sh, float* out, const Prefix& prefix = {}) {
   const int64_t B = sh.B, Hq = sh.Hq, Hkv = sh.Hkv, T = sh.T, S = sh.S, D = sh.D, P = sh.P;
   const int64_t group = Hq / Hkv, items = B * Hq * T, cols = P + S;
-  const bool k8 = keys.kind != CacheKind::kFloat, v8 = values.kind != CacheKind::kFloat;
-  const size_t elem_k = k8 ? 1 : 4;
-  // prefill with float keys: scores W keys at a time from transposed keys
-  const KeysT kt = keys.kind == CacheKind::kFloat && T >= kTransposedKeysFrom ? transpose_keys(keys, sh) : KeysT{};
   // every head of a query position reads the same keys: found once per position
   std::vector<RowReach> reaches(static_cast<size_t>(T));
   parallel_for(T, 16, T * (P + sh.valid), [&](int64_t first, int64_t last) {
     for (int64_t t = first; t < last; ++t) reaches[t] = row_reach(mask + t * cols, P + sh.valid);
   });
+  if (T >= kTransposedKeysFrom && D % FV::W == 0) {
+    attention_tiles(q, keys, values, mask, softmax_scale, sh, out, prefix, reaches);
+    return;
+  }
+  const bool k8 = keys.kind != CacheKind::kFloat, v8 = values.kind != CacheKind::kFloat;
+  const size_t elem_k = k8 ? 1 : 4;
   parallel_for(items, 1, 2 * items * (P + sh.valid) * D, [&](int64_t first, int64_t last) {
-    // per-thread rows, kept between calls: score has room for the last vector of transposed keys
-    thread_local std::vector<float> score, qs, acc, pacc;
-    score.resize(static_cast<size_t>(cols + FV::W));
+    thread_local std::vector<float> score, qs, acc, pacc;  // per-thread rows, kept between calls
+    score.resize(static_cast<size_t>(cols));
     for (auto* v : {&qs, &acc, &pacc}) v->resize(static_cast<size_t>(D));
     for (int64_t item = first; item < last; ++item) {
       const int64_t t = item % T, h = (item / T) % Hq, b = item / (T * Hq), kvh = h / group;
@@ -306,45 +460,19 @@ inline void attention(const float* q, const KVView& keys, const KVView& values, 
         std::copy(qv, qv + D, qs.begin());
       }
       const float* mrow = mask + t * cols;
-      const int64_t n = reaches[t].reach;  // keys [0, n) are read
-      const bool holes = reaches[t].holes;
-      const int64_t n_prefix = std::min(P, n), n_own = n - n_prefix;
-      constexpr float kOut = -std::numeric_limits<float>::infinity();
-      for (int64_t s = 0; s < n_prefix; ++s)  // the float prefix, with the unscaled query
-        score[s] = holes && mrow[s] <= kMaskedOut ? kOut : dot_row(qv, prefix.keys + (kvh * P + s) * D, false, D) * softmax_scale + mrow[s];
+      const RowReach reach = reaches[t];
+      const int64_t n_own = reach.reach - std::min(P, reach.reach);
       float* own = score.data() + P;  // the cache's entries
-      if (kt.ld) {
-        scores_from_transposed(qs.data(), kt.at(b, kvh, Hkv, D), kt.ld, D, n_own, softmax_scale, mrow + P, own);
-        for (int64_t s = 0; holes && s < n_own; ++s)
-          if (mrow[P + s] <= kMaskedOut) own[s] = kOut;
-      }
-      for (int64_t s = 0; s < n_own && !kt.ld; ++s) {
-        if (holes && mrow[P + s] <= kMaskedOut) {
-          own[s] = kOut;
-          continue;
-        }
+      for (int64_t s = 0; s < n_own; ++s) {
+        if (reach.holes && mrow[P + s] <= kMaskedOut) continue;  // row_weights drops it
         const int64_t row = keys.rows.at(b, kvh, s);
         float dot = dot_row(qs.data(), kdata + row * D * elem_k, k8, D) - offset;
         if (keys.kind == CacheKind::kToken) dot *= keys.scale[row];
         own[s] = dot * softmax_scale + mrow[P + s];
       }
-      const float best = max_of(score.data(), n);
-      const float total = softmax_weights(score.data(), n, best, mrow, holes);
-      weighted_sum(score.data(), n_prefix, prefix.values, false, Strides{0, P, 1}, 0, kvh, D, pacc.data());
-      float pzero = 0.0f;  // sum of the weights that multiplied raw codes (channel zero points)
-      for (int64_t s = 0; v8 && s < n_own; ++s) {
-        if (own[s] == 0.0f) continue;
-        if (values.kind == CacheKind::kToken) own[s] *= values.scale[values.rows.at(b, kvh, s)];
-        pzero += own[s];
-      }
+      const RowWeights sums = row_weights(qv, mrow, reach, prefix, values, sh, b, kvh, softmax_scale, score.data(), pacc.data());
       weighted_sum(own, n_own, values.data, v8, values.rows, b, kvh, D, acc.data());
-      float* o = out + ((b * T + t) * Hq + h) * D;
-      const float inv = 1.0f / total;
-      if (values.kind == CacheKind::kChannel) {
-        for (int64_t d = 0; d < D; ++d) o[d] = ((acc[d] - pzero * values.zero[kvh * D + d]) * values.scale[kvh * D + d] + pacc[d]) * inv;
-      } else {
-        for (int64_t d = 0; d < D; ++d) o[d] = (acc[d] + pacc[d]) * inv;
-      }
+      row_output(acc.data(), pacc.data(), sums, values, kvh, D, out + ((b * T + t) * Hq + h) * D);
     }
   });
 }

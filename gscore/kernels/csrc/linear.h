@@ -202,13 +202,13 @@ void gemm_f32(int64_t M, int64_t N, int64_t K, const float* a, float* c, const P
 // Weight panels for the prefill GEMM: bp[k * kNR + j] for the panel's rows j, all of K, built
 // on every call. Stored one float at a time (a store per weight, kNR floats apart) this took
 // about 1.3 ns a weight on the AVX2 EPYC, a tenth of a 512-row prefill's linear time. At the
-// AVX2 level, blocks of 16 rows x 16 k values go through a byte transpose and leave as whole
-// vectors. (The AVX-512 levels keep the scalar pack: no machine here could run them.)
+// AVX2 and AVX-512 levels, blocks of 16 rows x 16 k values go through a byte transpose and
+// leave as whole 8-float vectors (AVX2 instructions, which every AVX-512 CPU runs).
 
 constexpr int kPackRows = 16;  // rows (and k values) per vector block
 static_assert(kNR % kPackRows == 0, "panels hold whole 16-row blocks");
 
-#if defined(GSK_LEVEL_AVX2)
+#if defined(GSK_LEVEL_AVX2) || defined(GSK_LEVEL_AVX512VNNI)
 
 // t[k] = byte k of every r[0..15], in four interleaving stages (bytes, pairs, quads, octets).
 inline void transpose_bytes_16x16(const __m128i r[16], __m128i t[16]) {
@@ -789,8 +789,13 @@ inline void a8w8_gemm(const QuantizedRows& xq, const A8W8& w, float* y) {
           const int64_t whole = row ? K / IV::KP * IV::KP : 0;
           int64_t s = sums[j - j0];
           for (int64_t k = done; k < whole; ++k) s += row[k];
-          for (int64_t k = done; k < whole; k += IV::KP)
-            for (int i = 0; i < IV::KP; ++i) panel[k * kINR + j * IV::KP + i] = row[k + i];
+          for (int64_t k = done; k < whole; k += IV::KP) {
+            if constexpr (sizeof(IV::B) == 1) {  // KP codes as one word (VNNI: a 32-bit lane)
+              std::memcpy(panel + k * kINR + j * IV::KP, row + k, IV::KP);
+            } else {
+              for (int i = 0; i < IV::KP; ++i) panel[k * kINR + j * IV::KP + i] = row[k + i];
+            }
+          }
           for (int64_t k = whole; k < Kp; ++k) {
             const int8_t v = (row && k < K) ? row[k] : 0;
             s += v;
