@@ -10,8 +10,8 @@ Questions answered, for every kernel at decode (M = 1, 4) and prefill (M = 64, 5
 * at M = 1, how close it gets to the memory-bandwidth limit: the weight bytes it must read
   divided by the bandwidth of a numpy copy measured in this run (goal: int8 GEMV 1x4096x4096
   at >= 70 % of that limit);
-* attention over a KV cache at decode (1 new token, 128 and 1024 cached), float and int8,
-  against the MindSpore ops a float cache runs without kernels.
+* attention over a KV cache at decode (1 new token, 128 and 1024 cached) and at a 512-token
+  prefill, float and int8, against the MindSpore ops a float cache runs without kernels.
 
 All contenders of one shape are timed round-robin in one process (``--rounds`` rounds of
 ``--calls`` calls each); the tables give medians over rounds of the per-call time, and ratios of
@@ -47,6 +47,8 @@ from gscore.quant import pack_int4
 
 SHAPES = [(4096, 4096), (576, 1536), (1536, 576)]  # (K in, N out): the issue's GEMV, SmolLM2's MLP
 ROWS = [1, 4, 64, 512]
+# attention (new query tokens, cached tokens): decode on a short and a long cache, a 512-token prefill
+ATTENTION_SHAPES = [(1, 128), (1, 1024), (512, 512)]
 GROUP = 128
 
 
@@ -86,22 +88,34 @@ def linear_contenders(m: int, k: int, n: int, level: str, rng: np.random.Generat
     return fns, weight_bytes
 
 
-def attention_contenders(cached: int, level: str, rng: np.random.Generator) -> dict[str, Callable[[], Any]]:
-    """Decode attention (1 query token, 9 heads over 3 kv heads of 64) on a cache of ``cached``."""
-    q = Tensor(rng.standard_normal((1, 9, 1, 64)).astype(np.float32))
+def attention_contenders(queries: int, cached: int, level: str, rng: np.random.Generator, baseline: tuple[str, Path] | None) -> dict[str, Callable[[], Any]]:
+    """Attention of ``queries`` new tokens (9 heads over 3 kv heads of 64; causal: the last
+    ``queries`` of ``cached`` positions) on a cache of ``cached``: MindSpore ops on a float
+    cache, each kernel as an operator, and each kernel alone (and the baseline build's)."""
+    q_np = rng.standard_normal((1, 9, queries, 64)).astype(np.float32)
     kf, vf = rng.standard_normal((2, 1, 3, cached, 64)).astype(np.float32)
     kq, vq = rng.integers(-127, 128, (2, 1, 3, cached, 64)).astype(np.int8)
-    ch_scale, ch_zp = Tensor((rng.random((3, 1, 64)) * 0.05).astype(np.float32)), Tensor(np.zeros((3, 1, 64), np.float32))
-    tok_scale = Tensor((rng.random((1, 3, cached, 1)) * 0.05).astype(np.float32))
-    mask, softmax_scale = Tensor(np.zeros((1, cached), np.float32)), Tensor(np.array([0.125], np.float32))
-    tk, tv = Tensor(kf), Tensor(vf)
+    ch_scale, ch_zp = (rng.random((3, 1, 64)) * 0.05).astype(np.float32), np.zeros((3, 1, 64), np.float32)
+    tok_scale = (rng.random((1, 3, cached, 1)) * 0.05).astype(np.float32)
+    positions = np.arange(cached - queries, cached)[:, None]
+    mask_np = np.where(np.arange(cached)[None, :] > positions, np.float32(-1e9), np.float32(0.0))
+    softmax_scale = np.array([0.125], np.float32)
+    inputs = {
+        "float": [q_np, kf, vf, mask_np, softmax_scale],
+        "channel": [q_np, kq, ch_scale, ch_zp, vq, ch_scale, ch_zp, mask_np, softmax_scale],
+        "token": [q_np, kq, tok_scale, vq, tok_scale, mask_np, softmax_scale],
+    }
+    label = {"float": "float cache", "channel": "int8 per channel", "token": "int8 per token"}
+    q, tk, tv, mask = Tensor(q_np), Tensor(kf), Tensor(vf), Tensor(mask_np)
     fns: dict[str, Callable[[], Any]] = {"MindSpore ops, float cache": lambda: attention_ops(q, tk, tv, mask, 0.125).asnumpy()}
-    kernel = primitive("attention_float", level)
-    fns["kernel, float cache"] = lambda: kernel(q, tk, tv, mask, softmax_scale).asnumpy()
-    channel, ck, cv = primitive("attention_channel", level), Tensor(kq), Tensor(vq)
-    fns["kernel, int8 per channel"] = lambda: channel(q, ck, ch_scale, ch_zp, cv, ch_scale, ch_zp, mask, softmax_scale).asnumpy()
-    token = primitive("attention_token", level)
-    fns["kernel, int8 per token"] = lambda: token(q, ck, tok_scale, cv, tok_scale, mask, softmax_scale).asnumpy()
+    out = np.empty((1, queries, 9 * 64), np.float32)
+    for kind, arrays in inputs.items():
+        op, tensors = primitive(f"attention_{kind}", level), [Tensor(a) for a in arrays]
+        fns[f"kernel, {label[kind]}"] = lambda op=op, tensors=tensors: op(*tensors).asnumpy()
+        fns[f"kernel, {label[kind]} (kernel alone)"] = Call(f"attention_{kind}", level, arrays, [out]).run
+        if baseline:
+            revision, path = baseline
+            fns[f"kernel, {label[kind]} (kernel alone, {revision})"] = Call(f"attention_{kind}", level, arrays, [out], library_path=path).run
     return fns
 
 
@@ -149,9 +163,10 @@ def main() -> None:
                     linear.append({"M": m, "K": k, "N": n, "contender": name, **t, "weight_bytes": weight_bytes[name], "bandwidth_limit_s": weight_bytes[name] / bandwidth})
                 print(f"{m}x{k}x{n}: " + ", ".join(f"{name} {t['median_s'] * 1e3:.3f} ms" for name, t in times.items()), flush=True)
         attention: list[dict[str, Any]] = []
-        for cached in (128, 1024):
-            for name, t in race(attention_contenders(cached, level, rng), args.rounds, args.calls * 4).items():
-                attention.append({"cached_tokens": cached, "contender": name, **t})
+        for queries, cached in ATTENTION_SHAPES:
+            calls = args.calls * 4 if queries == 1 else args.calls
+            for name, t in race(attention_contenders(queries, cached, level, rng, baseline), args.rounds, calls).items():
+                attention.append({"queries": queries, "cached_tokens": cached, "contender": name, **t})
     report = {
         "command": command_line(),
         "git": git_revision(),
@@ -185,8 +200,18 @@ def markdown(report: dict[str, Any]) -> str:
     gemv = by_name.get((1, 4096, 4096, "w8 (kernel alone)"))
     goal = (f"**{100 * gemv['bandwidth_limit_s'] / gemv['median_s']:.0f} %** (kernel alone, median), {100 * gemv['bandwidth_limit_s'] / gemv['best_s']:.0f} % best"
             if gemv else "not measured in this run (needs M = 1)")
-    base_attention = {r["cached_tokens"]: r["median_s"] for r in report["attention"] if r["contender"].startswith("MindSpore")}
-    attention_rows = [[r["cached_tokens"], r["contender"], f"{r['median_s'] * 1e3:.3f}", f"{r['median_s'] / base_attention[r['cached_tokens']]:.2f}x"] for r in report["attention"]]
+    def shape(r: dict[str, Any]) -> tuple[int, int]:
+        return r["queries"], r["cached_tokens"]
+
+    base_attention = {shape(r): r["median_s"] for r in report["attention"] if r["contender"].startswith("MindSpore")}
+    by_attention = {(*shape(r), r["contender"]): r for r in report["attention"]}
+    attention_rows = []
+    for r in report["attention"]:
+        row = [shape(r)[0], r["cached_tokens"], r["contender"], f"{r['median_s'] * 1e3:.3f}", f"{r['median_s'] / base_attention[shape(r)]:.2f}x"]
+        if revision:
+            old = by_attention.get((*shape(r), r["contender"].replace("(kernel alone)", f"(kernel alone, {revision})")))
+            row.append(f"{r['median_s'] / old['median_s']:.2f}x" if old and old is not r else "")
+        attention_rows.append(row)
     load = report["load_start"]["loadavg_1_5_15"][0], report["load_end"]["loadavg_1_5_15"][0]
     return (
         "# Native kernels vs FP32 MindSpore, and vs memory bandwidth\n\n"
@@ -201,8 +226,8 @@ def markdown(report: dict[str, Any]) -> str:
         + "\nRows 'kernel alone' call the C++ entry point through ctypes; the difference to the row above is MindSpore's per-operator cost."
         + (f" Rows '(kernel alone, {revision})' run the kernels built from git {revision}'s sources; 'x {revision}' is this build's median over that one's, same shape and rows, raced in the same rounds." if revision else "")
         + "\n\n"
-        "## Attention at decode (1 new token; 9 query heads over 3 KV heads of 64)\n\n"
-        + md_table(["cached tokens", "contender", "median ms", "x MindSpore ops"], attention_rows)
+        "## Attention (9 query heads over 3 KV heads of 64; new tokens attend causally over the cache)\n\n"
+        + md_table(["new tokens", "cached tokens", "contender", "median ms", "x MindSpore ops"] + ([f"x {revision}"] if revision else []), attention_rows)
     )
 
 
