@@ -85,18 +85,18 @@ inline void micro_f32(int64_t kc, const float* ap, const float* bp, float* c, in
   using V = FV::V;
   constexpr int W = FV::W;
   V c0[MR], c1[MR];
-#pragma GCC unroll 8
+  GSK_UNROLL
   for (int i = 0; i < MR; ++i) c0[i] = c1[i] = FV::zero();
   for (int64_t kk = 0; kk < kc; ++kk) {
     V b0 = FV::load(bp + kk * kNR), b1 = FV::load(bp + kk * kNR + W);
-#pragma GCC unroll 8
+    GSK_UNROLL
     for (int i = 0; i < MR; ++i) {
       V av = FV::set1(ap[kk * MR + i]);
       c0[i] = FV::fma(av, b0, c0[i]);
       c1[i] = FV::fma(av, b1, c1[i]);
     }
   }
-#pragma GCC unroll 8
+  GSK_UNROLL
   for (int i = 0; i < MR; ++i) {
     float* row = c + i * ldc;
     if (nr == kNR) {
@@ -693,18 +693,18 @@ template <int MR>
 inline void micro_i8(int64_t kgroups, const IV::A* a, int64_t lda, const IV::B* bp, int32_t* c, int64_t ldc, int nr, bool accumulate) {
   using V = IV::V;
   V c0[MR], c1[MR];
-#pragma GCC unroll 8
+  GSK_UNROLL
   for (int i = 0; i < MR; ++i) c0[i] = c1[i] = IV::zero();
   for (int64_t g = 0; g < kgroups; ++g) {
     V b0 = IV::load_b(bp + g * kINR * IV::KP), b1 = IV::load_b(bp + g * kINR * IV::KP + IV::NL * IV::KP);
-#pragma GCC unroll 8
+    GSK_UNROLL
     for (int i = 0; i < MR; ++i) {
       V av = IV::broadcast(a + i * lda + g * IV::KP);
       c0[i] = IV::dot(c0[i], av, b0);
       c1[i] = IV::dot(c1[i], av, b1);
     }
   }
-#pragma GCC unroll 8
+  GSK_UNROLL
   for (int i = 0; i < MR; ++i) {
     int32_t tmp[kINR];
     IV::store(tmp, c0[i]);

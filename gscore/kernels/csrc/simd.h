@@ -26,6 +26,11 @@
 #include <immintrin.h>
 #endif
 
+// Put before a loop over a GEMM micro-tile's rows (a compile-time trip count): unrolled, the
+// tile's accumulator arrays live in registers. Left to itself GCC kept them on the stack
+// (cleared with rep stos, stored back after the loop): the prefill GEMMs ran 3-21 % slower.
+#define GSK_UNROLL _Pragma("GCC unroll 16")
+
 namespace gsk {
 
 #if defined(GSK_LEVEL_AMX)
