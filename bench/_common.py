@@ -189,6 +189,12 @@ def command_line() -> str:
     return shlex.join(["python", script, *sys.argv[1:]])
 
 
+def provenance(load_start: dict[str, Any]) -> dict[str, Any]:
+    """What every report opens with: the command, git revision, machine, and the load average
+    at the start (``load_start``, taken by the caller before its measurements) and now."""
+    return {"command": command_line(), "git": git_revision(), "machine": machine_info(), "load_start": load_start, "load_end": load_info()}
+
+
 # --------------------------------------------------------------------------- output
 
 

@@ -33,9 +33,8 @@ from typing import Any
 
 import mindspore as ms
 import numpy as np
-from mindspore import Tensor
 
-from _common import baseline_library, command_line, git_revision, load_info, machine_info, md_table, write_results
+from _common import baseline_library, load_info, md_table, provenance, write_results
 from gscore import kernels
 from gscore.data.wikipedia import load_articles, split_articles, token_windows
 from gscore.models.llama import LlamaConfig
@@ -94,12 +93,8 @@ def run(args: argparse.Namespace, baseline: Path | None) -> dict[str, Any]:
             theirs = np.array(rounds[f"{name} {args.baseline}"])
             results[name].update({"baseline_ms": theirs.tolist(), "fused_over_baseline": (fused / theirs).tolist(), "median_fused_over_baseline": float(np.median(fused / theirs))})
     return {
-        "command": command_line(),
-        "git": git_revision(),
-        "machine": machine_info(),
+        **provenance(load_start),
         "kernel_level": kernels.level(),
-        "load_start": load_start,
-        "load_end": load_info(),
         "args": vars(args),
         "fp32_ms": rounds["fp32"],
         "results": results,

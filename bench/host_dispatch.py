@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from _common import command_line, git_revision, load_info, machine_info, md_table, slow_share, write_json, write_text
+from _common import load_info, md_table, provenance, slow_share, write_json, write_text
 from gscore.host_dispatch import VARIABLE
 
 SETTINGS = {"threads": "0", "inline": "1"}
@@ -196,7 +196,7 @@ def main() -> None:
         return
     load_start = load_info()
     workloads = measure(args.rounds)
-    report = {"command": command_line(), "git": git_revision(), "machine": machine_info(), "load_start": load_start, "load_end": load_info(), "workloads": workloads}
+    report = {**provenance(load_start), "workloads": workloads}
     write_json("host_dispatch", report)
     text = markdown(report, args.rounds)
     write_text("host_dispatch.md", text)

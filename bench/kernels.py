@@ -38,7 +38,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, ops
 
-from _common import baseline_library, command_line, copy_bandwidth, git_revision, load_info, machine_info, md_table, write_json, write_text
+from _common import baseline_library, copy_bandwidth, load_info, md_table, provenance, write_json, write_text
 from gscore import kernels
 from gscore.kernels.direct import Call
 from gscore.kernels.ops import primitive
@@ -168,11 +168,7 @@ def main() -> None:
             for name, t in race(attention_contenders(queries, cached, level, rng, baseline), args.rounds, calls).items():
                 attention.append({"queries": queries, "cached_tokens": cached, "contender": name, **t})
     report = {
-        "command": command_line(),
-        "git": git_revision(),
-        "machine": machine_info(),
-        "load_start": load_start,
-        "load_end": load_info(),
+        **provenance(load_start),
         "level": level,
         "baseline": args.baseline,
         "copy_bandwidth_gb_s": bandwidth / 1e9,

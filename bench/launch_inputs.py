@@ -28,7 +28,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
-from _common import command_line, git_revision, load_info, machine_info, md_table, write_results
+from _common import load_info, md_table, provenance, write_results
 from gscore.kernels.build import compiler
 
 SOURCE = """#include <cstdint>
@@ -84,11 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     medians = {n: float(np.median(s)) for n, s in samples.items()}
     slope, intercept = np.polyfit(list(medians), list(medians.values()), 1)
     return {
-        "command": command_line(),
-        "git": git_revision(),
-        "machine": machine_info(),
-        "load_start": load_start,
-        "load_end": load_info(),
+        **provenance(load_start),
         "args": vars(args),
         "call_us": samples,
         "median_call_us": medians,

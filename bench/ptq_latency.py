@@ -48,7 +48,7 @@ import numpy as np
 from mindspore import Tensor
 
 import gscore
-from _common import command_line, copy_bandwidth, git_revision, load_info, machine_info, md_table, write_json, write_text
+from _common import copy_bandwidth, load_info, md_table, provenance, write_json, write_text
 from gscore import PTQConfig, kernels
 from gscore.data.wikipedia import load_articles, split_articles, token_windows
 from gscore.models.llama import LlamaConfig, build_llama
@@ -74,6 +74,15 @@ KINDS = [
     ("residual-Add", "fused element-wise"),
     ("Default/Custom", UNSCOPED),
 ]
+
+
+def load_inputs(tokens: int, calib: int) -> tuple[dict, LlamaConfig, Any, np.ndarray, list[str]]:
+    """SmolLM2's weights, config and tokenizer, ``calib`` calibration windows of ``tokens``
+    tokens (int32 ``[calib, tokens]``) and the evaluation split's Wikipedia articles."""
+    weights, config, tokenizer = load_smollm2()
+    articles = load_articles()
+    calibration = token_windows(tokenizer, split_articles(articles, "calibration"), tokens, calib)
+    return weights, LlamaConfig(**config), tokenizer, calibration, split_articles(articles, "evaluation")
 
 
 def build(name: str, model_config: LlamaConfig, weights: dict, tokenizer: Any, calibration: np.ndarray) -> tuple[Any, float]:
@@ -162,12 +171,9 @@ def main() -> None:
     args = parser.parse_args()
     ms.runtime.launch_blocking()
     load_start = load_info()
-    weights, config, tokenizer = load_smollm2()
-    articles = load_articles()
-    calibration = token_windows(tokenizer, split_articles(articles, "calibration"), args.tokens, args.calib)
-    evaluation = token_windows(tokenizer, split_articles(articles, "evaluation"), args.tokens, 2)
+    weights, model_config, tokenizer, calibration, evaluation_articles = load_inputs(args.tokens, args.calib)
+    evaluation = token_windows(tokenizer, evaluation_articles, args.tokens, 2)
     window, prompt = Tensor(evaluation[:1]), evaluation[1:, : args.prompt]
-    model_config = LlamaConfig(**config)
     level = kernels.level()
 
     nets: dict[str, Any] = {}
@@ -218,7 +224,7 @@ def main() -> None:
         decoder.close()
     long_decode = {}
     if args.long_prompt:  # after the decoders above closed: a network holds one decoder's caches at a time
-        long_prompt = token_windows(tokenizer, split_articles(articles, "evaluation"), args.long_prompt, 1)
+        long_prompt = token_windows(tokenizer, evaluation_articles, args.long_prompt, 1)
         long_decode = long_context_decode({n: net for n, net in nets.items() if n == "fp32" or n.startswith("kv-int8")}, long_prompt, args.new, args.rounds)
         print("long-context decode done", flush=True)
 
@@ -240,11 +246,7 @@ def main() -> None:
             "text": d["text"],
         }
     report = {
-        "command": command_line(),
-        "git": git_revision(),
-        "machine": machine_info(),
-        "load_start": load_start,
-        "load_end": load_info(),
+        **provenance(load_start),
         "kernel_level": level,
         "tokens": args.tokens,
         "copy_bandwidth_gb_s": bandwidth / 1e9,

@@ -26,13 +26,11 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 
-from _common import command_line, git_revision, load_info, machine_info, md_table, write_results
+from _common import load_info, md_table, provenance, write_results
 from gscore import kernels
-from gscore.data.wikipedia import load_articles, split_articles, token_windows
-from gscore.models.llama import LlamaConfig
-from gscore.models.smollm2 import load_smollm2
+from gscore.data.wikipedia import token_windows
 from gscore.nn.decoding import CompiledDecoder
-from ptq_latency import CONFIGS, build
+from ptq_latency import CONFIGS, build, load_inputs
 
 DEFAULT_CONFIGS = ["a16w8", "a16w8+int8-head", "a16w4-g128", "a16w4-g128+int8-head", "a8w8", "a8w8-dynamic"]
 
@@ -83,21 +81,14 @@ def main() -> None:
     args = parser.parse_args()
     ms.runtime.launch_blocking()
     load_start = load_info()
-    weights, config, tokenizer = load_smollm2()
-    articles = load_articles()
-    calibration = token_windows(tokenizer, split_articles(articles, "calibration"), args.tokens, args.calib)
-    window = Tensor(token_windows(tokenizer, split_articles(articles, "evaluation"), args.tokens, 1))
-    model_config = LlamaConfig(**config)
+    weights, model_config, tokenizer, calibration, evaluation_articles = load_inputs(args.tokens, args.calib)
+    window = Tensor(token_windows(tokenizer, evaluation_articles, args.tokens, 1))
     decoders = {name: CompiledDecoder(build(name, model_config, weights, tokenizer, calibration)[0], capacity=args.tokens) for name in ["fp32", *args.configs]}
     times = race(decoders, window, args.rounds)
     for decoder in decoders.values():
         decoder.close()
     report = {
-        "command": command_line(),
-        "git": git_revision(),
-        "machine": machine_info(),
-        "load_start": load_start,
-        "load_end": load_info(),
+        **provenance(load_start),
         "kernel_level": kernels.level(),
         "tokens": args.tokens,
         "rounds": args.rounds,

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from _common import command_line, git_revision, load_info, machine_info, md_table, slow_share, write_json, write_text
+from _common import load_info, md_table, provenance, slow_share, write_json, write_text
 from gscore import host_dispatch
 from qat import Trainer, batches
 
@@ -132,7 +132,7 @@ def main() -> None:
     results = {"LeNet5": time_steps(variants(LeNet5, {}), data, args.rounds, args.steps)}
     if not args.no_resnet:
         results["DigitsResNet"] = time_steps(variants(DigitsResNet, {"bn_fold": True}), data, args.rounds, args.steps)
-    report = {"command": command_line(), "git": git_revision(), "machine": machine_info(), "load_start": load_start, "load_end": load_info(), "kernel_level": kernels.level(), "steps": results}
+    report = {**provenance(load_start), "kernel_level": kernels.level(), "steps": results}
     write_json("qat_step", report)
     load = load_start["loadavg_1_5_15"][0], report["load_end"]["loadavg_1_5_15"][0]
     text = (

@@ -324,6 +324,7 @@ inline float max_of(const float* x, int64_t n) {
 struct RowReach {
   int64_t reach;
   bool holes;
+  int64_t own(int64_t P) const { return reach - std::min(P, reach); }  // of them, the cache's own (after P prefix keys)
 };
 
 inline RowReach row_reach(const float* mrow, int64_t cols) {
@@ -401,14 +402,14 @@ inline void attention_tiles(const float* q, const KVView& keys, const KVView& va
         qr[r] = q + sh.new_row(b, h, t, Hq);
         own[r] = score.data() + r * ldscore + P;
         accr[r] = acc.data() + r * D;
-        n_own_max = std::max(n_own_max, reaches[t].reach - std::min(P, reaches[t].reach));
+        n_own_max = std::max(n_own_max, reaches[t].own(P));
       }
       score_tile_rows(qr, kt.at(b, kvh, Hkv, D), kt.ld, D, n_own_max, softmax_scale, own);
       RowWeights sums[kTileRows];
       for (int r = 0; r < rows; ++r) {
         const int64_t t = (i0 + r) / group;
         const RowReach reach = reaches[t];
-        const int64_t n_own = reach.reach - std::min(P, reach.reach);
+        const int64_t n_own = reach.own(P);
         const float* mrow = mask + t * cols;
         for (int64_t s = 0; s < n_own; ++s) own[r][s] += mrow[P + s];
         sums[r] = row_weights(qr[r], mrow, reach, prefix, values, sh, b, kvh, softmax_scale, own[r] - P, pacc.data() + r * D);
@@ -461,7 +462,7 @@ inline void attention(const float* q, const KVView& keys, const KVView& values, 
       }
       const float* mrow = mask + t * cols;
       const RowReach reach = reaches[t];
-      const int64_t n_own = reach.reach - std::min(P, reach.reach);
+      const int64_t n_own = reach.own(P);
       float* own = score.data() + P;  // the cache's entries
       for (int64_t s = 0; s < n_own; ++s) {
         if (reach.holes && mrow[P + s] <= kMaskedOut) continue;  // row_weights drops it
