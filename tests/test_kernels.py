@@ -189,17 +189,19 @@ def test_a8w8_prefill_over_several_row_blocks_is_exact(level, dynamic):
 @pytest.mark.parametrize("rows", [97, 200, 512])
 def test_float_prefill_over_several_row_blocks(level, rows):
     """Rows shared out over several row blocks (the rows' micro-tiles split evenly between the
-    blocks), K past whole 16-value pack blocks and groups, a partial last panel."""
+    blocks), K over two K blocks (at most 768 each) and past whole 16-value pack blocks and
+    groups, a partial last panel."""
+    k, groups = 1000, 16
     rng = np.random.default_rng(rows)
-    x = rng.standard_normal((rows, 132)).astype(np.float32)
-    q = rng.integers(-128, 128, (70, 132)).astype(np.int8)
+    x = rng.standard_normal((rows, k)).astype(np.float32)
+    q = rng.integers(-128, 128, (70, k)).astype(np.int8)
     scale, zp_neg = (rng.random(70) * 0.02 + 1e-3).astype(np.float32), rng.integers(-8, 8, 70).astype(np.float32)
     y = primitive("w8_linear", level)(Tensor(x), Tensor(q), Tensor(scale), Tensor(zp_neg)).asnumpy()
     w = (q.astype(np.float64) + zp_neg[:, None]) * scale[:, None]
     assert_float_close(y, x.astype(np.float64) @ w.T, term_magnitude(x, q, zp_neg[:, None].astype(np.float64), scale[:, None].astype(np.float64)))
-    codes, group = rng.integers(-8, 8, (70, 132)).astype(np.int8), 64
-    g_scale, g_zp_neg = (rng.random((70, 3)) * 0.1 + 1e-3).astype(np.float32), rng.integers(-7, 8, (70, 3)).astype(np.float32)
-    per_column = np.arange(132) // group
+    codes, group = rng.integers(-8, 8, (70, k)).astype(np.int8), 64
+    g_scale, g_zp_neg = (rng.random((70, groups)) * 0.1 + 1e-3).astype(np.float32), rng.integers(-7, 8, (70, groups)).astype(np.float32)
+    per_column = np.arange(k) // group
     y = primitive("w4_linear", level)(Tensor(x), Tensor(pack_int4(codes)), Tensor(g_scale), Tensor(g_zp_neg), Tensor(np.array([group], np.int32))).asnumpy()
     w = (codes.astype(np.float64) + g_zp_neg[:, per_column]) * g_scale[:, per_column]
     assert_float_close(y, x.astype(np.float64) @ w.T, term_magnitude(x, codes, g_zp_neg[:, per_column].astype(np.float64), g_scale[:, per_column].astype(np.float64)))

@@ -76,7 +76,10 @@ inline int8_t int4_code(const int8_t* row, int64_t k) {
 
 constexpr int kMR = 6;
 constexpr int kNR = 2 * FV::W;
-constexpr int64_t kKC = 256;
+// K is split into as few equal blocks of at most kKC as cover it (as the int8 GEMM does): fixed
+// 256-wide blocks gave SmolLM2's K = 576 three passes over each C tile, the last only 64 deep,
+// and a 6 x 768 packed A tile still sits in L1 next to the weight panel's stream.
+constexpr int64_t kKC = 768;
 constexpr int64_t kMC = 96;
 
 // C[MR rows][nr <= kNR] (+)= A B over kc: A packed [kc][MR] (ap), B packed [kc][kNR] (bp).
@@ -180,13 +183,14 @@ void gemm_f32(int64_t M, int64_t N, int64_t K, const float* a, float* c, const P
   parallel_for(chunks.panels, 2, N * K * 8, [&](int64_t first, int64_t last) {
     for (int64_t p = first; p < last; ++p) pack(p * kNR, bp + p * K * kNR);
   });
+  const int64_t kblocks = (K + kKC - 1) / kKC, kstep = (K + kblocks - 1) / kblocks;
   parallel_for(chunks.count(), 1, M * N * K, [&](int64_t first, int64_t last) {
-    float* ap = scratch<float>(static_cast<size_t>(kMC * kKC), 1);
+    float* ap = scratch<float>(static_cast<size_t>(kMC * kstep), 1);
     for (int64_t chunk = first; chunk < last; ++chunk) {
       const int64_t p0 = chunks.first_panel(chunk), p1 = chunks.end_panel(chunk);
       const int64_t m0 = chunks.first_row(chunk), m1 = chunks.end_row(chunk);
-      for (int64_t k0 = 0; k0 < K; k0 += kKC) {
-        const int64_t kc = std::min(kKC, K - k0);
+      for (int64_t k0 = 0; k0 < K; k0 += kstep) {
+        const int64_t kc = std::min(kstep, K - k0);
         pack_rows(a, K, m0, m1, k0, kc, ap);
         for (int64_t p = p0; p < p1; ++p) {
           const int nr = static_cast<int>(std::min<int64_t>(kNR, N - p * kNR));
