@@ -96,24 +96,34 @@ def accuracy(net: Any, x: np.ndarray, y: np.ndarray) -> float:
     return top1_accuracy(predict_logits(net, x), y)
 
 
-def mnist_correct(net: Any, data: Any) -> np.ndarray:
-    """Per MNIST test image, whether ``net`` classifies it right (for paired differences)."""
-    from gscore.eval.classification import predict_logits
+def mnist_outcome(net: Any, data: Any) -> dict[str, np.ndarray]:
+    """Per MNIST test image: whether ``net`` classifies it right (``correct``) and the cross-entropy
+    of its label (``loss``, nats), for paired differences between networks."""
+    from gscore.eval.classification import example_cross_entropy, predict_logits
 
-    return np.argmax(predict_logits(net, data.test_x), axis=1) == data.test_y
-
-
-def lead(scop_correct: dict[str, np.ndarray], correct: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """SCOP's accuracy minus a baseline's, per stage, with the paired standard error over test images (points)."""
-    from gscore.eval.classification import paired_accuracy_difference
-
-    return {stage: dict(zip(("points", "standard_error"), paired_accuracy_difference(scop_correct[stage], c))) for stage, c in correct.items()}
+    logits = predict_logits(net, data.test_x)
+    return {"correct": np.argmax(logits, axis=1) == data.test_y, "loss": example_cross_entropy(logits, data.test_y)}
 
 
-def both(net: Any, data: Any, shift: tuple[np.ndarray, np.ndarray], correct: np.ndarray | None = None) -> dict[str, float]:
-    """MNIST test and sklearn-digits accuracy; ``correct`` is ``net``'s :func:`mnist_correct` if already computed."""
-    correct = mnist_correct(net, data) if correct is None else correct
-    return {"mnist": float(np.mean(correct)), "sklearn_digits": accuracy(net, *shift)}
+def lead(scop_outcome: dict[str, dict[str, np.ndarray]], outcome: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
+    """SCOP minus a baseline per stage, paired over the test images: accuracy (points) and
+    cross-entropy (nats per image; negative = SCOP's network is the surer of the right labels),
+    each with its standard error. Where accuracies tie, the cross-entropy still tells the two apart."""
+    from gscore.eval.classification import paired_accuracy_difference, paired_difference
+
+    leads = {}
+    for stage, theirs in outcome.items():
+        ours = scop_outcome[stage]
+        points, stderr = paired_accuracy_difference(ours["correct"], theirs["correct"])
+        nats, nats_stderr = paired_difference(ours["loss"], theirs["loss"])
+        leads[stage] = {"points": points, "standard_error": stderr, "cross_entropy": nats, "cross_entropy_standard_error": nats_stderr}
+    return leads
+
+
+def both(net: Any, data: Any, shift: tuple[np.ndarray, np.ndarray], outcome: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """MNIST test accuracy and mean cross-entropy, and sklearn-digits accuracy; ``outcome`` is ``net``'s :func:`mnist_outcome` if already computed."""
+    outcome = mnist_outcome(net, data) if outcome is None else outcome
+    return {"mnist": float(np.mean(outcome["correct"])), "mnist_cross_entropy": float(np.mean(outcome["loss"])), "sklearn_digits": accuracy(net, *shift)}
 
 
 def latency(nets: dict[str, Any], x: np.ndarray, batches: list[int], repeat: int) -> dict[str, dict[str, Any]]:
@@ -178,16 +188,16 @@ def keep_same_counts(scores: dict[str, np.ndarray], counts: dict[str, int]) -> d
     return {name: np.sort(np.argsort(s, kind="stable")[len(s) - counts[name] :]) for name, s in scores.items()}
 
 
-def finish(pruned: Any, data: Any, shift: Any, args: argparse.Namespace) -> tuple[dict[str, float], float, np.ndarray]:
+def finish(pruned: Any, data: Any, shift: Any, args: argparse.Namespace) -> tuple[dict[str, float], float, dict[str, np.ndarray]]:
     """Fine-tune ``pruned`` in place (same schedule for every method); accuracies, seconds and
-    the per-image MNIST results (:func:`mnist_correct`)."""
+    the per-image MNIST results (:func:`mnist_outcome`)."""
     from gscore.train.classifier import train_classifier
 
     seconds, _ = common.timed(
         lambda: train_classifier(pruned, data.train_x, data.train_y, epochs=args.finetune_epochs, learning_rate=args.finetune_lr, seed=args.seed + 1, progress=False)
     )
-    correct = mnist_correct(pruned, data)
-    return both(pruned, data, shift, correct), seconds, correct
+    outcome = mnist_outcome(pruned, data)
+    return both(pruned, data, shift, outcome), seconds, outcome
 
 
 def prune_at(rate: float, spec: dict[str, Any], args: argparse.Namespace, data: Any, shift: Any, float_ckpt: str, float_cost: Any) -> tuple[dict[str, Any], Any]:
@@ -220,16 +230,16 @@ def prune_at(rate: float, spec: dict[str, Any], args: argparse.Namespace, data: 
         statistics_only.recalibrate(net, cut, data.train_x, data.train_y, plan)
         return accuracy(cut, data.test_x, data.test_y)
 
-    scop_correct = {"after_pruning": mnist_correct(pruned, data)}
+    scop_outcome = {"after_pruning": mnist_outcome(pruned, data)}
     scop = {
         "accuracy_channels_cut": accuracy(shrink(net, algo.plan), data.test_x, data.test_y),
         "accuracy_statistics_only": repaired_by_statistics(algo.plan),
-        "after_pruning": both(pruned, data, shift, scop_correct["after_pruning"]),
+        "after_pruning": both(pruned, data, shift, scop_outcome["after_pruning"]),
         "recalibration": algo.recalibration,
     }
     cost = network_cost(pruned, data.test_x[:2])
     scop_latency = latency({"float": net, "pruned": pruned}, data.test_x, args.latency_batches, args.repeat)
-    scop["after_finetune"], scop["finetune_seconds"], scop_correct["after_finetune"] = finish(pruned, data, shift, args)
+    scop["after_finetune"], scop["finetune_seconds"], scop_outcome["after_finetune"] = finish(pruned, data, shift, args)
     scop["checkpoint"] = round_trip(algo, pruned, make, data.test_x[:8])
     methods["SCOP"] = scop
     for method, scores in baseline_scores(net, algo.groups, args.random_seeds).items():
@@ -237,10 +247,10 @@ def prune_at(rate: float, spec: dict[str, Any], args: argparse.Namespace, data: 
         cut = shrink(net, plan)
         row = {"accuracy_channels_cut": accuracy(cut, data.test_x, data.test_y), "accuracy_statistics_only": repaired_by_statistics(plan)}
         row["recalibration"] = algo.recalibrate(net, cut, data.train_x, data.train_y, plan)
-        correct = {"after_pruning": mnist_correct(cut, data)}
-        row["after_pruning"] = both(cut, data, shift, correct["after_pruning"])
-        row["after_finetune"], row["finetune_seconds"], correct["after_finetune"] = finish(cut, data, shift, args)
-        row["scop_lead"] = lead(scop_correct, correct)
+        outcome = {"after_pruning": mnist_outcome(cut, data)}
+        row["after_pruning"] = both(cut, data, shift, outcome["after_pruning"])
+        row["after_finetune"], row["finetune_seconds"], outcome["after_finetune"] = finish(cut, data, shift, args)
+        row["scop_lead"] = lead(scop_outcome, outcome)
         methods[method] = row
         print(f"    {method}: cut {row['accuracy_channels_cut']:.3f}, pruned {row['after_pruning']['mnist']:.3f}, fine-tuned {row['after_finetune']['mnist']:.3f}", flush=True)
     row = {
@@ -397,6 +407,15 @@ def _lead(lead: dict[str, float]) -> str:
     return f"{lead['points']:+.1f} ± {lead['standard_error']:.1f}"
 
 
+def _nats(lead: dict[str, float]) -> str:
+    return f"{1000 * lead['cross_entropy']:+.1f} ± {1000 * lead['cross_entropy_standard_error']:.1f}"
+
+
+def _surer(lead: dict[str, float]) -> bool:
+    """SCOP's cross-entropy is below the baseline's by more than two paired standard errors."""
+    return lead["cross_entropy"] < -2.0 * lead["cross_entropy_standard_error"]
+
+
 def _fmt(value: float) -> str:
     return f"{100 * value:.1f}"
 
@@ -462,8 +481,10 @@ def markdown(res: dict[str, Any]) -> str:
             others = {k: v for k, v in methods.items() if k != "SCOP"}
             ahead_pruned = all(scop["after_pruning"]["mnist"] > v["after_pruning"]["mnist"] for v in others.values())
             at_least_ft = all(scop["after_finetune"]["mnist"] >= v["after_finetune"]["mnist"] for v in others.values())
+            surer = all(_surer(v["scop_lead"]["after_pruning"]) for v in others.values())
             verdicts.append(
-                f"rate {r['prune_rate']}: SCOP {'ahead of every baseline' if ahead_pruned else '**not** ahead of every baseline'} right after pruning, "
+                f"rate {r['prune_rate']}: SCOP {'ahead of every baseline' if ahead_pruned else '**not** ahead of every baseline'} right after pruning "
+                f"({'a lower' if surer else '**not** a lower'} cross-entropy than every baseline by over two standard errors), "
                 f"{'matching or beating them' if at_least_ft else '**behind** at least one'} after fine-tuning; "
                 f"SCOP {-r['scop_accuracy_loss_points_vs_float']:+.1f} pt against float after fine-tuning at {r['parameters_removed']:.1%} parameters removed "
                 f"(goal >= 45 % at <= 1 pt: {'met' if r['meets_goal'] else 'not met'})"
@@ -477,6 +498,14 @@ def markdown(res: dict[str, Any]) -> str:
             for r in net["rates"] for stage, label in (("after_pruning", "right after pruning"), ("after_finetune", "fine-tuned"))
         ]
         out.append(common.md_table(["rate", "stage"] + [f"SCOP − {k}" for k in baselines], lead_rows))
+        out.append("\n")
+        out.append("The same comparison in test cross-entropy, millinats per image ± paired standard error (negative: SCOP's network puts more "
+                   "probability on the right labels; this separates networks whose accuracies tie):\n\n")
+        nats_rows = [
+            [f"{r['prune_rate']}", label] + [_nats(r["methods"][k]["scop_lead"][stage]) for k in baselines]
+            for r in net["rates"] for stage, label in (("after_pruning", "right after pruning"), ("after_finetune", "fine-tuned"))
+        ]
+        out.append(common.md_table(["rate", "stage"] + [f"SCOP − {k}" for k in baselines], nats_rows))
         out.append("\n")
         r0 = net["rates"][0]
         out.append("Channel groups (convolutions tied by residual additions share one keep-plan): "
