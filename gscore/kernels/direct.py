@@ -17,7 +17,10 @@ import numpy as np
 
 from gscore.kernels.build import KernelError, library
 
-_DTYPE_NAMES = {np.dtype(np.float32): b"float32", np.dtype(np.float16): b"float16", np.dtype(np.int8): b"int8", np.dtype(np.int32): b"int32", np.dtype(np.uint8): b"uint8"}
+_DTYPE_NAMES = {
+    np.dtype(np.float32): b"float32", np.dtype(np.float16): b"float16", np.dtype(np.float64): b"float64",
+    np.dtype(np.int8): b"int8", np.dtype(np.int32): b"int32", np.dtype(np.int64): b"int64", np.dtype(np.uint8): b"uint8",
+}
 _ENTRY = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.POINTER(ctypes.c_int64)), ctypes.POINTER(ctypes.c_char_p), ctypes.c_void_p, ctypes.c_void_p)
 
 

@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import numpy.typing as npt
 
 from gscore.errors import ConfigError
+from gscore.quant import native
 from gscore.quant.checks import require_finite
 from gscore.quant.core import dequantize, quantize
 from gscore.quant.layout import fit
@@ -221,6 +223,24 @@ def _row_errors(weight: np.ndarray, approx: np.ndarray, hessian: np.ndarray) -> 
     return np.einsum("ij,ij->i", diff @ hessian, diff)
 
 
+def _numpy_columns(
+    work: np.ndarray, upper: np.ndarray, scale: np.ndarray, zero: np.ndarray, column_group: np.ndarray, scheme: QuantScheme,
+    codes: np.ndarray, dequant: np.ndarray, errors: np.ndarray,
+) -> Callable[[int, int], None]:
+    """``run(first, last)``: the column loop of one sub-block in numpy (the arguments of
+    :func:`gscore.quant.native.gptq_columns`, whose kernel does the same operations)."""
+
+    def run(first: int, last: int) -> None:
+        for j in range(first, last):
+            g = column_group[j]
+            codes[j], dequant[j] = _round_to_grid(work[j], (scale[g], zero[g]), scheme)
+            err = np.subtract(work[j], dequant[j], out=errors[j])
+            err /= upper[j, j]
+            work[j + 1 : last] -= upper[j, j + 1 : last, None] * err
+
+    return run
+
+
 def _quantize_columns(
     work: np.ndarray, upper: np.ndarray, fixed: list[Grid] | None, column_group: np.ndarray,
     group: int, scheme: QuantScheme, block: int, scale_dtype: np.dtype,
@@ -228,8 +248,9 @@ def _quantize_columns(
     """The GPTQ column loop on ``work = Wᵀ [n, out]`` (float64, permuted; modified in place).
 
     Transposed so that a weight column is a contiguous row of memory. Updates are lazy at two
-    levels: within a sub-block of :data:`_SUB_BLOCK` columns by rank-1 updates, then for the
-    rest of the ``block`` and, at its end, for all later columns, by matrix products (the same
+    levels: within a sub-block of :data:`_SUB_BLOCK` columns by rank-1 updates (a native kernel
+    when :mod:`gscore.kernels` has one, else numpy, with identical results), then for the rest
+    of the ``block`` and, at its end, for all later columns, by matrix products (the same
     arithmetic as column-by-column updates, in fewer passes over memory).
 
     ``fixed``: the grid of every group, or None to compute each group's grid from its columns
@@ -242,25 +263,26 @@ def _quantize_columns(
     codes = np.empty((n, out), np.float32)
     dequant = np.empty((n, out), np.float32)
     errors = np.empty((n, out), np.float64)
-    grids = list(fixed) if fixed is not None else []
+    groups = int(column_group.max()) + 1
+    scale, zero = np.zeros((groups, out), np.float32), np.zeros((groups, out), np.float32)
+    for g, (grid_scale, grid_zero) in enumerate(fixed or ()):
+        scale[g], zero[g] = grid_scale, grid_zero
     sub = group if fixed is None and group % _SUB_BLOCK else _SUB_BLOCK
     column_scheme = _column_scheme(scheme)
+    arrays = (work, upper, scale, zero, column_group, scheme, codes, dequant, errors)
+    columns = native.gptq_columns(*arrays) or _numpy_columns(*arrays)
     with np.errstate(over="ignore"):  # huge finite values overflow w / scale; the clip maps them right
         for start in range(0, n, block):
             stop = min(start + block, n)
             for first in range(start, stop, sub):
                 last = min(first + sub, stop)
-                for j in range(first, last):
-                    if fixed is None and j % group == 0:
-                        params = round_scale(quant_params(work[j : j + group].T, column_scheme), scale_dtype)
-                        grids.append((params.scale[:, 0].copy(), params.zero_point[:, 0].copy()))
-                    codes[j], dequant[j] = _round_to_grid(work[j], grids[column_group[j]], scheme)
-                    err = np.subtract(work[j], dequant[j], out=errors[j])
-                    err /= upper[j, j]
-                    work[j + 1 : last] -= upper[j, j + 1 : last, None] * err
+                if fixed is None and first % group == 0:
+                    params = round_scale(quant_params(work[first : first + group].T, column_scheme), scale_dtype)
+                    scale[column_group[first]], zero[column_group[first]] = params.scale[:, 0], params.zero_point[:, 0]
+                columns(first, last)
                 work[last:stop] -= upper[first:last, last:stop].T @ errors[first:last]
             work[stop:] -= upper[start:stop, stop:].T @ errors[start:stop]
-    return codes, dequant, grids
+    return codes, dequant, [(scale[g].copy(), zero[g].copy()) for g in range(groups)]
 
 
 Quantized = tuple[np.ndarray, np.ndarray, QuantParams]

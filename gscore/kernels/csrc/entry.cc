@@ -13,6 +13,7 @@
 #include "attention.h"
 #include "elementwise.h"
 #include "fake_quant.h"
+#include "gptq.h"
 #include "linear.h"
 #include "simd.h"
 
@@ -716,6 +717,34 @@ int gsk_quantize(int nparam, void** params, int* ndims, int64_t** shapes, const 
     return kBadArgs;
   }
   *static_cast<int32_t*>(a[5].data) = static_cast<int32_t>(std::min<int64_t>(bad, INT32_MAX));
+  return kOk;
+}
+
+// GPTQ's column loop over columns first .. last (gscore.quant.gptq; called through ctypes only,
+// since it updates its input `work` in place). Inputs: work [n, out] float64, upper [n, n]
+// float64, scale and zero [groups, out] float32, group [n] int64 (each column's grid row, in
+// [0, groups)), bounds [qmin, qmax, symmetric (0 or 1)] float32, span [first, last] int64.
+// Outputs: codes [n, out] float32, dequant [n, out] float32, errors [n, out] float64 (rows
+// first .. last written).
+int gsk_gptq_columns(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 10 || !a[0].is("float64") || a[0].ndim != 2 || !a[1].is("float64") || !a[2].is("float32") || !a[3].is("float32") || a[2].ndim != 2 ||
+      !a[4].is("int64") || !a[5].is("float32") || a[5].numel() != 3 || !a[6].is("int64") || a[6].numel() != 2 || !a[7].is("float32") || !a[8].is("float32") ||
+      !a[9].is("float64"))
+    return kBadArgs;
+  const int64_t n = a[0].dim(0), out = a[0].dim(1), groups = a[2].dim(0);
+  if (a[1].numel() != n * n || a[2].dim(1) != out || a[3].numel() != groups * out || a[4].numel() != n || a[7].numel() != n * out || a[8].numel() != n * out ||
+      a[9].numel() != n * out)
+    return kBadArgs;
+  const int64_t* span = static_cast<const int64_t*>(a[6].data);
+  const int64_t* group = static_cast<const int64_t*>(a[4].data);
+  if (span[0] < 0 || span[0] > span[1] || span[1] > n) return kBadArgs;
+  for (int64_t j = span[0]; j < span[1]; ++j)
+    if (group[j] < 0 || group[j] >= groups) return kBadArgs;
+  const float* bounds = f32(a[5]);
+  const gsk::GptqGrids grids{f32(a[2]), f32(a[3]), group, bounds[0], bounds[1], bounds[2] != 0.0f};
+  gsk::gptq_columns(static_cast<double*>(a[0].data), static_cast<const double*>(a[1].data), n, out, grids, span[0], span[1], static_cast<float*>(a[7].data),
+                    static_cast<float*>(a[8].data), static_cast<double*>(a[9].data));
   return kOk;
 }
 
