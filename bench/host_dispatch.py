@@ -23,17 +23,14 @@ Writes bench/results/host_dispatch.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from _common import load_info, md_table, provenance, slow_share, write_json, write_text
+from _common import load_info, provenance, write_json, write_text
+from _settings_race import child, race, table
 from gscore.host_dispatch import VARIABLE
 
 SETTINGS = {"threads": "0", "inline": "1"}
@@ -117,72 +114,14 @@ WORKLOADS: dict[str, Callable[[], list[float]]] = {
 }
 
 
-def child(workload: str) -> None:
-    """Run one workload in this process (the variable is already set) and print its step seconds."""
-    import mindspore as ms
-
-    ms.set_device("CPU")
-    ms.runtime.launch_blocking()
-    print(json.dumps(WORKLOADS[workload]()))
-
-
-def run_child(workload: str, setting: str) -> list[float]:
-    """Step seconds of ``workload`` in a fresh process with ``setting``."""
-    env = dict(os.environ, **{VARIABLE: SETTINGS[setting]})
-    done = subprocess.run([sys.executable, __file__, "--child", workload], env=env, capture_output=True, text=True, check=False, cwd=Path(__file__).parent)
-    if done.returncode != 0:
-        raise RuntimeError(f"{workload!r} with {setting} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def statistics(samples: list[float]) -> dict[str, float]:
-    """Median, lower quartile (seconds) and slow share of pooled step times."""
-    return {"median_s": float(np.median(samples)), "lower_quartile_s": float(np.percentile(samples, 25)), "slow_share": slow_share(samples)}
-
-
-def measure(rounds: int) -> dict[str, Any]:
-    """Every workload under both settings, ABBA-alternated over ``rounds``."""
-    results = {}
-    for workload in WORKLOADS:
-        per_round: dict[str, list[list[float]]] = {s: [] for s in SETTINGS}
-        for r in range(rounds):
-            order = list(SETTINGS) if r % 2 == 0 else list(reversed(SETTINGS))
-            for setting in order:
-                per_round[setting].append(run_child(workload, setting))
-            print(workload, r, {s: round(1e3 * float(np.median(per_round[s][-1])), 2) for s in SETTINGS}, flush=True)
-        ratios = [float(np.median(i) / np.median(t)) for i, t in zip(per_round["inline"], per_round["threads"])]
-        results[workload] = {
-            **{s: statistics([x for run in runs for x in run]) for s, runs in per_round.items()},
-            "round_ratios": ratios,
-            "ratio_inline_over_threads": float(np.median(ratios)),
-            "samples_s": per_round,
-        }
-    return results
-
-
 def markdown(report: dict[str, Any], rounds: int) -> str:
     """The results table with how it was made."""
-    rows = []
-    for workload, r in report["workloads"].items():
-        t, i = r["threads"], r["inline"]
-        rows.append(
-            [
-                workload,
-                f"{t['median_s'] * 1e3:.1f}",
-                f"{i['median_s'] * 1e3:.1f}",
-                f"{r['ratio_inline_over_threads']:.2f}x",
-                " / ".join(f"{x:.2f}" for x in r["round_ratios"]),
-                f"{t['lower_quartile_s'] * 1e3:.1f} / {i['lower_quartile_s'] * 1e3:.1f}",
-                f"{t['slow_share']:.0%} / {i['slow_share']:.0%}",
-            ]
-        )
     load = report["load_start"]["loadavg_1_5_15"][0], report["load_end"]["loadavg_1_5_15"][0]
-    headers = ["workload", "median ms, threads", "median ms, inline", "inline / threads (median of rounds)", "per-round ratios", "lower quartile ms (threads / inline)", "slow share (threads / inline)"]
     return (
         "# MindSpore host task queue: inline (`MS_DEV_HOST_BLOCKING_RUN=1`, gscore's default) vs worker threads\n\n"
         f"Command: `{report['command']}` (git {report['git'][:12]}); load average {load[0]:.1f} at start, {load[1]:.1f} at end; "
         f"{rounds} rounds, each workload in a fresh process per setting, settings alternated ABBA. Ratios below 1 mean inline is faster.\n\n"
-        + md_table(headers, rows)
+        + table(report["workloads"], list(SETTINGS))
     )
 
 
@@ -192,10 +131,10 @@ def main() -> None:
     parser.add_argument("--child", choices=list(WORKLOADS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child)
+        child(WORKLOADS, args.child)
         return
     load_start = load_info()
-    workloads = measure(args.rounds)
+    workloads = race(Path(__file__).resolve(), list(WORKLOADS), VARIABLE, SETTINGS, args.rounds)
     report = {**provenance(load_start), "workloads": workloads}
     write_json("host_dispatch", report)
     text = markdown(report, args.rounds)

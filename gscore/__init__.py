@@ -2,13 +2,14 @@
 
 ``gscore.get("rtn")`` returns the class a plugin registered. Importing this package imports
 neither MindSpore nor mindformers and discovers no plugin; discovery happens on first use. It does
-choose how MindSpore dispatches host work (inline, see :mod:`gscore.host_dispatch`), which has
-to happen before MindSpore runs anything.
+choose how MindSpore dispatches host work (inline, see :mod:`gscore.host_dispatch`) and caps
+oneDNN at AVX2 (:mod:`gscore.onednn`), both of which have to happen before MindSpore runs anything.
 """
 
-from gscore import host_dispatch
+from gscore import host_dispatch, onednn
 
 host_dispatch.prefer_inline()
+onednn.prefer_avx2()
 
 from gscore.algorithm import Algorithm, PruningAlgorithm, PTQAlgorithm, QATAlgorithm
 from gscore.config import (
