@@ -5,12 +5,14 @@ values means running each workload in a new child process per value. Values alte
 rounds, so a drift in the machine's load falls on both alike; the figure of merit is the
 median over rounds of the per-round ratio (second setting over first) of median step times.
 
-A bench script defines its workloads (each returns a list of step seconds) and calls
-:func:`child` when run with ``--child NAME``; :func:`race` starts those children.
+A bench script defines its workloads (each returns a list of step seconds), the variable and
+its two settings, and hands them to :func:`main`, which runs the race (or, as ``--child NAME``,
+one workload) and writes ``bench/results/<name>.json`` and ``.md``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -20,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from _common import md_table, slow_share
+from _common import load_info, md_table, provenance, slow_share, write_json, write_text
 
 
 def child(workloads: dict[str, Callable[[], list[float]]], name: str) -> None:
@@ -87,3 +89,35 @@ def table(results: dict[str, Any], settings: list[str]) -> str:
     headers = ["workload", f"median ms, {first}", f"median ms, {second}", f"{second} / {first} (median of rounds)", "per-round ratios",
                f"lower quartile ms ({first} / {second})", f"slow share ({first} / {second})"]
     return md_table(headers, rows)
+
+
+def markdown(report: dict[str, Any], title: str, meaning: str) -> str:
+    """The results table with how it was made: ``title`` heads it, ``meaning`` says which way the ratio favours."""
+    load = report["load_start"]["loadavg_1_5_15"][0], report["load_end"]["loadavg_1_5_15"][0]
+    return (
+        f"# {title}\n\n"
+        f"Command: `{report['command']}` (git {report['git'][:12]}); {report['machine']['cpu_model']}; load average {load[0]:.1f} at start, "
+        f"{load[1]:.1f} at end; {report['rounds']} rounds, each workload in a fresh process per setting, settings alternated ABBA. {meaning}\n\n"
+        + table(report["workloads"], list(report["settings"]))
+    )
+
+
+def main(script: str, description: str, name: str, title: str, meaning: str, workloads: dict[str, Callable[[], list[float]]], variable: str,
+         settings: dict[str, str | None]) -> None:
+    """Command line of a settings bench (``script`` is its ``__file__``): ``--rounds N`` races
+    every workload and writes ``bench/results/<name>.json`` and ``.md`` (see :func:`markdown`);
+    ``--child NAME`` is how :func:`race` runs one workload."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--child", choices=list(workloads), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(workloads, args.child)
+        return
+    load_start = load_info()
+    results = race(Path(script).resolve(), list(workloads), variable, settings, args.rounds)
+    report = {**provenance(load_start), "variable": variable, "settings": settings, "rounds": args.rounds, "workloads": results}
+    write_json(name, report)
+    text = markdown(report, title, meaning)
+    write_text(f"{name}.md", text)
+    print(text)

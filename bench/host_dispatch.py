@@ -22,15 +22,12 @@ Writes bench/results/host_dispatch.json and .md.
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from _common import load_info, provenance, write_json, write_text
-from _settings_race import child, race, table
+from _settings_race import main
 from gscore.host_dispatch import VARIABLE
 
 SETTINGS = {"threads": "0", "inline": "1"}
@@ -114,33 +111,5 @@ WORKLOADS: dict[str, Callable[[], list[float]]] = {
 }
 
 
-def markdown(report: dict[str, Any], rounds: int) -> str:
-    """The results table with how it was made."""
-    load = report["load_start"]["loadavg_1_5_15"][0], report["load_end"]["loadavg_1_5_15"][0]
-    return (
-        "# MindSpore host task queue: inline (`MS_DEV_HOST_BLOCKING_RUN=1`, gscore's default) vs worker threads\n\n"
-        f"Command: `{report['command']}` (git {report['git'][:12]}); load average {load[0]:.1f} at start, {load[1]:.1f} at end; "
-        f"{rounds} rounds, each workload in a fresh process per setting, settings alternated ABBA. Ratios below 1 mean inline is faster.\n\n"
-        + table(report["workloads"], list(SETTINGS))
-    )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--child", choices=list(WORKLOADS), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child(WORKLOADS, args.child)
-        return
-    load_start = load_info()
-    workloads = race(Path(__file__).resolve(), list(WORKLOADS), VARIABLE, SETTINGS, args.rounds)
-    report = {**provenance(load_start), "workloads": workloads}
-    write_json("host_dispatch", report)
-    text = markdown(report, args.rounds)
-    write_text("host_dispatch.md", text)
-    print(text)
-
-
 if __name__ == "__main__":
-    main()
+    main(__file__, __doc__, "host_dispatch", "MindSpore host task queue: inline (`MS_DEV_HOST_BLOCKING_RUN=1`, gscore's default) vs worker threads", "Ratios below 1 mean inline is faster.", WORKLOADS, VARIABLE, SETTINGS)

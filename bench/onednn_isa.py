@@ -3,9 +3,8 @@
 Question answered: on a CPU with AVX-512, does capping oneDNN (the library MindSpore's CPU
 kernels call for convolutions, pooling and op-by-op MatMul) at AVX2 speed up or slow down what
 gscore users run? With AVX-512 allowed, MindSpore 2.9's oneDNN (v3.10) runs float32 convolutions
-on MindSpore's plain NCHW tensors with its ``jit_uni_ncsp`` implementation, which on the 2-core
-AMD EPYC here took 20-50x the time of the im2col + GEMM path (``gemm:jit``) it picks at AVX2
-(``ONEDNN_VERBOSE=1`` shows both). MatMul loses its AVX-512 GEMM under the cap, which is what
+on MindSpore's plain NCHW tensors with its ``jit_uni_ncsp:conv+ref:any`` implementation, and
+capped at AVX2 with im2col + GEMM (``gemm:jit``; ``ONEDNN_VERBOSE=1`` shows both). MatMul loses its AVX-512 GEMM under the cap, which is what
 the language-model workloads check.
 
 The variable is read once per process (at oneDNN's first primitive), so every workload runs in
@@ -21,13 +20,10 @@ Writes bench/results/onednn_isa.json and .md.
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 from typing import Any, Callable
 
-from _common import load_info, provenance, write_json, write_text
-from _settings_race import child, race, table
+from _settings_race import main
 from gscore.onednn import VARIABLE
 
 SETTINGS = {"every ISA": "ALL", "AVX2": "AVX2"}
@@ -137,34 +133,5 @@ WORKLOADS: dict[str, Callable[[], list[float]]] = {
 }
 
 
-def markdown(report: dict[str, Any], rounds: int) -> str:
-    """The results table with how it was made."""
-    load = report["load_start"]["loadavg_1_5_15"][0], report["load_end"]["loadavg_1_5_15"][0]
-    return (
-        "# oneDNN capped at AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`, gscore's default) vs every ISA\n\n"
-        f"Command: `{report['command']}` (git {report['git'][:12]}); {report['machine']['cpu_model']}; load average {load[0]:.1f} at start, "
-        f"{load[1]:.1f} at end; {rounds} rounds, each workload in a fresh process per setting, settings alternated ABBA. "
-        "Ratios below 1 mean the AVX2 cap is faster.\n\n"
-        + table(report["workloads"], list(SETTINGS))
-    )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--child", choices=list(WORKLOADS), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child(WORKLOADS, args.child)
-        return
-    load_start = load_info()
-    workloads = race(Path(__file__).resolve(), list(WORKLOADS), VARIABLE, SETTINGS, args.rounds)
-    report = {**provenance(load_start), "workloads": workloads}
-    write_json("onednn_isa", report)
-    text = markdown(report, args.rounds)
-    write_text("onednn_isa.md", text)
-    print(text)
-
-
 if __name__ == "__main__":
-    main()
+    main(__file__, __doc__, "onednn_isa", "oneDNN capped at AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`, gscore's default) vs every ISA", "Ratios below 1 mean the AVX2 cap is faster.", WORKLOADS, VARIABLE, SETTINGS)

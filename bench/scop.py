@@ -490,23 +490,20 @@ def markdown(res: dict[str, Any]) -> str:
                 f"(goal >= 45 % at <= 1 pt: {'met' if r['meets_goal'] else 'not met'})"
             )
         out.append("Verdicts (MNIST test split): " + "; ".join(verdicts) + ".\n\n")
-        out.append("SCOP's lead over each baseline on the same 1000 test images, points ± paired standard error (a lead within about two "
-                   "standard errors can be chance):\n\n")
         baselines = [k for k in net["rates"][0]["methods"] if k != "SCOP"]
-        lead_rows = [
-            [f"{r['prune_rate']}", label] + [_lead(r["methods"][k]["scop_lead"][stage]) for k in baselines]
-            for r in net["rates"] for stage, label in (("after_pruning", "right after pruning"), ("after_finetune", "fine-tuned"))
-        ]
-        out.append(common.md_table(["rate", "stage"] + [f"SCOP − {k}" for k in baselines], lead_rows))
-        out.append("\n")
-        out.append("The same comparison in test cross-entropy, millinats per image ± paired standard error (negative: SCOP's network puts more "
-                   "probability on the right labels; this separates networks whose accuracies tie):\n\n")
-        nats_rows = [
-            [f"{r['prune_rate']}", label] + [_nats(r["methods"][k]["scop_lead"][stage]) for k in baselines]
-            for r in net["rates"] for stage, label in (("after_pruning", "right after pruning"), ("after_finetune", "fine-tuned"))
-        ]
-        out.append(common.md_table(["rate", "stage"] + [f"SCOP − {k}" for k in baselines], nats_rows))
-        out.append("\n")
+        for intro, cell in (
+            ("SCOP's lead over each baseline on the same 1000 test images, points ± paired standard error (a lead within about two "
+             "standard errors can be chance):\n\n", _lead),
+            ("The same comparison in test cross-entropy, millinats per image ± paired standard error (negative: SCOP's network puts more "
+             "probability on the right labels; this separates networks whose accuracies tie):\n\n", _nats),
+        ):
+            rows = [
+                [f"{r['prune_rate']}", label] + [cell(r["methods"][k]["scop_lead"][stage]) for k in baselines]
+                for r in net["rates"] for stage, label in (("after_pruning", "right after pruning"), ("after_finetune", "fine-tuned"))
+            ]
+            out.append(intro)
+            out.append(common.md_table(["rate", "stage"] + [f"SCOP − {k}" for k in baselines], rows))
+            out.append("\n")
         r0 = net["rates"][0]
         out.append("Channel groups (convolutions tied by residual additions share one keep-plan): "
                    + "; ".join(f"`{k}`: {', '.join(v)}" for k, v in r0["groups"].items()) + ". ")

@@ -1,12 +1,12 @@
-"""Cap oneDNN at AVX2, because on AVX-512 CPUs MindSpore's oneDNN runs float32 convolutions 20-50x slower.
+"""Cap oneDNN at AVX2, because on AVX-512 CPUs MindSpore's oneDNN runs float32 convolutions through a slow path.
 
 MindSpore's CPU convolutions (and pooling, and op-by-op MatMul) call oneDNN. With AVX-512
 available, MindSpore 2.9's oneDNN (v3.10) runs float32 convolutions on MindSpore's plain NCHW
-tensors through its ``jit_uni_ncsp`` implementation; capped at AVX2 it takes im2col + GEMM
-(``gemm:jit``). On a 2-core AMD EPYC with AVX-512 the second took 1/20 to 1/50 of the time
-(a DigitCNN training step, SCOP's knockoff stage and the QAT benches with it), while language
-models, whose op-by-op MatMul loses its AVX-512 GEMM, changed far less; the measurements are in
-bench/results/onednn_isa.md. ``ONEDNN_MAX_CPU_ISA`` is oneDNN's documented switch.
+tensors through its ``jit_uni_ncsp:conv+ref:any`` implementation; capped at AVX2 it takes
+im2col + GEMM (``gemm:jit``, as ``ONEDNN_VERBOSE=1`` shows). On a 2-core AMD EPYC with AVX-512,
+capped, training steps of the DigitCNN, LeNet5 and the digit ResNet took 0.07x, 0.19x and 0.06x
+the time, and SmolLM2 (op-by-op forward, compiled prefill, decode step) 0.95-1.00x
+(bench/results/onednn_isa.md). ``ONEDNN_MAX_CPU_ISA`` is oneDNN's documented switch.
 """
 
 from __future__ import annotations

@@ -83,10 +83,11 @@ class _RowSums:
         return self.total + self.residual
 
     def _accumulate(self, partial: np.ndarray, residual: np.ndarray | None = None) -> None:
-        if not (self.total.any() or self.residual.any()):
+        if self.count == 0 and not (self.total.any() or self.residual.any()):
             # 0 + partial is exact (TwoSum's error is 0), and a calibration run adds each layer's
-            # rows in one partial: skip four passes over an [in, in] float64 array. Adding +0.0
-            # keeps the bits TwoSum gives (-0.0 becomes +0.0).
+            # rows in one partial: skip four passes over an [in, in] float64 array. The count
+            # test spares later additions the zero check (add and merge count after this);
+            # adding +0.0 keeps the bits TwoSum gives (-0.0 becomes +0.0).
             self.total = np.add(partial, 0.0)
             if residual is not None:
                 self.residual = residual + 0.0
