@@ -185,26 +185,41 @@ def test_a8w8_prefill_over_several_row_blocks_is_exact(level, dynamic):
     np.testing.assert_array_equal(y, expected)
 
 
-@pytest.mark.parametrize("level", LEVELS)
-@pytest.mark.parametrize("rows", [97, 200, 512])
-def test_float_prefill_over_several_row_blocks(level, rows):
-    """Rows shared out over several row blocks (the rows' micro-tiles split evenly between the
-    blocks), K over two K blocks (at most 768 each) and past whole 16-value pack blocks and
-    groups, a partial last panel."""
+def check_float_prefill(level, rows, width):
+    """w8 and w4 prefill of ``rows`` x 1000 inputs against ``width`` output channels: K over two
+    K blocks (at most 768 each) and past whole 16-value pack blocks and groups, a partial last
+    panel."""
     k, groups = 1000, 16
     rng = np.random.default_rng(rows)
     x = rng.standard_normal((rows, k)).astype(np.float32)
-    q = rng.integers(-128, 128, (70, k)).astype(np.int8)
-    scale, zp_neg = (rng.random(70) * 0.02 + 1e-3).astype(np.float32), rng.integers(-8, 8, 70).astype(np.float32)
+    q = rng.integers(-128, 128, (width, k)).astype(np.int8)
+    scale, zp_neg = (rng.random(width) * 0.02 + 1e-3).astype(np.float32), rng.integers(-8, 8, width).astype(np.float32)
     y = primitive("w8_linear", level)(Tensor(x), Tensor(q), Tensor(scale), Tensor(zp_neg)).asnumpy()
     w = (q.astype(np.float64) + zp_neg[:, None]) * scale[:, None]
     assert_float_close(y, x.astype(np.float64) @ w.T, term_magnitude(x, q, zp_neg[:, None].astype(np.float64), scale[:, None].astype(np.float64)))
-    codes, group = rng.integers(-8, 8, (70, k)).astype(np.int8), 64
-    g_scale, g_zp_neg = (rng.random((70, groups)) * 0.1 + 1e-3).astype(np.float32), rng.integers(-7, 8, (70, groups)).astype(np.float32)
+    codes, group = rng.integers(-8, 8, (width, k)).astype(np.int8), 64
+    g_scale, g_zp_neg = (rng.random((width, groups)) * 0.1 + 1e-3).astype(np.float32), rng.integers(-7, 8, (width, groups)).astype(np.float32)
     per_column = np.arange(k) // group
     y = primitive("w4_linear", level)(Tensor(x), Tensor(pack_int4(codes)), Tensor(g_scale), Tensor(g_zp_neg), Tensor(np.array([group], np.int32))).asnumpy()
     w = (codes.astype(np.float64) + g_zp_neg[:, per_column]) * g_scale[:, per_column]
     assert_float_close(y, x.astype(np.float64) @ w.T, term_magnitude(x, codes, g_zp_neg[:, per_column].astype(np.float64), g_scale[:, per_column].astype(np.float64)))
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("rows", [97, 200, 512])
+def test_float_prefill_over_several_row_blocks(level, rows):
+    """Rows shared out over several row blocks (the rows' micro-tiles split evenly between the blocks)."""
+    check_float_prefill(level, rows, 70)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("rows", [97, 200])
+def test_float_prefill_streams_wide_weights(level, rows):
+    """2150 output channels pack to over 8 MiB at every level (panels of 8, 16 or 32 columns),
+    so the GEMM packs a few panels per chunk and runs all rows against them
+    (``gemm_f32_streamed``): A packed once for all rows and K blocks, the last of its
+    micro-tiles partial (97 rows), panels grouped by at most 4, the last panel partial."""
+    check_float_prefill(level, rows, 2150)
 
 
 def activation_codes(x, x_scale=None, x_zp=None):

@@ -174,11 +174,60 @@ struct GemmChunks {
   int64_t end_row(int64_t chunk) const { return std::min(M, step * ((chunk / col_blocks + 1) * tiles / row_blocks)); }
 };
 
+// A weight whose packed panels exceed this many bytes does not stay in the cache between the
+// row blocks that each stream all of it: SmolLM2's output head (49152 x 576) packs to 113 MB,
+// read back from memory once per 96-row block. Such weights take gemm_f32_streamed instead.
+constexpr int64_t kStreamedPackBytes = int64_t{8} << 20;
+constexpr int64_t kStreamedPanels = 4;  // at most this many weight panels per streamed chunk (300 KB at K = 576, AVX-512)
+
+// For weights too large to pack whole: A is packed once (all rows, per block of K; it is the
+// small operand), then every chunk packs kStreamedPanels weight panels into its own buffer
+// and runs all rows against them while they sit in L2, so each weight is read and packed once.
+template <class Pack, class Finish>
+void gemm_f32_streamed(int64_t M, int64_t N, int64_t K, const float* a, float* c, const Pack& pack, const Finish& finish) {
+  const int64_t kblocks = (K + kKC - 1) / kKC, kstep = (K + kblocks - 1) / kblocks;
+  const int64_t tiles = (M + kMR - 1) / kMR, panels = (N + kNR - 1) / kNR;
+  float* ap = scratch<float>(static_cast<size_t>(M * K), 1);  // block at k0: M * kc floats from ap + M * k0
+  parallel_for(tiles, 8, M * K * 8, [&](int64_t first, int64_t last) {
+    const int64_t m0 = first * kMR, m1 = std::min(M, last * kMR);
+    for (int64_t k0 = 0; k0 < K; k0 += kstep) pack_rows(a, K, m0, m1, k0, std::min(kstep, K - k0), ap + M * k0 + m0 * std::min(kstep, K - k0));
+  });
+  // At least 8 groups per thread, so that no thread is left with one group more than the others
+  // for long (a 896-wide weight in 4-panel groups was 7 groups: 4 for one thread, 3 for the other).
+  const int64_t per_group = std::clamp<int64_t>(panels / (8 * Pool::instance().threads()), 1, kStreamedPanels);
+  const int64_t groups = (panels + per_group - 1) / per_group;
+  parallel_for(groups, 1, M * N * K, [&](int64_t first, int64_t last) {
+    float* bp = scratch<float>(static_cast<size_t>(per_group * K * kNR), 0);
+    for (int64_t g = first; g < last; ++g) {
+      const int64_t p0 = g * per_group, p1 = std::min(panels, p0 + per_group);
+      for (int64_t p = p0; p < p1; ++p) pack(p * kNR, bp + (p - p0) * K * kNR);
+      for (int64_t k0 = 0; k0 < K; k0 += kstep) {
+        const int64_t kc = std::min(kstep, K - k0);
+        for (int64_t mb = 0; mb < M; mb += kMC) {
+          const int64_t mb1 = std::min(M, mb + kMC);
+          for (int64_t p = p0; p < p1; ++p) {
+            const int nr = static_cast<int>(std::min<int64_t>(kNR, N - p * kNR));
+            for (int64_t m = mb; m < mb1; m += kMR) {
+              const int mr = static_cast<int>(std::min<int64_t>(kMR, mb1 - m));
+              micro_f32_rows(mr, kc, ap + M * k0 + m * kc, bp + ((p - p0) * K + k0) * kNR, c + m * N + p * kNR, N, nr, k0 > 0);
+            }
+          }
+        }
+      }
+      finish(0, M, p0 * kNR, std::min(p1 * kNR, N));
+    }
+  });
+}
+
 // pack(n0, bp): fill bp[K][kNR] with weight columns n0 .. n0 + kNR (0 past N), all of K.
 // finish(m0, m1, n0, n1): runs once per chunk after all of K, e.g. to rescale its outputs.
 template <class Pack, class Finish>
 void gemm_f32(int64_t M, int64_t N, int64_t K, const float* a, float* c, const Pack& pack, const Finish& finish) {
   const GemmChunks chunks(M, N, kNR, kMR);
+  if (chunks.panels * K * kNR * static_cast<int64_t>(sizeof(float)) > kStreamedPackBytes) {
+    gemm_f32_streamed(M, N, K, a, c, pack, finish);
+    return;
+  }
   float* bp = scratch<float>(static_cast<size_t>(chunks.panels * K * kNR), 0);
   parallel_for(chunks.panels, 2, N * K * 8, [&](int64_t first, int64_t last) {
     for (int64_t p = first; p < last; ++p) pack(p * kNR, bp + p * K * kNR);
