@@ -22,7 +22,7 @@ kernel alone against that build, interleaved in the same process: the way to sho
 kernel change gained on a noisy machine (column 'x REV').
 
 Usage: python bench/kernels.py [--rounds 7] [--calls 5] [--level auto] [--rows 1,4,64,512]
-       [--baseline REV] [--output kernels]
+       [--shapes 4096x4096,576x1536,1536x576] [--baseline REV] [--output kernels]
 Writes bench/results/<output>.json and .md.
 """
 
@@ -45,7 +45,7 @@ from gscore.kernels.ops import primitive
 from gscore.nn.kv_cache import attention_ops
 from gscore.quant import pack_int4
 
-SHAPES = [(4096, 4096), (576, 1536), (1536, 576)]  # (K in, N out): the issue's GEMV, SmolLM2's MLP
+SHAPES = "4096x4096,576x1536,1536x576"  # K (in) x N (out): the issue's GEMV, SmolLM2's MLP
 ROWS = [1, 4, 64, 512]
 # attention (new query tokens, cached tokens): decode on a short and a long cache, a 512-token prefill
 ATTENTION_SHAPES = [(1, 128), (1, 1024), (512, 512)]
@@ -145,6 +145,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--level", default="auto", choices=kernels.CHOICES[:-1])
     parser.add_argument("--rows", default=",".join(map(str, ROWS)), help="comma-separated M values")
+    parser.add_argument("--shapes", default=SHAPES, help="comma-separated KxN weight shapes (in x out) of the linear kernels")
     parser.add_argument("--baseline", help="git revision whose kernels each kernel alone is raced against")
     parser.add_argument("--output", default="kernels")
     args = parser.parse_args()
@@ -155,7 +156,7 @@ def main() -> None:
         load_start = load_info()
         bandwidth = copy_bandwidth()
         linear: list[dict[str, Any]] = []
-        for k, n in SHAPES:
+        for k, n in (map(int, shape.split("x")) for shape in args.shapes.split(",")):
             for m in map(int, args.rows.split(",")):
                 fns, weight_bytes = linear_contenders(m, k, n, level, rng, baseline)
                 times = race(fns, args.rounds, args.calls if m < 512 else max(1, args.calls // 5))
