@@ -185,6 +185,37 @@ def test_a8w8_prefill_over_several_row_blocks_is_exact(level, dynamic):
     np.testing.assert_array_equal(y, expected)
 
 
+@pytest.mark.parametrize("level", LEVELS)
+@PROPERTY
+@given(case=w8_case(), half=st.booleans())
+def test_f32_linear_matches_numpy(level, case, half):
+    """A float weight (a quantized network's float output head): decode (1..8 rows, vector
+    blocks of 4, 2 or 1 weight rows and their remainder) and prefill (the 8 x 8 transposing
+    pack, its scalar rest past whole 8-row and 8-column blocks); float16 inputs give float16."""
+    x, _, _, _ = case
+    w = np.random.default_rng(x.shape[1]).standard_normal((case[1].shape[0], x.shape[1])).astype(np.float32)
+    x_in = x.astype(np.float16) if half else x
+    y = primitive("f32_linear", level)(Tensor(x_in), Tensor(w)).asnumpy()
+    assert y.shape == (x.shape[0], w.shape[0]) and y.dtype == x_in.dtype
+    reference = x_in.astype(np.float64) @ w.astype(np.float64).T
+    magnitude = np.abs(x_in.astype(np.float64)) @ np.abs(w.astype(np.float64)).T
+    if half:  # float32 sums rounded once to float16: half a float16 step more (2^-11 relative, 2^-25 near 0)
+        excess = np.abs(y.astype(np.float64) - reference) - (FLOAT_TOL * magnitude + np.abs(reference) * 2.0**-11 + 2.0**-25)
+        assert excess.max() <= 0, f"max error over bound {excess.max():.3g}"
+    else:
+        assert_float_close(y, reference, magnitude)
+
+
+def test_f32_linear_streams_a_wide_weight():
+    """A weight that packs to over 8 MiB at every level, rows over several micro-tiles."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((70, 1000)).astype(np.float32)
+    w = rng.standard_normal((2150, 1000)).astype(np.float32)
+    for level in LEVELS:
+        y = primitive("f32_linear", level)(Tensor(x), Tensor(w)).asnumpy()
+        assert_float_close(y, x.astype(np.float64) @ w.astype(np.float64).T, np.abs(x.astype(np.float64)) @ np.abs(w.astype(np.float64)).T)
+
+
 def check_float_prefill(level, rows, width):
     """w8 and w4 prefill of ``rows`` x 1000 inputs against ``width`` output channels: K over two
     K blocks (at most 768 each) and past whole 16-value pack blocks and groups, a partial last

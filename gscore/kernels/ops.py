@@ -60,6 +60,7 @@ def _fake_quant_bprop(at: str) -> Callable[..., tuple]:
 KERNELS: dict[str, tuple[Callable[..., list[int]], Callable[..., Any]]] = {
     "w8_linear": (_linear_shape, _like_first),
     "w4_linear": (_linear_shape, _like_first),
+    "f32_linear": (_linear_shape, _like_first),
     "a8w8_static_linear": (_linear_shape, _like_first),
     "a8w8_dynamic_linear": (_linear_shape, _like_first),
     "a8w4_static_linear": (_linear_shape, _like_first),

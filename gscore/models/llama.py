@@ -310,6 +310,7 @@ class LlamaForCausalLM(nn.Cell):
         self.cos, self.sin = rope_tables(config)
         self.head_matmul = ops.MatMul(transpose_b=True)
         self.head_is_linear = False
+        self.head_kernel: ops.Custom | None = None  # the float head on gscore's kernel (group_linears)
         if not config.tie_word_embeddings:
             self.lm_head = LMHead(config)
 
@@ -366,8 +367,17 @@ class LlamaForCausalLM(nn.Cell):
         """Run each decoder block whose layers allow it as linear-group operators, and with
         ``fuse_blocks`` as one operator while its KV cache is preallocated
         (:meth:`DecoderLayer.group_linears`): same results, fewer operators per token. Returns
-        how many blocks were grouped."""
-        return sum(layer.group_linears(fuse_blocks) for layer in self.model.layers)
+        how many blocks were grouped.
+
+        A float output head (not :meth:`linear_head`) of a network with grouped blocks then runs
+        on gscore's float kernel too: MindSpore runs such a network's graph of a few dozen
+        operators on the calling thread, and its MatMul there split a 512-token prefill's head
+        between that thread and both pool threads, three threads on two cores
+        (bench/results/ptq_prefill_amd_vnni.md)."""
+        grouped = sum(layer.group_linears(fuse_blocks) for layer in self.model.layers)
+        if grouped and not self.head_is_linear:
+            self.head_kernel = primitive("f32_linear")
+        return grouped
 
     def reset_cache(self) -> None:
         """Empty every layer's KV cache."""
@@ -411,6 +421,8 @@ class LlamaForCausalLM(nn.Cell):
             hidden = self.model.exit_rotation(hidden)
         if self.head_is_linear:
             logits = self.lm_head(self.model.norm(hidden))
+        elif self.head_kernel is not None:
+            logits = self.head_kernel(self.model.norm(hidden), self.head_table())
         else:
             logits = self.head_matmul(self.model.norm(hidden), self.head_table())
         return ops.reshape(logits, (batch, -1, self.config.vocab_size))

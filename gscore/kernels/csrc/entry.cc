@@ -256,6 +256,20 @@ int gsk_w4_linear(int nparam, void** params, int* ndims, int64_t** shapes, const
   return single_linear(Args{nparam, params, ndims, shapes, dtypes}, kW4);
 }
 
+// x [.., K] float, w [N, K] float32 -> y [.., N] (x's dtype): a float linear layer without bias
+int gsk_f32_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  const Args a{nparam, params, ndims, shapes, dtypes};
+  if (a.n != 3 || !is_float(a[0]) || !a[1].is("float32") || a[1].ndim != 2) return kBadArgs;
+  const Arg x = a[0], w = a[1];
+  const int64_t K = x.dim(-1);
+  if (K <= 0 || w.dim(1) != K) return kBadArgs;
+  std::vector<float> xs;
+  Output y{a[2], {}};
+  gsk::f32_linear(as_f32(x, xs), x.numel() / K, gsk::F32{f32(w), w.dim(0), K}, y.data());
+  y.finish();
+  return kOk;
+}
+
 // x, q [N, K] int8, scale [N], zp_neg [N], x_scale [1], x_zp [1], smooth [K] (input scale,
 // ones when none) -> y
 int gsk_a8w8_static_linear(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {

@@ -347,10 +347,109 @@ inline int64_t pack_int4_rows(const int8_t* q, int64_t half, const float* scale,
   }
   return k;
 }
+
+// Rows n .. n+7 of a float weight [.., K], k = 0 .. the returned end (8 at a time) as 8 x 8
+// transposes; the caller packs the rest.
+inline int64_t pack_float_rows(const float* w, int64_t K, int64_t n, float* dst) {
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 r[8], t[8], u[8];
+    for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(w + (n + j) * K + k);
+    for (int i = 0; i < 4; ++i) {  // t: rows 2i, 2i+1 interleaved
+      t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; ++i) {  // u: columns of rows 4i .. 4i+3, per 128-bit lane
+      u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+      u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+      u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int c = 0; c < 4; ++c) {
+      _mm256_storeu_ps(dst + (k + c) * kNR, _mm256_permute2f128_ps(u[c], u[c + 4], 0x20));
+      _mm256_storeu_ps(dst + (k + c + 4) * kNR, _mm256_permute2f128_ps(u[c], u[c + 4], 0x31));
+    }
+  }
+  return k;
+}
 #else  // no vector pack: nothing done, the caller's scalar code packs everything
 inline int64_t pack_int8_rows(const int8_t*, int64_t, const float*, int64_t, float*) { return 0; }
 inline int64_t pack_int4_rows(const int8_t*, int64_t, const float*, const float*, int64_t, int64_t, int64_t, int64_t g0, int64_t, float*) { return g0; }
+inline int64_t pack_float_rows(const float*, int64_t, int64_t, float*) { return 0; }
 #endif
+
+// ---------------------------------------------------------------------------------------------
+// Float weights: a quantized network's float output head. As a MindSpore MatMul in a graph
+// that MindSpore runs on the calling thread (a quantized network's ~35 operators), a prefill's
+// head went to that thread and both pool threads, three threads on two cores.
+
+struct F32 {
+  const float* w;  // [N, K]
+  int64_t N, K;
+};
+
+// Decode: rows n0..n0+NB of the weight against MB rows of x.
+template <int MB, int NB>
+inline void f32_gemv_block(const float* x, const F32& w, int64_t n0, float* y) {
+  using V = FV::V;
+  const int64_t K = w.K;
+  V acc[NB][MB];
+  for (int j = 0; j < NB; ++j)
+    for (int i = 0; i < MB; ++i) acc[j][i] = FV::zero();
+  int64_t k = 0;
+  for (; k + FV::W <= K; k += FV::W) {
+    V wv[NB];
+    for (int j = 0; j < NB; ++j) wv[j] = FV::load(w.w + (n0 + j) * K + k);
+    for (int i = 0; i < MB; ++i) {
+      V xv = FV::load(x + i * K + k);
+      for (int j = 0; j < NB; ++j) acc[j][i] = FV::fma(xv, wv[j], acc[j][i]);
+    }
+  }
+  for (int j = 0; j < NB; ++j) {
+    const float* row = w.w + (n0 + j) * K;
+    for (int i = 0; i < MB; ++i) {
+      float sum = FV::sum(acc[j][i]);
+      for (int64_t kk = k; kk < K; ++kk) sum += x[i * K + kk] * row[kk];
+      y[i * w.N + n0 + j] = sum;
+    }
+  }
+}
+
+template <int MB>
+void f32_gemv(const float* x, const F32& w, float* y) {
+  constexpr int NB = MB <= 2 ? 4 : (MB <= 4 ? 2 : 1);
+  const int64_t N = w.N, blocks = N / NB;
+  parallel_for(blocks, kGemvGrain / NB, MB * N * w.K, [&](int64_t first, int64_t last) {
+    for (int64_t b = first; b < last; ++b) f32_gemv_block<MB, NB>(x, w, b * NB, y);
+  });
+  for (int64_t n = blocks * NB; n < N; ++n) f32_gemv_block<MB, 1>(x, w, n, y);
+}
+
+inline void f32_linear(const float* x, int64_t M, const F32& w, float* y) {
+  if (M <= kGemvRows) {
+    switch (M) {
+      case 1: f32_gemv<1>(x, w, y); break;
+      case 2: f32_gemv<2>(x, w, y); break;
+      case 3: f32_gemv<3>(x, w, y); break;
+      case 4: f32_gemv<4>(x, w, y); break;
+      case 5: f32_gemv<5>(x, w, y); break;
+      case 6: f32_gemv<6>(x, w, y); break;
+      case 7: f32_gemv<7>(x, w, y); break;
+      default: f32_gemv<8>(x, w, y); break;
+    }
+    return;
+  }
+  auto pack = [&w](int64_t n0, float* bp) {
+    for (int j0 = 0; j0 < kNR; j0 += 8) {
+      const int64_t done = n0 + j0 + 8 <= w.N ? pack_float_rows(w.w, w.K, n0 + j0, bp + j0) : 0;
+      for (int j = j0; j < j0 + 8; ++j) {
+        const int64_t n = n0 + j;
+        for (int64_t k = done; k < w.K; ++k) bp[k * kNR + j] = n < w.N ? w.w[n * w.K + k] : 0.0f;
+      }
+    }
+  };
+  gemm_f32(M, w.N, w.K, x, y, pack, [](int64_t, int64_t, int64_t, int64_t) {});
+}
 
 // ---------------------------------------------------------------------------------------------
 // Weight-only int8, per output channel.
