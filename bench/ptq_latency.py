@@ -15,8 +15,8 @@ them round-robin, so each ratio shares the load. Measured:
   new tokens, median of ``--rounds`` round-robin rounds; and against the memory-bandwidth limit
   (parameter bytes read per token / numpy copy bandwidth measured in this run);
 * **where the time goes** per token: one profiled pass per network (MindSpore profiler), op
-  time by kind (quantized-linear kernels, MindSpore MatMul, attention, fused element-wise
-  kernels, other MindSpore ops); the rest of the wall time is framework overhead (dispatch
+  time by kind (quantized-linear kernels, the float head kernel, MindSpore MatMul, attention,
+  fused element-wise kernels, other MindSpore ops); the rest of the wall time is framework overhead (dispatch
   between operators). The profiler slows the pass a little; its wall time is reported with it;
 * **decode overhead, step by step** (FP32 and A16W8, ``--steps-tokens`` tokens): op by op
   without native kernels (the state before them), op by op with them, compiled with them,
@@ -73,6 +73,7 @@ KINDS = [
     ("SiluMul", "fused element-wise"),
     ("residual-Add", "fused element-wise"),
     ("Default/Custom", UNSCOPED),
+    ("LlamaForCausalLM/Custom", "float head kernel"),  # f32_linear, a grouped network's float output head
 ]
 
 
@@ -381,7 +382,7 @@ def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         f"## Where a decode step's time goes (ms per token, profiled pass of {args.profile_steps} steps)",
         "",
     ]
-    kinds = ["profiled wall", UNSCOPED, "quantized-linear kernels", "MindSpore MatMul", "fused element-wise", "other MindSpore ops", "framework overhead"]
+    kinds = ["profiled wall", UNSCOPED, "quantized-linear kernels", "float head kernel", "MindSpore MatMul", "fused element-wise", "other MindSpore ops", "framework overhead"]
     where = report["where_time_goes_ms_per_token"]
     lines += [md_table(["network", *kinds], [[n, *(f"{w.get(k, 0.0):.1f}" for k in kinds)] for n, w in where.items()])]
     lines += [
