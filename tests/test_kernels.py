@@ -192,8 +192,8 @@ def test_f32_linear_matches_numpy(level, case, half):
     """A float weight (a quantized network's float output head): decode (1..8 rows, vector
     blocks of 4, 2 or 1 weight rows and their remainder) and prefill (the 8 x 8 transposing
     pack, its scalar rest past whole 8-row and 8-column blocks); float16 inputs give float16."""
-    x, _, _, _ = case
-    w = np.random.default_rng(x.shape[1]).standard_normal((case[1].shape[0], x.shape[1])).astype(np.float32)
+    x, q, _, _ = case
+    w = np.random.default_rng(x.shape[1]).standard_normal(q.shape).astype(np.float32)
     x_in = x.astype(np.float16) if half else x
     y = primitive("f32_linear", level)(Tensor(x_in), Tensor(w)).asnumpy()
     assert y.shape == (x.shape[0], w.shape[0]) and y.dtype == x_in.dtype

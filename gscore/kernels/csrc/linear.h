@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
 #include <vector>
 
 #include "amx.h"
@@ -29,6 +30,24 @@
 namespace gsk {
 
 constexpr int64_t kGemvRows = 8;  // decode shapes (M = 1..8) take the GEMV kernels
+
+// fn(std::integral_constant<int, M>{}) for M = 1 .. kGemvRows: the GEMVs take their row count as
+// a template parameter (their accumulators are arrays sized by it).
+template <class F>
+inline void with_gemv_rows(int64_t M, F&& fn) {
+  static_assert(kGemvRows == 8, "one case per GEMV row count");
+  switch (M) {
+    case 1: fn(std::integral_constant<int, 1>{}); break;
+    case 2: fn(std::integral_constant<int, 2>{}); break;
+    case 3: fn(std::integral_constant<int, 3>{}); break;
+    case 4: fn(std::integral_constant<int, 4>{}); break;
+    case 5: fn(std::integral_constant<int, 5>{}); break;
+    case 6: fn(std::integral_constant<int, 6>{}); break;
+    case 7: fn(std::integral_constant<int, 7>{}); break;
+    default: fn(std::integral_constant<int, 8>{}); break;
+  }
+}
+
 constexpr int64_t kGemvGrain = 64;  // weight rows per GEMV chunk
 // Int4 weight rows per GEMV chunk. Unpacking nibbles makes the int4 GEMV compute-bound where
 // int8 streams at the memory's pace, so how evenly the chunks share out between threads counts
@@ -223,11 +242,11 @@ void gemm_f32_streamed(int64_t M, int64_t N, int64_t K, const float* a, float* c
 // finish(m0, m1, n0, n1): runs once per chunk after all of K, e.g. to rescale its outputs.
 template <class Pack, class Finish>
 void gemm_f32(int64_t M, int64_t N, int64_t K, const float* a, float* c, const Pack& pack, const Finish& finish) {
-  const GemmChunks chunks(M, N, kNR, kMR);
-  if (chunks.panels * K * kNR * static_cast<int64_t>(sizeof(float)) > kStreamedPackBytes) {
+  if ((N + kNR - 1) / kNR * K * kNR * static_cast<int64_t>(sizeof(float)) > kStreamedPackBytes) {
     gemm_f32_streamed(M, N, K, a, c, pack, finish);
     return;
   }
+  const GemmChunks chunks(M, N, kNR, kMR);
   float* bp = scratch<float>(static_cast<size_t>(chunks.panels * K * kNR), 0);
   parallel_for(chunks.panels, 2, N * K * 8, [&](int64_t first, int64_t last) {
     for (int64_t p = first; p < last; ++p) pack(p * kNR, bp + p * K * kNR);
@@ -427,16 +446,7 @@ void f32_gemv(const float* x, const F32& w, float* y) {
 
 inline void f32_linear(const float* x, int64_t M, const F32& w, float* y) {
   if (M <= kGemvRows) {
-    switch (M) {
-      case 1: f32_gemv<1>(x, w, y); break;
-      case 2: f32_gemv<2>(x, w, y); break;
-      case 3: f32_gemv<3>(x, w, y); break;
-      case 4: f32_gemv<4>(x, w, y); break;
-      case 5: f32_gemv<5>(x, w, y); break;
-      case 6: f32_gemv<6>(x, w, y); break;
-      case 7: f32_gemv<7>(x, w, y); break;
-      default: f32_gemv<8>(x, w, y); break;
-    }
+    with_gemv_rows(M, [&](auto rows) { f32_gemv<decltype(rows)::value>(x, w, y); });
     return;
   }
   auto pack = [&w](int64_t n0, float* bp) {
@@ -512,16 +522,7 @@ inline void w8_linear(const float* x, int64_t M, const W8& w, float* y) {
   if (M <= kGemvRows) {
     float sx[kGemvRows];
     row_sums(x, M, w.K, sx);
-    switch (M) {
-      case 1: w8_gemv<1>(x, sx, w, y); break;
-      case 2: w8_gemv<2>(x, sx, w, y); break;
-      case 3: w8_gemv<3>(x, sx, w, y); break;
-      case 4: w8_gemv<4>(x, sx, w, y); break;
-      case 5: w8_gemv<5>(x, sx, w, y); break;
-      case 6: w8_gemv<6>(x, sx, w, y); break;
-      case 7: w8_gemv<7>(x, sx, w, y); break;
-      default: w8_gemv<8>(x, sx, w, y); break;
-    }
+    with_gemv_rows(M, [&](auto rows) { w8_gemv<decltype(rows)::value>(x, sx, w, y); });
     return;
   }
   // Prefill: y = (x @ (q + zp_neg).T) * scale, the order the MindSpore path computes in.
@@ -647,16 +648,7 @@ inline void w4_linear(const float* x, int64_t M, const W4& w, float* y) {
         sxg[m * w.groups + g] = s;
       }
     }
-    switch (M) {
-      case 1: w4_gemv<1>(xp.data(), x, sxg.data(), w, y); break;
-      case 2: w4_gemv<2>(xp.data(), x, sxg.data(), w, y); break;
-      case 3: w4_gemv<3>(xp.data(), x, sxg.data(), w, y); break;
-      case 4: w4_gemv<4>(xp.data(), x, sxg.data(), w, y); break;
-      case 5: w4_gemv<5>(xp.data(), x, sxg.data(), w, y); break;
-      case 6: w4_gemv<6>(xp.data(), x, sxg.data(), w, y); break;
-      case 7: w4_gemv<7>(xp.data(), x, sxg.data(), w, y); break;
-      default: w4_gemv<8>(xp.data(), x, sxg.data(), w, y); break;
-    }
+    with_gemv_rows(M, [&](auto rows) { w4_gemv<decltype(rows)::value>(xp.data(), x, sxg.data(), w, y); });
     return;
   }
   // Prefill: y = x @ ((code + zp_neg) * scale).T, the MindSpore path's dequantised weight.
@@ -1017,16 +1009,7 @@ inline void a8w8_linear(const float* x, const float* smooth, int64_t M, const A8
     a8w8_gemm(xq, w, y);
     return;
   }
-  switch (M) {
-    case 1: a8w8_gemv<1>(xq, w, y); break;
-    case 2: a8w8_gemv<2>(xq, w, y); break;
-    case 3: a8w8_gemv<3>(xq, w, y); break;
-    case 4: a8w8_gemv<4>(xq, w, y); break;
-    case 5: a8w8_gemv<5>(xq, w, y); break;
-    case 6: a8w8_gemv<6>(xq, w, y); break;
-    case 7: a8w8_gemv<7>(xq, w, y); break;
-    default: a8w8_gemv<8>(xq, w, y); break;
-  }
+  with_gemv_rows(M, [&](auto rows) { a8w8_gemv<decltype(rows)::value>(xq, w, y); });
 }
 
 // int8 activations x int4 weights per group: y = ((code - zp) @ W.T) * activation scale.
