@@ -153,22 +153,31 @@ int single_linear(const Args& a, int kind) {
 using Entry = int (*)(int, void**, int*, int64_t**, const char**, void*, void*);
 
 struct Step {
-  std::vector<void*> params;
-  std::vector<int> ndims;
-  std::vector<int64_t*> shapes;
-  std::vector<const char*> dtypes;
+  // Fixed storage: a decode step assembles five of these per block, and growing vectors cost
+  // more in malloc than the block's small GEMVs leave to spare.
+  static constexpr int kMaxArgs = 64;
+  void* params[kMaxArgs];
+  int ndims[kMaxArgs];
+  int64_t* shapes[kMaxArgs];
+  const char* dtypes[kMaxArgs];
+  int n = 0;
+  bool overflow = false;  // more than kMaxArgs added: run() refuses
 
   void add(const Arg& x) {
-    params.push_back(x.data);
-    ndims.push_back(x.ndim);
-    shapes.push_back(const_cast<int64_t*>(x.shape));
-    dtypes.push_back(x.dtype);
+    if (n == kMaxArgs) {
+      overflow = true;
+      return;
+    }
+    params[n] = x.data;
+    ndims[n] = x.ndim;
+    shapes[n] = const_cast<int64_t*>(x.shape);
+    dtypes[n++] = x.dtype;
   }
   void add(const Args& a, int from, int count) {
     for (int i = from; i < from + count; ++i) add(a[i]);
   }
-  Args args() { return Args{static_cast<int>(params.size()), params.data(), ndims.data(), shapes.data(), dtypes.data()}; }
-  int run(Entry entry) { return entry(static_cast<int>(params.size()), params.data(), ndims.data(), shapes.data(), dtypes.data(), nullptr, nullptr); }
+  Args args() { return Args{overflow ? -1 : n, params, ndims, shapes, dtypes}; }
+  int run(Entry entry) { return overflow ? kBadArgs : entry(n, params, ndims, shapes, dtypes, nullptr, nullptr); }
 };
 
 // A float32 [rows, cols] tensor passed between the steps of a block (left uninitialised: the
@@ -186,14 +195,20 @@ bool hadamard_args(const Arg& x, const Arg& left, const Arg& right) {
   return left.dim(0) == left.dim(1) && right.dim(0) == right.dim(1) && left.dim(0) * right.dim(0) == x.dim(-1);
 }
 
+// Where each linear's weight codes sit among a linear group's inputs (at most three linears).
+struct WeightSlots {
+  int at[3];
+  int n = 0;
+};
+
 // The number of inputs a linear group with `plan` takes after its x and residual (-1 for a bad
-// plan); appends the index among them of each linear's weight codes to `weights` if given.
-int group_inputs(const int32_t* plan, std::vector<int>* weights = nullptr) {
+// plan); records the index among them of each linear's weight codes in `weights` if given.
+int group_inputs(const int32_t* plan, WeightSlots* weights = nullptr) {
   const int kind = plan[0], L = plan[1];
   if (kind < 0 || kind >= kLinearKinds || L < 1 || L > 3) return -1;
   int at = 2 * (plan[2] == 1) + 2 * (plan[5] != 0);
   for (int l = 0; l < L; ++l) {
-    if (weights) weights->push_back(at);
+    if (weights) weights->at[weights->n++] = at;
     at += kLinearInputs[kind] + ((plan[4] >> l) & 1);
   }
   return at;
@@ -206,7 +221,7 @@ constexpr int kBlockMeta = 35, kBlockMetaEps = 26, kBlockMetaGroups = 28;
 
 // group_inputs for a group of gsk_decoder_layer, which takes its norm's eps and its int4 group
 // sizes from its meta instead: the count of the block's own inputs (weights as group_inputs).
-int block_group_inputs(const int32_t* plan, std::vector<int>* weights) {
+int block_group_inputs(const int32_t* plan, WeightSlots* weights) {
   const int all = group_inputs(plan, weights);
   return all < 0 ? all : all - (plan[2] == 1) - (is_int4(plan[0]) ? plan[1] : 0);
 }
@@ -553,7 +568,7 @@ int gsk_decoder_layer(int nparam, void** params, int* ndims, int64_t** shapes, c
   const int64_t M = x.dim(0), K = x.dim(1);
   if (cache_kind < 0 || cache_kind > 2 || rotated < 0 || rotated > 1 || !out.is("float32") || out.numel() != M * K) return kBadArgs;
   int first[4], count[4];
-  std::vector<int> weights[4];
+  WeightSlots weights[4];
   int at = 2;
   for (int g = 0; g < 4; ++g) {
     first[g] = at;
@@ -561,7 +576,7 @@ int gsk_decoder_layer(int nparam, void** params, int* ndims, int64_t** shapes, c
     if (count[g] < 0 || at + count[g] > nparam - 1) return kBadArgs;
     at += count[g];
   }
-  if (weights[0].size() != 3 || weights[1].size() != 1 || weights[2].size() != 2 || weights[3].size() != 1) return kBadArgs;
+  if (weights[0].n != 3 || weights[1].n != 1 || weights[2].n != 2 || weights[3].n != 1) return kBadArgs;
   const int rotation = at;
   if (rotated) at += 2;
   if (at + 1 > nparam - 1) return kBadArgs;
@@ -573,7 +588,7 @@ int gsk_decoder_layer(int nparam, void** params, int* ndims, int64_t** shapes, c
   Arg sizes[7];
   for (int l = 0; l < 7; ++l) sizes[l] = Arg{const_cast<int32_t*>(meta + kBlockMetaGroups + l), 1, &one, "int32"};
   // Step index of linear l's weight codes: after plan, x (and the residual of groups 1 and 3).
-  auto width = [&](const Step& step, int g, int l) { return step.shapes[2 + (g % 2) + weights[g][l]][0]; };
+  auto width = [&](const Step& step, int g, int l) { return step.shapes[2 + (g % 2) + weights[g].at[l]][0]; };
   auto inputs = [&](Step& step, int g, const Arg* group_sizes) {
     return add_block_group_inputs(step, a, first[g], count[g], meta + 6 * g, eps_args[g / 2], group_sizes);
   };

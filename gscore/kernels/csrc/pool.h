@@ -33,6 +33,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace gsk {
@@ -150,7 +151,13 @@ void parallel_for(int64_t n, int64_t grain, int64_t work, F&& fn) {
     return;
   }
   const int64_t chunks = (n + grain - 1) / grain;
-  Pool::instance().run(chunks, [&](int64_t c) { fn(c * grain, std::min(n, (c + 1) * grain)); });
+  // The chunk body captures one pointer, so std::function keeps it inline (no heap allocation
+  // per job: a decode step runs a few hundred jobs).
+  struct Range {
+    std::remove_reference_t<F>* fn;
+    int64_t n, grain;
+  } range{&fn, n, grain};
+  Pool::instance().run(chunks, [r = &range](int64_t c) { (*r->fn)(c * r->grain, std::min(r->n, (c + 1) * r->grain)); });
 }
 
 }  // namespace gsk
