@@ -151,6 +151,10 @@ BLOCK_KINDS = {
     name: (WeightSpec(bits=spec.bits, group_size=24, symmetric=spec.symmetric) if spec.bits == 4 else spec, quantizer, kernel)
     for name, (spec, quantizer, kernel) in KINDS.items()
 }
+# int8 weights per channel, symmetric except in the layers below: a block operator is given the
+# zero points of these only (the rest are zero), so its mask must name the right linears
+BLOCK_KINDS["w8-mixed"] = (WeightSpec(), lambda: None, "w8_linear")
+ASYMMETRIC_IN_MIXED = ("k_proj", "o_proj", "up_proj")
 
 
 def deployed_llama(kind: str, level: str, cache: str):
@@ -163,7 +167,8 @@ def deployed_llama(kind: str, level: str, cache: str):
         warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
         net = build_llama(config)
         for name, dense in list(iter_cells(net.model.layers, lambda c: isinstance(c, nn.Dense))):
-            replace_cell(net.model.layers, name, simulated_linear(linear_view(dense), spec, input_quantizer=input_quantizer()))
+            layer_spec = WeightSpec(symmetric=False) if kind == "w8-mixed" and name.endswith(ASYMMETRIC_IN_MIXED) else spec
+            replace_cell(net.model.layers, name, simulated_linear(linear_view(dense), layer_spec, input_quantizer=input_quantizer()))
         quantize_network(net)
         for i in range(config.num_layers):
             shape = (config.num_kv_heads, 1, head_dim)
@@ -187,9 +192,14 @@ def test_a_block_as_one_operator_equals_its_five_operators(kind, cache, level):
         with kernels.forced(level), CompiledDecoder(net, capacity=12, fuse_blocks=fused) as decoder:
             assert decoder.grouped_blocks == 2
             assert all((layer.block_op is not None) == fused for layer in net.model.layers)
+            if fused:  # the mask of linears given no zero points: q, k, v, o, gate, up, down from bit 0
+                implied = 0b1010101 if kind == "w8-mixed" else (0b1111111 if BLOCK_KINDS[kind][0].symmetric else 0)
+                assert [int(layer.block_meta.asnumpy()[-1]) for layer in net.model.layers] == [implied] * len(net.model.layers)
             steps = [decoder(Tensor(prompt), 0).asnumpy()]
             for i, token in enumerate(follow):
                 steps.append(decoder(Tensor(np.array([[token]], np.int32)), prompt.shape[1] + i).asnumpy())
         logits[fused] = steps
+    if kind == "w8-mixed":  # zero points the block must read, not take as zero
+        assert all(np.any(getattr(net.model.layers[0].self_attn, name)._weight_quantizer.zp_neg.asnumpy() != 0) for name in ("k_proj", "o_proj"))
     for one, five in zip(logits[True], logits[False]):
         np.testing.assert_array_equal(one, five)

@@ -233,8 +233,10 @@ class DecoderLayer(nn.Cell):
         if fuse_block and kind in self.CACHE_KINDS and (rotation is None or (isinstance(rotation, OnlineHadamard) and rotation.native is not None)):
             plans = (*self.attention_in.plan_values, *self.attention_out.plan_values, *self.mlp_in.plan_values, *self.mlp_out.plan_values)
             eps = [norm.norm.eps_tensor.asnumpy().view(np.int32)[0] for norm in (self.input_layernorm, self.post_attention_layernorm)]
-            sizes = [layer.kernel_group_size for group in groups for layer in group]
-            self.block_meta = Tensor(np.array([*plans, self.CACHE_KINDS.index(kind), int(rotation is not None), *eps, *sizes], np.int32))
+            layers = [layer for group in groups for layer in group]
+            sizes = [layer.kernel_group_size for layer in layers]
+            implied = sum(1 << at for at, layer in enumerate(layers) if layer.zero_points_implied)
+            self.block_meta = Tensor(np.array([*plans, self.CACHE_KINDS.index(kind), int(rotation is not None), *eps, *sizes, implied], np.int32))
             self.block_op = primitive("decoder_layer")
         return True
 
@@ -250,13 +252,13 @@ class DecoderLayer(nn.Cell):
         if self.block_op is not None and attn.kv_cache.takes_rows:
             post = self.post_attention_layernorm
             rotation = () if mlp.down_rotation is None else (mlp.down_rotation.left, mlp.down_rotation.right)
-            # the norms' eps and the int4 group sizes are in block_meta (csrc/entry.cc)
+            # the norms' eps, the int4 group sizes and which zero points are zero are in block_meta (csrc/entry.cc)
             return self.block_op(
                 self.block_meta, x, norm.weight, cos, sin,
-                *attn.q_proj.group_inputs(False), *attn.k_proj.group_inputs(False), *attn.v_proj.group_inputs(False),
-                *attn.o_proj.group_inputs(False),
-                post.weight, *mlp.gate_proj.group_inputs(False), *mlp.up_proj.group_inputs(False),
-                *mlp.down_proj.group_inputs(False),
+                *attn.q_proj.group_inputs(block=True), *attn.k_proj.group_inputs(block=True), *attn.v_proj.group_inputs(block=True),
+                *attn.o_proj.group_inputs(block=True),
+                post.weight, *mlp.gate_proj.group_inputs(block=True), *mlp.up_proj.group_inputs(block=True),
+                *mlp.down_proj.group_inputs(block=True),
                 *rotation,
                 *attn.cache_inputs(mask),
             )

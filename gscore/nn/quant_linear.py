@@ -170,17 +170,25 @@ class QuantLinear(_QuantLinearBase):
             return self.weight, wq.scale, wq.zp_neg, self.group_size, iq.scale, iq.zp, smooth
         return self.weight, wq.scale, wq.zp_neg, self.group_size, smooth
 
-    def group_inputs(self, with_group_size: bool = True) -> tuple:
+    def group_inputs(self, block: bool = False) -> tuple:
         """:meth:`kernel_inputs` followed by the bias when the layer has one: this layer's part
-        of a :mod:`gscore.nn.linear_group` operator. ``with_group_size=False`` leaves out an
-        int4 kernel's group size: a block run as one operator keeps it in its meta
-        (:attr:`kernel_group_size`), one operator input fewer at every launch."""
+        of a :mod:`gscore.nn.linear_group` operator. ``block=True``: the part a block run as one
+        operator takes, which leaves out an int4 kernel's group size (:attr:`kernel_group_size`)
+        and a symmetric layer's zero points (:attr:`zero_points_implied`): its meta holds the
+        one and says the other is zero, and each input or graph parameter left out is about
+        1.6 µs less at every launch (bench/results/launch_inputs.md)."""
         inputs = self.kernel_inputs()
-        if not with_group_size and self.kernel in _INT4:
-            inputs = inputs[:3] + inputs[4:]
+        if block:
+            inputs = tuple(value for at, value in enumerate(inputs) if not ((at == 3 and self.kernel in _INT4) or (at == 2 and self.zero_points_implied)))
         if self.has_bias:
             return (*inputs, self.bias)
         return inputs
+
+    @property
+    def zero_points_implied(self) -> bool:
+        """Whether the weights are symmetric: zero points all zero, which the MindSpore path
+        never adds (:meth:`WeightQuantizer.shifted`) and a block operator need not be given."""
+        return self._weight_quantizer.symmetric
 
     @property
     def kernel_group_size(self) -> int:

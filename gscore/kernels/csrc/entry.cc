@@ -216,20 +216,37 @@ int group_inputs(const int32_t* plan, WeightSlots* weights = nullptr) {
 
 bool is_int4(int kind) { return kind == kW4 || kind == kA8W4Static || kind == kA8W4Dynamic; }
 
-// gsk_decoder_layer's meta: its size, where the eps bits and the group sizes start.
-constexpr int kBlockMeta = 35, kBlockMetaEps = 26, kBlockMetaGroups = 28;
+// gsk_decoder_layer's meta: its size, where the eps bits and the group sizes start, and the
+// mask of linears without zero point inputs.
+constexpr int kBlockMeta = 36, kBlockMetaEps = 26, kBlockMetaGroups = 28, kBlockMetaSymmetric = 35;
+
+// `n` float zeros, valid for the life of the calling thread: the zero points of a symmetric
+// linear, which a block is not given (a buffer outgrown is kept, so earlier pointers stay valid).
+const float* zeros(int64_t n) {
+  thread_local std::vector<std::unique_ptr<float[]>> kept;
+  thread_local int64_t size = 0;
+  if (n > size) {
+    size = std::max(n, 2 * size);
+    kept.emplace_back(new float[static_cast<size_t>(size)]());
+  }
+  return kept.back().get();
+}
 
 // group_inputs for a group of gsk_decoder_layer, which takes its norm's eps and its int4 group
-// sizes from its meta instead: the count of the block's own inputs (weights as group_inputs).
-int block_group_inputs(const int32_t* plan, WeightSlots* weights) {
+// sizes from its meta instead, and no zero points for the linears of `symmetric` (bit l: the
+// group's linear l): the count of the block's own inputs (weights as group_inputs).
+int block_group_inputs(const int32_t* plan, int symmetric, WeightSlots* weights) {
   const int all = group_inputs(plan, weights);
-  return all < 0 ? all : all - (plan[2] == 1) - (is_int4(plan[0]) ? plan[1] : 0);
+  int dropped = 0;
+  for (int l = 0; l < plan[1]; ++l) dropped += (symmetric >> l) & 1;
+  return all < 0 ? all : all - (plan[2] == 1) - (is_int4(plan[0]) ? plan[1] : 0) - dropped;
 }
 
 // Appends the inputs of a linear group after its x and residual to `step`: the `count` block
-// inputs from a[at] on, with `eps` after the norm weight and sizes[l] as linear l's group size.
-// False when they do not add up (a plan that disagrees with the inputs).
-bool add_block_group_inputs(Step& step, const Args& a, int at, int count, const int32_t* plan, const Arg& eps, const Arg* sizes) {
+// inputs from a[at] on, with `eps` after the norm weight, sizes[l] as linear l's group size and
+// zeros as the zero points of the linears of `symmetric` (bit l: linear l). False when they do
+// not add up (a plan that disagrees with the inputs).
+bool add_block_group_inputs(Step& step, const Args& a, int at, int count, const int32_t* plan, int symmetric, const Arg& eps, const Arg* sizes) {
   const int end = at + count, kind = plan[0];
   auto take = [&] {
     if (at >= end) return false;
@@ -245,6 +262,9 @@ bool add_block_group_inputs(Step& step, const Args& a, int at, int count, const 
     for (int i = 0; i < kLinearInputs[kind]; ++i) {
       if (i == 3 && is_int4(kind)) {
         step.add(sizes[l]);
+      } else if (i == 2 && ((symmetric >> l) & 1)) {
+        const Arg scale = a[at - 1];  // the zero points take the scales' shape
+        step.add(Arg{const_cast<float*>(zeros(scale.numel())), scale.ndim, scale.shape, "float32"});
       } else if (!take()) {
         return false;
       }
@@ -550,12 +570,14 @@ int gsk_cache_attention_token(int nparam, void** params, int* ndims, int64_t** s
 //   h       = linear_group(mlp_in plan, x1, ...)             norm + gate/up + SiLU gate
 //   y       = linear_group(mlp_out plan, h, x1, ...)         down_proj + residual
 // With an online rotation before down_proj, h is replaced by hadamard(h, left, right) first.
-// inputs: meta [35] int32 (the four plans, 6 each, the cache kind: 0 float, 1 channel, 2 token,
+// inputs: meta [36] int32 (the four plans, 6 each, the cache kind: 0 float, 1 channel, 2 token,
 // 1 if the block rotates h, the float32 bits of the two norms' eps, then the group size of each
-// of q, k, v, o, gate, up, down: 0 for 8-bit weights), x [B * T, K] float32, each group's
-// inputs after its x and residual (the block supplies those) in the order above except the
-// norm's eps and the int4 group sizes (meta holds them: MindSpore charges about 1.6 us per
-// input at every launch, bench/results/launch_inputs.md), the rotation's left and right factors
+// of q, k, v, o, gate, up, down: 0 for 8-bit weights, then a mask of those seven without zero
+// points, bit 0 for q), x [B * T, K] float32, each group's inputs after its x and residual (the
+// block supplies those) in the order above except the norm's eps, the int4 group sizes and the
+// zero points of the linears the mask names, all zero (meta holds the rest: MindSpore charges
+// about 1.6 us per input, and per parameter of the graph, at every launch,
+// bench/results/launch_inputs.md), the rotation's left and right factors
 // if it has one, then the cache's inputs after q, k, v (buffers, length, mask, softmax scale,
 // optional prefix: all the inputs that remain).
 // output: y [B * T, K]. The cache buffers and length are updated in place, as by cache_attention.
@@ -567,12 +589,16 @@ int gsk_decoder_layer(int nparam, void** params, int* ndims, int64_t** shapes, c
   const Arg x = a[1], out = a[nparam - 1];
   const int64_t M = x.dim(0), K = x.dim(1);
   if (cache_kind < 0 || cache_kind > 2 || rotated < 0 || rotated > 1 || !out.is("float32") || out.numel() != M * K) return kBadArgs;
-  int first[4], count[4];
+  if (meta[kBlockMetaSymmetric] < 0 || meta[kBlockMetaSymmetric] > 127) return kBadArgs;
+  // each group's first linear among q, k, v, o, gate, up, down
+  constexpr int kGroupLinear[4] = {0, 3, 4, 6};
+  int first[4], count[4], symmetric[4];
   WeightSlots weights[4];
   int at = 2;
   for (int g = 0; g < 4; ++g) {
     first[g] = at;
-    count[g] = block_group_inputs(meta + 6 * g, &weights[g]);
+    symmetric[g] = (meta[kBlockMetaSymmetric] >> kGroupLinear[g]) & 7;
+    count[g] = block_group_inputs(meta + 6 * g, symmetric[g], &weights[g]);
     if (count[g] < 0 || at + count[g] > nparam - 1) return kBadArgs;
     at += count[g];
   }
@@ -589,14 +615,14 @@ int gsk_decoder_layer(int nparam, void** params, int* ndims, int64_t** shapes, c
   for (int l = 0; l < 7; ++l) sizes[l] = Arg{const_cast<int32_t*>(meta + kBlockMetaGroups + l), 1, &one, "int32"};
   // Step index of linear l's weight codes: after plan, x (and the residual of groups 1 and 3).
   auto width = [&](const Step& step, int g, int l) { return step.shapes[2 + (g % 2) + weights[g].at[l]][0]; };
-  auto inputs = [&](Step& step, int g, const Arg* group_sizes) {
-    return add_block_group_inputs(step, a, first[g], count[g], meta + 6 * g, eps_args[g / 2], group_sizes);
+  auto inputs = [&](Step& step, int g) {
+    return add_block_group_inputs(step, a, first[g], count[g], meta + 6 * g, symmetric[g], eps_args[g / 2], sizes + kGroupLinear[g]);
   };
 
   Step attention_in;
   attention_in.add(plan(0));
   attention_in.add(x);
-  if (!inputs(attention_in, 0, sizes)) return kBadArgs;
+  if (!inputs(attention_in, 0)) return kBadArgs;
   Scratch q(M, width(attention_in, 0, 0)), k(M, width(attention_in, 0, 1)), v(M, width(attention_in, 0, 2));
   for (Scratch* s : {&q, &k, &v}) attention_in.add(s->arg());
   if (attention_in.run(gsk_linear_group) != kOk) return kBadArgs;
@@ -614,14 +640,14 @@ int gsk_decoder_layer(int nparam, void** params, int* ndims, int64_t** shapes, c
   attention_out.add(plan(1));
   attention_out.add(attended.arg());
   attention_out.add(x);
-  if (!inputs(attention_out, 1, sizes + 3)) return kBadArgs;
+  if (!inputs(attention_out, 1)) return kBadArgs;
   attention_out.add(x1.arg());
   if (attention_out.run(gsk_linear_group) != kOk) return kBadArgs;
 
   Step mlp_in;
   mlp_in.add(plan(2));
   mlp_in.add(x1.arg());
-  if (!inputs(mlp_in, 2, sizes + 4)) return kBadArgs;
+  if (!inputs(mlp_in, 2)) return kBadArgs;
   Scratch h(M, width(mlp_in, 2, 0));
   mlp_in.add(h.arg());
   if (mlp_in.run(gsk_linear_group) != kOk) return kBadArgs;
@@ -637,7 +663,7 @@ int gsk_decoder_layer(int nparam, void** params, int* ndims, int64_t** shapes, c
   mlp_out.add(plan(3));
   mlp_out.add(h.arg());
   mlp_out.add(x1.arg());
-  if (!inputs(mlp_out, 3, sizes + 6)) return kBadArgs;
+  if (!inputs(mlp_out, 3)) return kBadArgs;
   mlp_out.add(out);
   return mlp_out.run(gsk_linear_group);
 }
