@@ -151,37 +151,39 @@ class QuantLinear(_QuantLinearBase):
         """One kernel call on the stored weight and scales; output in ``x``'s dtype."""
         return self.native(x, *self.kernel_inputs())
 
-    def kernel_inputs(self) -> tuple:
+    def kernel_inputs(self, block: bool = False) -> tuple:
         """What the native kernel takes after ``x``: the stored weight and scales, then (as the
         kernel needs them) the group size, the static input scale and zero point, the smooth
-        scale (``csrc/entry.cc`` gives the order)."""
+        scale (``csrc/entry.cc`` gives the order). ``block=True``: what a block run as one
+        operator takes instead, without an int4 kernel's group size (:attr:`kernel_group_size`)
+        and a symmetric layer's zero points (:attr:`zero_points_implied`): its meta holds the
+        one and says the other is zero, and each input or graph parameter left out is about
+        1.6 µs less at every launch (bench/results/launch_inputs.md). Built without slicing
+        or generators: this runs inside compiled graphs, where a generator over the inputs made
+        compiling SmolLM2's decode step take 44 s instead of 9."""
         wq = self._weight_quantizer
+        weight = (self.weight, wq.scale) if block and wq.symmetric else (self.weight, wq.scale, wq.zp_neg)
         if self.kernel == "w4_linear":
-            return self.weight, wq.scale, wq.zp_neg, self.group_size
+            return weight if block else weight + (self.group_size,)
         if self.kernel == "w8_linear":
-            return self.weight, wq.scale, wq.zp_neg
+            return weight
         smooth = self.smooth_scale if self.smooths_in_kernel else self.unit_scale
         iq = self._input_quantizer
         if self.kernel == "a8w8_static_linear":
-            return self.weight, wq.scale, wq.zp_neg, iq.scale, iq.zp, smooth
+            return weight + (iq.scale, iq.zp, smooth)
         if self.kernel == "a8w8_dynamic_linear":
-            return self.weight, wq.scale, wq.zp_neg, smooth
+            return weight + (smooth,)
+        group = () if block else (self.group_size,)  # the int4 kernels below
         if self.kernel == "a8w4_static_linear":
-            return self.weight, wq.scale, wq.zp_neg, self.group_size, iq.scale, iq.zp, smooth
-        return self.weight, wq.scale, wq.zp_neg, self.group_size, smooth
+            return weight + group + (iq.scale, iq.zp, smooth)
+        return weight + group + (smooth,)
 
     def group_inputs(self, block: bool = False) -> tuple:
-        """:meth:`kernel_inputs` followed by the bias when the layer has one: this layer's part
-        of a :mod:`gscore.nn.linear_group` operator. ``block=True``: the part a block run as one
-        operator takes, which leaves out an int4 kernel's group size (:attr:`kernel_group_size`)
-        and a symmetric layer's zero points (:attr:`zero_points_implied`): its meta holds the
-        one and says the other is zero, and each input or graph parameter left out is about
-        1.6 µs less at every launch (bench/results/launch_inputs.md)."""
-        inputs = self.kernel_inputs()
-        if block:
-            inputs = tuple(value for at, value in enumerate(inputs) if not ((at == 3 and self.kernel in _INT4) or (at == 2 and self.zero_points_implied)))
+        """:meth:`kernel_inputs` (``block`` as there) followed by the bias when the layer has
+        one: this layer's part of a :mod:`gscore.nn.linear_group` operator."""
+        inputs = self.kernel_inputs(block)
         if self.has_bias:
-            return (*inputs, self.bias)
+            return inputs + (self.bias,)
         return inputs
 
     @property
