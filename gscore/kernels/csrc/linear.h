@@ -592,28 +592,37 @@ inline void w4_gemv_block(const float* xp, const float* x, const float* sxg, con
   // the zero-point term and the scalar tail of each group go to `out`.
   V total[NB][MB];
   float out[NB][MB] = {};
+  GSK_UNROLL
   for (int j = 0; j < NB; ++j)
+    GSK_UNROLL
     for (int i = 0; i < MB; ++i) total[j][i] = FV::zero();
   for (int64_t g = 0; g < w.groups; ++g) {
     const int64_t g0 = g * w.group, g1 = std::min(g0 + w.group, K), gv = w4_vector_end(g0, g1);
     V acc[NB][MB];
+    GSK_UNROLL
     for (int j = 0; j < NB; ++j)
+      GSK_UNROLL
       for (int i = 0; i < MB; ++i) acc[j][i] = FV::zero();
     int64_t k = g0;
     for (; k < gv; k += 2 * W) {
       V even[NB], odd[NB];
       prefetch_ahead<NB>(w.q, half, n0, w.N, k / 2);
+      GSK_UNROLL
       for (int j = 0; j < NB; ++j) FV::from_i4(w.q + (n0 + j) * half + k / 2, even[j], odd[j]);
+      GSK_UNROLL
       for (int i = 0; i < MB; ++i) {
         V xe = FV::load(xp + i * K + k), xo = FV::load(xp + i * K + k + W);
+        GSK_UNROLL
         for (int j = 0; j < NB; ++j) acc[j][i] = FV::fma(xo, odd[j], FV::fma(xe, even[j], acc[j][i]));
       }
     }
+    GSK_UNROLL
     for (int j = 0; j < NB; ++j) {
       const int64_t n = n0 + j;
       const int8_t* row = w.q + n * half;
       const float s = w.scale[n * w.groups + g], z = w.zp_neg[n * w.groups + g];
       const V sv = FV::set1(s);
+      GSK_UNROLL
       for (int i = 0; i < MB; ++i) {
         total[j][i] = FV::fma(acc[j][i], sv, total[j][i]);
         float d = 0.0f;
@@ -622,7 +631,9 @@ inline void w4_gemv_block(const float* xp, const float* x, const float* sxg, con
       }
     }
   }
+  GSK_UNROLL
   for (int j = 0; j < NB; ++j)
+    GSK_UNROLL
     for (int i = 0; i < MB; ++i) y[i * w.N + n0 + j] = FV::sum(total[j][i]) + out[j][i];
 }
 
