@@ -49,6 +49,20 @@ inline void with_gemv_rows(int64_t M, F&& fn) {
 }
 
 constexpr int64_t kGemvGrain = 64;  // weight rows per GEMV chunk
+
+// The rows of an [N, K] weight against MB rows of x, in blocks of NB rows (4, 2 or 1 as MB
+// grows, so NB * MB accumulators stay in registers): block(nb, n0) with nb a
+// std::integral_constant, NB for the whole blocks, shared out in chunks of about `grain` rows,
+// then 1 for each row left.
+template <int MB, class Block>
+void gemv_blocks(int64_t N, int64_t K, int64_t grain, const Block& block) {
+  constexpr int NB = MB <= 2 ? 4 : (MB <= 4 ? 2 : 1);
+  const int64_t blocks = N / NB;
+  parallel_for(blocks, grain / NB, MB * N * K, [&](int64_t first, int64_t last) {
+    for (int64_t b = first; b < last; ++b) block(std::integral_constant<int, NB>{}, b * NB);
+  });
+  for (int64_t n = blocks * NB; n < N; ++n) block(std::integral_constant<int, 1>{}, n);
+}
 // Int4 weight rows per GEMV chunk. Unpacking nibbles makes the int4 GEMV compute-bound where
 // int8 streams at the memory's pace, so how evenly the chunks share out between threads counts
 // more: SmolLM2's k/v projections (192 rows) were three 64-row chunks, two for one thread.
@@ -436,12 +450,7 @@ inline void f32_gemv_block(const float* x, const F32& w, int64_t n0, float* y) {
 
 template <int MB>
 void f32_gemv(const float* x, const F32& w, float* y) {
-  constexpr int NB = MB <= 2 ? 4 : (MB <= 4 ? 2 : 1);
-  const int64_t N = w.N, blocks = N / NB;
-  parallel_for(blocks, kGemvGrain / NB, MB * N * w.K, [&](int64_t first, int64_t last) {
-    for (int64_t b = first; b < last; ++b) f32_gemv_block<MB, NB>(x, w, b * NB, y);
-  });
-  for (int64_t n = blocks * NB; n < N; ++n) f32_gemv_block<MB, 1>(x, w, n, y);
+  gemv_blocks<MB>(w.N, w.K, kGemvGrain, [&](auto nb, int64_t n0) { f32_gemv_block<MB, decltype(nb)::value>(x, w, n0, y); });
 }
 
 inline void f32_linear(const float* x, int64_t M, const F32& w, float* y) {
@@ -502,12 +511,7 @@ inline void w8_gemv_block(const float* x, const float* sx, const W8& w, int64_t 
 
 template <int MB>
 void w8_gemv(const float* x, const float* sx, const W8& w, float* y) {
-  constexpr int NB = MB <= 2 ? 4 : (MB <= 4 ? 2 : 1);
-  const int64_t N = w.N, blocks = N / NB;
-  parallel_for(blocks, kGemvGrain / NB, MB * N * w.K, [&](int64_t first, int64_t last) {
-    for (int64_t b = first; b < last; ++b) w8_gemv_block<MB, NB>(x, sx, w, b * NB, y);
-  });
-  for (int64_t n = blocks * NB; n < N; ++n) w8_gemv_block<MB, 1>(x, sx, w, n, y);
+  gemv_blocks<MB>(w.N, w.K, kGemvGrain, [&](auto nb, int64_t n0) { w8_gemv_block<MB, decltype(nb)::value>(x, sx, w, n0, y); });
 }
 
 inline void row_sums(const float* x, int64_t M, int64_t K, float* sx) {
@@ -639,12 +643,7 @@ inline void w4_gemv_block(const float* xp, const float* x, const float* sxg, con
 
 template <int MB>
 void w4_gemv(const float* xp, const float* x, const float* sxg, const W4& w, float* y) {
-  constexpr int NB = MB <= 2 ? 4 : (MB <= 4 ? 2 : 1);
-  const int64_t N = w.N, blocks = N / NB;
-  parallel_for(blocks, kW4GemvGrain / NB, MB * N * w.K, [&](int64_t first, int64_t last) {
-    for (int64_t b = first; b < last; ++b) w4_gemv_block<MB, NB>(xp, x, sxg, w, b * NB, y);
-  });
-  for (int64_t n = blocks * NB; n < N; ++n) w4_gemv_block<MB, 1>(xp, x, sxg, w, n, y);
+  gemv_blocks<MB>(w.N, w.K, kW4GemvGrain, [&](auto nb, int64_t n0) { w4_gemv_block<MB, decltype(nb)::value>(xp, x, sxg, w, n0, y); });
 }
 
 inline void w4_linear(const float* x, int64_t M, const W4& w, float* y) {
@@ -829,12 +828,7 @@ inline void a8w8_gemv_block(const QuantizedRows& xq, const A8W8& w, int64_t n0, 
 
 template <int MB>
 void a8w8_gemv(const QuantizedRows& xq, const A8W8& w, float* y) {
-  constexpr int NB = MB <= 2 ? 4 : (MB <= 4 ? 2 : 1);
-  const int64_t N = w.N, blocks = N / NB;
-  parallel_for(blocks, kGemvGrain / NB, MB * N * w.K, [&](int64_t first, int64_t last) {
-    for (int64_t b = first; b < last; ++b) a8w8_gemv_block<MB, NB>(xq, w, b * NB, y);
-  });
-  for (int64_t n = blocks * NB; n < N; ++n) a8w8_gemv_block<MB, 1>(xq, w, n, y);
+  gemv_blocks<MB>(w.N, w.K, kGemvGrain, [&](auto nb, int64_t n0) { a8w8_gemv_block<MB, decltype(nb)::value>(xq, w, n0, y); });
 }
 
 // Prefill: int32 C tile += A (encoded codes) x Bp, Bp = kc/KP groups of [2 * NL channels][KP].
