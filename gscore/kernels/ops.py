@@ -135,6 +135,46 @@ def primitive(name: str, at: str | None = None) -> ops.Custom | None:
     return _primitives[key]
 
 
+# ``gsk_int8_layer``'s meta (csrc/entry.cc, Int8LayerMeta): kind (0 dense, 1 conv), activation
+# code range, then the convolution's stride, dilation, 'same' flag and pads
+INT8_LAYER_META = ("kind", "qmin", "qmax", "stride_h", "stride_w", "dil_h", "dil_w", "same", "pad_top", "pad_bottom", "pad_left", "pad_right")
+
+
+def conv_output_size(size: int, kernel: int, stride: int, dilation: int, same: bool, pad_before: int, pad_after: int) -> int:
+    """One spatial axis of a convolution's output, as ``gsk_int8_layer`` and MindSpore's
+    Conv2D compute it ('same': ``ceil(size / stride)``; otherwise from the explicit pads)."""
+    if same:
+        return -(-size // stride)
+    return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def int8_layer_primitive(meta: tuple[int, ...], at: str | None = None) -> ops.Custom | None:
+    """The ``gsk_int8_layer`` operator for ``meta`` (:data:`INT8_LAYER_META`) at level ``at``;
+    None at ``portable``. Its output shape follows from the meta: ``[.., O]`` for a Dense
+    layer, ``[B, O, HO, WO]`` for a convolution."""
+    at = at or level()
+    if at == PORTABLE:
+        return None
+    if len(meta) != len(INT8_LAYER_META):
+        raise KernelError(f"gsk_int8_layer takes a meta of {len(INT8_LAYER_META)} values ({', '.join(INT8_LAYER_META)}), got {len(meta)}")
+    key = (f"int8_layer{meta}", at, str(_built_from))
+    if key not in _primitives:
+        kind, _, _, sh, sw, dh, dw, same, top, bottom, left, right = meta
+
+        def shape(x: list[int], q: list[int], *_: Any) -> list[int]:
+            if kind == 0:
+                return [*x[:-1], q[0]]
+            return [x[0], q[0], conv_output_size(x[2], q[2], sh, dh, bool(same), top, bottom), conv_output_size(x[3], q[3], sw, dw, bool(same), left, right)]
+
+        custom = ops.Custom(f"{_library_path(at)}:gsk_int8_layer", out_shape=shape, out_dtype=_float32, func_type="aot")
+        # MindSpore reuses an operator's inferred output shape for the same input shapes across
+        # instances of one kernel: without the meta among its attributes, a stride-2 layer took
+        # the output shape of a stride-1 layer with the same inputs
+        custom.add_prim_attr("gsk_meta", str(meta))
+        _primitives[key] = custom
+    return _primitives[key]
+
+
 # the linear kernels in the order of ``gsk_linear_group``'s plan (csrc/entry.cc, LinearKind),
 # with the number of inputs each takes after x
 LINEAR_KINDS: dict[str, int] = {

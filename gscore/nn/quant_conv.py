@@ -2,7 +2,9 @@
 
 These plug into :class:`gscore.nn.quant_layer.QuantLayer` as its ``weight_source`` and
 ``input_quant``. They hold integer data and dequantise it at run time (the portable CPU path:
-dequantise, then the float convolution / matmul):
+dequantise, then the float convolution / matmul); a layer with both an :class:`Int8Weight` and
+an :class:`ActivationQuantizer` runs on the native integer kernel instead when kernels are on
+(:func:`int8_kernel`), from the same parameters:
 
 * :class:`Int8Weight` — int8 codes ``[oc, ...]`` with one float32 scale and zero point per
   output channel (per-tensor schemes repeat their single value): ``w = (q - zero_point) * scale``.
@@ -24,6 +26,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
+from gscore.kernels.ops import int8_layer_primitive
 from gscore.nn.fake_quant import ActivationFakeQuant, FakeQuantSTE, graph_params
 from gscore.quant import QuantParams, QuantScheme, quantize
 from gscore.quant.bitpack import pack_bits
@@ -130,3 +133,23 @@ class ActivationQuantizer(nn.Cell):
         """The fixed quantizer a trained :class:`ActivationFakeQuant` stands for: its stored range,
         turned into a scale by the very function the observer evaluates with (bit-identical outputs)."""
         return cls(*observer.params(), observer.scheme)
+
+
+def int8_kernel(op: nn.Cell, weight: nn.Cell, input_quant: nn.Cell | None) -> tuple[ops.Custom | None, Tensor | None]:
+    """``(operator, meta)`` of the native integer kernel (``gsk_int8_layer``) that computes a
+    deployed layer in one call, or ``(None, None)`` when it does not apply: native kernels off,
+    weights not :class:`Int8Weight`, no :class:`ActivationQuantizer`, a grouped convolution,
+    or activation codes that do not fit a byte. ``op`` is the layer's
+    :class:`~gscore.nn.quant_layer.LayerOp`. The operator takes the parameters the dequantising
+    path reads, so checkpoints are the same either way."""
+    if not isinstance(weight, Int8Weight) or not isinstance(input_quant, ActivationQuantizer) or op.group != 1:
+        return None, None
+    scheme = input_quant.scheme
+    offset = 128 if scheme.qmax > 127 else 0  # unsigned codes are stored minus 128
+    if scheme.qmin - offset < -128 or scheme.qmax - offset > 127:
+        return None, None
+    meta = (int(op.is_conv), int(scheme.qmin), int(scheme.qmax), *op.geometry)
+    primitive = int8_layer_primitive(meta)
+    if primitive is None:
+        return None, None
+    return primitive, Tensor(np.array(meta, np.int32))

@@ -11,15 +11,25 @@ A quantized layer is ``activation(op(input_quant(x), weight_source()) + bias)``:
 
 Algorithms differ only in the weight source and input quantizer they plug in, so training
 and deploy cells share this forward and a deployed network computes what training simulated.
+
+A deployed layer with int8 weights (:class:`~gscore.nn.quant_conv.Int8Weight`) and an 8-bit
+input quantizer (:class:`~gscore.nn.quant_conv.ActivationQuantizer`), a Dense or a one-group
+Conv2d, runs as one native operator instead (:func:`~gscore.nn.quant_conv.int8_kernel`): the
+same activation and weight codes, multiplied exactly in int32. It agrees with the simulated
+network within float32 rounding, not bit for bit (the simulated float sums round, the integer
+sums do not); with ``GSCORE_KERNELS=portable`` the deployed network dequantises the codes and
+equals the simulated one bit for bit.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Iterator
 
+import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from gscore.errors import NoQuantizableLayerError
+from gscore.nn.quant_conv import int8_kernel
 from gscore.nn.walk import iter_cells, matches_blacklist, warn_unmatched_blacklist
 
 
@@ -36,6 +46,7 @@ class LayerOp(nn.Cell):
         else:
             self.matmul = ops.MatMul(transpose_b=True)
         self.out_channels = cell.out_channels
+        self.group, self.geometry = _geometry(cell) if self.is_conv else (1, (1, 1, 1, 1, 0, 0, 0, 0, 0))
 
     def construct(self, x: Tensor, weight: Tensor) -> Tensor:
         if self.is_conv:
@@ -73,16 +84,29 @@ class QuantLayer(nn.Cell):
         self.has_activation = activation is not None
         if self.has_activation:
             self.activation = activation
+        self.native, self.native_meta = int8_kernel(op, weight_source, input_quant)
 
     def construct(self, x: Tensor) -> Tensor:
-        if self.has_input_quant:
-            x = self.input_quant(x)
-        y = self.op(x, self.weight_source())
-        if self.has_bias:
-            y = ops.bias_add(y, self.bias)
+        if self.native is not None and x.dtype == ms.float32:
+            weight, quant = self.weight_source, self.input_quant
+            y = self.native(x, weight.weight, weight.scale, weight.zero_point, quant.scale, quant.zero_point, self.native_meta)
+        else:
+            if self.has_input_quant:
+                x = self.input_quant(x)
+            y = self.op(x, self.weight_source())
+        if self.has_bias:  # BiasAdd takes channels on axis 1: a Dense output [.., out] of rank 3+ adds instead
+            y = ops.bias_add(y, self.bias) if self.op.is_conv or y.ndim == 2 else y + self.bias
         if self.has_activation:
             y = self.activation(y)
         return y
+
+
+def _geometry(conv: nn.Conv2d) -> tuple[int, tuple[int, ...]]:
+    """``(group, geometry)`` of a Conv2d: geometry is (stride h, w, dilation h, w, 'same' flag,
+    pads top, bottom, left, right), the tail of :data:`gscore.kernels.ops.INT8_LAYER_META`."""
+    padding = conv.padding if conv.pad_mode == "pad" else 0
+    pads = (padding,) * 4 if isinstance(padding, int) else tuple(padding)
+    return conv.group, (*conv.stride, *conv.dilation, int(conv.pad_mode == "same"), *pads)
 
 
 def float_parts(cell: nn.Conv2d | nn.Dense) -> tuple[LayerOp, Parameter | None, nn.Cell | None]:

@@ -14,6 +14,7 @@
 #include "elementwise.h"
 #include "fake_quant.h"
 #include "gptq.h"
+#include "int8_layer.h"
 #include "linear.h"
 #include "simd.h"
 
@@ -736,6 +737,63 @@ int gsk_fake_quant_grad(int nparam, void** params, int* ndims, int64_t** shapes,
   gsk::FakeQuantShape sh;
   if (nparam != 6 || !fake_quant_shape(a[0], a[1], a[2], a[3], sh) || !a[4].is("float32") || a[4].numel() != a[0].numel() || a[5].numel() != a[0].numel()) return kBadArgs;
   gsk::fake_quant_grad(f32(a[0]), f32(a[1]), f32(a[2]), f32(a[3])[0], f32(a[3])[1], sh, f32(a[4]), static_cast<float*>(a[5].data));
+  return kOk;
+}
+
+// gsk_int8_layer's geometry: kind, the activation code range, then the convolution's stride,
+// dilation, 'same' flag and explicit pads (ignored when 'same', whose pads follow from the
+// input size as in MindSpore: the output is ceil(in / stride), the total pad split with the
+// smaller half first).
+enum Int8LayerMeta { kI8Kind = 0, kI8Qmin, kI8Qmax, kI8StrideH, kI8StrideW, kI8DilH, kI8DilW, kI8Same, kI8PadTop, kI8PadBottom, kI8PadLeft, kI8PadRight, kI8Meta };
+
+// One spatial axis: output size and the pad before it; false when the output would be empty.
+static bool conv_axis(int64_t in, int64_t kernel, int64_t stride, int64_t dil, bool same, int64_t pad_before, int64_t pad_after, int64_t& out, int64_t& before) {
+  if (kernel <= 0 || stride <= 0 || dil <= 0) return false;
+  const int64_t span = dil * (kernel - 1) + 1;
+  if (same) {
+    out = (in + stride - 1) / stride;
+    before = std::max<int64_t>(0, (out - 1) * stride + span - in) / 2;
+  } else {
+    if (pad_before < 0 || pad_after < 0 || in + pad_before + pad_after < span) return false;
+    out = (in + pad_before + pad_after - span) / stride + 1;
+    before = pad_before;
+  }
+  return out > 0;
+}
+
+// x float32 [B, C, H, W] (conv) or [.., K] (dense), q int8 [O, C, KH, KW] or [O, K], w_scale [O],
+// w_zero [O] (integers: w = (q - w_zero) * w_scale), x_scale [1], x_zero [1], meta [12] int32
+// (Int8LayerMeta; kind 0 dense, 1 conv) -> y float32 [B, O, HO, WO] or [.., O]
+int gsk_int8_layer(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 8) return kBadArgs;
+  const Arg x = a[0], q = a[1], ws = a[2], wz = a[3], xs = a[4], xz = a[5], meta = a[6];
+  if (!x.is("float32") || !q.is("int8") || !ws.is("float32") || !wz.is("float32") || !xs.is("float32") || !xz.is("float32") || xs.numel() != 1 || xz.numel() != 1) return kBadArgs;
+  if (!meta.is("int32") || meta.numel() != kI8Meta) return kBadArgs;
+  const int32_t* m = static_cast<const int32_t*>(meta.data);
+  const bool conv = m[kI8Kind] == 1;
+  const int32_t offset = m[kI8Qmax] > 127 ? 128 : 0;
+  if ((m[kI8Kind] != 0 && !conv) || m[kI8Qmin] > m[kI8Qmax] || m[kI8Qmin] - offset < -128 || m[kI8Qmax] - offset > 127) return kBadArgs;
+  const gsk::ActQuant aq{scalar(xs), scalar(xz), static_cast<float>(m[kI8Qmin]), static_cast<float>(m[kI8Qmax]), offset};
+  if (aq.zero < aq.qmin || aq.zero > aq.qmax || aq.zero != std::nearbyint(aq.zero)) return kBadArgs;
+  gsk::ConvShape s{};
+  if (conv) {
+    if (x.ndim != 4 || q.ndim != 4 || q.dim(1) != x.dim(1)) return kBadArgs;
+    s = {x.dim(0), x.dim(1), x.dim(2), x.dim(3), q.dim(0), q.dim(2), q.dim(3), m[kI8StrideH], m[kI8StrideW], m[kI8DilH], m[kI8DilW], 0, 0, 0, 0};
+    if (!conv_axis(s.H, s.KH, s.stride_h, s.dil_h, m[kI8Same], m[kI8PadTop], m[kI8PadBottom], s.HO, s.pad_top) ||
+        !conv_axis(s.W, s.KW, s.stride_w, s.dil_w, m[kI8Same], m[kI8PadLeft], m[kI8PadRight], s.WO, s.pad_left))
+      return kBadArgs;
+  } else {
+    if (x.ndim < 1 || q.ndim != 2 || q.dim(1) != x.dim(-1) || x.dim(-1) <= 0) return kBadArgs;
+    s = {x.numel() / x.dim(-1), x.dim(-1), 1, 1, q.dim(0), 1, 1, 1, 1, 1, 1, 0, 0, 1, 1};
+  }
+  const int64_t N = s.O, K = s.depth();
+  if (ws.numel() != N || wz.numel() != N || a[7].numel() != s.rows() * N) return kBadArgs;
+  if (s.rows() == 0 || N == 0) return kOk;
+  thread_local std::vector<float> zp_neg;
+  zp_neg.resize(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) zp_neg[n] = -f32(wz)[n];
+  gsk::int8_conv(f32(x), s, aq, gsk::A8W8{static_cast<const int8_t*>(q.data), f32(ws), zp_neg.data(), N, K}, static_cast<float*>(a[7].data));
   return kOk;
 }
 

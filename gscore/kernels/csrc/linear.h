@@ -1008,13 +1008,17 @@ inline void a8w8_gemm(const QuantizedRows& xq, const A8W8& w, float* y) {
   });
 }
 
-inline void a8w8_linear(const float* x, const float* smooth, int64_t M, const A8W8& w, bool dynamic, float xs, float xzp, float* y) {
-  QuantizedRows xq = quantize_activations(x, smooth, M, w.K, dynamic, xs, xzp);
-  if (M > kGemvRows) {
+// y [M, N] from quantized rows: the GEMM for prefill shapes, the GEMV for decode shapes.
+inline void a8w8_rows(const QuantizedRows& xq, const A8W8& w, float* y) {
+  if (xq.M > kGemvRows) {
     a8w8_gemm(xq, w, y);
     return;
   }
-  with_gemv_rows(M, [&](auto rows) { a8w8_gemv<decltype(rows)::value>(xq, w, y); });
+  with_gemv_rows(xq.M, [&](auto rows) { a8w8_gemv<decltype(rows)::value>(xq, w, y); });
+}
+
+inline void a8w8_linear(const float* x, const float* smooth, int64_t M, const A8W8& w, bool dynamic, float xs, float xzp, float* y) {
+  a8w8_rows(quantize_activations(x, smooth, M, w.K, dynamic, xs, xzp), w, y);
 }
 
 // int8 activations x int4 weights per group: y = ((code - zp) @ W.T) * activation scale.

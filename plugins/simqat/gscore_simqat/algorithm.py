@@ -8,9 +8,13 @@ network then trains with ``mindspore.train.Model`` or a ``value_and_grad`` loop 
 
 ``convert(net)`` builds the deploy network in place: int8 (or ``weight_bits``) codes with
 per-channel scales (:class:`~gscore.nn.quant_conv.Int8Weight`), fixed activation
-quantizers, BatchNorm folded into weight and bias. Its outputs equal the fake-quant
-network's in eval mode bit for bit: the activation scales come from the same compiled function
-(:func:`gscore.nn.fake_quant.graph_params`) and the same codes are dequantised.
+quantizers, BatchNorm folded into weight and bias. The activation scales come from the same
+compiled function the fake-quant network evaluates with
+(:func:`gscore.nn.fake_quant.graph_params`), so both quantize to the same codes. With native
+kernels each layer with 8-bit activations then runs as one integer operator (see
+:mod:`gscore.nn.quant_layer`; outputs within float32 rounding of the fake-quant network's);
+with ``GSCORE_KERNELS=portable`` the codes are dequantised and the outputs equal the
+fake-quant network's in eval mode bit for bit.
 
 Activation quantizers must have observed data (at least one training-mode forward) before
 the network is evaluated or converted; otherwise both raise ``CalibrationDataError`` naming
