@@ -137,7 +137,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"{p['machine']['usable_cores']} cores; load {p['load_start']['loadavg_1_5_15']} at start).\n",
         f"Median milliseconds per forward (PyNative) over {res['rounds']} interleaved rounds; the ratios are taken within each "
         "round, median [min-max] over rounds. `portable deploy` is the same deployed checkpoint with `GSCORE_KERNELS=portable` "
-        "(dequantise, then MindSpore's float Conv2D / MatMul).\n",
+        "(dequantise, then MindSpore's float Conv2D / MatMul). `float` is the network before its SimQAT epochs (hence its lower "
+        "accuracy); it is here for its speed.\n",
     ]
     for kind, r in res["networks"].items():
         a = r["agreement"]

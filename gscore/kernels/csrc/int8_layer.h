@@ -133,10 +133,10 @@ inline void conv_rows(const float* x, const ConvShape& s, const ActQuant& aq, Qu
       }
       for (int64_t ow = 0; ow < s.WO; ++ow) {
         A* row = block + ow * ld;
-        int32_t total = 0;
-        for (int64_t k = 0; k < K; ++k) total += row[k];
-        sums[bh * s.WO + ow] = total - static_cast<int32_t>(K) * IV::kBias;
         std::fill(row + K, row + ld, none);  // the GEMM reads whole vectors: code 0 past K
+        int32_t total = 0;  // over the whole padded row, in whole vectors (K alone left a scalar tail)
+        for (int64_t k = 0; k < ld; ++k) total += row[k];
+        sums[bh * s.WO + ow] = total - static_cast<int32_t>(ld) * IV::kBias;
       }
     }
   });
