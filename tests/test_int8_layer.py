@@ -190,3 +190,18 @@ def test_a_batch_larger_than_one_im2col_chunk_is_exact(level):
     case = (x, q, w_scale, w_zero, np.float32(0.02), np.float32(100), meta)
     expected = conv_reference(x, q, w_scale, w_zero, np.float32(0.02), np.float32(100), 0, 255, (1, 1), (1, 1), True, (0, 0, 0, 0))
     np.testing.assert_array_equal(run(level, case), expected)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_a_nan_input_takes_the_lowest_code_in_vector_and_scalar_paths(level):
+    """Both the vector body (index 0) and the scalar tail (index 36 of 37) map NaN to qmin, like
+    minus infinity, as the A8W8 linear kernels do: no undefined float-to-int conversion."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 37)).astype(np.float32)
+    x[:, [0, 36]] = np.nan
+    q = rng.integers(-128, 128, (5, 37)).astype(np.int8)
+    w_scale, w_zero = np.full(5, 0.01, np.float32), np.zeros(5, np.float32)
+    meta = (0, 0, 255, 1, 1, 1, 1, 0, 0, 0, 0, 0)
+    as_minus_inf = np.where(np.isnan(x), -np.inf, x).astype(np.float32)
+    expected = run(level, (as_minus_inf, q, w_scale, w_zero, np.float32(0.02), np.float32(100), meta))
+    np.testing.assert_array_equal(run(level, (x, q, w_scale, w_zero, np.float32(0.02), np.float32(100), meta)), expected)

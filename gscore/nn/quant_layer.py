@@ -12,8 +12,8 @@ A quantized layer is ``activation(op(input_quant(x), weight_source()) + bias)``:
 Algorithms differ only in the weight source and input quantizer they plug in, so training
 and deploy cells share this forward and a deployed network computes what training simulated.
 
-A deployed layer with int8 weights (:class:`~gscore.nn.quant_conv.Int8Weight`) and an 8-bit
-input quantizer (:class:`~gscore.nn.quant_conv.ActivationQuantizer`), a Dense or a one-group
+A deployed layer with int8 weights (:class:`~gscore.nn.quant_conv.Int8Weight`) and an input
+quantizer of at most 8 bits (:class:`~gscore.nn.quant_conv.ActivationQuantizer`), a Dense or a one-group
 Conv2d, runs as one native operator instead (:func:`~gscore.nn.quant_conv.int8_kernel`): the
 same activation and weight codes, multiplied exactly in int32. It agrees with the simulated
 network within float32 rounding, not bit for bit (the simulated float sums round, the integer

@@ -25,14 +25,16 @@
 
 namespace gsk {
 
-// How a layer's float input becomes int8 codes (see the top of the file).
+// How a layer's float input becomes int8 codes (see the top of the file). A NaN input takes
+// code qmin, as in the vector path (a vector max returns its second operand on NaN) and in the
+// A8W8 linear kernels.
 struct ActQuant {
   float scale, zero, qmin, qmax;
   int32_t offset;  // 128 for ranges above 127 (unsigned codes), else 0
 
   int8_t code(float x) const {
     const float u = x / scale + zero;
-    return static_cast<int8_t>(static_cast<int32_t>(std::min(std::max(std::nearbyint(u), qmin), qmax)) - offset);
+    return static_cast<int8_t>(static_cast<int32_t>(std::min(std::max(qmin, std::nearbyint(u)), qmax)) - offset);
   }
   int32_t stored_zero() const { return static_cast<int32_t>(zero) - offset; }
 };
@@ -113,7 +115,7 @@ inline void conv_rows(const float* x, const ConvShape& s, const ActQuant& aq, Qu
   });
   r.M = M;
   r.K = K;
-  r.ld = round_up(K, std::max<int64_t>(IV::RW, 4 * IV::KP));
+  r.ld = quantized_row_stride(K);
   r.a.resize(static_cast<size_t>(M * r.ld));
   r.scale.assign(static_cast<size_t>(M), aq.scale);
   r.zero.assign(static_cast<size_t>(M), aq.stored_zero());
@@ -150,7 +152,7 @@ constexpr int64_t kIm2colBytes = int64_t{16} << 20;
 // y [B, O, HO, WO] (NCHW) of the convolution; w holds the weight as [O, C * KH * KW] with its
 // zp_neg (minus the zero points).
 inline void int8_conv(const float* x, const ConvShape& s, const ActQuant& aq, const A8W8& w, float* y) {
-  const int64_t P = s.HO * s.WO, N = s.O, ld = round_up(s.depth(), std::max<int64_t>(IV::RW, 4 * IV::KP));
+  const int64_t P = s.HO * s.WO, N = s.O, ld = quantized_row_stride(s.depth());
   const int64_t per_chunk = std::max<int64_t>(1, kIm2colBytes / std::max<int64_t>(1, P * ld * static_cast<int64_t>(sizeof(IV::A))));
   thread_local QuantizedRows xq;
   thread_local std::vector<float> rows;  // [images * P, O], transposed into [images, O, P]

@@ -715,6 +715,9 @@ struct QuantizedRows {
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+// QuantizedRows::ld for K codes a row: whole GEMV row vectors and whole GEMM k groups.
+inline int64_t quantized_row_stride(int64_t K) { return round_up(K, std::max<int64_t>(IV::RW, 4 * IV::KP)); }
+
 // Activations ``x * smooth`` (SmoothQuant's input scale; all ones for layers without) quantized:
 // static: code = clamp(rint(v / s) + zp, -128, 127); dynamic (per row): s = max(max|v| / 127,
 // 1e-12), code = clamp(rint(v / s), -127, 127). Division, not a reciprocal multiply, and rint in
@@ -761,7 +764,7 @@ inline int32_t encode_codes(const int8_t* __restrict codes, int64_t K, IV::A* __
 }
 
 inline QuantizedRows quantize_activations(const float* x, const float* smooth, int64_t M, int64_t K, bool dynamic, float static_scale, float static_zp) {
-  QuantizedRows r{M, K, round_up(K, std::max<int64_t>(IV::RW, 4 * IV::KP)), {}, {}, {}, {}};
+  QuantizedRows r{M, K, quantized_row_stride(K), {}, {}, {}, {}};
   r.a.assign(static_cast<size_t>(M * r.ld), IV::encode(0));
   r.scale.resize(M);
   r.zero.resize(M);

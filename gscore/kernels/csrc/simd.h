@@ -271,8 +271,11 @@ struct FV {
     for (float& v : n.v) v = std::ldexp(1.0f, static_cast<int>(v));
     return n;
   }
-  static V clamp(V x, float lo, float hi) {
-    for (float& v : x.v) v = v < lo ? lo : (v > hi ? hi : v);
+  static V clamp(V x, float lo, float hi) {  // min(max(x, lo), hi) as the SIMD levels take it: NaN -> lo
+    for (float& v : x.v) {
+      const float m = v > lo ? v : lo;
+      v = m < hi ? m : hi;
+    }
     return x;
   }
   static V div(V a, V b) {

@@ -11,7 +11,7 @@ per-channel scales (:class:`~gscore.nn.quant_conv.Int8Weight`), fixed activation
 quantizers, BatchNorm folded into weight and bias. The activation scales come from the same
 compiled function the fake-quant network evaluates with
 (:func:`gscore.nn.fake_quant.graph_params`), so both quantize to the same codes. With native
-kernels each layer with 8-bit activations then runs as one integer operator (see
+kernels each layer with quantized activations then runs as one integer operator (see
 :mod:`gscore.nn.quant_layer`; outputs within float32 rounding of the fake-quant network's);
 with ``GSCORE_KERNELS=portable`` the codes are dequantised and the outputs equal the
 fake-quant network's in eval mode bit for bit.
