@@ -48,6 +48,18 @@ struct ConvShape {
   int64_t depth() const { return C * KH * KW; }
 };
 
+// The row stride of im2col rows of K codes: the GEMV reads any row length (whole vectors, then
+// a scalar tail) and the VNNI / AVX2 GEMM whole k groups, so rows need not be padded to the
+// 64-byte vectors of quantized_row_stride, which more than doubled a row of K = 25 (LeNet5's
+// first convolution); AMX tiles read whole 64-byte rows.
+inline int64_t conv_row_stride(int64_t K) {
+#if defined(GSK_LEVEL_AMX)
+  return quantized_row_stride(K);
+#else
+  return round_up(K, 4 * IV::KP);
+#endif
+}
+
 // codes[i] = aq.code(x[i]) for i < n, a vector at a time with the same operations (division,
 // addition, rounding half to even, clamp; the offset subtracted is an integer, exact).
 inline void quantize_codes(const float* x, int64_t n, const ActQuant& aq, int8_t* codes) {
@@ -115,7 +127,7 @@ inline void conv_rows(const float* x, const ConvShape& s, const ActQuant& aq, Qu
   });
   r.M = M;
   r.K = K;
-  r.ld = quantized_row_stride(K);
+  r.ld = conv_row_stride(K);
   r.a.resize(static_cast<size_t>(M * r.ld));
   r.scale.assign(static_cast<size_t>(M), aq.scale);
   r.zero.assign(static_cast<size_t>(M), aq.stored_zero());
@@ -152,7 +164,7 @@ constexpr int64_t kIm2colBytes = int64_t{16} << 20;
 // y [B, O, HO, WO] (NCHW) of the convolution; w holds the weight as [O, C * KH * KW] with its
 // zp_neg (minus the zero points).
 inline void int8_conv(const float* x, const ConvShape& s, const ActQuant& aq, const A8W8& w, float* y) {
-  const int64_t P = s.HO * s.WO, N = s.O, ld = quantized_row_stride(s.depth());
+  const int64_t P = s.HO * s.WO, N = s.O, ld = conv_row_stride(s.depth());
   const int64_t per_chunk = std::max<int64_t>(1, kIm2colBytes / std::max<int64_t>(1, P * ld * static_cast<int64_t>(sizeof(IV::A))));
   thread_local QuantizedRows xq;
   thread_local std::vector<float> rows;  // [images * P, O], transposed into [images, O, P]
