@@ -179,12 +179,12 @@ def test_a_native_layer_equals_the_dequantising_layer_within_float_rounding(name
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_a_batch_larger_than_one_im2col_chunk_is_exact(level):
-    """440 x 440 images make 6 MB (int16 codes, AVX2 and C++) or 12 MB (VNNI) of im2col rows
-    each, so the kernel's 16 MB chunks hold two images or one: the chunk offsets into input and
-    output are exercised at every level."""
+    """Four-channel 440 x 440 images make 9 MB (VNNI: 48-byte rows) or 15 MB (int16 codes, AVX2
+    and C++: 80-byte rows) of im2col rows each, so the kernel's 16 MB chunks hold one image: the
+    chunk offsets into input and output are exercised at every level."""
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((3, 1, 440, 440)).astype(np.float32)
-    q = rng.integers(-128, 128, (4, 1, 3, 3)).astype(np.int8)
+    x = rng.standard_normal((3, 4, 440, 440)).astype(np.float32)
+    q = rng.integers(-128, 128, (4, 4, 3, 3)).astype(np.int8)
     w_scale, w_zero = np.full(4, 0.01, np.float32), np.array([0, 1, -2, 3], np.float32)
     meta = (1, 0, 255, 1, 1, 1, 1, 1, 0, 0, 0, 0)
     case = (x, q, w_scale, w_zero, np.float32(0.02), np.float32(100), meta)
