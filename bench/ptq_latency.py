@@ -320,7 +320,7 @@ def overhead_steps(decoders: dict[str, CompiledDecoder], weights: dict, model_co
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
         with kernels.forced(kernels.PORTABLE):
-            before = {name: build(name, model_config, weights, tokenizer, calibration)[0] for name in ("fp32", "a16w8")}
+            before = {name: build(name, model_config, weights, tokenizer, calibration)[0] for name in ("fp32", "a16w8") if name in decoders}
     capacity = decoders["fp32"].capacity
     ungrouped = {name: CompiledDecoder(build(name, model_config, weights, tokenizer, calibration)[0], capacity, group_linears=False) for name in before}
     grouped = {name: CompiledDecoder(build(name, model_config, weights, tokenizer, calibration)[0], capacity, fuse_blocks=False) for name in before}
