@@ -162,7 +162,7 @@ class QuantLinear(_QuantLinearBase):
         or generators: this runs inside compiled graphs, where a generator over the inputs made
         compiling SmolLM2's decode step take 44 s instead of 9."""
         wq = self._weight_quantizer
-        weight = (self.weight, wq.scale) if block and wq.symmetric else (self.weight, wq.scale, wq.zp_neg)
+        weight = (self.weight, wq.scale) if block and self.zero_points_implied else (self.weight, wq.scale, wq.zp_neg)
         if self.kernel == "w4_linear":
             return weight if block else weight + (self.group_size,)
         if self.kernel == "w8_linear":
