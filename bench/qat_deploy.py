@@ -1,22 +1,24 @@
-"""Benchmark: inference speed of SimQAT-deployed networks on the native integer kernels.
+"""Benchmark: inference speed of SimQAT- and SLB-deployed networks on the native integer kernels.
 
-Question answered: a network trained with SimQAT and converted runs its Conv2d and Dense layers
+Question answered: a network trained with SimQAT (or SLB with 8-bit activations) and converted runs its Conv2d and Dense layers
 as one integer operator each (``gsk_int8_layer``: the activation quantization, im2col and the
 int8 GEMM of ``gscore/kernels``). How fast is that against the float network it came from and
 against the dequantising deploy path (``GSCORE_KERNELS=portable``: int8 codes dequantised, then
 MindSpore's float Conv2D / MatMul), and how close are its outputs to the simulated network's?
 
 Networks: LeNet5 and DigitsResNet (widths 16/32/64, BatchNorm folded), each trained
-``--float-epochs`` in float on MNIST-5k, then ``--qat-epochs`` with SimQAT A8W8 (per-channel int8
-weights, unsigned EMA int8 activations). The portable deploy network is the same deployed
-checkpoint loaded with native kernels off.
+``--float-epochs`` in float on MNIST-5k, then ``--qat-epochs`` with the ``--algorithm``:
+``simqat`` is SimQAT A8W8 (per-channel int8 weights, unsigned EMA int8 activations); ``slb-w2``
+is SLB's 2-bit weight search with 8-bit activations on every Conv2d and Dense (its packed
+levels run through the same int8 operator as odd integers). The portable deploy network is
+the same deployed checkpoint loaded with native kernels off.
 
 Timing: per batch size, the three networks run in a new random order in each of ``--rounds``
 rounds; a sample is the mean of enough forwards (PyNative, the way ``predict_logits`` runs them)
 to take ``--sample-ms``. Ratios are taken within each round and their median is reported with
 the range over rounds.
 
-Usage (from the repository root): python bench/qat_deploy.py [--rounds 9] [--batches 1 32 256]
+Usage (from the repository root): python bench/qat_deploy.py [--algorithm simqat|slb-w2] [--rounds 9] [--batches 1 32 256]
 Writes bench/results/qat_deploy.json and .md (``--output`` changes the stem).
 """
 
@@ -36,8 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_info, md_table, provenance, write_results  # noqa: E402
 
 
-def trained(kind: str, float_epochs: int, qat_epochs: int, ckpt: Path) -> dict[str, Any]:
-    """The float network, the SimQAT network before and after convert (native kernels), the
+ALGORITHMS = {"simqat": ("simqat", {}), "slb-w2": ("slb", {"weight_bits": 2, "include_dense": True, "act_bits": 8})}
+
+
+def trained(kind: str, algorithm: str, float_epochs: int, qat_epochs: int, ckpt: Path) -> dict[str, Any]:
+    """The float network, the QAT network before and after convert (native kernels), the
     same deployed checkpoint loaded with kernels off, and their test logits."""
     import mindspore as ms
 
@@ -58,14 +63,19 @@ def trained(kind: str, float_epochs: int, qat_epochs: int, ckpt: Path) -> dict[s
     ms.save_checkpoint(net, str(float_path))
     float_net = make()
     ms.load_param_into_net(float_net, ms.load_checkpoint(str(float_path)))
-    algo = gscore.get("simqat")()
+    name, config = ALGORITHMS[algorithm]
+    algo = gscore.get(name)(config)
     algo.apply(net)
-    train_classifier(net, data.train_x, data.train_y, epochs=qat_epochs, batch_size=64, learning_rate=1e-4, progress=False)
+    hook = None
+    if name == "slb":  # SLB's temperature schedule runs over every step of the QAT epochs
+        schedule = algo.schedule(qat_epochs * -(-len(data.train_x) // 64))
+        hook = lambda: schedule.step(net)  # noqa: E731
+    train_classifier(net, data.train_x, data.train_y, epochs=qat_epochs, batch_size=64, learning_rate=1e-4, progress=False, before_step=hook)
     simulated = predict_logits(net, data.test_x)
     algo.convert(net)
     save_checkpoint(net, ckpt, algo.describe(net))
     with kernels.forced(kernels.PORTABLE):
-        again = gscore.get("simqat")()
+        again = gscore.get(name)(config)
         portable = again.convert(again.apply(make()), ckpt_path=ckpt)
     nets = {"float": float_net, "portable deploy": portable, "native deploy": net}
     logits = {name: predict_logits(n, data.test_x) for name, n in nets.items()}
@@ -120,10 +130,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     start = load_info()
     random.seed(0)
-    res: dict[str, Any] = {"kernel_level": kernels.level(), "rounds": args.rounds, "sample_ms": args.sample_ms, "networks": {}}
+    res: dict[str, Any] = {"algorithm": args.algorithm, "kernel_level": kernels.level(), "rounds": args.rounds, "sample_ms": args.sample_ms, "networks": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.networks:
-            built = trained(kind, args.float_epochs, args.qat_epochs, Path(tmp) / f"{kind}.ckpt")
+            built = trained(kind, args.algorithm, args.float_epochs, args.qat_epochs, Path(tmp) / f"{kind}.ckpt")
             res["networks"][kind] = {"agreement": agreement(built["logits"], built["labels"]), "timing": race(built["nets"], built["images"], args.batches, args.rounds, args.sample_ms)}
     res["provenance"] = provenance(start)
     return res
@@ -132,12 +142,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(res: dict[str, Any]) -> str:
     p = res["provenance"]
     out = [
-        "# SimQAT deploy on the native integer kernels: inference time\n",
+        f"# {res.get('algorithm', 'simqat')} deploy on the native integer kernels: inference time\n",
         f"Command: `{p['command']}` (git {p['git']}, kernel level `{res['kernel_level']}`, {p['machine']['cpu_model']}, "
         f"{p['machine']['usable_cores']} cores; load {p['load_start']['loadavg_1_5_15']} at start).\n",
         f"Median milliseconds per forward (PyNative) over {res['rounds']} interleaved rounds; the ratios are taken within each "
         "round, median [min-max] over rounds. `portable deploy` is the same deployed checkpoint with `GSCORE_KERNELS=portable` "
-        "(dequantise, then MindSpore's float Conv2D / MatMul). `float` is the network before its SimQAT epochs (hence its lower "
+        "(dequantise, then MindSpore's float Conv2D / MatMul). `float` is the network before its QAT epochs (hence its lower "
         "accuracy); it is here for its speed.\n",
     ]
     for kind, r in res["networks"].items():
@@ -161,6 +171,7 @@ def markdown(res: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algorithm", default="simqat", choices=list(ALGORITHMS))
     parser.add_argument("--networks", nargs="+", default=["lenet5", "resnet"], choices=["lenet5", "resnet"])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256])
     parser.add_argument("--rounds", type=int, default=9)

@@ -24,7 +24,7 @@ from mindspore import Tensor, nn
 
 from gscore import kernels
 from gscore.kernels.ops import conv_output_size, int8_layer_primitive
-from gscore.nn.quant_conv import ActivationQuantizer, Int8Weight
+from gscore.nn.quant_conv import ActivationQuantizer, Int8Weight, PackedWeight
 from gscore.nn.quant_layer import LayerOp, QuantLayer
 from gscore.quant import QuantScheme, quant_params
 
@@ -175,6 +175,46 @@ def test_a_native_layer_equals_the_dequantising_layer_within_float_rounding(name
     got, expected = native(x).asnumpy(), portable(x).asnumpy()
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def packed_layer(cell: nn.Cell, bits: int, levels: np.ndarray, codes: np.ndarray, scale: np.ndarray) -> QuantLayer:
+    act = QuantScheme(bits=8, symmetric=False, signed=False, granularity="per_tensor")
+    return QuantLayer(LayerOp(cell), PackedWeight(codes, levels, scale, bits), cell.bias if cell.has_bias else None, ActivationQuantizer.from_range(-2.0, 3.0, act), None)
+
+
+@pytest.mark.skipif(not kernels.enabled(), reason="native kernels are off on this machine (no compiler or GSCORE_KERNELS=portable)")
+@pytest.mark.parametrize("bits", [1, 2, 4])
+@pytest.mark.parametrize("name", ["conv-uneven-pads-stride-dilation", "dense-rank-3"])
+def test_a_packed_slb_layer_runs_natively_and_equals_the_dequantising_layer(name, bits):
+    """SLB's levels ``linspace(-1, 1, 2**bits)`` are odd integers over ``2**bits - 1``: the same
+    int8 operator runs them, from the packed Parameters, whatever a later load put there."""
+    make, shape = LAYERS[name]
+    cell = make()
+    rng = np.random.default_rng(bits)
+    oc = cell.weight.shape[0]
+    grid = np.linspace(-1.0, 1.0, 1 << bits, dtype=np.float32)
+    codes = rng.integers(0, 1 << bits, size=cell.weight.shape)
+    scale = rng.uniform(0.05, 0.5, size=oc).astype(np.float32)
+    native = packed_layer(cell, bits, grid, codes, scale)
+    with kernels.forced(kernels.PORTABLE):
+        portable = packed_layer(cell, bits, grid, codes, scale)
+    assert native.native is not None and portable.native is None
+    x = Tensor(rng.normal(size=shape).astype(np.float32))
+    np.testing.assert_allclose(native(x).asnumpy(), portable(x).asnumpy(), rtol=0, atol=1e-5 * np.abs(portable(x).asnumpy()).max())
+    # new codes and scales loaded into both (as a checkpoint load does) are what both run
+    other = PackedWeight(rng.integers(0, 1 << bits, size=cell.weight.shape), grid, scale[::-1].copy(), bits)
+    for layer in (native, portable):
+        layer.weight_source.packed.set_data(other.packed.data.copy())
+        layer.weight_source.scale.set_data(other.scale.data.copy())
+    expected = portable(x).asnumpy()
+    np.testing.assert_allclose(native(x).asnumpy(), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_packed_levels_off_the_odd_grid_stay_on_the_dequantising_path():
+    cell = nn.Dense(8, 3)
+    codes = np.random.default_rng(0).integers(0, 4, size=(3, 8))
+    layer = packed_layer(cell, 2, np.array([-1.0, -0.5, 0.5, 1.0], np.float32), codes, np.ones(3, np.float32))
+    assert layer.native is None
 
 
 @pytest.mark.parametrize("level", LEVELS)

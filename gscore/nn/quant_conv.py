@@ -56,6 +56,10 @@ class Int8Weight(nn.Cell):
         q = ops.cast(self.weight, ms.float32) - ops.reshape(self.zero_point, self.channel_shape)
         return q * ops.reshape(self.scale, self.channel_shape)
 
+    def kernel_parts(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The native kernel's weight inputs: int8 codes, per-channel scale and zero point (its Parameters)."""
+        return self.weight, self.scale, self.zero_point
+
     @classmethod
     def from_params(cls, w: np.ndarray, params: QuantParams) -> "Int8Weight":
         """Quantize float ``w`` with signed ``params`` (per tensor, or per channel on axis 0)."""
@@ -91,6 +95,14 @@ class PackedWeight(nn.Cell):
         self.scale = Parameter(Tensor(scale.astype(np.float32)), name="scale", requires_grad=False)
         per_byte = 8 // bits
         self.divisors = Tensor(np.left_shift(1, bits * np.arange(per_byte)).astype(np.int32))
+        self.steps = float((1 << bits) - 1)  # odd-grid levels times this are odd integers
+        self.no_zero_point = Tensor(np.zeros(self.shape[0], np.float32))
+
+    def on_odd_grid(self) -> bool:
+        """Whether ``levels`` are SLB's grid ``(2c - (2**bits - 1)) / (2**bits - 1)`` for code ``c``
+        (:func:`gscore_slb.search.levels`), the case :meth:`kernel_parts` can express in int8."""
+        odd = 2 * np.arange(1 << self.bits) - self.steps
+        return bool(np.all(np.abs(self.levels.asnumpy().astype(np.float64) * self.steps - odd) <= 1e-4))
 
     def codes(self) -> Tensor:
         """int32 codes ``[oc, k]`` unpacked from ``packed`` (bit-pack layout of gscore.quant.bitpack)."""
@@ -101,6 +113,17 @@ class PackedWeight(nn.Cell):
     def construct(self) -> Tensor:
         w = ops.gather(self.levels, self.codes(), 0)
         return ops.reshape(w * ops.reshape(self.scale, (-1, 1)), self.shape)
+
+    def kernel_parts(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The native kernel's weight inputs for levels on the odd grid (:meth:`on_odd_grid`):
+        int8 codes ``levels[code] * (2**bits - 1)`` (odd integers in ``[-(2**bits - 1), 2**bits - 1]``),
+        scale ``scale / (2**bits - 1)`` and zero point 0, so ``(q - 0) * scale'`` is the weight.
+
+        Computed from the Parameters at every call, so a checkpoint loaded later is what runs.
+        Levels off the grid (a checkpoint not made by SLB) would be rounded to it here; the
+        layer checks the grid when it is built."""
+        q = ops.round(ops.gather(self.levels, self.codes(), 0) * self.steps)
+        return ops.reshape(ops.cast(q, ms.int8), self.shape), self.scale / self.steps, self.no_zero_point
 
 
 class ActivationQuantizer(nn.Cell):
@@ -138,11 +161,13 @@ class ActivationQuantizer(nn.Cell):
 def int8_kernel(op: nn.Cell, weight: nn.Cell, input_quant: nn.Cell | None) -> tuple[ops.Custom | None, Tensor | None]:
     """``(operator, meta)`` of the native integer kernel (``gsk_int8_layer``) that computes a
     deployed layer in one call, or ``(None, None)`` when it does not apply: native kernels off,
-    weights not :class:`Int8Weight`, no :class:`ActivationQuantizer`, a grouped convolution,
-    or activation codes that do not fit a byte. ``op`` is the layer's
+    weights neither :class:`Int8Weight` nor a :class:`PackedWeight` whose levels are on the odd
+    grid, no :class:`ActivationQuantizer`, a grouped convolution, or activation codes that do
+    not fit a byte. ``op`` is the layer's
     :class:`~gscore.nn.quant_layer.LayerOp`. The operator takes the parameters the dequantising
     path reads, so checkpoints are the same either way."""
-    if not isinstance(weight, Int8Weight) or not isinstance(input_quant, ActivationQuantizer) or op.group != 1:
+    integer_weight = isinstance(weight, Int8Weight) or (isinstance(weight, PackedWeight) and weight.on_odd_grid())
+    if not integer_weight or not isinstance(input_quant, ActivationQuantizer) or op.group != 1:
         return None, None
     scheme = input_quant.scheme
     offset = 128 if scheme.qmax > 127 else 0  # unsigned codes are stored minus 128

@@ -12,7 +12,8 @@ A quantized layer is ``activation(op(input_quant(x), weight_source()) + bias)``:
 Algorithms differ only in the weight source and input quantizer they plug in, so training
 and deploy cells share this forward and a deployed network computes what training simulated.
 
-A deployed layer with int8 weights (:class:`~gscore.nn.quant_conv.Int8Weight`) and an input
+A deployed layer with integer weights (:class:`~gscore.nn.quant_conv.Int8Weight`, or SLB's
+bit-packed :class:`~gscore.nn.quant_conv.PackedWeight` on its odd grid) and an input
 quantizer of at most 8 bits (:class:`~gscore.nn.quant_conv.ActivationQuantizer`), a Dense or a one-group
 Conv2d, runs as one native operator instead (:func:`~gscore.nn.quant_conv.int8_kernel`): the
 same activation and weight codes, multiplied exactly in int32. It agrees with the simulated
@@ -88,8 +89,8 @@ class QuantLayer(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         if self.native is not None and x.dtype == ms.float32:
-            weight, quant = self.weight_source, self.input_quant
-            y = self.native(x, weight.weight, weight.scale, weight.zero_point, quant.scale, quant.zero_point, self.native_meta)
+            codes, scale, zero_point = self.weight_source.kernel_parts()
+            y = self.native(x, codes, scale, zero_point, self.input_quant.scale, self.input_quant.zero_point, self.native_meta)
         else:
             if self.has_input_quant:
                 x = self.input_quant(x)

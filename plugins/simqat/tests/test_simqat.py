@@ -1,17 +1,7 @@
 """SimQAT on CPU: trains real networks on real digits, deploys with int8 weights, round-trips.
 
-Deploy vs simulation:
-
-* With ``GSCORE_KERNELS=portable`` there is no tolerance. The deployed layer dequantises the
-  same integer codes, and its activation scales come from the same compiled float32 function
-  the simulated network evaluates with, so outputs are bit-identical (tested with inputs whose
-  minimum is negative, where a float64 scale would differ by an ulp in about a quarter of the
-  ranges).
-* With native kernels (the default) each layer is one integer operator on the same codes
-  (``tests/test_int8_layer.py``: exact against numpy, within float32 rounding of the
-  dequantising layer). Through a network an activation that lands within rounding of a code
-  boundary can take the neighbouring code, so logits agree within :data:`NATIVE_LOGIT_TOL` of
-  their largest magnitude and predictions within :data:`NATIVE_PREDICTION_AGREEMENT`.
+Deploy vs simulation: bit for bit on the portable path, within the tolerances of
+:mod:`gscore.testing.native_deploy` on the native kernels (the default).
 """
 
 from __future__ import annotations
@@ -33,6 +23,7 @@ from gscore.nn.fake_quant import ActivationFakeQuant
 from gscore.nn.quant_conv import ActivationQuantizer, Int8Weight
 from gscore.nn.quant_layer import QuantLayer
 from gscore.testing.conformance import QATConformance
+from gscore.testing.native_deploy import assert_native_deploy_close, native_layers
 from gscore.train.classifier import train_classifier
 from gscore_simqat.algorithm import SimulatedQuantizationAwareTraining
 from gscore_simqat.config import SimQATConfig
@@ -42,18 +33,6 @@ from gscore.nn.fake_quant import FakeQuantizedWeight
 ms.runtime.launch_blocking()
 
 SimQAT = gscore.get("simqat")
-NATIVE_LOGIT_TOL = 0.02  # measured: 0.12 % (LeNet5), 0.21 % (ResNet) in bench/results/qat_deploy.md
-NATIVE_PREDICTION_AGREEMENT = 0.98
-
-
-def assert_native_deploy_close(deployed: np.ndarray, simulated: np.ndarray) -> None:
-    """The kernel-deployed network's logits against the simulated network's (module docstring)."""
-    np.testing.assert_allclose(deployed, simulated, rtol=0, atol=NATIVE_LOGIT_TOL * np.abs(simulated).max())
-    assert (deployed.argmax(axis=1) == simulated.argmax(axis=1)).mean() >= NATIVE_PREDICTION_AGREEMENT
-
-
-def native_layers(net: nn.Cell) -> list[str]:
-    return [name for name, cell in net.cells_and_names() if isinstance(cell, QuantLayer) and cell.native is not None]
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,10 @@
 """SLB on CPU: search 1/2/4-bit weights on real digits, deploy packed, match the hard network.
 
-Deploy vs training network: the deployed layer looks up the same level values with the same
-argmax codes and multiplies by the same float32 scales, so outputs are bit-identical
-(tolerance: exact).
+Deploy vs training network: on the portable path the deployed layer looks up the same level
+values with the same argmax codes and multiplies by the same float32 scales, so outputs are
+bit-identical (tolerance: exact). With 8-bit activations and native kernels (the default) a
+layer runs the integer operator on the same codes (SLB's levels are odd integers over
+``2**bits - 1``), within the tolerances of :mod:`gscore.testing.native_deploy`.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ import pytest
 from mindspore import Tensor, nn
 
 import gscore
-from gscore import CalibrationDataError, ConfigError, NoQuantizableLayerError
+from gscore import CalibrationDataError, ConfigError, NoQuantizableLayerError, kernels
 from gscore.data.mnist import load_mnist_5k
 from gscore.eval.classification import predict_logits, top1_accuracy
+from gscore.io import save_checkpoint
 from gscore.models.convnets import LeNet5
 from gscore.nn.quant_conv import ActivationQuantizer, PackedWeight
 from gscore.nn.quant_layer import QuantLayer
 from gscore.quant.bitpack import unpack_bits
 from gscore.testing.conformance import QATConformance
+from gscore.testing.native_deploy import assert_native_deploy_close, native_layers
 from gscore.train.classifier import train_classifier
 from gscore_slb.algorithm import SlbQuantAwareTraining
 from gscore_slb.config import SLBConfig
@@ -138,7 +142,7 @@ def test_pretrained_init_keeps_accuracy_that_random_init_throws_away(digits, pre
 
 
 @pytest.mark.slow
-def test_two_bit_search_learns_and_deploys_packed_with_identical_outputs(digits, pretrained):
+def test_two_bit_search_learns_and_deploys_packed_with_identical_outputs(digits, pretrained, tmp_path):
     path, _ = pretrained
     net = load_pretrained(path)
     algo = SLB(SLBConfig(weight_bits=2, include_dense=True, act_bits=8))
@@ -148,8 +152,16 @@ def test_two_bit_search_learns_and_deploys_packed_with_identical_outputs(digits,
     hard = predict_logits(net, x)
     assert top1_accuracy(hard, y) > 0.85
 
-    algo.convert(net)
+    with kernels.forced(kernels.PORTABLE):
+        algo.convert(net)
     np.testing.assert_array_equal(predict_logits(net, x), hard)
+    path = tmp_path / "deployed.ckpt"
+    save_checkpoint(net, path, algo.describe(net))
+    native = SLB(SLBConfig(weight_bits=2, include_dense=True, act_bits=8))
+    native_net = native.convert(native.apply(make_lenet()), ckpt_path=path)
+    if kernels.enabled():
+        assert native_layers(native_net) == ["conv1", "conv2", "fc1", "fc2", "fc3"]
+    assert_native_deploy_close(predict_logits(native_net, x), hard)
     fc1 = net.fc1.weight_source
     assert isinstance(fc1, PackedWeight) and isinstance(net.fc1.input_quant, ActivationQuantizer)
     packed = fc1.packed.asnumpy()
