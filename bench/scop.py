@@ -16,7 +16,9 @@ One process, fixed seeds:
 1. float: train ``--float-epochs`` at learning rate 1e-3, then ``--finetune-epochs`` at the
    fine-tune rate (the low-rate tail the pruned networks get too, so pruning starts from a
    converged float network and the comparison does not flatter pruning).
-2. per rate: SCOP (``apply`` = knockoff stage, ``convert`` = the smaller network, recalibrated).
+2. per rate: SCOP (``apply`` = knockoff stage, ``convert`` = the smaller network, recalibrated;
+   ``--ranking reconstruction``: no knockoff stage, ``convert`` chooses the channels by their cost
+   to the least-squares refit).
    SCOP's ``selection`` fixes how many channels each group keeps; every baseline keeps the SAME
    number per group, so the methods differ only in which channels they keep: random (several
    seeds), largest filter L1 norm (summed over a group's convolutions), largest BatchNorm |gamma|
@@ -215,7 +217,7 @@ def prune_at(rate: float, spec: dict[str, Any], args: argparse.Namespace, data: 
     ms.load_checkpoint(float_ckpt, net)
     config = SCOPConfig(
         prune_rate=rate, selection=spec["selection"], layers=spec["layers"], knockoff_epochs=args.knockoff_epochs,
-        knockoff_separation=args.separation, seed=args.seed,
+        knockoff_separation=args.separation, seed=args.seed, ranking=args.ranking,
     )
     algo = gscore.get("scop")(config)
     t_knockoff, _ = common.timed(lambda: algo.apply(net, datasets=(data.train_x, data.train_y)))
@@ -389,7 +391,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "data": "MNIST-5k, 4000 train / 1000 test; shift check: sklearn digits (1797, redrawn 28x28)",
             "float_epochs": args.float_epochs, "knockoff_epochs": args.knockoff_epochs, "finetune_epochs": args.finetune_epochs,
             "finetune_learning_rate": args.finetune_lr, "random_seeds": args.random_seeds, "seed": args.seed, "repeat": args.repeat,
-            "knockoff_separation": args.separation, "selection": args.selection,
+            "knockoff_separation": args.separation, "selection": args.selection, "ranking": args.ranking,
         },
         "units": "accuracy as a fraction of the test images; latency in seconds per forward; MACs per image, FLOPs = 2 MACs",
         "load_average_1_5_15min": {"start": load_before, "end": os.getloadavg()},
@@ -427,8 +429,10 @@ def markdown(res: dict[str, Any]) -> str:
         f"Command: `{res['command']}` (git {res['git_revision'][:12]})\n\n",
         f"Machine: {m['cpu_model']}, {m['usable_cores']} cores shared with other jobs (load average {res['load_average_1_5_15min']['start'][0]:.1f} "
         f"at the start, {res['load_average_1_5_15min']['end'][0]:.1f} at the end); mindspore {res['versions']['mindspore']}. Data: {w['data']}. "
-        f"Float: {w['float_epochs']} epochs at lr 0.001, then {w['finetune_epochs']} at the fine-tune lr. SCOP: knockoff stage {w['knockoff_epochs']} epochs "
-        f"(defaults of `SCOPConfig` otherwise). Fine-tune of every pruned network: {w['finetune_epochs']} epochs at lr {w['finetune_learning_rate']}, same seed.\n\n",
+        f"Float: {w['float_epochs']} epochs at lr 0.001, then {w['finetune_epochs']} at the fine-tune lr. "
+        + (f"SCOP: knockoff stage {w['knockoff_epochs']} epochs " if w.get("ranking", "knockoff") == "knockoff" else
+           "SCOP: `ranking='reconstruction'` (channels chosen by their cost to the least-squares refit, greedy group OBS; no knockoff stage) ")
+        + f"(defaults of `SCOPConfig` otherwise). Fine-tune of every pruned network: {w['finetune_epochs']} epochs at lr {w['finetune_learning_rate']}, same seed.\n\n",
         "Every method keeps the same number of channels in every channel group (the counts SCOP's selection chose), so the rows differ only in "
         "*which* channels they keep. 'cut' = channels removed, nothing repaired; 'statistics only' = the repair of earlier versions "
         "(BatchNorm statistics re-measured, or for the BN-free CNN every layer re-standardised to the float network's output statistics); "
@@ -510,7 +514,8 @@ def markdown(res: dict[str, Any]) -> str:
         if r0["skipped_convolutions"]:
             out.append("Skipped: " + "; ".join(f"`{k}`: {v}" for k, v in r0["skipped_convolutions"].items()) + ". ")
         out.append("Kept channels per rate: " + "; ".join(f"{r['prune_rate']}: {r['kept_channels']}" for r in net["rates"]) + ". ")
-        out.append("Knockoff stage seconds per rate: " + ", ".join(f"{r['seconds']['knockoff']:.0f}" for r in net["rates"]) + ". ")
+        out.append("Seconds per rate of `apply` (the knockoff stage, or tracing only) and `convert` (choice, cut and repair): "
+                   + ", ".join(f"{r['seconds']['knockoff']:.0f} / {r['seconds']['convert']:.0f}" for r in net["rates"]) + ". ")
         out.append("Every SCOP checkpoint was saved with its description, rebuilt with `load_pruned` into a fresh network and gave identical outputs.\n\n")
         batches = sorted(r0["latency"]["float"], key=lambda k: int(k.split("_")[1]))
         out.append("Latency, ms per forward (SCOP network, float in brackets, best of the interleaved repetitions): "
@@ -531,6 +536,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--networks", nargs="+", default=["resnet-inner", "resnet", "cnn"], choices=["resnet-inner", "resnet", "cnn"])
     p.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64], help="DigitsResNet stage widths")
     p.add_argument("--rates", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    p.add_argument("--ranking", default="knockoff", choices=["knockoff", "reconstruction"], help="SCOPConfig.ranking of the SCOP rows")
     p.add_argument("--selection", default="layer", choices=["layer", "global"], help="SCOP's selection; the baselines keep SCOP's per-group counts")
     p.add_argument("--float-epochs", type=int, default=5)
     p.add_argument("--knockoff-epochs", type=int, default=None, help="knockoff_epochs (default: SCOPConfig's)")

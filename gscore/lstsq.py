@@ -10,10 +10,16 @@ are the same ridge regression ``min ||X W - Y||^2 + ridge * mean(diag(X^T X)) * 
   ``[n * oh * ow, c * kh * kw]`` (im2col) whose product with the weight ``[out, c, kh, kw]``
   reshaped to ``[out, c * kh * kw]`` is the convolution's output without bias;
 * :class:`NormalEquations` accumulates ``X^T X`` and ``X^T Y`` batch by batch (memory is
-  ``features^2``, whatever the number of rows) and solves them.
+  ``features^2``, whatever the number of rows) and solves them;
+* :class:`BlockElimination` answers the question before the refit, which inputs to remove: it
+  removes blocks of columns (an input channel's ``kh * kw`` patch columns, or a flattened
+  channel's features) one at a time, always the block whose loss the refit of the others
+  compensates best (group Optimal Brain Surgeon; ThiNet chooses channels for the same refit).
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 
@@ -71,19 +77,94 @@ class NormalEquations:
         self.cross += x.T @ np.asarray(y, np.float64)
         self.rows += len(x)
 
+    def regularised(self, ridge: float) -> np.ndarray:
+        """``X^T X`` plus ``ridge`` times the mean of its diagonal on every feature (not the intercept)."""
+        if self.rows == 0:
+            raise ValueError("no rows were added")
+        gram = self.gram.copy()
+        n = len(gram) - int(self.intercept)
+        gram[np.arange(n), np.arange(n)] += ridge * max(float(np.trace(gram[:n, :n])) / max(n, 1), 1e-30)
+        return gram
+
     def solve(self, ridge: float) -> tuple[np.ndarray, np.ndarray | None]:
         """Weights ``[outputs, features]`` and the bias ``[outputs]`` (None without intercept).
 
         ``ridge`` is relative to the mean of the diagonal of ``X^T X`` (scale-free), so
         redundant or constant inputs (e.g. the zero padding of a patch) still give one solution.
         """
-        if self.rows == 0:
-            raise ValueError("no rows were added")
-        gram = self.gram.copy()
-        n = len(gram) - int(self.intercept)
-        penalty = ridge * max(float(np.trace(gram[:n, :n])) / max(n, 1), 1e-30)
-        gram[np.arange(n), np.arange(n)] += penalty
-        solution = np.linalg.lstsq(gram, self.cross, rcond=None)[0]
+        solution = np.linalg.lstsq(self.regularised(ridge), self.cross, rcond=None)[0]
         if self.intercept:
             return solution[:-1].T, solution[-1]
         return solution.T, None
+
+
+class BlockElimination:
+    """Greedy removal of column blocks from the ridge regression of :class:`NormalEquations`.
+
+    With ``H = X^T X + ridge`` and the fit ``beta = H^-1 X^T Y``, removing the columns ``J`` and
+    refitting the rest raises the ridge objective (residual ``||X beta - Y||^2`` plus penalty) by exactly
+    ``tr(beta_J^T [H^-1]_JJ^-1 beta_J)`` (the block form of Optimal Brain Surgeon), and the
+    inverse and fit of the remaining columns follow from ``H^-1`` by a block downdate, so no
+    system is solved twice. Costs are fractions of the output energy the full fit explains,
+    ``tr(beta^T X^T Y)``, so the costs of several layers reading the same channels can be summed.
+
+    ``blocks[c]`` are the column indices of block ``c`` (disjoint; the intercept column, if
+    any, is in none and always stays); ``outputs`` restricts the fit to those output columns
+    (a layer whose own outputs are cut only refits the ones it keeps).
+    """
+
+    def __init__(self, equations: NormalEquations, blocks: Sequence[np.ndarray], ridge: float, outputs: np.ndarray | None = None) -> None:
+        cross = equations.cross if outputs is None else equations.cross[:, np.asarray(outputs, np.int64)]
+        self.inverse = np.linalg.inv(equations.regularised(ridge))
+        self.beta = self.inverse @ cross
+        self.explained = max(float(np.sum(cross * self.beta)), 1e-300)
+        self.blocks = [np.asarray(b, np.int64) for b in blocks]
+        self.columns = np.arange(len(self.inverse))  # original index of each remaining column
+
+    def _positions(self, block: int) -> np.ndarray:
+        return np.searchsorted(self.columns, self.blocks[block])
+
+    def costs(self, blocks: Sequence[int]) -> np.ndarray:
+        """Residual increase of removing each of ``blocks`` alone from the current fit, as a
+        fraction of the energy the full fit explained; ``[len(blocks)]``."""
+        out = np.empty(len(blocks))
+        for i, block in enumerate(blocks):
+            j = self._positions(block)
+            beta = self.beta[j]
+            out[i] = np.sum(beta * np.linalg.solve(self.inverse[np.ix_(j, j)], beta))
+        return out / self.explained
+
+    def remove(self, block: int) -> None:
+        """Remove ``block``'s columns and refit the others (block downdate of the inverse and fit)."""
+        j = self._positions(block)
+        rest = np.ones(len(self.columns), bool)
+        rest[j] = False
+        coupling = self.inverse[np.ix_(rest, j)]
+        solved = np.linalg.solve(self.inverse[np.ix_(j, j)], np.concatenate([coupling.T, self.beta[j]], axis=1))
+        width = coupling.shape[0]
+        self.beta = self.beta[rest] - coupling @ solved[:, width:]
+        self.inverse = self.inverse[np.ix_(rest, rest)] - coupling @ solved[:, :width]
+        self.columns = self.columns[rest]
+
+
+def elimination_scores(fits: Sequence[BlockElimination], blocks: int, removals: int) -> np.ndarray:
+    """Scores ``[blocks]`` (higher = more needed) from greedy elimination over every fit in ``fits``
+    together: each of ``removals`` steps removes the block of least summed cost; removed blocks
+    score ``0, 1, ...`` in removal order, the others ``removals + `` their rank by summed cost at
+    the end. So the ``removals`` lowest scores are exactly the blocks elimination removed."""
+    if not 0 <= removals <= blocks:
+        raise ValueError(f"removals must be in [0, {blocks}], got {removals}")
+    if not fits:
+        raise ValueError("elimination needs at least one fit")
+    left = list(range(blocks))
+    scores = np.empty(blocks)
+    for step in range(removals):
+        block = left.pop(int(np.argmin(sum(fit.costs(left) for fit in fits))))
+        scores[block] = step
+        if left:
+            for fit in fits:
+                fit.remove(block)
+    if left:
+        rank = np.argsort(np.argsort(sum(fit.costs(left) for fit in fits), kind="stable"), kind="stable")
+        scores[left] = removals + rank
+    return scores

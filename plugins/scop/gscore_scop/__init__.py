@@ -11,11 +11,11 @@ from typing import Any
 
 from gscore import hookimpl
 from gscore_scop.algorithm import SCOP, load_pruned
-from gscore_scop.config import SCOPConfig, Selection
+from gscore_scop.config import Ranking, SCOPConfig, Selection
 
 GSCORE_API_VERSION = 1
 
-__all__ = ["SCOP", "SCOPConfig", "Selection", "load_pruned"]
+__all__ = ["Ranking", "SCOP", "SCOPConfig", "Selection", "load_pruned"]
 
 
 @hookimpl

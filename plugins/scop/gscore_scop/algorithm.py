@@ -4,9 +4,11 @@
 its channel groups (:func:`gscore.nn.trace.channel_groups`: a convolution alone, or the
 convolutions a residual addition ties together), wraps every convolution of the chosen groups in
 a :class:`~gscore_scop.knockoff.KnockoffConv2d` sharing its group's coefficients and, if
-``knockoff_epochs > 0``, trains them. ``convert(network)`` scores the channels, chooses the ones
-to keep (one keep-plan per group), puts the plain convolutions back into ``network`` (which is
-thus the float network again) and returns a NEW, physically smaller network
+``knockoff_epochs > 0`` and ``ranking="knockoff"``, trains them. ``convert(network)`` scores the
+channels (by the knockoff coefficients, or for ``ranking="reconstruction"`` by what their loss
+costs the refit below), chooses the ones to keep (one keep-plan per group), puts the plain
+convolutions back into ``network`` (which is thus the float network again) and returns a NEW,
+physically smaller network
 (:func:`gscore.nn.shrink.shrink`) repaired on the ``apply`` images: the layers that lost input
 channels refitted by least squares to the float network's outputs (``reconstruct_images``),
 then BatchNorm statistics re-estimated or, without BatchNorm, outputs re-standardised
@@ -24,8 +26,8 @@ import numpy as np
 
 from gscore import PruningAlgorithm
 from gscore.errors import CalibrationDataError, CheckpointMismatchError, ConfigError, PhaseOrderError, data_errors
-from gscore_scop.config import SCOPConfig
-from gscore_scop.scoring import channel_scale, channel_scores, select_channels
+from gscore_scop.config import Ranking, SCOPConfig
+from gscore_scop.scoring import channel_scale, channel_scores, layer_removals, select_channels
 
 if TYPE_CHECKING:  # MindSpore is imported when a phase runs, not when gscore lists algorithms
     from mindspore import Parameter, nn
@@ -61,7 +63,7 @@ class SCOP(PruningAlgorithm):
         """Trace ``network`` (in place), wrap its prunable convolutions, train the coefficients.
 
         ``datasets`` is ``(images, labels)``: two images are the tracing probe, all of them train
-        the knockoff stage. ``network_helper`` is not used (the network is an image classifier).
+        the knockoff stage (not run for ``ranking="reconstruction"``, whose ``convert`` ranks on them). ``network_helper`` is not used (the network is an image classifier).
         """
         from gscore.nn.trace import channel_groups
         from gscore.nn.walk import get_cell, replace_cell
@@ -69,7 +71,7 @@ class SCOP(PruningAlgorithm):
 
         images, labels = _images_and_labels(datasets)
         cfg = self.config
-        if cfg.knockoff_epochs and len(images) < cfg.knockoff_batch_size:
+        if cfg.knockoff_epochs and cfg.ranking is Ranking.KNOCKOFF and len(images) < cfg.knockoff_batch_size:
             raise CalibrationDataError(
                 f"knockoff training needs at least one full batch: {len(images)} images < knockoff_batch_size {cfg.knockoff_batch_size}; "
                 "pass more images or a smaller knockoff_batch_size"
@@ -84,7 +86,7 @@ class SCOP(PruningAlgorithm):
             self.coefficients[name] = new_coefficients(name, group.channels)
             for producer in group.producers:
                 replace_cell(network, producer, KnockoffConv2d(get_cell(network, producer), self.coefficients[name]))
-        if cfg.knockoff_epochs:
+        if cfg.knockoff_epochs and cfg.ranking is Ranking.KNOCKOFF:
             with data_errors("knockoff training failed on the given images and labels (are the labels class indices of the network's outputs?)"):
                 self.train_knockoff(network, images, labels)
         self._images, self._labels = images, labels
@@ -128,6 +130,7 @@ class SCOP(PruningAlgorithm):
                 group = found.group_of(name)
                 chosen[group.name] = group
             skipped.update({p: "not listed in layers" for n, g in found.groups.items() if n not in chosen for p in g.producers})
+            chosen = {n: g for n, g in found.groups.items() if n in chosen}  # execution order, which ranking="reconstruction" walks back
         else:
             chosen = dict(found.groups)
         for name, group in list(chosen.items()):
@@ -159,14 +162,32 @@ class SCOP(PruningAlgorithm):
             self.scores[name] = channel_scores(cells[0].kfscale.asnumpy().reshape(-1), self._scale(network, group, cells))
             wrapped.update(zip(group.producers, cells))
         cfg = self.config
-        self.kept = select_channels(self.scores, cfg.prune_rate, cfg.selection, cfg.min_channels)
-        self.plan = plan_from_groups(self.groups, self.kept)
         for producer, cell in wrapped.items():
             replace_cell(network, producer, cell.conv)
+        if cfg.ranking is Ranking.RECONSTRUCTION:
+            self.scores.update(self._reconstruction_scores(network))
+        self.kept = select_channels(self.scores, cfg.prune_rate, cfg.selection, cfg.min_channels)
+        self.plan = plan_from_groups(self.groups, self.kept)
         pruned = shrink(network, self.plan)
         if cfg.reconstruct_images or cfg.recalibrate_batches:
             self.recalibrate(network, pruned, self._images, self._labels)
         return pruned
+
+    def _reconstruction_scores(self, network: nn.Cell) -> dict[str, np.ndarray]:
+        """``ranking="reconstruction"``: scores of :func:`~gscore.nn.reconstruct.reconstruction_scores`
+        on the images the refit will use; a group no refittable layer reads keeps its knockoff-stage
+        score (its untrained coefficients times the channel scale, i.e. the scale's order)."""
+        from gscore.nn.reconstruct import reconstruction_scores
+
+        cfg = self.config
+        removals = layer_removals({name: group.channels for name, group in self.groups.items()}, cfg.prune_rate, cfg.min_channels)
+        with data_errors(f"the network cannot run on the given images (each {self._images.shape[1:]}, float32)"):
+            fit_on = self._images[self._shuffled(len(self._images))[: cfg.reconstruct_images]]
+            return reconstruction_scores(network, self.groups, fit_on, removals, seed=cfg.seed)
+
+    def _shuffled(self, count: int) -> np.ndarray:
+        """The seed's order of ``count`` images: the refit takes the first ``reconstruct_images``."""
+        return np.random.default_rng(self.config.seed).permutation(count)
 
     @staticmethod
     def _scale(network: nn.Cell, group: ChannelGroup, wrapped: list[KnockoffConv2d]) -> np.ndarray:
@@ -209,7 +230,7 @@ class SCOP(PruningAlgorithm):
         plan = self.plan if plan is None else plan
         kept = {name: cut.out_keep for name, cut in plan.cuts.items()}
         has_norms = any(isinstance(c, nn.BatchNorm2d) for _, c in pruned.cells_and_names())
-        shuffled = np.random.default_rng(cfg.seed).permutation(len(images))
+        shuffled = self._shuffled(len(images))
         trace = None  # traced only when a step below needs the layer order
         if cfg.reconstruct_images or (cfg.recalibrate_batches and not has_norms):
             trace = trace_calls(pruned, images[:2])

@@ -9,6 +9,14 @@ allowed):
   (Golden Stick's rule); ``"global"`` removes the ``int(prune_rate * sum C)`` lowest scores over
   all prunable convolutions together, so layers with many useless channels lose more.
 * ``min_channels`` -- every pruned convolution keeps at least this many channels (>= 1).
+* ``ranking`` -- how channels are chosen. ``"knockoff"`` (default) is the SCOP paper's: the
+  knockoff stage trains a coefficient per channel, scored with the channel's scale
+  (:mod:`gscore_scop.scoring`). ``"reconstruction"`` chooses the channels for the least-squares
+  refit that ``convert`` applies: per group, the channels whose loss the refit of the layers
+  reading them compensates best go first (greedy group Optimal Brain Surgeon on the float
+  network's activations, :func:`gscore.nn.reconstruct.reconstruction_scores`; ThiNet's idea).
+  It needs no knockoff stage (``apply`` only traces), ``selection="layer"`` and
+  ``reconstruct_images > 0``. ``bench/results/scop_*.md`` compares both against L1 and random.
 * ``layers`` -- full names of the convolutions to prune; empty means every convolution that
   tracing finds prunable (the others are skipped and listed in ``SCOP.skipped``). A named
   convolution that cannot be pruned is an error with the reason.
@@ -45,6 +53,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gscore.config import StrictEnum, VersionedConfig, check_names, check_number, coerce_enum
+from gscore.errors import ConfigError
+
+
+class Ranking(StrictEnum):
+    """What orders a group's channels: SCOP's knockoff coefficients, or the cost to the refit."""
+
+    KNOCKOFF = "knockoff"
+    RECONSTRUCTION = "reconstruction"
 
 
 class Selection(StrictEnum):
@@ -63,6 +79,7 @@ class SCOPConfig(VersionedConfig):
     prune_rate: float = 0.0
     selection: Selection = Selection.LAYER
     min_channels: int = 1
+    ranking: Ranking = Ranking.KNOCKOFF
     layers: list[str] = field(default_factory=list)
     opname_blacklist: list[str] = field(default_factory=list)
     knockoff_epochs: int = 5
@@ -75,6 +92,7 @@ class SCOPConfig(VersionedConfig):
 
     def __post_init__(self) -> None:
         self.selection = coerce_enum(Selection, self.selection, "selection")
+        self.ranking = coerce_enum(Ranking, self.ranking, "ranking")
         self.prune_rate = check_number(self.prune_rate, "prune_rate", 0.0, 1.0, high_open=True)
         for name, low in (("min_channels", 1), ("knockoff_epochs", 0), ("knockoff_batch_size", 1), ("reconstruct_images", 0), ("recalibrate_batches", 0), ("seed", 0)):
             setattr(self, name, check_number(getattr(self, name), name, low, integer=True))
@@ -84,3 +102,11 @@ class SCOPConfig(VersionedConfig):
             setattr(self, name, check_names(getattr(self, name), name, "cell names", allow_empty_strings=False))
         if self.prune_rate == 0.0:
             self.warn_without_effect(("selection", "min_channels"), "prune_rate is 0, so no channel is removed")
+        if self.ranking is Ranking.RECONSTRUCTION:
+            if self.selection is not Selection.LAYER:
+                raise ConfigError("ranking='reconstruction' removes int(prune_rate * C) channels of every group: it needs selection='layer'")
+            if not self.reconstruct_images:
+                raise ConfigError("ranking='reconstruction' chooses channels for the least-squares refit: it needs reconstruct_images > 0")
+            self.warn_without_effect(
+                ("knockoff_epochs", "knockoff_learning_rate", "knockoff_separation"), "ranking='reconstruction' trains no knockoff coefficients"
+            )

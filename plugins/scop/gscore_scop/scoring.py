@@ -37,6 +37,12 @@ def channel_scores(kfscale: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.asarray(scale, np.float64).reshape(-1) * (2.0 * k - 1.0)
 
 
+def layer_removals(channels: Mapping[str, int], prune_rate: float, min_channels: int) -> dict[str, int]:
+    """Channels ``selection=layer`` removes from each group of ``channels[group]``: ``int(prune_rate * C)``,
+    but never below ``min(min_channels, C)`` kept."""
+    return {name: min(int(prune_rate * c), c - min(min_channels, c)) for name, c in channels.items()}
+
+
 def select_channels(scores: Mapping[str, np.ndarray], prune_rate: float, selection: Selection, min_channels: int) -> dict[str, np.ndarray]:
     """Sorted indices of the channels to keep, per group.
 
@@ -45,7 +51,7 @@ def select_channels(scores: Mapping[str, np.ndarray], prune_rate: float, selecti
     ``min(min_channels, C)`` channels, its highest-scored ones (of equal scores the lower index goes first).
     """
     if selection is Selection.LAYER:
-        drop = {name: int(prune_rate * len(s)) for name, s in scores.items()}
+        drop = layer_removals({name: len(s) for name, s in scores.items()}, prune_rate, min_channels)
     else:
         names = list(scores)
         flat = np.concatenate([scores[n] for n in names])
