@@ -225,7 +225,7 @@ def prune_at(rate: float, spec: dict[str, Any], args: argparse.Namespace, data: 
     t_prune, pruned = common.timed(lambda: algo.convert(net))  # net is the float network again afterwards
     counts = {name: int(len(k)) for name, k in algo.kept.items()}
     methods: dict[str, Any] = {}
-    statistics_only = gscore.get("scop")(dataclasses.replace(config, reconstruct_images=0))
+    statistics_only = gscore.get("scop")(dataclasses.replace(config, reconstruct_images=0, ranking="knockoff"))  # only its repair runs
 
     def repaired_by_statistics(plan: Any) -> float:
         cut = shrink(net, plan)

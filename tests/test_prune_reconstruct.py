@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from mindspore import Tensor, nn
 
 from gscore.data.mnist import load_mnist_5k
-from gscore.lstsq import NormalEquations
+from gscore.lstsq import BlockElimination, NormalEquations, elimination_scores
 from gscore.models.convnets import LeNet5
 from gscore.nn.bn_recalib import recalibrate_outputs
-from gscore.nn.reconstruct import following_norms, input_patches, reconstruct_layers, refittable
+from gscore.nn.reconstruct import following_norms, input_patches, reconstruct_layers, reconstruction_scores, refittable
 from gscore.nn.shrink import plan_from_groups, shrink
 from gscore.nn.trace import channel_groups, trace_calls
 from gscore.train.classifier import train_classifier
@@ -52,6 +52,56 @@ def test_normal_equations_recover_the_weights_that_made_the_data(features, outpu
         np.testing.assert_allclose(got_bias, bias, rtol=1e-6, atol=1e-8)
     else:
         assert got_bias is None
+
+
+def _explained(equations: NormalEquations, ridge: float, columns: np.ndarray) -> float:
+    """Output energy the ridge fit on ``columns`` (plus the intercept) explains, solved afresh."""
+    cols = np.r_[columns, len(equations.gram) - 1].astype(np.int64) if equations.intercept else np.asarray(columns, np.int64)
+    gram = equations.regularised(ridge)[np.ix_(cols, cols)]
+    return float(np.sum(equations.cross[cols] * np.linalg.solve(gram, equations.cross[cols])))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 6), st.integers(1, 4), st.integers(1, 3), st.booleans(), st.integers(0, 2**31 - 1))
+def test_block_elimination_costs_are_what_a_fresh_refit_without_the_block_loses(blocks, width, outputs, intercept, seed):
+    """Block OBS against brute force: every cost, before and after a removal, equals the drop in
+    explained energy of solving the remaining columns from scratch."""
+    rng = np.random.default_rng(seed)
+    features = blocks * width
+    x = rng.standard_normal((4 * features + 3, features)) * rng.uniform(0.1, 3.0, features)
+    equations = NormalEquations(features, outputs, intercept)
+    equations.add(x, x @ rng.standard_normal((features, outputs)) + rng.standard_normal((len(x), outputs)))
+    columns = [np.arange(b * width, (b + 1) * width) for b in range(blocks)]
+    fit = BlockElimination(equations, columns, ridge=1e-3)
+    full = _explained(equations, 1e-3, np.arange(features))
+    rest = np.arange(features)
+    for removed in rng.permutation(blocks)[:-1]:
+        left = [b for b in range(blocks) if set(columns[b]) <= set(rest)]
+        base = _explained(equations, 1e-3, rest)
+        want = [(base - _explained(equations, 1e-3, np.setdiff1d(rest, columns[b]))) / full for b in left]
+        np.testing.assert_allclose(fit.costs(left), want, rtol=1e-7, atol=1e-10)
+        fit.remove(int(removed))
+        rest = np.setdiff1d(rest, columns[removed])
+
+
+def test_elimination_removes_a_duplicated_block_before_any_needed_one():
+    """Two identical input channels: either one is free to remove (the refit moves its weight to the
+    other), though both have the largest inputs; then the weakest needed channel goes."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 4)) * [1.0, 0.3, 0.5, 2.0]
+    x = np.concatenate([x, x[:, 3:]], axis=1)  # channel 4 repeats channel 3
+    equations = NormalEquations(5, 2, intercept=True)
+    equations.add(x, x @ rng.standard_normal((5, 2)) + 0.01 * rng.standard_normal((400, 2)))
+    scores = elimination_scores([BlockElimination(equations, [np.array([c]) for c in range(5)], ridge=1e-6)], 5, removals=2)
+    assert sorted(np.argsort(scores)[:2].tolist()) in ([1, 3], [1, 4])
+    assert sorted(scores.tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_elimination_refuses_impossible_removal_counts():
+    equations = NormalEquations(2, 1, intercept=False)
+    equations.add(np.eye(2), np.ones((2, 1)))
+    with pytest.raises(ValueError, match=r"removals must be in \[0, 2\]"):
+        elimination_scores([BlockElimination(equations, [np.array([0]), np.array([1])], 1e-4)], 2, removals=3)
 
 
 def test_solving_without_rows_is_an_error():

@@ -238,7 +238,7 @@ class SCOP(PruningAlgorithm):
         self.recalibration = {}
         refitted: list[str] = []
         if cfg.reconstruct_images:
-            lost_inputs = [name for name in order if name in plan.cuts and plan.cuts[name].in_keep is not None]
+            lost_inputs = [name for name in order if _loses_inputs(original, plan, name)]
             fit_on = images[shuffled[: cfg.reconstruct_images]]
             refitted = reconstruct_layers(original, pruned, lost_inputs, fit_on, kept, seed=cfg.seed, norms=following_norms(trace))
             self.recalibration["reconstructed_layers"] = refitted
@@ -313,6 +313,15 @@ def load_pruned(path: str | Path, network: nn.Cell) -> nn.Cell:
     pruned = shrink(network, ShrinkPlan.from_dict(description[DESCRIPTION_KEY]))
     load_checkpoint(path, pruned)
     return pruned
+
+
+def _loses_inputs(original: nn.Cell, plan: ShrinkPlan, name: str) -> bool:
+    """Whether layer ``name`` reads fewer inputs after ``plan`` than in ``original`` (a group that
+    keeps every channel still lists its readers, which then need no refit)."""
+    from gscore.nn.walk import get_cell
+
+    cut = plan.cuts.get(name)
+    return cut is not None and cut.in_keep is not None and len(cut.in_keep) < get_cell(original, name).in_channels
 
 
 def _images_and_labels(datasets: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -54,6 +54,9 @@ def accuracy(net, data, n=500):
         ({"min_channels": 0}, "min_channels must be an int >= 1"),
         ({"knockoff_learning_rate": 0}, "knockoff_learning_rate must be a number > 0"),
         ({"layers": "conv1"}, "layers must be a list of non-empty strings"),
+        ({"ranking": "magnitude"}, "ranking: 'magnitude' is not valid; choose one of 'knockoff', 'reconstruction'"),
+        ({"ranking": "reconstruction", "selection": "global"}, "ranking='reconstruction' .* needs selection='layer'"),
+        ({"ranking": "reconstruction", "reconstruct_images": 0}, "ranking='reconstruction' .* needs reconstruct_images > 0"),
     ],
 )
 def test_config_rejects_bad_values_and_says_what_is_allowed(cfg, message):
@@ -254,6 +257,63 @@ def test_convert_keeps_the_statistics_repair_only_where_it_lowers_the_held_out_l
     if not choice["kept"]:
         x = Tensor(digits.test_x[:8])
         np.testing.assert_array_equal(networks[1](x).asnumpy(), networks[0](x).asnumpy())
+
+
+class TwinChannels(nn.Cell):
+    """conv1's channel 3 repeats channel 0 (same filter and bias), and those two have the largest
+    filters: magnitude would keep both, though either one is redundant given the other."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        ms.set_seed(0)
+        self.conv1 = nn.Conv2d(1, 4, 3, pad_mode="valid", has_bias=True)
+        self.conv2 = nn.Conv2d(4, 3, 3, pad_mode="valid", has_bias=True)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(kernel_size=4, stride=4)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Dense(3 * 6 * 6, 10)
+        weight, bias = self.conv1.weight.asnumpy(), self.conv1.bias.asnumpy()
+        weight[0] = 3.0 * weight[0] / np.abs(weight[0]).sum()
+        weight[1:3] = weight[1:3] / np.abs(weight[1:3]).sum(axis=(1, 2, 3), keepdims=True)
+        weight[3], bias[3] = weight[0], bias[0]
+        self.conv1.weight.set_data(Tensor(weight))
+        self.conv1.bias.set_data(Tensor(bias))
+
+    def construct(self, x):
+        x = ms.ops.expand_dims(x, 1) if x.ndim == 3 else x
+        return self.fc(self.flatten(self.pool(self.relu(self.conv2(self.relu(self.conv1(x)))))))
+
+
+def test_reconstruction_ranking_removes_a_redundant_channel_that_magnitude_keeps(digits):
+    """ranking="reconstruction" trains no knockoff coefficients, removes one of the twins (the refit
+    moves its weight onto the other), and the pruned network computes what the float one did."""
+    net = TwinChannels()
+    x = Tensor(digits.test_x[:32])
+    want = net(x).asnumpy()
+    algo = SCOP(SCOPConfig(prune_rate=0.25, ranking="reconstruction", reconstruct_images=256, recalibrate_batches=0))
+    algo.apply(net, datasets=(digits.train_x[:256], digits.train_y[:256]))
+    np.testing.assert_array_equal(algo.coefficients["conv1"].asnumpy(), new_coefficients("conv1", 4).asnumpy())  # no knockoff stage
+    pruned = algo.convert(net)
+    assert len(algo.kept["conv1"]) == 3 and {0, 3} - set(algo.kept["conv1"].tolist()) and {1, 2} <= set(algo.kept["conv1"].tolist())
+    assert len(algo.kept["conv2"]) == 3  # int(0.25 * 3) = 0 removed
+    np.testing.assert_allclose(pruned(x).asnumpy(), want, rtol=0, atol=1e-3 * np.abs(want).max())
+
+
+def test_reconstruction_ranking_prunes_residual_groups_read_by_several_layers(digits):
+    """Every group of the ResNet, the residual width too (read by convolutions and the Dense head):
+    the promised counts, and the refit keeps an untrained network's outputs close."""
+    ms.set_seed(0)
+    net = DigitsResNet((8, 16, 32))
+    x = Tensor(digits.test_x[:16])
+    net.set_train(False)
+    want = net(x).asnumpy()
+    algo = SCOP(SCOPConfig(prune_rate=0.5, ranking="reconstruction", reconstruct_images=128, recalibrate_batches=0))
+    algo.apply(net, datasets=(digits.train_x[:128], digits.train_y[:128]))
+    pruned = algo.convert(net)
+    assert {name: len(k) for name, k in algo.kept.items()} == {name: g.channels - int(0.5 * g.channels) for name, g in algo.groups.items()}
+    assert any(len(g.producers) > 1 for g in algo.groups.values())
+    got = pruned(x).asnumpy()
+    assert np.isfinite(got).all() and np.abs(got - want).max() < 0.5 * np.abs(want).max()
 
 
 def test_checkpoint_of_the_pruned_network_rebuilds_and_loads_into_the_original_definition(digits, tmp_path: Path):
