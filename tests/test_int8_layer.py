@@ -23,10 +23,12 @@ from hypothesis import strategies as st
 from mindspore import Tensor, nn
 
 from gscore import kernels
-from gscore.kernels.ops import conv_output_size, int8_layer_primitive
+from gscore.kernels.direct import Call
+from gscore.kernels.ops import conv_output_size, int8_layer_primitive, unpack_levels_primitive
 from gscore.nn.quant_conv import ActivationQuantizer, Int8Weight, PackedWeight
 from gscore.nn.quant_layer import LayerOp, QuantLayer
 from gscore.quant import QuantScheme, quant_params
+from gscore.quant.bitpack import pack_bits
 
 LEVELS = kernels.supported_levels()
 PROPERTY = settings(max_examples=40, deadline=None)
@@ -175,6 +177,32 @@ def test_a_native_layer_equals_the_dequantising_layer_within_float_rounding(name
     got, expected = native(x).asnumpy(), portable(x).asnumpy()
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@PROPERTY
+@given(bits=st.sampled_from([1, 2, 4]), rows=st.integers(1, 9), shape=st.sampled_from([(1,), (7,), (16,), (3, 3, 3), (2, 5, 1)]), seed=st.integers(0, 2**31 - 1))
+def test_unpacking_slb_levels_gives_their_odd_integers(level, bits, rows, shape, seed):
+    """``gsk_unpack_levels`` against numpy: ``rint(levels[code] * (2**bits - 1))`` for every code,
+    rows whose length is not a whole number of bytes included."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 1 << bits, size=(rows, *shape))
+    levels = np.linspace(-1.0, 1.0, 1 << bits, dtype=np.float32)
+    packed = pack_bits(codes.reshape(rows, -1), bits)
+    got = unpack_levels_primitive((rows, *shape), level)(Tensor(packed), Tensor(levels)).asnumpy()
+    assert got.dtype == np.int8
+    np.testing.assert_array_equal(got, (2 * codes - ((1 << bits) - 1)).astype(np.int8))
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_unpacking_refuses_levels_beyond_int8_and_mismatched_rows(level):
+    packed = pack_bits(np.zeros((2, 8), np.int64), 2)
+    out = np.empty((2, 8), np.int8)
+    Call("unpack_levels", level, [packed, np.linspace(-1, 1, 4, dtype=np.float32)], [out]).run()
+    with pytest.raises(kernels.KernelError, match="rejected its arguments"):
+        Call("unpack_levels", level, [packed, np.array([-50, -1, 1, 50], np.float32)], [out]).run()  # 50 * 3 > 127
+    with pytest.raises(kernels.KernelError, match="rejected its arguments"):
+        Call("unpack_levels", level, [packed, np.linspace(-1, 1, 4, dtype=np.float32)], [np.empty((2, 9), np.int8)]).run()  # 9 codes need 3 bytes
 
 
 def packed_layer(cell: nn.Cell, bits: int, levels: np.ndarray, codes: np.ndarray, scale: np.ndarray) -> QuantLayer:

@@ -175,6 +175,21 @@ def int8_layer_primitive(meta: tuple[int, ...], at: str | None = None) -> ops.Cu
     return _primitives[key]
 
 
+def unpack_levels_primitive(shape: tuple[int, ...], at: str | None = None) -> ops.Custom | None:
+    """The ``gsk_unpack_levels`` operator giving int8 weights of ``shape`` (``[O, ...]``) from
+    packed 1/2/4-bit codes ``[O, B]`` and their ``2**bits`` levels: ``rint(levels[code] * (2**bits - 1))``,
+    SLB's levels as odd integers (:class:`gscore.nn.quant_conv.PackedWeight`); None at ``portable``."""
+    at = at or level()
+    if at == PORTABLE:
+        return None
+    key = (f"unpack_levels{tuple(shape)}", at, str(_built_from))
+    if key not in _primitives:
+        custom = ops.Custom(f"{_library_path(at)}:gsk_unpack_levels", out_shape=lambda *_: list(shape), out_dtype=lambda *_: ms.int8, func_type="aot")
+        custom.add_prim_attr("gsk_shape", str(tuple(shape)))  # one inferred shape per weight shape (see int8_layer_primitive)
+        _primitives[key] = custom
+    return _primitives[key]
+
+
 # the linear kernels in the order of ``gsk_linear_group``'s plan (csrc/entry.cc, LinearKind),
 # with the number of inputs each takes after x
 LINEAR_KINDS: dict[str, int] = {

@@ -26,7 +26,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from gscore.kernels.ops import int8_layer_primitive
+from gscore.kernels.ops import int8_layer_primitive, unpack_levels_primitive
 from gscore.nn.fake_quant import ActivationFakeQuant, FakeQuantSTE, graph_params
 from gscore.quant import QuantParams, QuantScheme, quantize
 from gscore.quant.bitpack import pack_bits
@@ -97,6 +97,7 @@ class PackedWeight(nn.Cell):
         self.divisors = Tensor(np.left_shift(1, bits * np.arange(per_byte)).astype(np.int32))
         self.steps = float((1 << bits) - 1)  # odd-grid levels times this are odd integers
         self.no_zero_point = Tensor(np.zeros(self.shape[0], np.float32))
+        self.unpack = unpack_levels_primitive(self.shape)  # None on the portable path
 
     def on_odd_grid(self) -> bool:
         """Whether ``levels`` are SLB's grid ``(2c - (2**bits - 1)) / (2**bits - 1)`` for code ``c``
@@ -119,11 +120,12 @@ class PackedWeight(nn.Cell):
         int8 codes ``levels[code] * (2**bits - 1)`` (odd integers in ``[-(2**bits - 1), 2**bits - 1]``),
         scale ``scale / (2**bits - 1)`` and zero point 0, so ``(q - 0) * scale'`` is the weight.
 
-        Computed from the Parameters at every call, so a checkpoint loaded later is what runs.
-        Levels off the grid (a checkpoint not made by SLB) would be rounded to it here; the
-        layer checks the grid when it is built."""
-        q = ops.round(ops.gather(self.levels, self.codes(), 0) * self.steps)
-        return ops.reshape(ops.cast(q, ms.int8), self.shape), self.scale / self.steps, self.no_zero_point
+        Computed from the Parameters at every call, so a checkpoint loaded later is what runs,
+        by one native operator (``gsk_unpack_levels``: in MindSpore ops the unpacking is about
+        ten small operators a layer, which cost more than the layer's integer GEMM). Levels off
+        the grid (a checkpoint not made by SLB) would be rounded to it here; the layer checks
+        the grid when it is built (:func:`int8_kernel`). Native kernels only."""
+        return self.unpack(self.packed, self.levels), self.scale / self.steps, self.no_zero_point
 
 
 class ActivationQuantizer(nn.Cell):
@@ -166,7 +168,7 @@ def int8_kernel(op: nn.Cell, weight: nn.Cell, input_quant: nn.Cell | None) -> tu
     not fit a byte. ``op`` is the layer's
     :class:`~gscore.nn.quant_layer.LayerOp`. The operator takes the parameters the dequantising
     path reads, so checkpoints are the same either way."""
-    integer_weight = isinstance(weight, Int8Weight) or (isinstance(weight, PackedWeight) and weight.on_odd_grid())
+    integer_weight = isinstance(weight, Int8Weight) or (isinstance(weight, PackedWeight) and weight.unpack is not None and weight.on_odd_grid())
     if not integer_weight or not isinstance(input_quant, ActivationQuantizer) or op.group != 1:
         return None, None
     scheme = input_quant.scheme

@@ -805,6 +805,34 @@ int gsk_minmax(int nparam, void** params, int* ndims, int64_t** shapes, const ch
   return kOk;
 }
 
+// packed uint8 [O, B] (gscore.quant.bitpack: 8 / bits codes a byte, the first in the lowest
+// bits, each row padded to whole bytes), levels float32 [2^bits] -> q int8 [O, ...] (k = numel / O
+// weights a row): q = rint(levels[code] * (2^bits - 1)), SLB's levels as odd integers. Refused
+// (kBadArgs) when bits is not 1, 2 or 4, B does not match k, or a level times 2^bits - 1 is
+// outside the int8 range.
+int gsk_unpack_levels(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 3 || !a[0].is("uint8") || a[0].ndim != 2 || !a[1].is("float32") || !a[2].is("int8") || a[2].ndim < 2) return kBadArgs;
+  const int64_t levels = a[1].numel(), O = a[0].dim(0), B = a[0].dim(1);
+  const int bits = levels == 2 ? 1 : levels == 4 ? 2 : levels == 16 ? 4 : 0;
+  if (bits == 0 || a[2].dim(0) != O || O == 0) return kBadArgs;
+  const int64_t k = a[2].numel() / O, per_byte = 8 / bits;
+  if ((k + per_byte - 1) / per_byte != B) return kBadArgs;
+  int8_t table[16];
+  const float steps = static_cast<float>(levels - 1);
+  for (int64_t c = 0; c < levels; ++c) {
+    const float v = std::nearbyint(f32(a[1])[c] * steps);
+    if (!(v >= -127.0f && v <= 127.0f)) return kBadArgs;
+    table[c] = static_cast<int8_t>(v);
+  }
+  const uint8_t* packed = static_cast<const uint8_t*>(a[0].data);
+  int8_t* q = static_cast<int8_t*>(a[2].data);
+  const int mask = (1 << bits) - 1;
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t i = 0; i < k; ++i) q[o * k + i] = table[(packed[o * B + i / per_byte] >> (bits * (i % per_byte))) & mask];
+  return kOk;
+}
+
 // x float32 [C, ...] -> [C, 2]: (min, max) of each leading-axis channel
 int gsk_channel_minmax(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
   Args a{nparam, params, ndims, shapes, dtypes};
