@@ -109,15 +109,13 @@ class BlockElimination:
     ``tr(beta^T X^T Y)``, so the costs of several layers reading the same channels can be summed.
 
     ``blocks[c]`` are the column indices of block ``c`` (disjoint; the intercept column, if
-    any, is in none and always stays); ``outputs`` restricts the fit to those output columns
-    (a layer whose own outputs are cut only refits the ones it keeps).
+    any, is in none and always stays).
     """
 
-    def __init__(self, equations: NormalEquations, blocks: Sequence[np.ndarray], ridge: float, outputs: np.ndarray | None = None) -> None:
-        cross = equations.cross if outputs is None else equations.cross[:, np.asarray(outputs, np.int64)]
+    def __init__(self, equations: NormalEquations, blocks: Sequence[np.ndarray], ridge: float) -> None:
         self.inverse = np.linalg.inv(equations.regularised(ridge))
-        self.beta = self.inverse @ cross
-        self.explained = max(float(np.sum(cross * self.beta)), 1e-300)
+        self.beta = self.inverse @ equations.cross
+        self.explained = max(float(np.sum(equations.cross * self.beta)), 1e-300)
         self.blocks = [np.asarray(b, np.int64) for b in blocks]
         self.columns = np.arange(len(self.inverse))  # original index of each remaining column
 

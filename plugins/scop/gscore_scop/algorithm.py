@@ -153,15 +153,16 @@ class SCOP(PruningAlgorithm):
 
         if not self.groups:
             raise PhaseOrderError("convert needs the knockoff network: run apply(network, datasets=(images, labels)) first")
+        cfg = self.config
         wrapped = {}
         for name, group in self.groups.items():
             cells = [get_cell(network, producer) for producer in group.producers]
             for producer, cell in zip(group.producers, cells):
                 if not isinstance(cell, KnockoffConv2d):
                     raise PhaseOrderError(f"{producer} is a {type(cell).__name__}, not the KnockoffConv2d apply put there: convert the network apply returned")
-            self.scores[name] = channel_scores(cells[0].kfscale.asnumpy().reshape(-1), self._scale(network, group, cells))
+            scale = self._scale(network, group, cells)
+            self.scores[name] = scale if cfg.ranking is Ranking.RECONSTRUCTION else channel_scores(cells[0].kfscale.asnumpy().reshape(-1), scale)
             wrapped.update(zip(group.producers, cells))
-        cfg = self.config
         for producer, cell in wrapped.items():
             replace_cell(network, producer, cell.conv)
         if cfg.ranking is Ranking.RECONSTRUCTION:
@@ -175,8 +176,8 @@ class SCOP(PruningAlgorithm):
 
     def _reconstruction_scores(self, network: nn.Cell) -> dict[str, np.ndarray]:
         """``ranking="reconstruction"``: scores of :func:`~gscore.nn.reconstruct.reconstruction_scores`
-        on the images the refit will use; a group no refittable layer reads keeps its knockoff-stage
-        score (its untrained coefficients times the channel scale, i.e. the scale's order)."""
+        on the images the refit will use. A group no refittable layer reads is not among them: it
+        keeps the channel scale as its score (the largest filters or BatchNorm gammas stay)."""
         from gscore.nn.reconstruct import reconstruction_scores
 
         cfg = self.config

@@ -299,6 +299,30 @@ def test_reconstruction_ranking_removes_a_redundant_channel_that_magnitude_keeps
     np.testing.assert_allclose(pruned(x).asnumpy(), want, rtol=0, atol=1e-3 * np.abs(want).max())
 
 
+def test_reconstruction_ranking_keeps_the_largest_filters_where_no_reader_can_be_refitted(digits):
+    """A Dense with a fused activation is not linear in its weights: no fit ranks the channels
+    it reads, so the channel scale (filter norm) does."""
+
+    class FusedHead(nn.Cell):
+        def __init__(self) -> None:
+            super().__init__()
+            ms.set_seed(0)
+            self.conv = nn.Conv2d(1, 4, 5, stride=4, pad_mode="valid", has_bias=True)
+            self.flatten = nn.Flatten()
+            self.fc = nn.Dense(4 * 6 * 6, 10, activation="relu")
+
+        def construct(self, x):
+            return self.fc(self.flatten(self.conv(ms.ops.expand_dims(x, 1))))
+
+    net = FusedHead()
+    weight = net.conv.weight.asnumpy() * np.array([3.0, 0.1, 2.0, 0.2], np.float32)[:, None, None, None]
+    net.conv.weight.set_data(Tensor(weight))
+    algo = SCOP(SCOPConfig(prune_rate=0.5, ranking="reconstruction", reconstruct_images=64, recalibrate_batches=0))
+    algo.apply(net, datasets=(digits.train_x[:64], digits.train_y[:64]))
+    algo.convert(net)
+    np.testing.assert_array_equal(algo.kept["conv"], [0, 2])
+
+
 def test_reconstruction_ranking_prunes_residual_groups_read_by_several_layers(digits):
     """Every group of the ResNet, the residual width too (read by convolutions and the Dense head):
     the promised counts, and the refit keeps an untrained network's outputs close."""
