@@ -55,8 +55,8 @@ def accuracy(net, data, n=500):
         ({"knockoff_learning_rate": 0}, "knockoff_learning_rate must be a number > 0"),
         ({"layers": "conv1"}, "layers must be a list of non-empty strings"),
         ({"ranking": "magnitude"}, "ranking: 'magnitude' is not valid; choose one of 'knockoff', 'reconstruction'"),
-        ({"ranking": "reconstruction", "selection": "global"}, "ranking='reconstruction' .* needs selection='layer'"),
-        ({"ranking": "reconstruction", "reconstruct_images": 0}, "ranking='reconstruction' .* needs reconstruct_images > 0"),
+        ({"ranking": "reconstruction", "selection": "global", "prune_rate": 0.5}, "ranking='reconstruction' .* needs selection='layer'"),
+        ({"ranking": "reconstruction", "reconstruct_images": 0, "prune_rate": 0.5}, "ranking='reconstruction' .* needs reconstruct_images > 0"),
     ],
 )
 def test_config_rejects_bad_values_and_says_what_is_allowed(cfg, message):
