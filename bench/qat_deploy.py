@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_info, md_table, provenance, write_results  # noqa: E402
 
 
+BATCH = 64  # training batch of the float and QAT epochs
 ALGORITHMS = {"simqat": ("simqat", {}), "slb-w2": ("slb", {"weight_bits": 2, "include_dense": True, "act_bits": 8})}
 
 
@@ -58,7 +59,7 @@ def trained(kind: str, algorithm: str, float_epochs: int, qat_epochs: int, ckpt:
     make = {"lenet5": LeNet5, "resnet": DigitsResNet}[kind]
     ms.set_seed(0)
     net = make()
-    train_classifier(net, data.train_x, data.train_y, epochs=float_epochs, batch_size=64, progress=False)
+    train_classifier(net, data.train_x, data.train_y, epochs=float_epochs, batch_size=BATCH, progress=False)
     float_path = ckpt.with_name(f"{kind}_float.ckpt")
     ms.save_checkpoint(net, str(float_path))
     float_net = make()
@@ -68,9 +69,9 @@ def trained(kind: str, algorithm: str, float_epochs: int, qat_epochs: int, ckpt:
     algo.apply(net)
     hook = None
     if name == "slb":  # SLB's temperature schedule runs over every step of the QAT epochs
-        schedule = algo.schedule(qat_epochs * -(-len(data.train_x) // 64))
+        schedule = algo.schedule(qat_epochs * -(-len(data.train_x) // BATCH))
         hook = lambda: schedule.step(net)  # noqa: E731
-    train_classifier(net, data.train_x, data.train_y, epochs=qat_epochs, batch_size=64, learning_rate=1e-4, progress=False, before_step=hook)
+    train_classifier(net, data.train_x, data.train_y, epochs=qat_epochs, batch_size=BATCH, learning_rate=1e-4, progress=False, before_step=hook)
     simulated = predict_logits(net, data.test_x)
     algo.convert(net)
     save_checkpoint(net, ckpt, algo.describe(net))

@@ -228,7 +228,8 @@ def test_a_packed_slb_layer_runs_natively_and_equals_the_dequantising_layer(name
         portable = packed_layer(cell, bits, grid, codes, scale)
     assert native.native is not None and portable.native is None
     x = Tensor(rng.normal(size=shape).astype(np.float32))
-    np.testing.assert_allclose(native(x).asnumpy(), portable(x).asnumpy(), rtol=0, atol=1e-5 * np.abs(portable(x).asnumpy()).max())
+    expected = portable(x).asnumpy()
+    np.testing.assert_allclose(native(x).asnumpy(), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
     # new codes and scales loaded into both (as a checkpoint load does) are what both run
     other = PackedWeight(rng.integers(0, 1 << bits, size=cell.weight.shape), grid, scale[::-1].copy(), bits)
     for layer in (native, portable):

@@ -121,8 +121,8 @@ class PackedWeight(nn.Cell):
         scale ``scale / (2**bits - 1)`` and zero point 0, so ``(q - 0) * scale'`` is the weight.
 
         Computed from the Parameters at every call, so a checkpoint loaded later is what runs,
-        by one native operator (``gsk_unpack_levels``: in MindSpore ops the unpacking is about
-        ten small operators a layer, which cost more than the layer's integer GEMM). Levels off
+        by one native operator (``gsk_unpack_levels``; in MindSpore ops the unpacking is about
+        ten small operators a layer, each one more PyNative dispatch). Levels off
         the grid (a checkpoint not made by SLB) would be rounded to it here; the layer checks
         the grid when it is built (:func:`int8_kernel`). Native kernels only."""
         return self.unpack(self.packed, self.levels), self.scale / self.steps, self.no_zero_point

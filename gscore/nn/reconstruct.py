@@ -166,14 +166,14 @@ def reconstruct_layers(
     rng = np.random.default_rng(seed)
     original.set_train(False)
     pruned.set_train(False)
-    done = []
+    done: list[str] = []
+    if not len(images):
+        return done
     for name in layers:
         cell = get_cell(pruned, name)
         if not refittable(cell):
             continue
         norm = None if cell.has_bias else norms.get(name)
-        if not len(images):
-            continue
         equations = layer_equations(original, pruned, name, images, bool(cell.has_bias or norm), kept_outputs.get(name), rows_per_batch, batch_size, rng)
         if equations.rows < len(equations.gram):
             continue  # fewer rows than unknowns: the data do not determine the fit
