@@ -77,3 +77,42 @@ def test_native_layer_matches_the_portable_layer(name, level):
         np.testing.assert_array_equal(got, want)
     else:
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def simulated(spec: WeightSpec, input_quantizer, choice: str | None) -> Wrapper:
+    """A simulated layer built at kernel level ``choice`` (None: the default level)."""
+    ms.set_seed(7)
+    net = Wrapper(nn.Dense(150, 37, has_bias=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
+        if choice is None:
+            net.layer = simulated_linear(linear_view(net.layer), spec, input_quantizer=input_quantizer())
+        else:
+            with kernels.forced(choice):
+                net.layer = simulated_linear(linear_view(net.layer), spec, input_quantizer=input_quantizer())
+    return net
+
+
+@pytest.mark.skipif(not kernels.enabled(), reason="needs native kernels (no C++ compiler here)")
+@pytest.mark.parametrize("input_quantizer", [lambda: None, DynamicInputQuantizer], ids=["weight-only", "dynamic-input"])
+@pytest.mark.parametrize("spec", [WeightSpec(bits=4, group_size=64, symmetric=False), WeightSpec(bits=4, group_size=64), WeightSpec(bits=8, group_size=32, symmetric=False)], ids=["w4-asym", "w4-sym", "w8-g32-asym"])
+def test_simulated_group_layer_fake_quantizes_natively_to_the_ops_values(spec, input_quantizer):
+    """A per-group simulated layer fake-quantizes its weight with one fused operator where
+    kernels are on; weight and outputs equal the portable layer's bit for bit. 150 inputs
+    leave a ragged last group; the weight is set to values beyond the clipped range, on
+    rounding midpoints, and ±0."""
+    portable, native = simulated(spec, input_quantizer, "portable"), simulated(spec, input_quantizer, None)
+    assert native.layer._weight_quantizer.fused and not portable.layer._weight_quantizer.fused
+    wq = native.layer._weight_quantizer
+    rng = np.random.default_rng(11)
+    weight = portable.layer.weight.asnumpy() * rng.uniform(0.5, 1.8, (37, 150)).astype(np.float32)
+    scale = np.repeat(wq.scale.asnumpy(), spec.group_size, axis=1)[:, :150]
+    zp_neg = np.repeat(wq.zp_neg.asnumpy(), spec.group_size, axis=1)[:, :150]
+    midpoints = rng.random((37, 150)) < 0.2
+    weight[midpoints] = ((rng.integers(-8, 7, (37, 150)) + 0.5 + zp_neg) * scale)[midpoints]
+    weight[0, :4] = [0.0, -0.0, 0.0, -0.0]
+    for net in (portable, native):
+        net.layer.weight.set_data(Tensor(weight))
+    np.testing.assert_array_equal(wq.fake_quantize(native.layer.weight).asnumpy(), portable.layer._weight_quantizer.fake_quantize(portable.layer.weight).asnumpy())
+    x = Tensor(rng.standard_normal((2, 5, 150)).astype(np.float32))
+    np.testing.assert_array_equal(native(x).asnumpy(), portable(x).asnumpy())

@@ -102,6 +102,26 @@ def test_hessian_of_float32_inputs_keeps_float64_sums() -> None:
     np.testing.assert_array_equal(acc.total, np.full((2, 2), 1e8 + 1.0))
 
 
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 80), n=st.integers(1, 12), sinks=st.integers(0, 3))
+def test_float32_rows_keep_sink_rows_exact(seed: int, rows: int, n: int, sinks: int) -> None:
+    """Float32 rows are multiplied in float32 except those far above the median row: with sink
+    rows 1e3-1e4 times the others, ``XᵀX`` is within float32 rounding of the *ordinary* rows'
+    products (``rows · 2⁻²⁴`` of their ``Σ|x_i x_j|``), as if the sinks were added exactly.
+    A sink multiplied in float32 would be off by ~1e-7 of its square, far more."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, n)).astype(np.float32)
+    sinks = min(sinks, (rows - 1) // 2)  # a minority: the median row stays ordinary
+    x[:sinks] *= np.float32(10.0 ** rng.uniform(3, 4))
+    acc = HessianAccumulator(n)
+    acc.add(x)
+    wide = x.astype(np.float64)
+    exact, ordinary, every = wide.T @ wide, np.abs(wide[sinks:]), np.abs(wide)
+    float64_rounding = rows * 2.0**-52 * (every.T @ every)  # of either float64 sum
+    assert acc.total.dtype == np.float64
+    assert (np.abs(acc.total - exact) <= rows * 2.0**-24 * (ordinary.T @ ordinary) + float64_rounding).all()
+
+
 @pytest.mark.parametrize("kind", [HessianAccumulator, AbsMeanAccumulator])
 def test_bad_input_is_rejected(kind: type) -> None:
     acc = kind(3)

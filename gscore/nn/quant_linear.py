@@ -99,9 +99,10 @@ class SimQuantLinear(_QuantLinearBase):
         return self._weight_quantizer.codes_of(self.weight)
 
     def project(self, x: Tensor) -> Tensor:
-        if not self.has_input_quantizer:
-            return self.project_weight_only(x)
-        w = self._weight_quantizer.dequantize(self.codes())
+        wq = self._weight_quantizer
+        if not self.has_input_quantizer:  # dequantize(codes()) is fake_quantize(weight): one fused operator where there is one
+            return self.project_weight_only(x) if wq.rescales_output else self.matmul(x, wq.fake_quantize(self.weight))
+        w = wq.fake_quantize(self.weight)
         y = self.matmul(self._input_quantizer.fake_quantize(ops.cast(x, ms.float32)), ops.cast(w, ms.float32))
         return ops.cast(y, self.compute_dtype)
 

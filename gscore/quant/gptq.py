@@ -145,17 +145,22 @@ def _check_options(block_size: int, damp_percent: float, act_order: bool, static
 def _lower_triangular_inverse(lower: np.ndarray) -> np.ndarray:
     """Inverse of a lower triangular matrix by 2x2 block recursion,
     ``[[A, 0], [C, D]]⁻¹ = [[A⁻¹, 0], [-D⁻¹ C A⁻¹, D⁻¹]]``: about n³/3 flops in matrix products,
-    where ``np.linalg.inv`` (LU, unaware of the structure) costs several times more."""
+    where ``np.linalg.inv`` (LU, unaware of the structure) costs several times more. The blocks
+    are written into one zeroed result (no array per recursion level)."""
+    inverse = np.zeros_like(lower)
+    _invert_lower_into(lower, inverse)
+    return inverse
+
+
+def _invert_lower_into(lower: np.ndarray, inverse: np.ndarray) -> None:
     n = lower.shape[0]
     if n <= _DENSE_INVERSE:
-        return np.linalg.inv(lower)
+        inverse[...] = np.linalg.inv(lower)
+        return
     half = n // 2
-    top, bottom = _lower_triangular_inverse(lower[:half, :half]), _lower_triangular_inverse(lower[half:, half:])
-    inverse = np.zeros_like(lower)
-    inverse[:half, :half] = top
-    inverse[half:, half:] = bottom
-    inverse[half:, :half] = -(bottom @ (lower[half:, :half] @ top))
-    return inverse
+    _invert_lower_into(lower[:half, :half], inverse[:half, :half])
+    _invert_lower_into(lower[half:, half:], inverse[half:, half:])
+    inverse[half:, :half] = -(inverse[half:, half:] @ (lower[half:, :half] @ inverse[:half, :half]))
 
 
 def _upper_cholesky_of_inverse(hessian: np.ndarray, damp_percent: float) -> tuple[np.ndarray, float, int]:
@@ -315,13 +320,14 @@ def _gptq(
     scheme = base.scheme
     n = original.shape[1]
     dead = np.diag(hessian) == 0
-    work_hessian = hessian.copy()
-    work_hessian[dead, dead] = 1.0
     work = original.copy()
-    work[:, dead] = 0.0
+    if dead.any():
+        hessian = hessian.copy()
+        hessian[dead, dead] = 1.0
+        work[:, dead] = 0.0
     column_group = np.arange(n) // group if group else np.zeros(n, np.intp)
-    perm = np.argsort(-np.diag(work_hessian), kind="stable") if act_order else np.arange(n)
-    upper, damp, retries = _upper_cholesky_of_inverse(work_hessian[np.ix_(perm, perm)], damp_percent)
+    perm = np.argsort(-np.diag(hessian), kind="stable") if act_order else np.arange(n)
+    upper, damp, retries = _upper_cholesky_of_inverse(hessian[np.ix_(perm, perm)] if act_order else hessian, damp_percent)
     fixed = None if dynamic else _grids(base)
     codes, dequant, grids = _quantize_columns(work.T[perm], upper, fixed, column_group[perm], group, scheme, block, scale_dtype)
     inverse = np.argsort(perm)
@@ -337,6 +343,8 @@ def _gptq(
 
 def _pick_rows(use_rtn: np.ndarray, gptq: Quantized, rtn: Quantized) -> Quantized:
     """Row by row, GPTQ's codes, values and params, or RTN's where ``use_rtn``."""
+    if not use_rtn.any():
+        return gptq
     rows = use_rtn.reshape(-1, *(1,) * (gptq[2].scale.ndim - 1))
     params = QuantParams(
         scale=np.where(rows, rtn[2].scale, gptq[2].scale),
@@ -415,7 +423,7 @@ def gptq_quantize(
     out, n_in = weight.shape
     original = pad_to_groups(weight.astype(np.float64), group)
     pad = original.shape[1] - n_in
-    full_hessian = np.pad(hessian, ((0, pad), (0, pad)))
+    full_hessian = np.pad(hessian, ((0, pad), (0, pad))) if pad else hessian
     rtn = _round_to_nearest(original.astype(np.float32), scheme, params, scale_dtype)
     dynamic = bool(group) and not static_groups and params is None
     block = -(-block_size // group) * group if dynamic else block_size

@@ -149,12 +149,41 @@ class _RowSums:
             )
 
 
+_FLOAT32_PEAK_SPREAD = 16.0
+"""Float32 rows whose largest magnitude is at most this many times the median row's are
+multiplied in float32 (their squares differ by at most 256x, so none swamps another at float32's
+24 bits); rows above it (the attention sink: ~1e3x) are multiplied in float64."""
+
+
+def _gram_of_float32_rows(rows: np.ndarray) -> np.ndarray:
+    """``XᵀX`` float64 of float32 (or float16) rows ``[r, in]``: the ordinary rows' products
+    summed by a float32 ``syrk`` (about twice as fast as float64, and no float64 copy of the
+    rows), the few large rows' in float64.
+
+    Relative to the ordinary rows' own ``Σ |x_i x_j|`` the float32 part is off by the float32
+    rounding of a dot product (at most ``r · 2⁻²⁴``, typically ``~sqrt(r) · 2⁻²⁴``), far inside
+    GPTQ's 1 % damping; a large row,
+    whose square in float32 would swallow every ordinary row's contribution to an entry, is
+    added exactly as the float64 path adds it.
+    """
+    rows = rows.astype(np.float32, copy=False)
+    peaks = np.abs(rows).max(axis=1)
+    large = peaks > _FLOAT32_PEAK_SPREAD * np.quantile(peaks, 0.5, method="lower")
+    if not large.any():
+        return (rows.T @ rows).astype(np.float64)  # numpy uses the symmetric rank-k update (ssyrk)
+    ordinary, outliers = rows[~large], rows[large].astype(np.float64)
+    return (ordinary.T @ ordinary).astype(np.float64) + outliers.T @ outliers
+
+
 class HessianAccumulator(_RowSums):
     """``XᵀX`` of one linear layer's inputs, for GPTQ.
 
     ``total`` is the raw float64 ``[in, in]`` sum ``Σ_r w_r x_r x_rᵀ`` and ``count`` the
     weighted row count ``Σ_r w_r``. Float64 because the sink token's inputs can be ~1e3
     times the others: in float32 its square would swamp the ordinary rows' contributions.
+    Unweighted float32 or float16 rows (what calibration observers record) are multiplied
+    in float32 except for such outlier rows (:func:`_gram_of_float32_rows`); float64 rows and
+    weighted rows entirely in float64.
     """
 
     def __init__(self, in_features: int) -> None:
@@ -163,6 +192,8 @@ class HessianAccumulator(_RowSums):
         super().__init__(np.zeros((in_features, in_features), np.float64))
 
     def _row_sum(self, rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        if weights is None and rows.dtype in (np.float32, np.float16):
+            return _gram_of_float32_rows(rows)
         scaled = rows.astype(np.float64)
         if weights is not None:
             scaled *= np.sqrt(weights)[:, None]
