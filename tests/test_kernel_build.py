@@ -102,8 +102,9 @@ def test_portable_choice_warns_once_and_cells_use_mindspore_ops(fresh_choice, mo
     from gscore.nn.quantizers import WeightQuantizer
 
     monkeypatch.setenv(kernels.ENV, "portable")
-    wq = WeightQuantizer(np.ones(4, np.float32), np.zeros(4, np.float32), ms.float32, 0, -127, 127)
     with pytest.warns(kernels.KernelFallbackWarning, match="GSCORE_KERNELS=portable") as record:
+        wq = WeightQuantizer(np.ones(4, np.float32), np.zeros(4, np.float32), ms.float32, 0, -127, 127)  # asks for the level
+        assert wq.fused is None
         assert kernels.level() == "portable"
         assert native_kernel(wq, None, True) is None
     assert len(record) == 1

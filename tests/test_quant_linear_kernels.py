@@ -94,25 +94,38 @@ def simulated(spec: WeightSpec, input_quantizer, choice: str | None) -> Wrapper:
 
 
 @pytest.mark.skipif(not kernels.enabled(), reason="needs native kernels (no C++ compiler here)")
-@pytest.mark.parametrize("input_quantizer", [lambda: None, DynamicInputQuantizer], ids=["weight-only", "dynamic-input"])
-@pytest.mark.parametrize("spec", [WeightSpec(bits=4, group_size=64, symmetric=False), WeightSpec(bits=4, group_size=64), WeightSpec(bits=8, group_size=32, symmetric=False)], ids=["w4-asym", "w4-sym", "w8-g32-asym"])
-def test_simulated_group_layer_fake_quantizes_natively_to_the_ops_values(spec, input_quantizer):
-    """A per-group simulated layer fake-quantizes its weight with one fused operator where
-    kernels are on; weight and outputs equal the portable layer's bit for bit. 150 inputs
+@pytest.mark.parametrize("input_quantizer", [lambda: None, lambda: StaticInputQuantizer(0.02, -3.0), DynamicInputQuantizer], ids=["weight-only", "static-input", "dynamic-input"])
+@pytest.mark.parametrize(
+    "spec",
+    [WeightSpec(bits=4, group_size=64, symmetric=False), WeightSpec(bits=4, group_size=64), WeightSpec(bits=8, group_size=32, symmetric=False), WeightSpec(), WeightSpec(symmetric=False)],
+    ids=["w4-asym", "w4-sym", "w8-g32-asym", "w8", "w8-asym"],
+)
+def test_simulated_layer_fake_quantizes_natively_to_the_ops_values(spec, input_quantizer):
+    """A simulated layer fake-quantizes its weight and input with fused native operators where
+    kernels are on; both, and the outputs, equal the portable layer's bit for bit. 150 inputs
     leave a ragged last group; the weight is set to values beyond the clipped range, on
-    rounding midpoints, and ±0."""
+    rounding midpoints, and ±0, the input to values on its rounding midpoints too."""
     portable, native = simulated(spec, input_quantizer, "portable"), simulated(spec, input_quantizer, None)
-    assert native.layer._weight_quantizer.fused and not portable.layer._weight_quantizer.fused
     wq = native.layer._weight_quantizer
+    assert wq.fused is not None and portable.layer._weight_quantizer.fused is None
+    if native.layer.has_input_quantizer:
+        assert native.layer._input_quantizer.fused is not None and portable.layer._input_quantizer.fused is None
     rng = np.random.default_rng(11)
     weight = portable.layer.weight.asnumpy() * rng.uniform(0.5, 1.8, (37, 150)).astype(np.float32)
-    scale = np.repeat(wq.scale.asnumpy(), spec.group_size, axis=1)[:, :150]
-    zp_neg = np.repeat(wq.zp_neg.asnumpy(), spec.group_size, axis=1)[:, :150]
+    group = spec.group_size or 150
+    scale = np.repeat(wq.scale.asnumpy().reshape(37, -1), group, axis=1)[:, :150]
+    zp_neg = np.repeat(wq.zp_neg.asnumpy().reshape(37, -1), group, axis=1)[:, :150]
     midpoints = rng.random((37, 150)) < 0.2
     weight[midpoints] = ((rng.integers(-8, 7, (37, 150)) + 0.5 + zp_neg) * scale)[midpoints]
     weight[0, :4] = [0.0, -0.0, 0.0, -0.0]
     for net in (portable, native):
         net.layer.weight.set_data(Tensor(weight))
     np.testing.assert_array_equal(wq.fake_quantize(native.layer.weight).asnumpy(), portable.layer._weight_quantizer.fake_quantize(portable.layer.weight).asnumpy())
-    x = Tensor(rng.standard_normal((2, 5, 150)).astype(np.float32))
+    x = rng.standard_normal((2, 5, 150)).astype(np.float32)
+    x[0, 0, :40] = (rng.integers(-150, 150, 40) + 0.5).astype(np.float32) * np.float32(0.02)
+    x[0, 1, :4] = [0.0, -0.0, 3.0, -3.0]
+    x = Tensor(x)
+    if native.layer.has_input_quantizer:
+        rows = ms.ops.reshape(x, (-1, 150))
+        np.testing.assert_array_equal(native.layer._input_quantizer.fake_quantize(rows).asnumpy(), portable.layer._input_quantizer.fake_quantize(rows).asnumpy())
     np.testing.assert_array_equal(native(x).asnumpy(), portable(x).asnumpy())

@@ -79,6 +79,8 @@ KERNELS: dict[str, tuple[Callable[..., list[int]], Callable[..., Any]]] = {
     "hadamard": (_like_first, _like_first),
     "fake_quant": (_like_first, _like_first),
     "fake_quant_grad": (_like_first, _like_first),
+    "static_act_fake_quant": (_like_first, _like_first),
+    "token_act_fake_quant": (_like_first, _like_first),
     "minmax": (lambda x: [2], _like_first),
     "channel_minmax": (lambda x: [x[0], 2], _like_first),
 }

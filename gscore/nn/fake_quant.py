@@ -101,14 +101,14 @@ def _ste(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: float, qmax: float,
     return codes * scale
 
 
-# Fused kernels, resolved once by load_fused() before any graph using them is compiled (a
+# Fused kernels, resolved once by _load_fused() before any graph using them is compiled (a
 # compiled function reads module globals when it is compiled).
 _FAKE_QUANT = None
 _MINMAX = None
 _CHANNEL_MINMAX = None
 
 
-def load_fused() -> bool:
+def _load_fused() -> bool:
     """True when native kernels are on (their level when first asked is kept for the process)."""
     global _FAKE_QUANT, _MINMAX, _CHANNEL_MINMAX
     if not kernels.enabled():
@@ -252,7 +252,7 @@ class FakeQuantSTE(nn.Cell):
         super().__init__()
         self.qmin, self.qmax = float(qmin), float(qmax)
         self.symmetric = symmetric
-        self.fused = load_fused()
+        self.fused = _load_fused()
 
     def construct(self, x: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
         fused = self.fused and scale.size == 1 and all(t.dtype == ms.float32 for t in (x, scale, zero_point))
@@ -283,7 +283,7 @@ class _DelayedFakeQuant(nn.Cell):
         super().__init__()
         self.scheme = scheme
         self.quant_delay = _check_non_negative_int(quant_delay, "quant_delay")
-        self.fused = load_fused()
+        self.fused = _load_fused()
         self.step = Parameter(Tensor(0, ms.int32), name="step", requires_grad=False)
 
     def _count_step(self) -> None:

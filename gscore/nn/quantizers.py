@@ -21,7 +21,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from gscore.nn.fake_quant import fake_quant_with, load_fused
+from gscore import kernels
+from gscore.kernels.ops import primitive
 
 
 def _param(value: np.ndarray, dtype: Any, name: str) -> Parameter:
@@ -49,6 +50,8 @@ class WeightQuantizer(nn.Cell):
         self.symmetric = symmetric
         # one value per output channel, broadcast over the weight's other axes ([out, in, kh, kw] for a Conv2d)
         self.param_shape = (-1,) + (1,) * (weight_ndim - 1) if out_axis == 0 else (1, -1)
+        self.fused = primitive("fake_quant") if dtype == ms.float32 and out_axis == 0 and kernels.enabled() else None
+        self.bounds = Tensor(np.array([qmin, qmax], np.float32))
 
     @property
     def rescales_output(self) -> bool:
@@ -85,8 +88,26 @@ class WeightQuantizer(nn.Cell):
         return (ops.cast(q, self.dtype) + zp_neg) * scale
 
     def fake_quantize(self, w: Tensor) -> Tensor:
-        """Round ``w`` onto the integer grid in float32 and dequantise: the simulated weight."""
+        """Round ``w`` onto the integer grid in float32 and dequantise: the simulated weight.
+
+        In float32 with native kernels on (``fused``), one fused operator instead of
+        :meth:`codes_of` then :meth:`dequantize`, with the same values (see
+        :meth:`_fused_fake_quantize`). Why: a simulated layer fake-quantizes its weight on every
+        forward, and the MindSpore operations of the two steps (each a pass over the weight;
+        per group also padding and regrouping) cost about as much as the layer's matmul in
+        calibration's pass over 4096 rows. Gradients reach ``w`` straight through; nothing
+        trains a simulated layer's scales.
+        """
+        if self.fused is not None:
+            return self._fused_fake_quantize(ops.cast(w, ms.float32))
         return self.dequantize(self.codes_of(w))
+
+    def _fused_fake_quantize(self, rows: Tensor) -> Tensor:
+        """``rows`` float32 with one parameter pair per leading index (``scale`` and ``zp_neg``
+        flattened): the operator computes ``(clamp(rint(x / s + z)) - z) * s`` with
+        ``z = -zp_neg``, float operation for float operation :meth:`codes_of`'s
+        ``x / s - zp_neg`` and :meth:`dequantize`'s ``(q + zp_neg) * s``."""
+        return self.fused(rows, ops.reshape(self.scale, (-1,)), ops.reshape(-self.zp_neg, (-1,)), self.bounds)
 
 
 class GroupWeightQuantizer(WeightQuantizer):
@@ -104,7 +125,6 @@ class GroupWeightQuantizer(WeightQuantizer):
     def __init__(self, scale: np.ndarray, zp_neg: np.ndarray, dtype: Any, group_size: int, qmin: int, qmax: int, symmetric: bool = False) -> None:
         super().__init__(scale, zp_neg, dtype, out_axis=0, qmin=qmin, qmax=qmax, symmetric=symmetric)
         self.group_size = group_size
-        self.fused = dtype == ms.float32 and load_fused()
 
     @property
     def rescales_output(self) -> bool:
@@ -142,21 +162,10 @@ class GroupWeightQuantizer(WeightQuantizer):
         return self._grouped(lambda g: ops.clamp(ops.round(g / scale - zp_neg), self.qmin, self.qmax), ops.cast(w, ms.float32))
 
     def fake_quantize(self, w: Tensor) -> Tensor:
-        """:meth:`codes_of` then :meth:`dequantize`; in float32 with native kernels on, one
-        fused operator over rows of ``group_size`` values that performs the same float
-        operations in the same order (its zero point is ``-zp_neg``), so the values are the
-        same. Why: a simulated layer fake-quantizes its weight on every forward, and the
-        twenty-odd MindSpore operations of the two steps (padding, grouping, element-wise
-        arithmetic, each a pass over the weight) cost about as much as the layer's matmul in
-        calibration's pass over 4096 rows. Gradients reach ``w`` straight through; nothing
-        trains a simulated layer's scales."""
-        if not self.fused:
+        """As :meth:`WeightQuantizer.fake_quantize`; fused, over rows of ``group_size`` values."""
+        if self.fused is None:
             return super().fake_quantize(w)
-        scale, zero = ops.reshape(self.scale, (-1,)), ops.reshape(-self.zp_neg, (-1,))
-        return self._grouped(
-            lambda g: ops.reshape(fake_quant_with(ops.reshape(g, (-1, self.group_size)), scale, zero, self.qmin, self.qmax, False, True), g.shape),
-            ops.cast(w, ms.float32),
-        )
+        return self._grouped(lambda g: ops.reshape(self._fused_fake_quantize(ops.reshape(g, (-1, self.group_size))), g.shape), ops.cast(w, ms.float32))
 
 
 def _straight_through(codes: Tensor, scaled: Tensor) -> Tensor:
@@ -179,12 +188,18 @@ class StaticInputQuantizer(nn.Cell):
         super().__init__()
         self.scale = _param(np.array([scale], np.float32), ms.float32, "scale")
         self.zp = _param(np.array([zp], np.float32), ms.float32, "zp")
+        self.fused = primitive("static_act_fake_quant") if kernels.enabled() else None
+        self.bounds = Tensor(np.array([-128, 127], np.float32))
 
     def integers(self, x: Tensor) -> Tensor:
         """Real int8 codes of ``x``."""
         return ops.cast(ops.clamp(ops.round(x / self.scale) + self.zp, -128, 127), ms.int8)
 
     def fake_quantize(self, x: Tensor) -> Tensor:
+        """``(integers(x) - zp) * scale`` in float32; one native operator with the same values
+        where kernels are on (the simulated layer's forward; no gradient reaches ``x`` either way)."""
+        if self.fused is not None and x.dtype == ms.float32:
+            return self.fused(x, self.scale, self.zp, self.bounds)
         return (ops.cast(self.integers(x), ms.float32) - self.zp) * self.scale
 
     def deploy(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -202,10 +217,18 @@ class DynamicInputQuantizer(nn.Cell):
 
     straight_through = False
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.fused = primitive("token_act_fake_quant") if kernels.enabled() else None
+
     def _scale(self, x: Tensor) -> Tensor:
         return ops.maximum(ops.amax(ops.abs(x), axis=-1, keepdims=True) / 127.0, 1e-12)
 
     def fake_quantize(self, x: Tensor) -> Tensor:
+        """``clamp(round(x / s), -127, 127) * s`` per row; one native operator with the same
+        values where kernels are on."""
+        if self.fused is not None and x.dtype == ms.float32:
+            return self.fused(x)
         scale = self._scale(x)
         return ops.clamp(ops.round(x / scale), -127, 127) * scale
 

@@ -731,6 +731,23 @@ int gsk_fake_quant(int nparam, void** params, int* ndims, int64_t** shapes, cons
   return kOk;
 }
 
+// x float32, scale [1], zp [1], bounds [qmin, qmax] -> x fake-quantized as a static input quantizer does
+int gsk_static_act_fake_quant(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 5 || !a[0].is("float32") || !a[1].is("float32") || !a[2].is("float32") || !a[3].is("float32") || a[1].numel() != 1 || a[2].numel() != 1 || a[3].numel() != 2 || a[4].numel() != a[0].numel()) return kBadArgs;
+  gsk::static_act_fake_quant(f32(a[0]), a[0].numel(), f32(a[1])[0], f32(a[2])[0], f32(a[3])[0], f32(a[3])[1], static_cast<float*>(a[4].data));
+  return kOk;
+}
+
+// x float32 [..., k] -> x fake-quantized per row as a dynamic input quantizer does
+int gsk_token_act_fake_quant(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  Args a{nparam, params, ndims, shapes, dtypes};
+  if (nparam != 2 || !a[0].is("float32") || a[0].ndim < 1 || a[1].numel() != a[0].numel()) return kBadArgs;
+  const int64_t cols = a[0].dim(-1);
+  gsk::token_act_fake_quant(f32(a[0]), cols ? a[0].numel() / cols : 0, cols, static_cast<float*>(a[1].data));
+  return kOk;
+}
+
 // x, scale, zp, bounds, dout -> dx (straight-through: dout where x quantizes without clipping)
 int gsk_fake_quant_grad(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
   Args a{nparam, params, ndims, shapes, dtypes};
