@@ -221,8 +221,9 @@ class AbsMeanAccumulator(_RowSums):
         super().__init__(np.zeros(in_features, np.float64))
 
     def _row_sum(self, rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-        magnitudes = np.abs(rows.astype(np.float64))
-        return magnitudes.sum(axis=0) if weights is None else weights @ magnitudes
+        if weights is None:  # |x| is exact in the input's dtype; the sum is float64 (no float64 copy of the rows)
+            return np.abs(rows).sum(axis=0, dtype=np.float64)
+        return weights @ np.abs(rows.astype(np.float64))
 
     def mean(self) -> np.ndarray:
         """Weighted mean ``|x|`` per input channel, float64 ``[in]``.
