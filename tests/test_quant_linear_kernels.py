@@ -108,7 +108,7 @@ def test_simulated_layer_fake_quantizes_natively_to_the_ops_values(spec, input_q
     portable, native = simulated(spec, input_quantizer, "portable"), simulated(spec, input_quantizer, None)
     wq = native.layer._weight_quantizer
     assert wq.fused is not None and portable.layer._weight_quantizer.fused is None
-    if native.layer.has_input_quantizer:
+    if isinstance(native.layer._input_quantizer if native.layer.has_input_quantizer else None, StaticInputQuantizer):
         assert native.layer._input_quantizer.fused is not None and portable.layer._input_quantizer.fused is None
     rng = np.random.default_rng(11)
     weight = portable.layer.weight.asnumpy() * rng.uniform(0.5, 1.8, (37, 150)).astype(np.float32)
@@ -129,3 +129,15 @@ def test_simulated_layer_fake_quantizes_natively_to_the_ops_values(spec, input_q
         rows = ms.ops.reshape(x, (-1, 150))
         np.testing.assert_array_equal(native.layer._input_quantizer.fake_quantize(rows).asnumpy(), portable.layer._input_quantizer.fake_quantize(rows).asnumpy())
     np.testing.assert_array_equal(native(x).asnumpy(), portable(x).asnumpy())
+
+
+@pytest.mark.skipif(not kernels.enabled(), reason="needs native kernels (no C++ compiler here)")
+def test_fused_static_input_quantizer_passes_no_gradient_like_its_ops_path():
+    """The ops path rounds and casts to int8, which passes no gradient; the fused operator's
+    backward gives zeros too (rather than failing for want of one)."""
+    x = Tensor(np.random.default_rng(3).standard_normal((4, 9)).astype(np.float32))
+    for choice in ("portable", None):
+        quantizer = simulated(WeightSpec(), lambda: StaticInputQuantizer(0.02, -3.0), choice).layer._input_quantizer
+        assert (quantizer.fused is None) == (choice == "portable")
+        gradient = ms.grad(lambda t, q=quantizer: (q.fake_quantize(t) * 3.0).sum())(x)
+        np.testing.assert_array_equal(gradient.asnumpy(), np.zeros((4, 9), np.float32))

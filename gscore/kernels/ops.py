@@ -80,12 +80,21 @@ KERNELS: dict[str, tuple[Callable[..., list[int]], Callable[..., Any]]] = {
     "fake_quant": (_like_first, _like_first),
     "fake_quant_grad": (_like_first, _like_first),
     "static_act_fake_quant": (_like_first, _like_first),
-    "token_act_fake_quant": (_like_first, _like_first),
     "minmax": (lambda x: [2], _like_first),
     "channel_minmax": (lambda x: [x[0], 2], _like_first),
 }
 
-BPROPS: dict[str, Callable[[str], Callable[..., tuple]]] = {"fake_quant": _fake_quant_bprop}
+def _no_gradient_bprop(at: str) -> Callable[..., tuple]:
+    """No gradient to any input: what MindSpore's ops give through a rounding followed by a cast
+    to int8 (``StaticInputQuantizer.fake_quantize``)."""
+
+    def bprop(x: Any, scale: Any, zero_point: Any, bounds: Any, out: Any, dout: Any) -> tuple:
+        return ops.zeros_like(x), ops.zeros_like(scale), ops.zeros_like(zero_point), ops.zeros_like(bounds)
+
+    return bprop
+
+
+BPROPS: dict[str, Callable[[str], Callable[..., tuple]]] = {"fake_quant": _fake_quant_bprop, "static_act_fake_quant": _no_gradient_bprop}
 
 _primitives: dict[tuple[str, str, str], ops.Custom] = {}
 _built_from: Path | None = None

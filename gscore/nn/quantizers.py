@@ -95,8 +95,10 @@ class WeightQuantizer(nn.Cell):
         :meth:`_fused_fake_quantize`). Why: a simulated layer fake-quantizes its weight on every
         forward, and the MindSpore operations of the two steps (each a pass over the weight;
         per group also padding and regrouping) cost about as much as the layer's matmul in
-        calibration's pass over 4096 rows. Gradients reach ``w`` straight through; nothing
-        trains a simulated layer's scales.
+        calibration's pass over 4096 rows. The gradients differ (nothing trains a simulated
+        PTQ layer): the operator's backward is SimQAT's straight-through estimator (``w`` gets
+        the output's gradient where it does not clip, the scales none), while the ops path
+        passes nothing to ``w`` through its rounding and gives the scales theirs.
         """
         if self.fused is not None:
             return self._fused_fake_quantize(ops.cast(w, ms.float32))
@@ -197,7 +199,8 @@ class StaticInputQuantizer(nn.Cell):
 
     def fake_quantize(self, x: Tensor) -> Tensor:
         """``(integers(x) - zp) * scale`` in float32; one native operator with the same values
-        where kernels are on (the simulated layer's forward; no gradient reaches ``x`` either way)."""
+        where kernels are on (a simulated layer's forward). No gradient reaches ``x`` either way:
+        the ops path casts to int8, the operator's backward gives zeros."""
         if self.fused is not None and x.dtype == ms.float32:
             return self.fused(x, self.scale, self.zp, self.bounds)
         return (ops.cast(self.integers(x), ms.float32) - self.zp) * self.scale
@@ -217,18 +220,10 @@ class DynamicInputQuantizer(nn.Cell):
 
     straight_through = False
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.fused = primitive("token_act_fake_quant") if kernels.enabled() else None
-
     def _scale(self, x: Tensor) -> Tensor:
         return ops.maximum(ops.amax(ops.abs(x), axis=-1, keepdims=True) / 127.0, 1e-12)
 
     def fake_quantize(self, x: Tensor) -> Tensor:
-        """``clamp(round(x / s), -127, 127) * s`` per row; one native operator with the same
-        values where kernels are on."""
-        if self.fused is not None and x.dtype == ms.float32:
-            return self.fused(x)
         scale = self._scale(x)
         return ops.clamp(ops.round(x / scale), -127, 127) * scale
 

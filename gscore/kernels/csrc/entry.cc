@@ -739,15 +739,6 @@ int gsk_static_act_fake_quant(int nparam, void** params, int* ndims, int64_t** s
   return kOk;
 }
 
-// x float32 [..., k] -> x fake-quantized per row as a dynamic input quantizer does
-int gsk_token_act_fake_quant(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
-  Args a{nparam, params, ndims, shapes, dtypes};
-  if (nparam != 2 || !a[0].is("float32") || a[0].ndim < 1 || a[1].numel() != a[0].numel()) return kBadArgs;
-  const int64_t cols = a[0].dim(-1);
-  gsk::token_act_fake_quant(f32(a[0]), cols ? a[0].numel() / cols : 0, cols, static_cast<float*>(a[1].data));
-  return kOk;
-}
-
 // x, scale, zp, bounds, dout -> dx (straight-through: dout where x quantizes without clipping)
 int gsk_fake_quant_grad(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
   Args a{nparam, params, ndims, shapes, dtypes};

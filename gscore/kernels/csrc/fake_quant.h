@@ -52,29 +52,13 @@ inline void fake_quant_grad(const float* x, const float* scale, const float* zp,
   });
 }
 
-// int8 activations as a simulated layer's input quantizers compute them
-// (gscore/nn/quantizers.py), each in its own order of operations, so outputs are bit-identical:
-// static per tensor: code = clamp(rint(x / scale) + zp, qmin, qmax) (rounded before the zero
-// point is added, unlike fake_quant), out = (code - zp) * scale;
+// int8 activations as a simulated layer's static input quantizer computes them
+// (gscore/nn/quantizers.py StaticInputQuantizer), in its order of operations, so outputs are
+// bit-identical: code = clamp(rint(x / scale) + zp, qmin, qmax) (rounded before the zero point is
+// added, unlike fake_quant), out = (code - zp) * scale.
 inline void static_act_fake_quant(const float* x, int64_t n, float scale, float zp, float qmin, float qmax, float* out) {
   parallel_for(n, kElementGrain, n * 4, [&](int64_t first, int64_t last) {
     for (int64_t i = first; i < last; ++i) out[i] = (std::min(std::max(std::nearbyint(x[i] / scale) + zp, qmin), qmax) - zp) * scale;
-  });
-}
-
-// dynamic per row (token), symmetric: scale = max(max |x_row| / 127, 1e-12), out =
-// clamp(rint(x / scale), -127, 127) * scale.
-inline void token_act_fake_quant(const float* x, int64_t rows, int64_t cols, float* out) {
-  const int64_t grain = std::max<int64_t>(1, kElementGrain / std::max<int64_t>(cols, 1));
-  parallel_for(rows, grain, rows * cols, [&](int64_t first, int64_t last) {
-    for (int64_t r = first; r < last; ++r) {
-      const float* xr = x + r * cols;
-      float peak = 0.0f;
-      for (int64_t i = 0; i < cols; ++i) peak = std::max(peak, std::fabs(xr[i]));
-      const float scale = std::max(peak / 127.0f, 1e-12f);
-      float* o = out + r * cols;
-      for (int64_t i = 0; i < cols; ++i) o[i] = std::min(std::max(std::nearbyint(xr[i] / scale), -127.0f), 127.0f) * scale;
-    }
   });
 }
 
