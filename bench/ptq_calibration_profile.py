@@ -29,7 +29,7 @@ PARTS: list[tuple[str, str, str]] = [
     # (label, 'file:function' as cProfile names it, what it contains)
     ("all of apply", "gscore/algorithm.py:apply", "everything below"),
     ("block passes", "gscore/models/llama_helper.py:run_block", "the float pass with observers and the quantized pass, every block"),
-    ("float pass with observers", "gscore_ptq/block.py:_observe", "the float block, the observers' statistics (min/max, XᵀX, mean |x|, sample rows)"),
+    ("float pass with observers", "gscore_ptq/block.py:_observe", "the float block, the observers' statistics (min/max, XᵀX, mean magnitude, sample rows)"),
     ("XᵀX accumulation", "gscore/quant/stats.py:add", "HessianAccumulator and AbsMeanAccumulator additions"),
     ("AWQ scale search", "gscore_ptq/block.py:_awq_scales", "20 strengths x the layers of each scaled group, on 512 sample rows"),
     ("clipping search", "gscore/quant/awq.py:search_weight_clip", "every clip ratio of every layer"),
@@ -99,6 +99,7 @@ def markdown(res: dict) -> str:
         "",
         f"Float forwards over the same windows (one at a time, before `apply`): {forwards:.1f} s. `apply` under cProfile: "
         f"{res['apply_s']:.1f} s ({res['apply_s'] / forwards:.2f}x the float forwards). Cumulative seconds per part; parts overlap as the last column says.",
+        "",
         "",
     ]
     rows = [[p["part"], f"{p['seconds']:.1f}", f"{p['seconds'] / forwards:.2f}x", f"`{p['function']}`", p["contains"]] for p in res["parts"] if p["seconds"] > 0]
