@@ -162,9 +162,8 @@ def _gram_of_float32_rows(rows: np.ndarray) -> np.ndarray:
 
     Relative to the ordinary rows' own ``Σ |x_i x_j|`` the float32 part is off by the float32
     rounding of a dot product (at most ``r · 2⁻²⁴``, typically ``~sqrt(r) · 2⁻²⁴``), far inside
-    GPTQ's 1 % damping; a large row,
-    whose square in float32 would swallow every ordinary row's contribution to an entry, is
-    added exactly as the float64 path adds it.
+    GPTQ's 1 % damping; a large row, whose square in float32 would swallow every ordinary row's
+    contribution to an entry, is added exactly as the float64 path adds it.
     """
     rows = rows.astype(np.float32, copy=False)
     peaks = np.abs(rows).max(axis=1)
