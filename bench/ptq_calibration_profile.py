@@ -36,7 +36,8 @@ PARTS: list[tuple[str, str, str]] = [
     ("GPTQ", "gscore/quant/gptq.py:gptq_quantize", "one call per group of layers sharing a Hessian"),
     ("GPTQ: Cholesky factor of H⁻¹", "gscore/quant/gptq.py:_upper_cholesky_of_inverse", "float64 Cholesky and triangular inverse"),
     ("GPTQ: column sweep", "gscore/quant/gptq.py:_quantize_columns", "rounding with error feedback, lazy block updates (float64)"),
-    ("GPTQ: row errors", "gscore/quant/gptq.py:_row_errors", "(w - ŵ) H (w - ŵ)ᵀ of GPTQ and RTN, float64, for the fallback"),
+    ("GPTQ: RTN's row errors", "gscore/quant/gptq.py:_row_errors", "(w - ŵ) H (w - ŵ)ᵀ of RTN (and of GPTQ after a scale refit), float64, for the fallback"),
+    ("GPTQ: GPTQ's row errors", "gscore/quant/gptq.py:_row_errors_from_feedback", "from the errors the sweep fed back, minus the damping's share"),
 ]
 
 

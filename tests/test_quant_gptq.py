@@ -161,6 +161,34 @@ def test_output_error_never_above_rtn(seed: int, out: int, n: int, rows: int, sc
 @PROPERTY
 @given(
     seed=st.integers(0, 2**32 - 1),
+    n=st.integers(2, 300),
+    rows=st.integers(1, 3),
+    scheme=schemes(),
+    act_order=st.booleans(),
+    damp=st.sampled_from([0.01, 1.0]),
+    dead=st.booleans(),
+)
+def test_gptq_error_from_the_sweep_equals_the_direct_one(seed: int, n: int, rows: int, scheme: QuantScheme, act_order: bool, damp: float, dead: bool) -> None:
+    """GPTQ's own error (``error_gptq``) comes from the errors its sweep fed back, not from a
+    product with ``H``; it must equal the direct ``(w - ŵ) H (w - ŵ)ᵀ`` closely even where the
+    damping dominates: ``H`` of rank 1 to 3 (most of the error lies along the damping), damping
+    up to 100 % of mean(diag H), dead inputs."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, n))
+    if dead:
+        x[:, rng.random(n) < 0.3] = 0.0
+    weight = rng.standard_normal((4, n)).astype(np.float32)
+    hessian = hessian_of(x)
+    result = gptq_quantize(weight, hessian, scheme, act_order=act_order, static_groups=act_order and scheme.group_size > 0, damp_percent=damp)
+    error = output_error(weight, result.weight, hessian)
+    assert result.diagnostics.error == pytest.approx(error, rel=1e-9, abs=1e-15)  # RTN's rows where it won
+    if result.diagnostics.fallback_rows == 0:
+        assert result.diagnostics.error_gptq == result.diagnostics.error
+
+
+@PROPERTY
+@given(
+    seed=st.integers(0, 2**32 - 1),
     outs=st.lists(st.integers(1, 8), min_size=2, max_size=3),
     n=st.integers(2, 40),
     scheme=schemes(),
