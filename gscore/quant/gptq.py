@@ -462,8 +462,8 @@ def gptq_quantize(
         gptq_err = _row_errors(original, gptq[1].astype(np.float64), full_hessian)
 
     rtn_err = _row_errors(original, rtn[1].astype(np.float64), full_hessian)
-    # GPTQ's errors come another way (from its sweep), to the last bits: a row equal to RTN's
-    # gets RTN's error, so that such a tie keeps GPTQ's row and the errors agree exactly.
+    # GPTQ's row errors come from its sweep and may differ from a direct product in the last
+    # bits: a row equal to RTN's takes RTN's error, so an exact tie keeps GPTQ's row, as before.
     same = (gptq[1] == rtn[1]).all(axis=1)
     gptq_err[same] = rtn_err[same]
     fallback = rtn_err < gptq_err
