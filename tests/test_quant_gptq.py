@@ -181,7 +181,7 @@ def test_gptq_error_from_the_sweep_equals_the_direct_one(seed: int, n: int, rows
     hessian = hessian_of(x)
     result = gptq_quantize(weight, hessian, scheme, act_order=act_order, static_groups=act_order and scheme.group_size > 0, damp_percent=damp)
     error = output_error(weight, result.weight, hessian)
-    assert result.diagnostics.error == pytest.approx(error, rel=1e-9, abs=1e-15)  # RTN's rows where it won
+    assert result.diagnostics.error == pytest.approx(error, rel=1e-9, abs=1e-15)  # GPTQ's rows, and RTN's where they won
     if result.diagnostics.fallback_rows == 0:
         assert result.diagnostics.error_gptq == result.diagnostics.error
 

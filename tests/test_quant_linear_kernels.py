@@ -108,7 +108,7 @@ def test_simulated_layer_fake_quantizes_natively_to_the_ops_values(spec, input_q
     portable, native = simulated(spec, input_quantizer, "portable"), simulated(spec, input_quantizer, None)
     wq = native.layer._weight_quantizer
     assert wq.fused is not None and portable.layer._weight_quantizer.fused is None
-    if isinstance(native.layer._input_quantizer if native.layer.has_input_quantizer else None, StaticInputQuantizer):
+    if native.layer.has_input_quantizer and isinstance(native.layer._input_quantizer, StaticInputQuantizer):
         assert native.layer._input_quantizer.fused is not None and portable.layer._input_quantizer.fused is None
     rng = np.random.default_rng(11)
     weight = portable.layer.weight.asnumpy() * rng.uniform(0.5, 1.8, (37, 150)).astype(np.float32)
