@@ -101,6 +101,11 @@ class DataParallelHelper:
             observer.synchronize()
         return out
 
+    def calls_block_once(self, state: ShardState) -> bool:
+        """False: statistics are combined between workers after a whole pass over the block,
+        so each block is observed in a pass of its own (not through to the wrapped helper)."""
+        return False
+
     def take(self, state: ShardState, count: int) -> ShardState:
         """This worker's part of the global first ``count`` windows of ``state``."""
         held = int(np.count_nonzero(state.windows < count))

@@ -3,7 +3,8 @@
 A network helper splits the model into blocks (:class:`~gscore.calib.network_helper.NetworkHelper`:
 generic discovery, or a model adapter's own split). The driver
 captures the first block's inputs once, then for each block lets the algorithm observe and
-quantize it, and runs the *quantized* block to produce the next block's inputs. Peak memory
+quantize it, and runs the *quantized* block to produce the next block's inputs (or takes them
+from the algorithm, when its one pass over the block already produced them). Peak memory
 is the weights plus one block's activations over the calibration set, whatever the depth,
 and later blocks are calibrated on the activations they will really see. The phase is
 all-or-nothing (:mod:`gscore.transaction`); its undo data is moved to disk before the first
@@ -35,15 +36,17 @@ def calibrate_blockwise(
     network: nn.Cell,
     helper: NetworkHelperProtocol,
     datasets: Any,
-    process_block: Callable[[str, nn.Cell, Any], None],
+    process_block: Callable[[str, nn.Cell, Any], Any],
     progress: bool = True,
 ) -> int:
     """Run ``process_block(name, block, state)`` on every block in order; returns the block count.
 
     ``process_block`` may run the block on ``state`` to observe it and must leave the block
-    in its calibrated (simulated) form; the driver then advances ``state`` through it and
-    calls the helper's optional ``block_done(name, block, state)`` (the streaming driver
-    writes the finished block out there). Between blocks, the cells that ``process_block``
+    in its calibrated (simulated) form. It returns the state after the calibrated block when
+    it computed that itself (a one-pass, true-sequential calibration), or None: the driver
+    then advances ``state`` through the block. Either way the driver then calls the helper's
+    optional ``block_done(name, block, state)`` (the streaming driver writes the finished
+    block out there). Between blocks, the cells that ``process_block``
     took out of the network may be emptied (their undo data goes to disk): it must not keep
     using them once it returned, nor the ones a model-level step took out before the driver.
     """
@@ -52,10 +55,10 @@ def calibrate_blockwise(
     finished = getattr(helper, "block_done", None)
     spill_undo(network)
     for name, block in tqdm(blocks, desc="calibrate", disable=not progress or not dist.is_root(), leave=False):
-        process_block(name, block, state)
+        after = process_block(name, block, state)
         if dist.active():
             dist.agree(f"block {name or type(block).__name__} after calibration", parameters_digest(block))
-        state = helper.run_block(block, state)
+        state = helper.run_block(block, state) if after is None else after
         if finished is not None:
             finished(name, block, state)
         spill_undo(network)

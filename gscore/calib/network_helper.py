@@ -70,6 +70,11 @@ class NetworkHelperProtocol(Protocol):
     def take(self, state: Any, count: int) -> Any:
         """The state of the first ``count`` calibration items (a cheaper state for searches)."""
 
+    def calls_block_once(self, state: Any) -> bool:
+        """Optional: whether ``run_block`` runs ``state`` in one call of the block, each layer
+        called once with every calibration row. Lets PTQ calibrate a block in one pass
+        (true-sequential); a helper without it gets two passes per block."""
+
     def block_output(self, state: Any) -> Any:
         """The block outputs held by ``state`` as one float32 numpy array (compared in searches)."""
 

@@ -106,6 +106,11 @@ class InputObserver(nn.Cell):
         self.set_origin(None)
 
     def construct(self, x: Tensor) -> Tensor:
+        self.record(x)
+        return self.layer(x)
+
+    def record(self, x: Tensor) -> None:
+        """Add the rows of ``x`` ``[..., in]`` to every statistic (what a call does before running the layer)."""
         rows = x.asnumpy().reshape(-1, x.shape[-1])
         if self.skip_leading and self.tokens_per_sequence:
             keep = np.arange(len(rows)) % self.tokens_per_sequence >= self.skip_leading
@@ -124,7 +129,6 @@ class InputObserver(nn.Cell):
             self.sample = picked if self.sample is None else np.concatenate([self.sample, picked])
             if positions is not None:
                 self.sample_positions = positions if self.sample_positions is None else np.concatenate([self.sample_positions, positions])
-        return self.layer(x)
 
     def set_origin(self, origin: RowOrigin | None) -> None:
         """Place the rows of the next run in the whole calibration set (None: no placement, one process)."""

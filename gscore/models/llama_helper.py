@@ -145,6 +145,11 @@ class LlamaHelper(NetworkHelper):
             block.self_attn.kv_cache.reset()
         return replace(state, hidden=outputs[0] if len(outputs) == 1 else ops.cat(outputs, axis=0))
 
+    def calls_block_once(self, state: BlockState) -> bool:
+        """Whether :meth:`run_block` runs ``state`` in one call of the block, so that every layer
+        sees every calibration row at once (what one-pass calibration needs)."""
+        return self.windows_per_forward is None or self.windows_per_forward >= state.batch
+
     def take(self, state: BlockState, windows: int) -> BlockState:
         """The first ``windows`` sequences of ``state`` (a cheaper state to score searches on)."""
         count = min(windows, state.batch)

@@ -37,6 +37,11 @@ key                    meaning                                     used with
                        ones for every statistic too (GPTQ
                        Hessians, clipping, ranges; default False)
 ``skip_leading_tokens`` leading positions left out of statistics   calibrated configs
+``true_sequential``    calibrate each block in one pass, each      calibrated configs
+                       group of layers on the outputs of the
+                       groups before it, already quantized
+                       (default True; False: two passes, every
+                       layer on the float block; see below)
 ``search_windows``     calibration windows that score a search     ``alpha`` list
 ``progress``           show progress bars                          any
 =====================  ==========================================  ==========================
@@ -58,6 +63,19 @@ calibration windows for every statistic ``apply`` gathers: GPTQ's Hessians from 
 512 tokens are thin for layers 576 and 1536 wide, and the float model's own text thickens them
 without more data (SmolLM2 W4 distilled: +7.23 % against +8.79 %,
 ``bench/results/ptq_calibrate_on_samples.md``).
+
+One pass or two (``true_sequential``): by default a block is calibrated in one pass over its
+calibration inputs. When the forward reaches a group of layers sharing an input (q/k/v, o,
+gate/up, down), they are observed, migrated, clipped and rounded there, and the pass goes on
+through the quantized group (:class:`gscore_ptq.block.BlockCalibrator`). Its output feeds the
+next block, so no second pass runs: calibration costs one forward per block plus the
+statistics and the rounding, instead of two. Each layer's statistics then come from the
+quantized layers before it in the block, as in GPTQ's reference implementation. With ``False``
+every layer of a block is observed on the float block in a first pass, and the quantized block
+runs in a second. Two passes are also used where one cannot do: a helper that runs the data in
+several calls per block (``windows_per_forward`` smaller than the data, the generic helper,
+data-parallel workers), a SmoothQuant strength search (scored on whole-block outputs), or a
+static int8 KV cache (it needs every key and value before attention reads them).
 
 A key that the config does not use is a warning (it would silently do nothing); an unknown key
 or a bad value is a :class:`~gscore.errors.ConfigError` naming what is allowed.
@@ -114,6 +132,7 @@ class PTQArgs:
     distill_samples: int = 0
     calibrate_on_samples: bool = False
     skip_leading_tokens: int = 0
+    true_sequential: bool = True
     search_windows: int = 2
     progress: bool = True
 
@@ -151,6 +170,7 @@ _USED_BY = {
     "distill_samples": _DISTILLS,
     "calibrate_on_samples": _SAMPLES,
     "skip_leading_tokens": _ANY,
+    "true_sequential": _ANY,
     "progress": _ANY,
 }
 KNOWN_ARGS = frozenset(_USED_BY)
@@ -191,6 +211,7 @@ def parse_args(config: PTQConfig) -> PTQArgs:
         distill_samples=check_number(raw.get("distill_samples", 0), "algo_args['distill_samples']", 0, integer=True),
         calibrate_on_samples=check_bool(raw.get("calibrate_on_samples", False), "algo_args['calibrate_on_samples']"),
         skip_leading_tokens=check_number(raw.get("skip_leading_tokens", 0), "algo_args['skip_leading_tokens']", 0, integer=True),
+        true_sequential=check_bool(raw.get("true_sequential", True), "algo_args['true_sequential']"),
         search_windows=check_number(raw.get("search_windows", 2), "algo_args['search_windows']", 1, integer=True),
         progress=check_bool(raw.get("progress", True), "algo_args['progress']"),
     )

@@ -32,6 +32,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from gscore.calib.observers import Collect, InputObserver, ObservingKVCache
+from gscore.errors import CalibrationDataError
 from gscore.nn.kv_cache import DynamicInt8KVCache, FloatKVCache, StaticInt8KVCache
 from gscore.nn.linear_view import is_linear, linear_view, ms_float_dtype_to_numpy
 from gscore.nn.norms import norm_values, set_folded
@@ -148,13 +149,17 @@ class BlockCalibrator:
 
     # -- the pipeline --------------------------------------------------------------------
 
-    def __call__(self, block_name: str, block: nn.Cell, state: Any) -> None:
+    def __call__(self, block_name: str, block: nn.Cell, state: Any) -> Any:
+        """Calibrate ``block`` on ``state``; returns the state after the calibrated block when
+        the one true-sequential pass produced it, else None (the driver runs the block)."""
         work = {
             rel: LayerWork(cell, policy, cell.weight.asnumpy().astype(np.float32))
             for rel, cell in iter_cells(block, is_linear)
             if (policy := self.policies.for_layer(full_name(block_name, rel))) is not None
         }
         caches = list(iter_cells(block, lambda c: isinstance(c, FloatKVCache)))
+        if self._in_one_pass(work, caches, state):
+            return self._calibrate_in_one_pass(block_name, block, state, work, caches)
         watchers = self._observe(block_name, block, state, work, caches)
         plans = self.scaling_plan(block, block_name)
         norms = {plan.norm: norm_values(get_cell(block, plan.norm)) for plan in plans if plan.norm}
@@ -164,6 +169,58 @@ class BlockCalibrator:
             alpha = self.args.alpha[0]
         self._place(block_name, block, work, plans, norms, alpha, gptq=True)
         self._place_kv_caches(block_name, block, caches, watchers)
+        return None
+
+    def _in_one_pass(self, work: dict[str, LayerWork], caches: list[tuple[str, nn.Cell]], state: Any) -> bool:
+        """Whether the block is calibrated true-sequentially, in one pass: asked for
+        (``true_sequential``), useful (some layer needs statistics; otherwise no observing pass
+        runs anyway) and possible: the helper runs the whole state in one call of the block
+        (``calls_block_once``), no SmoothQuant strength search scores whole-block outputs, and
+        no static int8 KV cache must see every key and value before attention runs on it."""
+        calls_once = getattr(self.helper, "calls_block_once", None)
+        return (
+            self.args.true_sequential
+            and calls_once is not None
+            and calls_once(state)
+            and any(w.policy.needs_input_stats for w in work.values())
+            and not (self.static_kv and caches)
+            and not (self.args.alpha_search and any(w.policy.smooth for w in work.values()))
+        )
+
+    def _calibrate_in_one_pass(self, block_name: str, block: nn.Cell, state: Any, work: dict[str, LayerWork], caches: list[tuple[str, nn.Cell]]) -> Any:
+        """Run the block once, calibrating each group of layers sharing an input when the
+        forward reaches it (:class:`_GroupInPass`); returns the state after the calibrated block."""
+        plans = self.scaling_plan(block, block_name)
+        norms = {plan.norm: norm_values(get_cell(block, plan.norm)) for plan in plans if plan.norm}
+        self._share_hessians(block, work)
+        self._place_kv_caches(block_name, block, caches, {})  # dynamic int8 caches (static ones take two passes)
+        prefix = name_prefix(block_name)
+        groups = []
+        for members in self._input_groups(block, work):
+            group = _GroupInPass(self, block, {m: work[m] for m in members}, [p for p in plans if set(p.members) <= set(members)], norms)
+            groups.append(group)
+            for rel in members:
+                replace_cell(block, rel, _QuantizeOnCall(group, rel), prefix)
+        after = self.helper.run_block(block, state)
+        for group in groups:
+            for rel, cell in group.calibrated(block_name).items():
+                replace_cell(block, rel, cell, prefix)
+        return after
+
+    def _input_groups(self, block: nn.Cell, work: dict[str, LayerWork]) -> list[list[str]]:
+        """The layers of ``work`` by shared input (the helper's smoothing groups; a layer in none is alone)."""
+        groups, grouped = [], set()
+        for _, members in self.helper.smooth_groups(block):
+            group = [m for m in members if m in work and m not in grouped]
+            if group:
+                groups.append(group)
+                grouped.update(group)
+        return groups + [[rel] for rel in work if rel not in grouped]
+
+    def _observer(self, w: LayerWork, rel: str) -> InputObserver:
+        """The observer collecting what ``w``'s policy needs from its input."""
+        collect = Collect(hessian=w.hessian_of == rel, absmean=w.policy.awq, sample_rows=SAMPLE_ROWS if (w.policy.awq or (w.policy.clip and not w.policy.gptq)) else 0)
+        return InputObserver(w.cell, self.helper.tokens_per_sequence(), self.args.skip_leading_tokens, collect)
 
     def _observe(self, block_name: str, block: nn.Cell, state: Any, work: dict[str, LayerWork], caches: list[tuple[str, nn.Cell]]) -> dict[str, ObservingKVCache]:
         """Run the float block once with observers in place; attach them to ``work``."""
@@ -173,9 +230,7 @@ class BlockCalibrator:
         prefix = name_prefix(block_name)
         self._share_hessians(block, work)
         for rel in observed:
-            policy = work[rel].policy
-            collect = Collect(hessian=work[rel].hessian_of == rel, absmean=policy.awq, sample_rows=SAMPLE_ROWS if (policy.awq or (policy.clip and not policy.gptq)) else 0)
-            work[rel].observer = InputObserver(work[rel].cell, self.helper.tokens_per_sequence(), self.args.skip_leading_tokens, collect)
+            work[rel].observer = self._observer(work[rel], rel)
             replace_cell(block, rel, work[rel].observer, prefix)
         watchers = {}
         if self.static_kv:
@@ -259,14 +314,23 @@ class BlockCalibrator:
 
     def _place(self, block_name: str, block: nn.Cell, work: dict[str, LayerWork], plans: list[Plan], norms: dict[str, list[np.ndarray]], alpha: float, gptq: bool) -> None:
         """Migrate outliers, round the weights and put the simulated layers in place."""
-        for norm, inverse in self._migrate(work, plans, alpha).items():
+        for rel, cell in self._simulate(block, work, plans, norms, alpha, gptq)[0].items():
+            replace_cell(block, rel, cell, name_prefix(block_name))
+
+    def _simulate(self, block: nn.Cell, work: dict[str, LayerWork], plans: list[Plan], norms: dict[str, list[np.ndarray]], alpha: float,
+                  gptq: bool) -> tuple[dict[str, nn.Cell], dict[str, np.ndarray]]:
+        """Migrate outliers (``1/s`` folded into the norms that absorb it) and round the weights:
+        the simulated cell of every layer of ``work``, not yet in place, and ``1/s`` by folded norm."""
+        folded = self._migrate(work, plans, alpha)
+        for norm, inverse in folded.items():
             set_folded(get_cell(block, norm), norms[norm], inverse)
         rounded = self._round(work, gptq)
+        cells = {}
         for rel, w in work.items():
-            view = linear_view(w.cell)
             weight, params = rounded[rel]
             smooth = 1.0 / w.divisor if w.explicit else None
-            replace_cell(block, rel, simulated_linear(view, w.policy.weight, weight, self._input_quantizer(w), smooth, params), name_prefix(block_name))
+            cells[rel] = simulated_linear(linear_view(w.cell), w.policy.weight, weight, self._input_quantizer(w), smooth, params)
+        return cells, folded
 
     def _round(self, work: dict[str, LayerWork], gptq: bool) -> dict[str, tuple[np.ndarray, QuantParams | None]]:
         """Every layer's weight to simulate and its params (None: observe them from that weight).
@@ -336,3 +400,59 @@ class BlockCalibrator:
 
 def _weight_scheme(w: LayerWork) -> QuantScheme:
     return w.policy.weight.scheme(linear_view(w.cell))
+
+
+class _GroupInPass:
+    """Layers sharing an input, calibrated inside the one pass over their block.
+
+    The first call of any of them hands over the group's input ``x`` (every calibration row:
+    the helper runs the state in one call): the layers' observers record it, the group is
+    migrated, clipped and rounded exactly as after an observing pass, and every call of the
+    pass then runs the simulated layer. So each group's statistics come from the outputs of
+    the groups before it, already quantized (true-sequential, as GPTQ's reference code does
+    by default), and the pass's output is the calibrated block's.
+
+    When ``1/s`` was folded into the norm producing ``x``, that norm already ran in this
+    pass: its output is multiplied by ``1/s`` here instead. The product can differ from the
+    folded norm's output in the last bit, so the next block's calibration inputs may differ
+    that much from what the deployed network computes; the calibrated layers are the same.
+    """
+
+    def __init__(self, calibrator: BlockCalibrator, block: nn.Cell, work: dict[str, LayerWork], plans: list[Plan], norms: dict[str, list[np.ndarray]]) -> None:
+        self.calibrator, self.block, self.work, self.plans, self.norms = calibrator, block, work, plans, norms
+        self.cells: dict[str, nn.Cell] | None = None
+        self.inverse: Tensor | None = None
+
+    def forward(self, member: str, x: Tensor) -> Tensor:
+        if self.cells is None:
+            self._calibrate(x)
+        return self.cells[member](x if self.inverse is None else x * self.inverse)
+
+    def _calibrate(self, x: Tensor) -> None:
+        calibrator = self.calibrator
+        for rel, w in self.work.items():
+            if w.policy.needs_input_stats:
+                w.observer = calibrator._observer(w, rel)
+                w.observer.record(x)
+        self.cells, folded = calibrator._simulate(self.block, self.work, self.plans, self.norms, calibrator.args.alpha[0], gptq=True)
+        if folded:
+            (inverse,) = folded.values()
+            self.inverse = Tensor(inverse, x.dtype)
+
+    def calibrated(self, block_name: str) -> dict[str, nn.Cell]:
+        """The simulated cells, by name in the block; raises if the pass never called the group."""
+        if self.cells is None:
+            names = [full_name(block_name, rel) for rel in self.work]
+            raise CalibrationDataError(f"layers {names} were never called when their block ran on the calibration data, so they cannot be calibrated")
+        return self.cells
+
+
+class _QuantizeOnCall(nn.Cell):
+    """Stands in for one layer of a :class:`_GroupInPass` while its block's one pass runs."""
+
+    def __init__(self, group: _GroupInPass, member: str) -> None:
+        super().__init__()
+        self.group, self.member = group, member
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.group.forward(self.member, x)
