@@ -121,6 +121,29 @@ def run_row(name: str, windows: str, out: str) -> None:
     Path(out).write_text(json.dumps(row))
 
 
+def calibration_parser(description: str) -> argparse.ArgumentParser:
+    """The options every calibration-time script takes: a preset, the windows, the result stem."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--preset", required=True)
+    parser.add_argument("--calib", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=512)
+    parser.add_argument("--output", default=None)
+    return parser
+
+
+def calibration_setup(calib: int, tokens: int) -> tuple:
+    """SmolLM2's ``(weights, config, tokenizer)`` and ``calib`` calibration windows of ``tokens``
+    (the fixed split), for the calibration-time scripts; MindSpore waits for every operator."""
+    import mindspore as ms
+
+    from gscore.data.wikipedia import load_articles, split_articles, token_windows
+    from gscore.models.smollm2 import load_smollm2
+
+    ms.runtime.launch_blocking()
+    weights, config, tokenizer = load_smollm2()
+    return weights, config, tokenizer, token_windows(tokenizer, split_articles(load_articles(), "calibration"), tokens, calib)
+
+
 def float_forwards(net, windows) -> float:
     """Seconds of float forwards of ``net`` over ``windows`` [n, tokens], one window at a time."""
     from mindspore import Tensor

@@ -15,7 +15,6 @@ Usage (from the repository root): ``python bench/ptq_calibration_profile.py --pr
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import pstats
 import sys
@@ -24,12 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
+from ptq import calibration_parser, calibration_setup, float_forwards  # noqa: E402
 
 PARTS: list[tuple[str, str, str]] = [
     # (label, 'file:function' as cProfile names it, what it contains)
     ("all of apply", "gscore/algorithm.py:apply", "everything below"),
-    ("block passes", "gscore/models/llama_helper.py:run_block", "the float pass with observers and the quantized pass, every block"),
-    ("float pass with observers", "gscore_ptq/block.py:_observe", "the float block, the observers' statistics (min/max, XᵀX, mean magnitude, sample rows)"),
+    ("block passes", "gscore/models/llama_helper.py:run_block", "every pass over a block: the one pass (which then holds the statistics and the quantization too), or the float pass with observers and the quantized pass"),
+    ("one pass per block", "gscore_ptq/block.py:_calibrate_in_one_pass", "true-sequential: the block's pass with each group of layers observed and quantized as the forward reaches it"),
+    ("float pass with observers", "gscore_ptq/block.py:_observe", "two passes only: the float block, the observers' statistics (min/max, XᵀX, mean magnitude, sample rows)"),
     ("XᵀX accumulation", "gscore/quant/stats.py:add", "HessianAccumulator and AbsMeanAccumulator additions"),
     ("AWQ scale search", "gscore_ptq/block.py:_awq_scales", "20 strengths x the layers of each scaled group, on 512 sample rows"),
     ("clipping search", "gscore/quant/awq.py:search_weight_clip", "every clip ratio of every layer"),
@@ -48,28 +49,17 @@ def cumulative(stats: pstats.Stats, where: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", required=True)
-    parser.add_argument("--calib", type=int, default=8)
-    parser.add_argument("--tokens", type=int, default=512)
-    parser.add_argument("--output", default=None)
+    parser = calibration_parser(__doc__.splitlines()[0])
     args = parser.parse_args()
-
-    import mindspore as ms
 
     import gscore
     from gscore import PTQConfig
-    from gscore.data.wikipedia import load_articles, split_articles, token_windows
     from gscore.models.llama import LlamaConfig, build_llama
     from gscore.models.llama_helper import LlamaHelper
-    from gscore.models.smollm2 import load_smollm2
     from gscore_ptq.presets import preset
-    from ptq import float_forwards
 
     load_start = common.load_info()
-    ms.runtime.launch_blocking()
-    weights, config, tokenizer = load_smollm2()
-    windows = token_windows(tokenizer, split_articles(load_articles(), "calibration"), args.tokens, args.calib)
+    weights, config, tokenizer, windows = calibration_setup(args.calib, args.tokens)
     net = build_llama(LlamaConfig(**config), weights)
     forwards = float_forwards(net, windows)
     algo = gscore.get("ptq")(PTQConfig(**preset(args.preset)))

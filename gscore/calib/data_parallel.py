@@ -11,6 +11,8 @@ wrapper keeps the calibration algorithm unaware of the split:
   :class:`~gscore.calib.observers.ObservingKVCache`) tells them where their rows sit in the
   whole set, runs the worker's windows, then synchronizes them: afterwards every worker's
   observers hold the statistics of all windows;
+* ``calls_block_once`` is False: statistics are combined after a whole pass, so a worker
+  observes each block in a pass of its own, never in PTQ's one true-sequential pass;
 * ``take(state, k)`` keeps the worker's part of the global first ``k`` windows (possibly
   none), and ``block_output`` gathers every worker's part back in global window order, so a
   search scored on block outputs computes the same error on every worker from the same

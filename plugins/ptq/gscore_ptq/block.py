@@ -3,15 +3,21 @@
 For every block the driver (:func:`gscore.calib.layerwise.calibrate_blockwise`) hands over,
 :class:`BlockCalibrator`
 
-1. runs the float block once with observers on the linears that need statistics (per-channel
-   ranges, ``XᵀX`` for GPTQ, mean ``|x|`` for AWQ, sample rows for searches) and on the KV
-   caches;
+1. observes the inputs of the linears that need statistics (per-channel ranges, ``XᵀX`` for
+   GPTQ, mean ``|x|`` for AWQ, sample rows for searches) and of the KV caches;
 2. migrates outliers (SmoothQuant, or AWQ scales searched per group of layers sharing an
    input) into the weights: ``x / s`` and ``W · s``, ``1/s`` folded into the norm that feeds the
    group when every layer it feeds is scaled alike, else kept as the layer's explicit
    ``smooth_scale``;
 3. searches weight clipping, then rounds the weights (round to nearest, or GPTQ on the
    Hessian of the scaled inputs) and puts the simulated layers and KV caches in place.
+
+By default this happens in one pass over the block, group by group of layers sharing an
+input, as the forward reaches each (true-sequential, :class:`_GroupInPass`): the pass's output
+is the calibrated block's, and the driver hands it to the next block without running this one
+again. Where one pass cannot do (``true_sequential`` off, a helper that runs the data in several
+calls, a SmoothQuant strength search, a static int8 KV cache), step 1 is a pass of the float
+block with observers over every layer at once, and the driver then runs the calibrated block.
 
 Layers that share an input (q/k/v, gate/up) share one Hessian: it is collected once, and GPTQ
 quantizes their stacked weights in one call. GPTQ treats every output row on its own given the
