@@ -15,6 +15,7 @@ from gscore.models.llama_helper import LlamaHelper
 from gscore.nn.kv_cache import DynamicInt8KVCache
 from gscore.nn.walk import get_cell, replace_cell
 from gscore.quant import Granularity, QuantScheme, compute_params
+from gscore.testing.reliability import describe_difference, network_state
 
 PTQ = gscore.get("ptq")
 LAYERS = 2
@@ -120,3 +121,37 @@ def test_static_ranges_come_from_the_quantized_layers_before(make_llama, windows
         params = compute_params(np.array([seen[0]]), np.array([seen[1]]), ACT_SCHEME)
         assert ranges[sequential] == (float(params.scale[0]), float(params.zero_point[0]))
     assert ranges[True] != ranges[False]
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by the patched GPTQ inside the one pass."""
+
+
+def test_a_failure_inside_the_pass_leaves_the_network_as_it_was(make_llama, windows, monkeypatch):
+    """GPTQ failing on the gate/up group of the first block, with q/k/v and o already
+    quantized inside the running pass: the network comes back whole (structure, names, values,
+    no stand-in cell left), and a retry gives what a clean run gives."""
+    from gscore_ptq import block as block_module
+
+    calibration = windows[0]
+    clean, _ = calibrate(make_llama, calibration, GPTQ)
+    original = block_module.gptq_quantize
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise InjectedFailure("injected failure in the third GPTQ call")
+        return original(*args, **kwargs)
+
+    net = make_llama(LAYERS)
+    state = network_state(net)
+    algo = PTQ(PTQConfig(**{**GPTQ, "algo_args": {**GPTQ["algo_args"], "progress": False}}))
+    monkeypatch.setattr(block_module, "gptq_quantize", failing)
+    with pytest.raises(InjectedFailure):
+        algo.apply(net, LlamaHelper(), datasets=calibration)
+    assert calls["n"] == 3
+    assert network_state(net) == state, describe_difference(state, network_state(net))
+    monkeypatch.undo()
+    algo.apply(net, LlamaHelper(), datasets=calibration)
+    assert network_state(net) == network_state(clean)
