@@ -14,15 +14,16 @@ from gscore.calib.observers import InputObserver
 from gscore.models.llama_helper import LlamaHelper
 from gscore.nn.kv_cache import DynamicInt8KVCache
 from gscore.nn.walk import get_cell, replace_cell
-from gscore.quant import Granularity, QuantScheme, compute_params
+from gscore.quant import compute_params
 from gscore.testing.reliability import describe_difference, network_state
+from gscore_ptq import block as block_module
+from gscore_ptq.block import ACT_SCHEME
 
 PTQ = gscore.get("ptq")
 LAYERS = 2
 GPTQ = {"weight_quant_dtype": "int4", "weight_quant_granularity": "per_group", "group_size": 128, "precision_recovery": "gptq",
         "algo_args": {"desc_act": True, "static_groups": True}}
 STATIC_A8W8 = {"act_quant_dtype": "int8"}
-ACT_SCHEME = QuantScheme(bits=8, symmetric=False, signed=True, granularity=Granularity.PER_TENSOR)
 
 
 class RecordingHelper(LlamaHelper):
@@ -131,8 +132,6 @@ def test_a_failure_inside_the_pass_leaves_the_network_as_it_was(make_llama, wind
     """GPTQ failing on the gate/up group of the first block, with q/k/v and o already
     quantized inside the running pass: the network comes back whole (structure, names, values,
     no stand-in cell left), and a retry gives what a clean run gives."""
-    from gscore_ptq import block as block_module
-
     calibration = windows[0]
     clean, _ = calibrate(make_llama, calibration, GPTQ)
     original = block_module.gptq_quantize
