@@ -70,9 +70,9 @@ gate/up, down), they are observed, migrated, clipped and rounded there, and the 
 through the quantized group (:class:`gscore_ptq.block.BlockCalibrator`). Its output feeds the
 next block, so no second pass runs: calibration costs one forward per block plus the
 statistics and the rounding, instead of two. Each layer's statistics then come from the
-quantized layers before it in the block, as in GPTQ's reference implementation. With ``False``
-every layer of a block is observed on the float block in a first pass, and the quantized block
-runs in a second. Two passes are also used where one cannot do: a helper that runs the data in
+quantized layers before it in the block, as AutoGPTQ does by default (its ``true_sequential``).
+With ``False`` every layer of a block is observed on the float block in a first pass, and the
+quantized block runs in a second. Two passes are also used where one cannot do: a helper that runs the data in
 several calls per block (``windows_per_forward`` smaller than the data, the generic helper,
 data-parallel workers), a SmoothQuant strength search (scored on whole-block outputs), or a
 static int8 KV cache (it needs every key and value before attention reads them).

@@ -415,8 +415,8 @@ class _GroupInPass:
     the helper runs the state in one call): the layers' observers record it, the group is
     migrated, clipped and rounded exactly as after an observing pass, and every call of the
     pass then runs the simulated layer. So each group's statistics come from the outputs of
-    the groups before it, already quantized (true-sequential, as GPTQ's reference code does
-    by default), and the pass's output is the calibrated block's.
+    the groups before it, already quantized (true-sequential, AutoGPTQ's default
+    ``true_sequential=True``), and the pass's output is the calibrated block's.
 
     When ``1/s`` was folded into the norm producing ``x``, that norm already ran in this
     pass: its output is multiplied by ``1/s`` here instead. The product can differ from the
