@@ -164,11 +164,11 @@ class BlockCalibrator:
             if (policy := self.policies.for_layer(full_name(block_name, rel))) is not None
         }
         caches = list(iter_cells(block, lambda c: isinstance(c, FloatKVCache)))
-        if self._in_one_pass(work, caches, state):
-            return self._calibrate_in_one_pass(block_name, block, state, work, caches)
-        watchers = self._observe(block_name, block, state, work, caches)
         plans = self.scaling_plan(block, block_name)
         norms = {plan.norm: norm_values(get_cell(block, plan.norm)) for plan in plans if plan.norm}
+        if self._in_one_pass(work, caches, state):
+            return self._calibrate_in_one_pass(block_name, block, state, work, caches, plans, norms)
+        watchers = self._observe(block_name, block, state, work, caches)
         if any(w.policy.smooth for w in work.values()) and self.args.alpha_search:
             alpha = self._search_alpha(block_name, block, state, work, plans, norms)
         else:
@@ -193,11 +193,10 @@ class BlockCalibrator:
             and not (self.args.alpha_search and any(w.policy.smooth for w in work.values()))
         )
 
-    def _calibrate_in_one_pass(self, block_name: str, block: nn.Cell, state: Any, work: dict[str, LayerWork], caches: list[tuple[str, nn.Cell]]) -> Any:
+    def _calibrate_in_one_pass(self, block_name: str, block: nn.Cell, state: Any, work: dict[str, LayerWork], caches: list[tuple[str, nn.Cell]],
+                               plans: list[Plan], norms: dict[str, list[np.ndarray]]) -> Any:
         """Run the block once, calibrating each group of layers sharing an input when the
         forward reaches it (:class:`_GroupInPass`); returns the state after the calibrated block."""
-        plans = self.scaling_plan(block, block_name)
-        norms = {plan.norm: norm_values(get_cell(block, plan.norm)) for plan in plans if plan.norm}
         self._share_hessians(block, work)
         self._place_kv_caches(block_name, block, caches, {})  # dynamic int8 caches (static ones take two passes)
         prefix = name_prefix(block_name)
