@@ -39,8 +39,8 @@ from gscore.eval.perplexity import paired_delta
 
 
 def load_run(spec: str) -> dict[str, Any]:
-    """``FILE:ROW[:LABEL]`` -> the row's per-window NLLs and its file's FP32 NLLs."""
-    parts = spec.split(":")
+    """``FILE:ROW[:LABEL]`` (the label may hold colons) -> the row's per-window NLLs and its file's FP32 NLLs."""
+    parts = spec.split(":", 2)
     if len(parts) not in (2, 3):
         raise SystemExit(f"--run takes FILE:ROW or FILE:ROW:LABEL, got {spec!r}")
     stem = parts[0].removesuffix(".json")
