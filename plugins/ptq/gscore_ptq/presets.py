@@ -33,7 +33,8 @@ windows alone (the presets' first form; more epochs there only over-fitted those
 -1.88 % ± 0.42 with 16 sampled windows (as many steps as those three epochs): more of the float
 model's own text kept helping (scratch study at git 4785594, in issue #8's note). Bench rows:
 W4 +8.79 % ± 0.81 (bench/results/ptq_distill_sampled.md), A8W4 +7.95 % ± 0.80, paired -2.96 % ± 0.35
-against no distillation (bench/results/ptq_distill_a8w4_sampled.md). More does not help W4: 128 sampled
+against no distillation (bench/results/ptq_distill_a8w4_sampled.md; +8.82 % ± 1.02 with one calibration
+pass per block, bench/results/ptq_a8w4_preset_one_pass_amd_vnni.md). More does not help W4: 128 sampled
 windows +8.89 % ± 0.77, paired +0.10 % ± 0.22 against 64 (bench/results/ptq_distill_sampled128.md); a second
 epoch, or twice the learning rate, moved it by +0.07 % ± 0.25 and 0.00 % ± 0.20 (scratch studies, issue #8's note).
 Nor does training more than the scales: the norm gains too, at the scales' relative rate or four times it, -0.08 % ± 0.09
