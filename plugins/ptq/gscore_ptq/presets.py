@@ -43,9 +43,10 @@ studies at git 7b64efc, paired against the scales alone from the same calibrated
 
 The W4 preset also calibrates on the sampled windows (``calibrate_on_samples``): GPTQ's Hessians and the
 clipping search then see 72 windows instead of 8, and the distilled network measured +7.23 % ± 0.80, paired
--1.44 % ± 0.63 against the same preset without it (bench/results/ptq_calibrate_on_samples.md); over five runs of
-the preset (rotation seeds 0 and 1, one and two calibration passes, float32 and float64 XᵀX) +7.39 %, the runs
-from +6.55 % to +8.34 % (bench/results/ptq_w4_preset_runs_amd_vnni.md). The A8W4
+-1.44 % ± 0.63 against the same preset without it (bench/results/ptq_calibrate_on_samples.md); over rotation
+seeds 0, 1 and 2 with one calibration pass +6.50 % (runs +5.75 % to +7.20 %,
+bench/results/ptq_w4_preset_one_pass_seeds_amd_vnni.md); over those and three earlier two-pass runs +7.12 %
+(bench/results/ptq_w4_preset_runs_amd_vnni.md). The A8W4
 preset does not: with it A8W4 measured +7.21 % ± 0.80, paired -0.68 % ± 0.78 against +7.95 %, within noise
 (bench/results/ptq_a8w4_calibrate_on_samples.md)."""
 
