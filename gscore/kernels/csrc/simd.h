@@ -63,10 +63,14 @@ struct FV {
   static V from_i8(const int8_t* p) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
   }
+  // vpermps reads only the low 4 bits of each index lane, so a 16-entry table turns a nibble
+  // into its signed code as a float in one instruction: 4 per 32 codes instead of 6 shifts and
+  // conversions (the int4 GEMV is bound by these instructions, not by memory).
   static void from_i4(const int8_t* p, V& even, V& odd) {
-    __m512i b = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    even = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(b, 28), 28));
-    odd = _mm512_cvtepi32_ps(_mm512_srai_epi32(b, 4));
+    const __m512 codes = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
+    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    even = _mm512_permutexvar_ps(b, codes);
+    odd = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), codes);
   }
   // 2^n for integer-valued n in [-126, 127], and n = round(x)
   static V round(V x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
