@@ -627,10 +627,8 @@ inline void w4_gemv_block(const float* xp, const float* x, const float* sxg, con
       const float s = w.scale[n * w.groups + g], z = w.zp_neg[n * w.groups + g];
       const V sv = FV::set1(s);
       GSK_UNROLL
-      for (int i = 0; i < MB; ++i) total[j][i] = FV::fma(acc[j][i], sv, total[j][i]);
-      if (k == g1 && z == 0.0f) continue;  // symmetric weights, whole chunks: nothing adds to `out`
-      GSK_UNROLL
       for (int i = 0; i < MB; ++i) {
+        total[j][i] = FV::fma(acc[j][i], sv, total[j][i]);
         float d = 0.0f;
         for (int64_t kk = k; kk < g1; ++kk) d += x[i * K + kk] * static_cast<float>(int4_code(row, kk));
         out[j][i] += (d + z * sxg[i * w.groups + g]) * s;
