@@ -58,6 +58,15 @@ def summary(samples: list[float]) -> dict[str, Any]:
     return {"best_s": ordered[0], "median_s": ordered[len(ordered) // 2], "samples_s": samples}
 
 
+def standard_error_of_mean(values: Any) -> float:
+    """Standard deviation of ``values`` over sqrt(len): how far their mean would move between
+    draws (e.g. the spread between repeated runs of one method); NaN for fewer than two values."""
+    import numpy as np
+
+    values = np.asarray(values, np.float64)
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
 def copy_bandwidth(megabytes: int = 256, repeat: int = 7) -> float:
     """Bytes per second of a numpy copy of ``megabytes`` MiB (best of ``repeat``): the memory
     bandwidth a memory-bound kernel can hope for on this machine right now."""

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from _common import RESULTS, md_table, provenance, load_info, write_results
+from _common import RESULTS, load_info, md_table, provenance, standard_error_of_mean, write_results
 from gscore.eval.perplexity import paired_delta
 
 
@@ -62,7 +62,7 @@ def summarise(runs: list[dict[str, Any]], goal: float | None) -> dict[str, Any]:
     per_run = [paired_delta(d, np.zeros_like(d)) for d in differences]
     mean = paired_delta(np.mean(differences, axis=0), np.zeros_like(reference))
     percents = np.array([d.percent for d in per_run])
-    runs_se = float(percents.std(ddof=1) / np.sqrt(len(runs))) if len(runs) > 1 else float("nan")
+    runs_se = standard_error_of_mean(percents)
     total_se = float(np.hypot(mean.stderr, runs_se))
     out = {
         "runs": [{"label": r["label"], "file": r["file"], "row": r["row"], "command": r["command"], "percent": d.percent, "windows_se": d.stderr}
