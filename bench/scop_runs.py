@@ -20,9 +20,10 @@ images (accuracy points, cross-entropy nats), reported:
     image by image; independent runs would give that over sqrt(runs));
   * ``runs SE``: the standard deviation of the runs' leads over ``sqrt(runs)``;
   * ``total SE``: both combined;
-* per rate, whether SCOP's mean cross-entropy right after pruning is below every baseline's by
-  more than two total standard errors (``bench/scop.py``'s verdict, over runs), and in how many
-  runs SCOP's accuracy right after pruning is above each baseline's.
+* per rate, right after pruning: whether SCOP's mean accuracy is above every baseline's, whether
+  its mean cross-entropy is below every baseline's and by more than two total standard errors
+  (``bench/scop.py``'s verdicts, over runs), and in how many runs SCOP's accuracy is above each
+  baseline's.
 
     python bench/scop_runs.py --run FILE[:LABEL] --run ... --output NAME
 """
@@ -84,9 +85,11 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             leads = {b: {stage: combine([row["methods"][b]["scop_lead"][stage] for row in rows]) for stage in STAGES} for b in baselines}
             ahead = {b: sum(row["methods"]["SCOP"]["after_pruning"]["mnist"] > row["methods"][b]["after_pruning"]["mnist"] for row in rows) for b in baselines}
             surer = all(c["after_pruning"]["cross_entropy"]["mean"] < -2 * c["after_pruning"]["cross_entropy"]["total_se"] for c in leads.values())
-            ahead_mean = all(c["after_pruning"]["cross_entropy"]["mean"] < 0 for c in leads.values())
+            lower = all(c["after_pruning"]["cross_entropy"]["mean"] < 0 for c in leads.values())
+            more_accurate = all(c["after_pruning"]["points"]["mean"] > 0 for c in leads.values())
             out_rates.append({"prune_rate": rate, "leads": leads, "runs_scop_more_accurate_after_pruning": ahead,
-                              "scop_lower_cross_entropy_than_every_baseline": ahead_mean, "by_two_total_se": surer})
+                              "scop_more_accurate_than_every_baseline": more_accurate,
+                              "scop_lower_cross_entropy_than_every_baseline": lower, "by_two_total_se": surer})
         networks.append({"network": name, "rates": out_rates})
     return networks
 
@@ -121,7 +124,8 @@ def markdown(res: dict[str, Any]) -> str:
         out.append(md_table(["rate", "baseline", " / ".join(r["label"] for r in runs)], rows))
         out.append("\n")
         verdicts = [
-            f"rate {r['prune_rate']}: SCOP's mean cross-entropy right after pruning "
+            f"rate {r['prune_rate']}: right after pruning, SCOP's mean accuracy "
+            f"{'above' if r['scop_more_accurate_than_every_baseline'] else '**not** above'} every baseline's and its mean cross-entropy "
             f"{'below' if r['scop_lower_cross_entropy_than_every_baseline'] else '**not** below'} every baseline's, "
             f"{'by' if r['by_two_total_se'] else '**not** by'} over two total standard errors; more accurate than "
             + ", ".join(f"{b} in {n} of {len(runs)} runs" for b, n in r["runs_scop_more_accurate_after_pruning"].items())
