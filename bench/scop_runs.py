@@ -76,14 +76,14 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for name in names:
         per_run = [r["networks"][name]["rates"] for r in runs]
         rates = [row["prune_rate"] for row in per_run[0]]
-        if any([row["prune_rate"] for row in rows] != rates for rows in per_run[1:]):
+        if any([row["prune_rate"] for row in run_rates] != rates for run_rates in per_run[1:]):
             raise SystemExit(f"{name}: the runs pruned at different rates")
         out_rates = []
         for i, rate in enumerate(rates):
-            rows = [rows[i] for rows in per_run]
-            baselines = [k for k in rows[0]["methods"] if k != "SCOP" and all(k in row["methods"] for row in rows)]
-            leads = {b: {stage: combine([row["methods"][b]["scop_lead"][stage] for row in rows]) for stage in STAGES} for b in baselines}
-            ahead = {b: sum(row["methods"]["SCOP"]["after_pruning"]["mnist"] > row["methods"][b]["after_pruning"]["mnist"] for row in rows) for b in baselines}
+            at_rate = [run_rates[i] for run_rates in per_run]  # this rate's row of every run
+            baselines = [k for k in at_rate[0]["methods"] if k != "SCOP" and all(k in row["methods"] for row in at_rate)]
+            leads = {b: {stage: combine([row["methods"][b]["scop_lead"][stage] for row in at_rate]) for stage in STAGES} for b in baselines}
+            ahead = {b: sum(row["methods"]["SCOP"]["after_pruning"]["mnist"] > row["methods"][b]["after_pruning"]["mnist"] for row in at_rate) for b in baselines}
             surer = all(c["after_pruning"]["cross_entropy"]["mean"] < -2 * c["after_pruning"]["cross_entropy"]["total_se"] for c in leads.values())
             lower = all(c["after_pruning"]["cross_entropy"]["mean"] < 0 for c in leads.values())
             more_accurate = all(c["after_pruning"]["points"]["mean"] > 0 for c in leads.values())
