@@ -58,9 +58,10 @@ def combine(leads: list[dict[str, float]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for measure, error in MEASURES.items():
         values = np.array([lead[measure] for lead in leads])
-        images_se = float(np.mean([lead[error] for lead in leads]))
+        errors = [lead[error] for lead in leads]
+        images_se = float(np.mean(errors))
         runs_se = standard_error_of_mean(values)
-        out[measure] = {"runs": values.tolist(), "runs_images_se": [lead[error] for lead in leads], "mean": float(values.mean()),
+        out[measure] = {"runs": values.tolist(), "runs_images_se": errors, "mean": float(values.mean()),
                         "images_se": images_se, "runs_se": runs_se, "total_se": float(np.hypot(images_se, runs_se))}
     return out
 
