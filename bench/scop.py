@@ -1,7 +1,7 @@
 """Benchmark: SCOP channel pruning (``gscore.get("scop")``) against random, L1-norm and BN-gamma choices.
 
 Questions answered, on two networks trained here on real MNIST (MNIST-5k, 4000 train / 1000
-test): does SCOP's knockoff ranking choose better channels than the usual baselines, right after
+test): does SCOP's ranking choose better channels than the usual baselines, right after
 pruning and after the same fine-tune, at prune rates 0.3 / 0.5 / 0.7; how many parameters and
 FLOPs does it physically remove, and what does that cost on the MNIST test split and on sklearn's
 digits (another population of handwritten digits: a distribution-shift check)?
@@ -16,9 +16,10 @@ One process, fixed seeds:
 1. float: train ``--float-epochs`` at learning rate 1e-3, then ``--finetune-epochs`` at the
    fine-tune rate (the low-rate tail the pruned networks get too, so pruning starts from a
    converged float network and the comparison does not flatter pruning).
-2. per rate: SCOP (``apply`` = knockoff stage, ``convert`` = the smaller network, recalibrated;
-   ``--ranking reconstruction``: no knockoff stage, ``convert`` chooses the channels by their cost
-   to the least-squares refit).
+2. per rate: SCOP (``--ranking reconstruction``, the default: ``apply`` traces, ``convert`` chooses
+   the channels by their cost to the least-squares refit and returns the smaller network,
+   recalibrated; ``--ranking knockoff``: ``apply`` trains the knockoff stage, whose coefficients
+   rank the channels).
    SCOP's ``selection`` fixes how many channels each group keeps; every baseline keeps the SAME
    number per group, so the methods differ only in which channels they keep: random (several
    seeds), largest filter L1 norm (summed over a group's convolutions), largest BatchNorm |gamma|
@@ -536,7 +537,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--networks", nargs="+", default=["resnet-inner", "resnet", "cnn"], choices=["resnet-inner", "resnet", "cnn"])
     p.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64], help="DigitsResNet stage widths")
     p.add_argument("--rates", type=float, nargs="+", default=[0.3, 0.5, 0.7])
-    p.add_argument("--ranking", default="knockoff", choices=["knockoff", "reconstruction"], help="SCOPConfig.ranking of the SCOP rows")
+    p.add_argument("--ranking", default="reconstruction", choices=["knockoff", "reconstruction"], help="SCOPConfig.ranking of the SCOP rows")
     p.add_argument("--selection", default="layer", choices=["layer", "global"], help="SCOP's selection; the baselines keep SCOP's per-group counts")
     p.add_argument("--float-epochs", type=int, default=5)
     p.add_argument("--knockoff-epochs", type=int, default=None, help="knockoff_epochs (default: SCOPConfig's)")

@@ -158,6 +158,7 @@ ALGORITHMS: dict[str, tuple[Callable[..., str], Any, Any]] = {
     "simqat": (check_qat, config_dicts(SIMQAT_FIELDS), conv_cases()),
     "slb": (check_qat, config_dicts(SLB_FIELDS), conv_cases()),
     "scop": (check_scop, config_dicts(SCOP_FIELDS), conv_cases()),
+    "scop-knockoff": (check_scop, config_dicts(SCOP_FIELDS), conv_cases()),
 }
 
 

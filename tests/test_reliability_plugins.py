@@ -234,6 +234,6 @@ def test_a_plugin_module_raising_system_exit_at_import_is_a_recorded_failure(mon
     sys.modules.pop("gscore_quits", None)
 
 
-@pytest.mark.parametrize("spelling, name", [("A16W8-RTN", "rtn"), ("a16w8_rtn", "rtn"), ("PrunerKFCompressAlgo", "scop"), ("PRUNERFTCOMPRESSALGO", "scop"), ("Round_To_Nearest", "rtn")])
+@pytest.mark.parametrize("spelling, name", [("A16W8-RTN", "rtn"), ("a16w8_rtn", "rtn"), ("PrunerKFCompressAlgo", "scop-knockoff"), ("PRUNERFTCOMPRESSALGO", "scop-knockoff"), ("Round_To_Nearest", "rtn")])
 def test_installed_aliases_are_found_in_any_case(gscore_host, spelling, name):
     assert gscore.get(spelling) is gscore.get(name)

@@ -92,8 +92,10 @@ SCENARIOS: dict[str, tuple[str, dict[str, Any], Callable[[], Any], list[Callable
     "simqat-convert": ("simqat", {}, convnet, [trained_step], lambda a, n: a.convert(n)),
     "slb-apply": ("slb", {"include_dense": True, "act_bits": 8}, convnet, [], lambda a, n: a.apply(n)),
     "slb-convert": ("slb", {"include_dense": True}, convnet, [lambda a, n: a.apply(n)], lambda a, n: a.convert(n)),
-    "scop-apply": ("scop", {"prune_rate": 0.5, "knockoff_epochs": 1, "knockoff_batch_size": 4, "recalibrate_batches": 1}, convnet, [], lambda a, n: a.apply(n, datasets=images())),
-    "scop-convert": ("scop", {"prune_rate": 0.5, "knockoff_epochs": 0, "knockoff_batch_size": 4, "recalibrate_batches": 1}, convnet, [lambda a, n: a.apply(n, datasets=images())], lambda a, n: a.convert(n)),
+    "scop-apply": ("scop", {"prune_rate": 0.5, "knockoff_batch_size": 4, "recalibrate_batches": 1}, convnet, [], lambda a, n: a.apply(n, datasets=images())),
+    "scop-convert": ("scop", {"prune_rate": 0.5, "knockoff_batch_size": 4, "recalibrate_batches": 1}, convnet, [lambda a, n: a.apply(n, datasets=images())], lambda a, n: a.convert(n)),
+    "scop-knockoff-apply": ("scop-knockoff", {"prune_rate": 0.5, "knockoff_epochs": 1, "knockoff_batch_size": 4, "recalibrate_batches": 1}, convnet, [], lambda a, n: a.apply(n, datasets=images())),
+    "scop-knockoff-convert": ("scop-knockoff", {"prune_rate": 0.5, "knockoff_epochs": 0, "knockoff_batch_size": 4, "recalibrate_batches": 1}, convnet, [lambda a, n: a.apply(n, datasets=images())], lambda a, n: a.convert(n)),
 }
 
 
@@ -194,7 +196,7 @@ def test_simqat_convert_with_a_nan_keeps_the_trained_float_weights():
 
 
 def test_scop_apply_that_failed_can_be_retried():
-    algo = gscore.get("scop")({"prune_rate": 0.5, "knockoff_epochs": 1, "knockoff_batch_size": 4, "recalibrate_batches": 0})
+    algo = gscore.get("scop-knockoff")({"prune_rate": 0.5, "knockoff_epochs": 1, "knockoff_batch_size": 4, "recalibrate_batches": 0})
     net = convnet()
     state = network_state(net)
     x, y = images()
@@ -234,5 +236,5 @@ def test_scop_images_that_do_not_fit_are_a_calibration_data_error(data, message)
     net = convnet()
     state = network_state(net)
     with pytest.raises(CalibrationDataError, match=message):
-        gscore.get("scop")({"knockoff_epochs": 0}).apply(net, datasets=data)
+        gscore.get("scop")().apply(net, datasets=data)
     assert network_state(net) == state

@@ -27,9 +27,10 @@ def run_list(args: argparse.Namespace) -> dict[str, Any]:
 
 def render_list(result: dict[str, Any]) -> str:
     lines = [] if result["algorithms"] else ["no algorithms installed"]
+    width = _name_width(result["algorithms"])
     for a in result["algorithms"]:
         aliases = f" (aliases: {', '.join(a['aliases'])})" if a["aliases"] else ""
-        lines.append(f"{a['name']:<12} {a['distribution']} {a['version']}{aliases}  {a['summary']}")
+        lines.append(f"{a['name']:<{width}} {a['distribution']} {a['version']}{aliases}  {a['summary']}")
     for f in result["failures"]:
         lines.append(f"FAILED {f['failure']}")
         if f["detail"]:
@@ -85,9 +86,15 @@ def run_models(args: argparse.Namespace) -> dict[str, Any]:
 
 def render_models(result: dict[str, Any]) -> str:
     lines = [] if result["models"] else ["no model adapters installed"]
+    width = _name_width(result["models"])
     for m in result["models"]:
         aliases = f" (aliases: {', '.join(m['aliases'])})" if m["aliases"] else ""
         loads = "loader" if m["loader"] else "helper only"
-        lines.append(f"{m['name']:<12} {m['distribution']} {m['version']} [{loads}]{aliases}  {m['summary']}")
+        lines.append(f"{m['name']:<{width}} {m['distribution']} {m['version']} [{loads}]{aliases}  {m['summary']}")
     lines += [f"FAILED {f['failure']}" for f in result["failures"]]
     return "\n".join(lines)
+
+
+def _name_width(entries: list[dict[str, Any]]) -> int:
+    """The width of the name column: the longest name, at least 12 characters."""
+    return max([12, *(len(entry["name"]) for entry in entries)])

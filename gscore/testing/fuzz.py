@@ -206,11 +206,13 @@ SCOP_FIELDS: dict[str, tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]] = 
     "prune_rate": maybe(st.sampled_from([0.0, 0.25, 0.5, 0.9]), st.sampled_from([1.0, -0.5, NAN, "0.5"])),
     "selection": maybe(st.sampled_from(["layer", "global"]), st.just("network")),
     "min_channels": maybe(st.sampled_from([1, 2]), st.sampled_from([0, 1.5])),
+    "ranking": maybe(st.sampled_from(["knockoff", "reconstruction"]), st.sampled_from(["magnitude", None])),
     "layers": maybe(st.sampled_from([[], ["conv1"], ["conv2"]]), st.sampled_from([["conv9"], ["fc"], "conv1", [""]])),
     "opname_blacklist": maybe(st.sampled_from([[], ["conv1"]]), st.just([3])),
     "knockoff_epochs": maybe(st.sampled_from([0, 0, 1]), st.sampled_from([-1, 0.5])),
     "knockoff_batch_size": maybe(st.sampled_from([2, 4]), st.sampled_from([0, 64])),
     "knockoff_learning_rate": maybe(st.sampled_from([0.01, 0.1]), st.sampled_from([0.0, INF, NAN])),
+    "reconstruct_images": maybe(st.sampled_from([0, 4, 1024]), st.sampled_from([-1, 1.5])),
     "recalibrate_batches": maybe(st.sampled_from([0, 1, 2]), st.just(-1)),
     "seed": maybe(st.integers(0, 3), st.just(-1)),
 }

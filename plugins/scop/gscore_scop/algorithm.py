@@ -1,12 +1,12 @@
-"""The ``scop`` algorithm: ``apply`` = knockoff stage, ``convert`` = physical pruning.
+"""The ``scop`` algorithm: ``apply`` = tracing (and the knockoff stage), ``convert`` = physical pruning.
 
 ``apply(network, datasets=(images, labels))`` traces the network on two of the images to find
 its channel groups (:func:`gscore.nn.trace.channel_groups`: a convolution alone, or the
 convolutions a residual addition ties together), wraps every convolution of the chosen groups in
 a :class:`~gscore_scop.knockoff.KnockoffConv2d` sharing its group's coefficients and, if
 ``knockoff_epochs > 0`` and ``ranking="knockoff"``, trains them. ``convert(network)`` scores the
-channels (by the knockoff coefficients, or for ``ranking="reconstruction"`` by what their loss
-costs the refit below), chooses the ones to keep (one keep-plan per group), puts the plain
+channels (by default, ``ranking="reconstruction"``, by what their loss costs the refit below;
+for ``ranking="knockoff"`` by the knockoff coefficients), chooses the ones to keep (one keep-plan per group), puts the plain
 convolutions back into ``network`` (which is thus the float network again) and returns a NEW,
 physically smaller network
 (:func:`gscore.nn.shrink.shrink`) repaired on the ``apply`` images: the layers that lost input
@@ -26,7 +26,7 @@ import numpy as np
 
 from gscore import PruningAlgorithm
 from gscore.errors import CalibrationDataError, CheckpointMismatchError, ConfigError, PhaseOrderError, data_errors
-from gscore_scop.config import Ranking, SCOPConfig
+from gscore_scop.config import KnockoffSCOPConfig, Ranking, SCOPConfig
 from gscore_scop.scoring import channel_scale, channel_scores, layer_removals, select_channels
 
 if TYPE_CHECKING:  # MindSpore is imported when a phase runs, not when gscore lists algorithms
@@ -41,7 +41,7 @@ DESCRIPTION_KEY = "pruning"
 
 
 class SCOP(PruningAlgorithm):
-    """SCOP channel pruning: knockoff-scored channels physically removed from Conv2d, BN and consumers."""
+    """SCOP channel pruning: channels chosen for the refit (or by knockoff), removed from Conv2d, BN and consumers."""
 
     config_cls = SCOPConfig
 
@@ -314,6 +314,12 @@ def load_pruned(path: str | Path, network: nn.Cell) -> nn.Cell:
     pruned = shrink(network, ShrinkPlan.from_dict(description[DESCRIPTION_KEY]))
     load_checkpoint(path, pruned)
     return pruned
+
+
+class KnockoffSCOP(SCOP):
+    """SCOP with the paper's knockoff ranking by default, as Golden Stick's PrunerKf/FtCompressAlgo."""
+
+    config_cls = KnockoffSCOPConfig
 
 
 def _loses_inputs(original: nn.Cell, plan: ShrinkPlan, name: str) -> bool:

@@ -1,4 +1,5 @@
-"""SCOPConfig: how many channels to remove, how to choose them, how to train the knockoff stage.
+"""SCOPConfig: how many channels to remove, how to choose them, how to train the knockoff stage;
+KnockoffSCOPConfig: the same with the SCOP paper's knockoff ranking as the default.
 
 Fields (all validated in ``__post_init__``; a bad value raises ``ConfigError`` saying what is
 allowed):
@@ -9,14 +10,17 @@ allowed):
   (Golden Stick's rule); ``"global"`` removes the ``int(prune_rate * sum C)`` lowest scores over
   all prunable convolutions together, so layers with many useless channels lose more.
 * ``min_channels`` -- every pruned convolution keeps at least this many channels (>= 1).
-* ``ranking`` -- how channels are chosen. ``"knockoff"`` (default) is the SCOP paper's: the
-  knockoff stage trains a coefficient per channel, scored with the channel's scale
-  (:mod:`gscore_scop.scoring`). ``"reconstruction"`` chooses the channels for the least-squares
-  refit that ``convert`` applies: per group, the channels whose loss the refit of the layers
-  reading them compensates best go first (greedy group Optimal Brain Surgeon on the float
-  network's activations, :func:`gscore.nn.reconstruct.reconstruction_scores`; ThiNet's idea).
-  It needs no knockoff stage (``apply`` only traces), ``selection="layer"`` and
-  ``reconstruct_images > 0``. ``bench/results/scop_*.md`` compares both against L1 and random.
+* ``ranking`` -- how channels are chosen. ``"reconstruction"`` (default) chooses the channels
+  for the least-squares refit that ``convert`` applies: per group, the channels whose loss the
+  refit of the layers reading them compensates best go first (greedy group Optimal Brain Surgeon
+  on the float network's activations, :func:`gscore.nn.reconstruct.reconstruction_scores`;
+  ThiNet's idea). It needs no knockoff stage (``apply`` only traces), ``selection="layer"`` and
+  ``reconstruct_images > 0``. ``"knockoff"`` is the SCOP paper's: the knockoff stage trains a
+  coefficient per channel, scored with the channel's scale (:mod:`gscore_scop.scoring`); the
+  Golden Stick names (``PrunerKfCompressAlgo``, ``PrunerFtCompressAlgo``) and ``scop-knockoff``
+  default to it (:class:`KnockoffSCOPConfig`). Over three float networks per bench network,
+  reconstruction's mean is ahead of L1-norm, BN-gamma and random choices right after pruning at
+  every rate, knockoff's is not (``bench/results/scop_*_runs.md``).
 * ``layers`` -- full names of the convolutions to prune; empty means every convolution that
   tracing finds prunable (the others are skipped and listed in ``SCOP.skipped``). A named
   convolution that cannot be pruned is an error with the reason.
@@ -25,6 +29,9 @@ allowed):
   run by ``apply`` when it is given data: epochs over the images, real images per step (the
   step sees twice as many: the batch and its knockoff), Adam learning rate of the coefficients.
   ``knockoff_epochs=0`` only inserts the coefficients; train them with ``SCOP.train_knockoff``.
+  ``knockoff_batch_size`` is also the batch of the statistics repair; the other knockoff
+  options given away from their defaults without ``ranking="knockoff"`` are an error, since
+  nothing would train them.
 * ``knockoff_separation`` -- final weight of the ramped cost ``mean(k)`` that separates real from
   knockoff features (:mod:`gscore_scop.knockoff`); 0 is the paper's plain objective.
 * ``reconstruct_images`` -- after pruning, ``convert`` first refits every Conv2d / Dense that
@@ -50,10 +57,14 @@ allowed):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from gscore.config import StrictEnum, VersionedConfig, check_names, check_number, coerce_enum
 from gscore.errors import ConfigError
+
+
+#: The options only the knockoff stage reads (``knockoff_batch_size`` also batches the statistics repair).
+KNOCKOFF_ONLY = ("knockoff_epochs", "knockoff_learning_rate", "knockoff_separation")
 
 
 class Ranking(StrictEnum):
@@ -79,7 +90,7 @@ class SCOPConfig(VersionedConfig):
     prune_rate: float = 0.0
     selection: Selection = Selection.LAYER
     min_channels: int = 1
-    ranking: Ranking = Ranking.KNOCKOFF
+    ranking: Ranking = Ranking.RECONSTRUCTION
     layers: list[str] = field(default_factory=list)
     opname_blacklist: list[str] = field(default_factory=list)
     knockoff_epochs: int = 5
@@ -103,10 +114,36 @@ class SCOPConfig(VersionedConfig):
         if self.prune_rate == 0.0:
             self.warn_without_effect(("selection", "min_channels"), "prune_rate is 0, so no channel is removed")
         if self.ranking is Ranking.RECONSTRUCTION:
-            if self.selection is not Selection.LAYER:
-                raise ConfigError("ranking='reconstruction' removes int(prune_rate * C) channels of every group: it needs selection='layer'")
-            if not self.reconstruct_images:
-                raise ConfigError("ranking='reconstruction' chooses channels for the least-squares refit: it needs reconstruct_images > 0")
-            self.warn_without_effect(
-                ("knockoff_epochs", "knockoff_learning_rate", "knockoff_separation"), "ranking='reconstruction' trains no knockoff coefficients"
+            self._check_reconstruction_options()
+
+    def _check_reconstruction_options(self) -> None:
+        """``ranking="reconstruction"`` ranks for the refit, per group, with no knockoff stage."""
+        if self.selection is not Selection.LAYER:
+            raise ConfigError(
+                "ranking='reconstruction' removes int(prune_rate * C) channels of every group: it needs selection='layer' "
+                "(selection='global' works with ranking='knockoff')"
             )
+        if not self.reconstruct_images:
+            raise ConfigError(
+                "ranking='reconstruction' chooses channels for the least-squares refit: it needs reconstruct_images > 0 "
+                "(to prune without the refit, use ranking='knockoff')"
+            )
+        stray = [f"{name}={getattr(self, name)!r}" for name in KNOCKOFF_ONLY if getattr(self, name) != _default(type(self), name)]
+        if stray:
+            raise ConfigError(
+                f"{', '.join(stray)}: options of the knockoff stage, which ranking='reconstruction' (SCOPConfig's default) does not run; "
+                f"set ranking='knockoff' to train knockoff coefficients, or leave {', '.join(KNOCKOFF_ONLY)} at their defaults"
+            )
+
+
+@dataclass
+class KnockoffSCOPConfig(SCOPConfig):
+    """:class:`SCOPConfig` whose ranking defaults to the SCOP paper's knockoff coefficients: what
+    Golden Stick's ``PrunerKfCompressAlgo`` / ``PrunerFtCompressAlgo`` compute."""
+
+    ranking: Ranking = Ranking.KNOCKOFF
+
+
+def _default(cls: type, name: str) -> object:
+    """The default value of dataclass field ``name`` of ``cls``."""
+    return next(f.default for f in fields(cls) if f.name == name)

@@ -19,7 +19,7 @@ from gscore.nn.trace import UnsupportedStructureError
 from gscore.nn.walk import get_cell
 from gscore.testing.conformance import AlgorithmConformance
 from gscore.train.classifier import train_classifier
-from gscore_scop import SCOPConfig, Selection, load_pruned
+from gscore_scop import KnockoffSCOPConfig, Ranking, SCOPConfig, Selection, load_pruned
 from gscore_scop.knockoff import KnockoffConv2d, knockoff_params, new_coefficients, train_knockoff
 from gscore_scop.scoring import channel_scale, channel_scores, select_channels
 
@@ -30,6 +30,10 @@ SCOP = gscore.get("scop")
 
 class TestConformance(AlgorithmConformance):
     algorithm_name = "scop"
+
+
+class TestKnockoffConformance(AlgorithmConformance):
+    algorithm_name = "scop-knockoff"
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +59,10 @@ def accuracy(net, data, n=500):
         ({"knockoff_learning_rate": 0}, "knockoff_learning_rate must be a number > 0"),
         ({"layers": "conv1"}, "layers must be a list of non-empty strings"),
         ({"ranking": "magnitude"}, "ranking: 'magnitude' is not valid; choose one of 'knockoff', 'reconstruction'"),
-        ({"ranking": "reconstruction", "selection": "global", "prune_rate": 0.5}, "ranking='reconstruction' .* needs selection='layer'"),
-        ({"ranking": "reconstruction", "reconstruct_images": 0, "prune_rate": 0.5}, "ranking='reconstruction' .* needs reconstruct_images > 0"),
+        ({"selection": "global", "prune_rate": 0.5}, r"ranking='reconstruction' .* needs selection='layer' \(selection='global' works with ranking='knockoff'\)"),
+        ({"reconstruct_images": 0, "prune_rate": 0.5}, r"ranking='reconstruction' .* needs reconstruct_images > 0 \(to prune without the refit, use ranking='knockoff'\)"),
+        ({"knockoff_epochs": 0}, "knockoff_epochs=0: options of the knockoff stage, which ranking='reconstruction' .* does not run; set ranking='knockoff'"),
+        ({"knockoff_separation": 0.5, "knockoff_learning_rate": 0.1}, "knockoff_learning_rate=0.1, knockoff_separation=0.5: options of the knockoff stage"),
     ],
 )
 def test_config_rejects_bad_values_and_says_what_is_allowed(cfg, message):
@@ -65,9 +71,21 @@ def test_config_rejects_bad_values_and_says_what_is_allowed(cfg, message):
 
 
 def test_config_accepts_its_dict_form_and_strings():
-    cfg = SCOPConfig(prune_rate=0.5, selection="GLOBAL", layers=("a",))
-    assert cfg.selection is Selection.GLOBAL and cfg.layers == ["a"]
-    assert SCOP({"prune_rate": 0.5, "selection": "global", "layers": ["a"]}).config == cfg
+    cfg = SCOPConfig(prune_rate=0.5, ranking="KNOCKOFF", selection="GLOBAL", layers=("a",))
+    assert cfg.selection is Selection.GLOBAL and cfg.ranking is Ranking.KNOCKOFF and cfg.layers == ["a"]
+    assert SCOP({"prune_rate": 0.5, "ranking": "knockoff", "selection": "global", "layers": ["a"]}).config == cfg
+
+
+def test_scop_ranks_for_the_refit_by_default_and_the_golden_stick_names_keep_knockoff():
+    """``scop`` defaults to the ranking that beat the baselines (bench/results/scop_*_runs.md);
+    Golden Stick's names stand for its knockoff algorithm and keep it, knockoff options included."""
+    assert SCOP().config.ranking is Ranking.RECONSTRUCTION
+    for name in ("scop-knockoff", "PrunerKfCompressAlgo", "PrunerFtCompressAlgo"):
+        algo = gscore.get(name)({"prune_rate": 0.5, "knockoff_epochs": 2})
+        assert isinstance(algo, SCOP) and isinstance(algo.config, KnockoffSCOPConfig)
+        assert (algo.config.ranking, algo.config.knockoff_epochs) == (Ranking.KNOCKOFF, 2)
+    with pytest.raises(ConfigError, match="KnockoffSCOP takes a KnockoffSCOPConfig"):
+        gscore.get("PrunerKfCompressAlgo")(SCOPConfig(prune_rate=0.5))
 
 
 def test_scores_are_the_channel_scale_times_2k_minus_1():
@@ -124,7 +142,7 @@ def test_knockoff_coefficients_stay_in_zero_one_and_separation_drives_them_apart
     ms.set_seed(0)
     net = LeNet5()
     train_classifier(net, digits.train_x[:1024], digits.train_y[:1024], epochs=1, batch_size=32, progress=False)
-    algo = SCOP(SCOPConfig(knockoff_epochs=0))
+    algo = SCOP(SCOPConfig(ranking="knockoff", knockoff_epochs=0))
     algo.apply(net, datasets=(digits.train_x[:512], digits.train_y[:512]))
     train_knockoff(net, algo.coefficients, digits.train_x[:512], digits.train_y[:512], epochs=3, batch_size=32, learning_rate=0.05, separation=1.0, progress=False)
     k = np.concatenate([p.asnumpy().ravel() for p in knockoff_params(net)])
@@ -134,7 +152,7 @@ def test_knockoff_coefficients_stay_in_zero_one_and_separation_drives_them_apart
 
 def test_a_residual_group_shares_one_set_of_coefficients(digits):
     net = DigitsResNet((4, 8, 8))
-    algo = SCOP(SCOPConfig(knockoff_epochs=0))
+    algo = SCOP(SCOPConfig(ranking="knockoff", knockoff_epochs=0))
     algo.apply(net, datasets=(digits.train_x[:4], digits.train_y[:4]))
     assert algo.groups["layers.1.conv2"].producers == ("layers.1.conv2", "layers.1.downsample.0")
     assert net.layers[1].conv2.kfscale is net.layers[1].downsample[0].kfscale
@@ -145,7 +163,7 @@ def test_a_residual_group_shares_one_set_of_coefficients(digits):
 
 
 def test_naming_one_convolution_of_a_residual_group_prunes_the_whole_group(digits):
-    algo = SCOP(SCOPConfig(prune_rate=0.5, layers=["layers.1.downsample.0"], knockoff_epochs=0, recalibrate_batches=1))
+    algo = SCOP(SCOPConfig(prune_rate=0.5, layers=["layers.1.downsample.0"], recalibrate_batches=1))
     net = DigitsResNet((4, 8, 8))
     algo.apply(net, datasets=(digits.train_x[:8], digits.train_y[:8]))
     assert list(algo.groups) == ["layers.1.conv2"] and algo.skipped["layers.2.conv1"] == "not listed in layers"
@@ -169,7 +187,7 @@ class PReLUNet(nn.Cell):
 
 
 def test_naming_a_convolution_that_cannot_be_pruned_is_a_clear_error(digits):
-    algo = SCOP(SCOPConfig(prune_rate=0.5, layers=["conv1"], knockoff_epochs=0))
+    algo = SCOP(SCOPConfig(prune_rate=0.5, layers=["conv1"]))
     with pytest.raises(UnsupportedStructureError, match=r"cannot prune conv1: it feeds act \(PReLU\), which cannot be shrunk along channels"):
         algo.apply(PReLUNet(), datasets=(digits.train_x[:4], digits.train_y[:4]))
 
@@ -188,7 +206,7 @@ class ConvToOutput(nn.Cell):
 
 def test_a_network_with_nothing_prunable_is_an_error_listing_every_reason(digits):
     with pytest.raises(UnsupportedStructureError, match=r"found no convolution to prune\. conv: its channels reach the network output"):
-        SCOP(SCOPConfig(knockoff_epochs=0)).apply(ConvToOutput(), datasets=(digits.train_x[:4], digits.train_y[:4]))
+        SCOP().apply(ConvToOutput(), datasets=(digits.train_x[:4], digits.train_y[:4]))
 
 
 def test_apply_without_data_and_convert_without_apply_say_what_to_do():
@@ -204,7 +222,7 @@ def test_apply_without_data_and_convert_without_apply_say_what_to_do():
 def prune_lenet(digits, rate=0.5, **cfg):
     ms.set_seed(0)
     net = LeNet5()
-    algo = SCOP(SCOPConfig(prune_rate=rate, knockoff_epochs=0, **cfg))
+    algo = SCOP(SCOPConfig(prune_rate=rate, **cfg))
     algo.apply(net, datasets=(digits.train_x[:8], digits.train_y[:8]))
     return algo, net, algo.convert(net)
 
@@ -230,7 +248,7 @@ def test_convert_returns_a_physically_smaller_lenet_and_restores_the_original(di
 
 def test_convert_with_labels_outside_the_network_classes_is_a_calibration_data_error(digits):
     ms.set_seed(0)
-    algo = SCOP(SCOPConfig(prune_rate=0.5, knockoff_epochs=0))
+    algo = SCOP(SCOPConfig(prune_rate=0.5))
     net = LeNet5()
     algo.apply(net, datasets=(digits.train_x[:8], np.full(8, 10)))  # LeNet5 has 10 classes: 0-9
     with pytest.raises(CalibrationDataError, match="class indices"):
@@ -246,7 +264,7 @@ def test_convert_keeps_the_statistics_repair_only_where_it_lowers_the_held_out_l
     for batches in (0, 1):
         ms.set_seed(0)
         net = LeNet5()
-        algo = SCOP(SCOPConfig(prune_rate=rate, knockoff_epochs=0, reconstruct_images=64, recalibrate_batches=batches, knockoff_batch_size=32))
+        algo = SCOP(SCOPConfig(prune_rate=rate, reconstruct_images=64, recalibrate_batches=batches, knockoff_batch_size=32))
         algo.apply(net, datasets=(images, labels))
         networks[batches] = algo.convert(net)
     choice = algo.recalibration["statistics_choice"]
@@ -341,7 +359,7 @@ def test_reconstruction_ranking_prunes_residual_groups_read_by_several_layers(di
 
 
 def test_checkpoint_of_the_pruned_network_rebuilds_and_loads_into_the_original_definition(digits, tmp_path: Path):
-    algo, _, pruned = prune_lenet(digits, 0.3, selection="global")
+    algo, _, pruned = prune_lenet(digits, 0.3, ranking="knockoff", knockoff_epochs=0, selection="global")
     expected = pruned(Tensor(digits.test_x[:5])).asnumpy()
     path = save_checkpoint(pruned, tmp_path / "pruned.ckpt", description=algo.describe())
     assert read_description(path)["kept_channels"] == algo.describe()["kept_channels"]
@@ -368,7 +386,7 @@ def test_pruned_resnet_has_the_promised_channels_and_fine_tunes_well_above_chanc
     ms.set_seed(0)
     net = DigitsResNet((8, 16, 32))
     train_classifier(net, digits.train_x, digits.train_y, epochs=1, batch_size=32, progress=False)
-    algo = SCOP(SCOPConfig(prune_rate=0.5, knockoff_epochs=1, knockoff_batch_size=32, knockoff_separation=1.0))
+    algo = SCOP(SCOPConfig(prune_rate=0.5, ranking="knockoff", knockoff_epochs=1, knockoff_batch_size=32, knockoff_separation=1.0))
     algo.apply(net, datasets=(digits.train_x[:512], digits.train_y[:512]))
     kfscales = {name: get_cell(net, group.producers[0]).kfscale.asnumpy().ravel() for name, group in algo.groups.items()}
     assert all(not np.allclose(k, 0.5) and k.min() >= 0 and k.max() <= 1 for k in kfscales.values()), "knockoff coefficients did not train"
