@@ -21,7 +21,8 @@ them round-robin, so each ratio shares the load. Measured:
 * **decode overhead, step by step** (FP32 and A16W8, ``--steps-tokens`` tokens): op by op
   without native kernels (the state before them), op by op with them, compiled with them,
   compiled with each block's layers as linear groups, compiled with each block as one operator
-  (what the decode table runs);
+  and single-token steps run as those operators' kernels without the graph (what the decode
+  table runs; ``bench/decode_floor.py`` measures the step with and without the graph);
 * **decode at a long context** (FP32 and the ``kv-int8`` networks): a ``--long-prompt``-token
   prompt, then ``--new`` greedy tokens, as the decode table; the cache, not the weights, is then
   a large share of what a step reads, which is where an int8 cache can pay (median of
@@ -316,7 +317,8 @@ def overhead_steps(decoders: dict[str, CompiledDecoder], weights: dict, model_co
     portable network op by op with growing caches (before native kernels); a kernel network
     with its layers one by one, op by op and compiled, on preallocated caches; compiled with
     each block as linear groups (five operators per block); the compiled decoder as the decode
-    table runs it (each block one operator, where the network has quantized layers)."""
+    table runs it (each block one operator, where the network has quantized layers, and then its
+    single-token steps run those operators' kernels without the graph: gscore.nn.native_step)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
         with kernels.forced(kernels.PORTABLE):
@@ -330,7 +332,7 @@ def overhead_steps(decoders: dict[str, CompiledDecoder], weights: dict, model_co
             "op by op, native kernels": ungrouped[name],
             "compiled, native kernels": ungrouped[name],
             "compiled, native kernels, linear groups": grouped[name],
-            "compiled, native kernels, one operator per block": decoders[name],
+            "compiled, native kernels, one operator per block, single-token steps without the graph": decoders[name],
         }
         for name in before
     }
@@ -373,6 +375,8 @@ def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         ),
         f"## Decode: {args.prompt}-token prompt, then {args.new} greedy tokens (compiled, median of {args.rounds} rounds)",
         "",
+        "`CompiledDecoder` as generation uses it: the prompt through the compiled graph; where every block is one operator and the head "
+        "the float kernel, each single-token step runs those kernels without the graph (`gscore.nn.native_step`, bit-identical logits). "
         f"Copy bandwidth {report['copy_bandwidth_gb_s']:.1f} GB/s (numpy, this run). Limit = bandwidth / parameter bytes per token.",
         "",
         md_table(

@@ -246,22 +246,27 @@ class DecoderLayer(nn.Cell):
         x = self.residual(x, self.self_attn(self.input_layernorm(x), batch, cos, sin, mask))
         return self.residual(x, self.mlp(self.post_attention_layernorm(x)))
 
+    def block_inputs(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> tuple[Tensor, ...]:
+        """The inputs of the whole-block operator (``gsk_decoder_layer``) for hidden states ``x``
+        ``[tokens, hidden]``: the norms' eps, the int4 group sizes and which zero points are
+        zero are in ``block_meta`` (csrc/entry.cc); the KV cache is written in place."""
+        attn, mlp = self.self_attn, self.mlp
+        rotation = () if mlp.down_rotation is None else (mlp.down_rotation.left, mlp.down_rotation.right)
+        return (
+            self.block_meta, x, self.input_layernorm.weight, cos, sin,
+            *attn.q_proj.group_inputs(block=True), *attn.k_proj.group_inputs(block=True), *attn.v_proj.group_inputs(block=True),
+            *attn.o_proj.group_inputs(block=True),
+            self.post_attention_layernorm.weight, *mlp.gate_proj.group_inputs(block=True), *mlp.up_proj.group_inputs(block=True),
+            *mlp.down_proj.group_inputs(block=True),
+            *rotation,
+            *attn.cache_inputs(mask),
+        )
+
     def construct_grouped(self, x: Tensor, batch: int, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
         attn, mlp = self.self_attn, self.mlp
         norm = self.input_layernorm
         if self.block_op is not None and attn.kv_cache.takes_rows:
-            post = self.post_attention_layernorm
-            rotation = () if mlp.down_rotation is None else (mlp.down_rotation.left, mlp.down_rotation.right)
-            # the norms' eps, the int4 group sizes and which zero points are zero are in block_meta (csrc/entry.cc)
-            return self.block_op(
-                self.block_meta, x, norm.weight, cos, sin,
-                *attn.q_proj.group_inputs(block=True), *attn.k_proj.group_inputs(block=True), *attn.v_proj.group_inputs(block=True),
-                *attn.o_proj.group_inputs(block=True),
-                post.weight, *mlp.gate_proj.group_inputs(block=True), *mlp.up_proj.group_inputs(block=True),
-                *mlp.down_proj.group_inputs(block=True),
-                *rotation,
-                *attn.cache_inputs(mask),
-            )
+            return self.block_op(*self.block_inputs(x, cos, sin, mask))
         qkv = attn.q_proj.group_inputs() + attn.k_proj.group_inputs() + attn.v_proj.group_inputs()
         q, k, v = self.attention_in(x, (norm.weight, norm.norm.eps_tensor, cos, sin), qkv)
         x = self.attention_out(attn.attend_rows(q, k, v, batch, mask), (x,), attn.o_proj.group_inputs())

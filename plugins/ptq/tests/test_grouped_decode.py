@@ -3,7 +3,8 @@ blocks run layer by layer, for every kind of deployed linear the presets make (w
 int8 and int4, static and dynamic A8W8 with rotation and a float prefix, an int8 KV cache,
 an int8 output head), and the compiled decoder, which groups them, decodes the same tokens
 (a float output head then runs on the float kernel: within float rounding); with its
-preallocated caches each block runs as one operator, bit-identical to the groups."""
+preallocated caches each block runs as one operator, bit-identical to the groups, and a
+single-token step runs those operators' kernels without the graph, bit-identical again."""
 
 from __future__ import annotations
 
@@ -29,15 +30,20 @@ def teacher_forced(run, prompt: np.ndarray, follow: list[int]) -> list[np.ndarra
     return logits
 
 
-@pytest.mark.parametrize(("name", "extra"), PRESETS, ids=[f"{n}{'-int8-head' if e else ''}" for n, e in PRESETS])
-def test_grouped_blocks_equal_layer_by_layer_blocks(make_llama, smollm2, windows, name, extra):
+def deployed(make_llama, smollm2, windows, name: str, extra: dict):
+    """Two real SmolLM2 blocks deployed with preset ``name``, a 12-token prompt and 4 tokens to follow it."""
     _, _, tokenizer = smollm2
     calibration, evaluation = windows
     net = make_llama(2)
     algo = gscore.get("ptq")(PTQConfig(**preset(name, progress=False, **extra)))
     algo.apply(net, LlamaHelper(tokenizer), datasets=calibration)
     algo.convert(net)
-    prompt, follow = evaluation[:1, :12], [int(t) for t in evaluation[0, 12:16]]
+    return net, evaluation[:1, :12], [int(t) for t in evaluation[0, 12:16]]
+
+
+@pytest.mark.parametrize(("name", "extra"), PRESETS, ids=[f"{n}{'-int8-head' if e else ''}" for n, e in PRESETS])
+def test_grouped_blocks_equal_layer_by_layer_blocks(make_llama, smollm2, windows, name, extra):
+    net, prompt, follow = deployed(make_llama, smollm2, windows, name, extra)
     net.reset_cache()
     layer_by_layer = teacher_forced(net, prompt, follow)
     net.reset_cache()
@@ -61,3 +67,33 @@ def test_grouped_blocks_equal_layer_by_layer_blocks(make_llama, smollm2, windows
         operators_per_group = teacher_forced(decoder, prompt, follow)
     for got, want in zip(compiled, operators_per_group):
         np.testing.assert_array_equal(got, want)  # one operator per block runs the same functions
+
+
+@pytest.mark.parametrize("name", ["a16w4-g128", "a8w8-dynamic"])
+def test_native_steps_equal_the_graph_and_read_parameters_given_new_storage(make_llama, smollm2, windows, name):
+    """Single-token steps without the graph: the same logits bit for bit; after a parameter gets
+    new storage (as set_data or a checkpoint load may give it) they read the new values."""
+    net, prompt, follow = deployed(make_llama, smollm2, windows, name, {})
+
+    def decode(native_steps: bool) -> list[np.ndarray]:
+        with CompiledDecoder(net, capacity=16, native_steps=native_steps) as decoder:
+            assert (decoder.native is not None) == native_steps
+            return teacher_forced(decoder, prompt, follow)
+
+    graph = decode(False)
+    for got, want in zip(decode(True), graph):
+        np.testing.assert_array_equal(got, want)
+    weight = net.model.layers[1].post_attention_layernorm.weight
+    with CompiledDecoder(net, capacity=16) as decoder:  # its native step holds views of the parameters now
+        before = weight.data_ptr()
+        weight.set_data(Tensor(weight.asnumpy() * 1.5))
+        assert weight.data_ptr() != before
+        native = teacher_forced(decoder, prompt, follow)
+    graph_after = decode(False)
+    assert not np.array_equal(graph_after[-1], graph[-1])
+    for got, want in zip(native, graph_after):
+        np.testing.assert_array_equal(got, want)
+    with CompiledDecoder(net, capacity=16) as decoder:
+        decoder(Tensor(prompt), 0)
+        with pytest.raises(ValueError, match=r"token id 49152 is outside the vocabulary \[0, 49152\)"):
+            decoder(Tensor(np.array([[49152]], np.int32)), prompt.shape[1])

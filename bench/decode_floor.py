@@ -1,0 +1,173 @@
+"""Benchmark: how much of a decode step is MindSpore's graph launch, and what skipping it buys.
+
+A deployed SmolLM2 decode step through :class:`CompiledDecoder`'s graph (``native_steps=False``)
+is one MindSpore graph launch: the token lookup, one ``gsk_decoder_layer`` operator per block,
+the final norm and the float output head (``f32_linear``). ``bench/ptq_latency.py`` splits a
+step by MindSpore's profiler, which slows the step it measures. Here the same kernels are called
+back to back through ctypes (:class:`gscore.kernels.direct.Call`) on the network's own weights
+(numpy views of its parameters, no copies) and on copies of its KV caches, step after step from
+the same prompt length: that is the step's kernel floor; the rest of the graph step (launch,
+binding every operator's inputs, output allocation, the Python loop with its position inputs
+and argmax) is what the framework costs. The default decoder runs single-token steps as
+:class:`gscore.nn.native_step.NativeStep` (the same kernels without the graph, bit-identical):
+its step is measured too, as greedy decoding runs it.
+
+Per round, in a new seeded random order: FP32's graph step (for context) and, per preset, the
+graph step, the native step (a second network deployed alike) and the kernel floor, each the
+median over ``--steps`` greedy steps after a ``--prompt``-token prompt. Reported: medians over
+rounds, and ratios paired per round.
+
+Usage (from bench/): python decode_floor.py [--configs a16w4-g128 a16w8] [--rounds 7] [--steps 32]
+       [--prompt 64] [--output STEM]
+Writes bench/results/decode_floor.json and .md (``--output`` names another stem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from typing import Any
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor
+
+from _common import load_info, md_table, provenance, write_results
+from gscore import kernels
+from gscore.data.wikipedia import token_windows
+from gscore.kernels.direct import Call
+from gscore.nn.decoding import CompiledDecoder
+from ptq_latency import build, greedy, load_inputs
+
+DEFAULT_CONFIGS = ["a16w4-g128", "a16w8"]
+
+
+class KernelFloor:
+    """A deployed network's decode step as its kernels alone: every block's ``decoder_layer``
+    call, the final norm and the float head, on the network's weights and on copies of its KV
+    caches filled by a prompt of ``prompt`` tokens (the network's caches stay untouched)."""
+
+    def __init__(self, net: Any, decoder: CompiledDecoder, prompt: int) -> None:
+        level = kernels.level()
+        cos, sin, mask = (t.asnumpy() for t in net.position_inputs(1, prompt, decoder.capacity))
+        hidden = net.config.hidden_size
+        x = np.random.default_rng(0).standard_normal((1, hidden)).astype(np.float32)
+        self.calls, self.lengths = [], []
+        for layer in net.model.layers:
+            if layer.block_op is None:
+                raise SystemExit(f"{type(layer).__name__} of this preset does not run as one operator; the floor needs fused blocks")
+            kv_cache = layer.self_attn.kv_cache
+            written = {id(p) for p in kv_cache.get_parameters()}  # the calls write the caches: those are copied
+            tensors = layer.block_inputs(Tensor(x), Tensor(cos), Tensor(sin), Tensor(mask))
+            inputs = [np.array(t.asnumpy()) if id(t) in written else t.asnumpy() for t in tensors]
+            self.lengths.append(next(a for a, t in zip(inputs, tensors) if t is kv_cache.length))
+            inputs[1] = x
+            x = np.empty_like(x)
+            self.calls.append(Call("decoder_layer", level, inputs, [x]))
+        norm = net.model.norm
+        normed = np.empty_like(x)
+        self.calls.append(Call("rms_norm", level, [x, norm.weight.asnumpy(), norm.norm.eps_tensor.asnumpy()], [normed]))
+        table = net.head_table().asnumpy()
+        self.calls.append(Call("f32_linear", level, [normed, table], [np.empty((1, table.shape[0]), np.float32)]))
+        self.start = [int(length[0]) for length in self.lengths]
+
+    def steps(self, count: int) -> list[float]:
+        """Seconds of each of ``count`` floor steps, the caches starting at the prompt's length."""
+        for length, start in zip(self.lengths, self.start):
+            length[0] = start
+        seconds = []
+        for _ in range(count):
+            begin = time.perf_counter()
+            for call in self.calls:
+                call.run()
+            seconds.append(time.perf_counter() - begin)
+        return seconds
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    ms.runtime.launch_blocking()
+    load_start = load_info()
+    weights, model_config, tokenizer, calibration, evaluation = load_inputs(512, 8)
+    prompt = token_windows(tokenizer, evaluation, 512, 1)[:, : args.prompt]
+    capacity = args.prompt + args.steps
+    def decoder(name: str, native_steps: bool) -> CompiledDecoder:
+        return CompiledDecoder(build(name, model_config, weights, tokenizer, calibration)[0], capacity, native_steps=native_steps)
+
+    runs: dict[str, Any] = {"fp32 graph": decoder("fp32", False)}
+    for name in args.configs:
+        graph, native = decoder(name, False), decoder(name, True)
+        if native.native is None:
+            raise SystemExit(f"{name}: the decoder cannot run its steps natively (blocks not fused into one operator, or a head or rotation it does not run)")
+        graph(Tensor(prompt), 0, last=True)
+        runs |= {f"{name} graph": graph, f"{name} native": native, f"{name} floor": KernelFloor(graph.network, graph, args.prompt)}
+        graph.reset_cache()
+    for run_ in runs.values():  # compile the graphs before timing
+        run_.steps(2) if isinstance(run_, KernelFloor) else greedy(run_, prompt, 2)
+    timed: dict[str, list[float]] = {key: [] for key in runs}
+    order = random.Random(0)
+    for _ in range(args.rounds):
+        keys = list(runs)
+        order.shuffle(keys)
+        for key in keys:
+            run_ = runs[key]
+            seconds = run_.steps(args.steps) if isinstance(run_, KernelFloor) else greedy(run_, prompt, args.steps)[1]
+            timed[key].append(float(np.median(seconds) * 1e3))
+    fp32 = np.array(timed["fp32 graph"])
+    results = {}
+    for name in args.configs:
+        graph, native, floor = (np.array(timed[f"{name} {kind}"]) for kind in ("graph", "native", "floor"))
+        results[name] = {
+            "graph_ms": graph.tolist(), "native_ms": native.tolist(), "floor_ms": floor.tolist(),
+            "framework_share": (1 - floor / graph).tolist(), "native_over_graph": (native / graph).tolist(),
+            "median_graph_ms": float(np.median(graph)), "median_native_ms": float(np.median(native)), "median_floor_ms": float(np.median(floor)),
+            "median_framework_ms": float(np.median(graph - floor)), "median_framework_share": float(np.median(1 - floor / graph)),
+            "median_native_over_graph": float(np.median(native / graph)),
+            "median_fp32_over_graph": float(np.median(fp32 / graph)), "median_fp32_over_native": float(np.median(fp32 / native)),
+        }
+    return {**provenance(load_start), "kernel_level": kernels.level(), "args": vars(args), "fp32_graph_ms": timed["fp32 graph"], "results": results}
+
+
+def markdown(res: dict[str, Any]) -> str:
+    args, load = res["args"], (res["load_start"]["loadavg_1_5_15"][0], res["load_end"]["loadavg_1_5_15"][0])
+    rows = [
+        [
+            name, f"{r['median_graph_ms']:.2f}", f"{r['median_floor_ms']:.2f}", f"{r['median_framework_ms']:.2f}",
+            f"**{100 * r['median_framework_share']:.0f} %**", " / ".join(f"{100 * s:.0f}" for s in r["framework_share"]),
+            f"{r['median_native_ms']:.2f}", f"**{r['median_native_over_graph']:.3f}x**", " / ".join(f"{x:.2f}" for x in r["native_over_graph"]),
+            f"{r['median_fp32_over_graph']:.2f}x", f"**{r['median_fp32_over_native']:.2f}x**",
+        ]
+        for name, r in res["results"].items()
+    ]
+    header = [
+        "preset", "graph step, ms", "kernels alone, ms", "framework, ms", "framework share", "share each round, %",
+        "native step, ms", "native / graph", "native / graph, each round", "FP32 / graph step", "FP32 / native step",
+    ]
+    return (
+        "# A decode step: the kernels' part, MindSpore's graph launch, and the step without it; SmolLM2-135M\n\n"
+        f"Command: `{res['command']}` (git {res['git'][:12]}); native kernel level `{res['kernel_level']}`; "
+        f"{res['machine']['cpu_model']}, {res['machine']['usable_cores']} cores, load average {load[0]:.1f} at start and {load[1]:.1f} at end.\n\n"
+        f"{args['rounds']} rounds of {args['steps']} greedy steps after a {args['prompt']}-token prompt, in a new random order each round; per "
+        "round the median step. 'graph step': `CompiledDecoder(native_steps=False)`, as greedy decoding runs it (the Python loop, position "
+        "inputs and argmax included). 'kernels alone': the same step's kernels (every block's `decoder_layer`, the final `rms_norm`, the "
+        "float head `f32_linear`; not the one-row token lookup) called back to back through ctypes on the network's weights. 'framework' = "
+        "graph step − kernels alone. 'native step': the default `CompiledDecoder`, whose single-token steps run those kernels without the "
+        "graph (`gscore.nn.native_step`, bit-identical logits), as greedy decoding runs it. Ratios are paired per round, then the median "
+        f"over rounds; FP32's step goes through its graph (median {np.median(res['fp32_graph_ms']):.1f} ms): its blocks are MindSpore MatMuls, not one operator each.\n\n"
+        + md_table(header, rows)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--prompt", type=int, default=64)
+    parser.add_argument("--output", default="decode_floor")
+    args = parser.parse_args()
+    write_results(args.output, run(args), markdown)
+
+
+if __name__ == "__main__":
+    main()
