@@ -5,10 +5,10 @@ is one MindSpore graph launch: the token lookup, one ``gsk_decoder_layer`` opera
 the final norm and the float output head (``f32_linear``). ``bench/ptq_latency.py`` splits a
 step by MindSpore's profiler, which slows the step it measures. Here the same kernels are called
 back to back through ctypes (:class:`gscore.kernels.direct.Call`) on the network's own weights
-(numpy views of its parameters, no copies) and on copies of its KV caches, step after step from
-the same prompt length: that is the step's kernel floor; the rest of the graph step (launch,
-binding every operator's inputs, output allocation, the Python loop with its position inputs
-and argmax) is what the framework costs. The default decoder runs single-token steps as
+(numpy views of its parameters, no copies; its KV caches written in place, each pass from the
+prompt's length, and the graph's next pass refills them): that is the step's kernel floor. The
+rest of the graph step (launch, binding every operator's inputs, output allocation, the Python
+loop with its position inputs and argmax) is what the framework costs. The default decoder runs single-token steps as
 :class:`gscore.nn.native_step.NativeStep` (the same kernels without the graph, bit-identical):
 its step is measured too, as greedy decoding runs it.
 
@@ -31,51 +31,31 @@ from typing import Any
 
 import mindspore as ms
 import numpy as np
-from mindspore import Tensor
 
 from _common import load_info, md_table, provenance, write_results
 from gscore import kernels
 from gscore.data.wikipedia import token_windows
-from gscore.kernels.direct import Call
 from gscore.nn.decoding import CompiledDecoder
+from gscore.nn.native_step import NativeStep
 from ptq_latency import build, greedy, load_inputs
 
 DEFAULT_CONFIGS = ["a16w4-g128", "a16w8"]
 
 
 class KernelFloor:
-    """A deployed network's decode step as its kernels alone: every block's ``decoder_layer``
-    call, the final norm and the float head, on the network's weights and on copies of its KV
-    caches filled by a prompt of ``prompt`` tokens (the network's caches stay untouched)."""
+    """A deployed network's decode step as its kernels alone: the calls of its
+    :class:`NativeStep` (every block's ``decoder_layer``, the final norm, the float head) run back
+    to back, each pass from the KV caches' length after a ``prompt``-token prompt."""
 
-    def __init__(self, net: Any, decoder: CompiledDecoder, prompt: int) -> None:
-        level = kernels.level()
-        cos, sin, mask = (t.asnumpy() for t in net.position_inputs(1, prompt, decoder.capacity))
-        hidden = net.config.hidden_size
-        x = np.random.default_rng(0).standard_normal((1, hidden)).astype(np.float32)
-        self.calls, self.lengths = [], []
-        for layer in net.model.layers:
-            if layer.block_op is None:
-                raise SystemExit(f"{type(layer).__name__} of this preset does not run as one operator; the floor needs fused blocks")
-            kv_cache = layer.self_attn.kv_cache
-            written = {id(p) for p in kv_cache.get_parameters()}  # the calls write the caches: those are copied
-            tensors = layer.block_inputs(Tensor(x), Tensor(cos), Tensor(sin), Tensor(mask))
-            inputs = [np.array(t.asnumpy()) if id(t) in written else t.asnumpy() for t in tensors]
-            self.lengths.append(next(a for a, t in zip(inputs, tensors) if t is kv_cache.length))
-            inputs[1] = x
-            x = np.empty_like(x)
-            self.calls.append(Call("decoder_layer", level, inputs, [x]))
-        norm = net.model.norm
-        normed = np.empty_like(x)
-        self.calls.append(Call("rms_norm", level, [x, norm.weight.asnumpy(), norm.norm.eps_tensor.asnumpy()], [normed]))
-        table = net.head_table().asnumpy()
-        self.calls.append(Call("f32_linear", level, [normed, table], [np.empty((1, table.shape[0]), np.float32)]))
-        self.start = [int(length[0]) for length in self.lengths]
+    def __init__(self, net: Any, capacity: int, prompt: int) -> None:
+        self.calls = NativeStep(net, capacity).calls
+        self.lengths = [layer.self_attn.kv_cache.length.asnumpy() for layer in net.model.layers]  # views: the calls advance them
+        self.prompt = prompt
 
     def steps(self, count: int) -> list[float]:
-        """Seconds of each of ``count`` floor steps, the caches starting at the prompt's length."""
-        for length, start in zip(self.lengths, self.start):
-            length[0] = start
+        """Seconds of each of ``count`` floor steps."""
+        for length in self.lengths:
+            length[0] = self.prompt
         seconds = []
         for _ in range(count):
             begin = time.perf_counter()
@@ -99,9 +79,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         graph, native = decoder(name, False), decoder(name, True)
         if native.native is None:
             raise SystemExit(f"{name}: the decoder cannot run its steps natively (blocks not fused into one operator, or a head or rotation it does not run)")
-        graph(Tensor(prompt), 0, last=True)
-        runs |= {f"{name} graph": graph, f"{name} native": native, f"{name} floor": KernelFloor(graph.network, graph, args.prompt)}
-        graph.reset_cache()
+        runs |= {f"{name} graph": graph, f"{name} native": native, f"{name} floor": KernelFloor(graph.network, capacity, args.prompt)}
     for run_ in runs.values():  # compile the graphs before timing
         run_.steps(2) if isinstance(run_, KernelFloor) else greedy(run_, prompt, 2)
     timed: dict[str, list[float]] = {key: [] for key in runs}

@@ -132,10 +132,12 @@ def greedy(run: Any, prompt: np.ndarray, new: int) -> tuple[float, list[float], 
 
 def profile_decode(decoder: CompiledDecoder, prompt: np.ndarray, steps: int) -> dict[str, float]:
     """Milliseconds per token by kind of work, from a profiled pass of ``steps`` decode steps
-    (asking for the last token's logits, as :func:`greedy` did: its graphs are compiled)."""
+    (asking for the last token's logits, as :func:`greedy` did: its graphs are compiled), every
+    step through the graph (a native step runs no MindSpore operator for the profiler to see)."""
     from mindspore.profiler import Profiler
 
     decoder.reset_cache()
+    native_steps, decoder.native_steps = decoder.native_steps, False  # the profiler sees MindSpore's operators only
     logits = decoder(Tensor(prompt), 0, last=True).asnumpy()
     with tempfile.TemporaryDirectory() as out:
         profiler = Profiler(output_path=out)
@@ -153,6 +155,7 @@ def profile_decode(decoder: CompiledDecoder, prompt: np.ndarray, steps: int) -> 
                 kind = kind or ("MindSpore MatMul" if row["op_type"] in ("MatMul", "BatchMatMul") else "other MindSpore ops")
                 kinds[kind] = kinds.get(kind, 0.0) + float(row["op_total_time(ms)"]) / steps
     decoder.reset_cache()
+    decoder.native_steps = native_steps
     ops_ms = sum(kinds.values())
     return {"profiled wall": 1e3 * wall / steps, **kinds, "framework overhead": 1e3 * wall / steps - ops_ms}
 
@@ -384,6 +387,9 @@ def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
             [[n, f"{d['tokens_per_s']:.1f}", f"{d['x_fp32']:.2f}x", f"{d['bytes_per_token'] / 1e6:.0f}", f"{d['bandwidth_limit_tokens_per_s']:.1f}", f"{100 * d['of_limit']:.0f} %", f"{d['prefill_ms']:.0f}", f"{d['compile_s']:.0f}", repr(d["text"])] for n, d in report["decode"].items()],
         ),
         f"## Where a decode step's time goes (ms per token, profiled pass of {args.profile_steps} steps)",
+        "",
+        "Every profiled step goes through the compiled graph, native steps or not: a native step runs no MindSpore operator for the "
+        "profiler to see (`bench/decode_floor.py` splits a graph step into its kernels and the rest, without a profiler).",
         "",
     ]
     kinds = ["profiled wall", UNSCOPED, "quantized-linear kernels", "float head kernel", "MindSpore MatMul", "fused element-wise", "other MindSpore ops", "framework overhead"]

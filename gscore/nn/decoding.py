@@ -62,9 +62,9 @@ class CompiledDecoder:
     buffers, so the network's parameters are as before. ``group_linears=False`` leaves the
     blocks ungrouped, ``fuse_blocks=False`` grouped but not one operator each (to measure what
     each buys); :attr:`grouped_blocks` counts the blocks the network grouped.
-    ``native_steps=False`` runs single-token steps through the graph too; :attr:`native` is the
-    :class:`~gscore.nn.native_step.NativeStep` that runs them otherwise (None where the network
-    cannot, e.g. blocks not fused).
+    ``native_steps=False`` (or setting :attr:`native_steps` later) runs single-token steps
+    through the graph too; :attr:`native` is the :class:`~gscore.nn.native_step.NativeStep` that
+    runs them otherwise (None where the network cannot, e.g. blocks not fused).
     """
 
     def __init__(
@@ -86,7 +86,8 @@ class CompiledDecoder:
         self.filled = 0
         self.graph = graph
         self._compiled = {last: ms.jit(_DecodeGraph(network, last).construct) for last in (False, True)}
-        self.native = NativeStep.for_network(network, capacity) if native_steps and batch == 1 else None
+        self.native = NativeStep.for_network(network, capacity) if batch == 1 else None
+        self.native_steps = native_steps
 
     def __call__(self, input_ids: Tensor, start: int = 0, last: bool = False) -> Tensor:
         """Logits ``[batch, tokens, vocab]`` for ``input_ids [batch, tokens]`` at positions
@@ -100,7 +101,7 @@ class CompiledDecoder:
             raise ConfigError(f"the caches hold {self.filled} tokens; a call must start there, got start={start} (reset_cache() to begin again)")
         if start + tokens > self.capacity:
             raise ConfigError(f"{start + tokens} tokens exceed the cache capacity of {self.capacity}; build the decoder with a larger capacity")
-        if self.graph and self.native is not None and tokens == 1:
+        if self.graph and self.native_steps and self.native is not None and tokens == 1:
             logits = self.native.step(int(input_ids.asnumpy()[0, 0]), start)
         else:
             inputs = (input_ids, *self.network.position_inputs(tokens, start, self.capacity))

@@ -25,13 +25,18 @@ from gscore import kernels
 from gscore.kernels.direct import Call
 
 
+class ParameterCopiedError(RuntimeError):
+    """MindSpore gave a copy of a parameter where the native step needs a view of its memory."""
+
+
 class NativeStep:
     """``network``'s decode step for one token of batch 1 over its preallocated KV caches of
     ``capacity`` positions; ``step(token, start)`` gives the logits ``[1, 1, vocab]``.
 
     Build it with :meth:`for_network`, which returns None for a network it cannot run (a block
     not fused into one operator, a head that is not the float ``f32_linear`` kernel, entry or
-    exit rotations); the caller keeps its graph then."""
+    exit rotations, a MindSpore that gives copies of parameters); the caller keeps its graph then.
+    :attr:`calls` are the step's kernel calls in order (what ``bench/decode_floor.py`` times alone)."""
 
     def __init__(self, network: Any, capacity: int) -> None:
         self.network = network
@@ -56,7 +61,10 @@ class NativeStep:
             return None
         if not all(layer.block_op is not None and layer.self_attn.kv_cache.takes_rows for layer in model.layers):
             return None
-        return cls(network, capacity)
+        try:
+            return cls(network, capacity)
+        except ParameterCopiedError:
+            return None
 
     def _build(self) -> None:
         """The calls of one step, on views of the parameters as they are stored now."""
@@ -87,7 +95,7 @@ class NativeStep:
         array = tensor.asnumpy()
         if isinstance(tensor, Parameter):
             if array.ctypes.data != tensor.data_ptr():
-                raise RuntimeError(f"{tensor.name}: MindSpore gave a copy, not a view of the parameter's memory; the native step cannot write or read it in place")
+                raise ParameterCopiedError(f"{tensor.name}: MindSpore gave a copy, not a view of the parameter's memory; the native step cannot write or read it in place")
             self.parameters.append(tensor)
         return array
 
