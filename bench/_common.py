@@ -31,6 +31,21 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
+def interleaved_rounds(measures: dict[Any, Callable[[], float]], rounds: int, seed: int = 0) -> dict[Any, list[float]]:
+    """Every one of ``measures`` once per round, in a new seeded random order each round, so a
+    noisy machine's slow spells fall on all of them alike: each one's results, round by round."""
+    import random
+
+    order = random.Random(seed)
+    results: dict[Any, list[float]] = {key: [] for key in measures}
+    for _ in range(rounds):
+        keys = list(measures)
+        order.shuffle(keys)
+        for key in keys:
+            results[key].append(measures[key]())
+    return results
+
+
 def clocked(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     """Run ``fn()`` once; return ``(wall seconds, CPU seconds of this process, its result)``.
 

@@ -25,14 +25,13 @@ Writes bench/results/decode_floor.json and .md (``--output`` names another stem)
 from __future__ import annotations
 
 import argparse
-import random
 import time
 from typing import Any
 
 import mindspore as ms
 import numpy as np
 
-from _common import load_info, md_table, provenance, write_results
+from _common import interleaved_rounds, load_info, md_table, provenance, write_results
 from gscore import kernels
 from gscore.data.wikipedia import token_windows
 from gscore.nn.decoding import CompiledDecoder
@@ -82,15 +81,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         runs |= {f"{name} graph": graph, f"{name} native": native, f"{name} floor": KernelFloor(graph.network, capacity, args.prompt)}
     for run_ in runs.values():  # compile the graphs before timing
         run_.steps(2) if isinstance(run_, KernelFloor) else greedy(run_, prompt, 2)
-    timed: dict[str, list[float]] = {key: [] for key in runs}
-    order = random.Random(0)
-    for _ in range(args.rounds):
-        keys = list(runs)
-        order.shuffle(keys)
-        for key in keys:
-            run_ = runs[key]
-            seconds = run_.steps(args.steps) if isinstance(run_, KernelFloor) else greedy(run_, prompt, args.steps)[1]
-            timed[key].append(float(np.median(seconds) * 1e3))
+
+    def median_step_ms(run_: Any) -> float:
+        seconds = run_.steps(args.steps) if isinstance(run_, KernelFloor) else greedy(run_, prompt, args.steps)[1]
+        return float(np.median(seconds) * 1e3)
+
+    timed = interleaved_rounds({key: (lambda r=run_: median_step_ms(r)) for key, run_ in runs.items()}, args.rounds)
     fp32 = np.array(timed["fp32 graph"])
     results = {}
     for name in args.configs:

@@ -26,7 +26,6 @@ Writes bench/results/decode_fusion.json and .md (``--output`` names another stem
 from __future__ import annotations
 
 import argparse
-import random
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from typing import Any
 import mindspore as ms
 import numpy as np
 
-from _common import baseline_library, load_info, md_table, provenance, write_results
+from _common import baseline_library, interleaved_rounds, load_info, md_table, provenance, write_results
 from gscore import kernels
 from gscore.data.wikipedia import load_articles, split_articles, token_windows
 from gscore.models.llama import LlamaConfig
@@ -71,13 +70,7 @@ def run(args: argparse.Namespace, baseline: Path | None) -> dict[str, Any]:
         print(f"built {name}", flush=True)
     for decoder in decoders.values():
         step_ms(decoder, prompt, 2)  # compile both graphs before timing
-    rounds: dict[str, list[float]] = {name: [] for name in decoders}
-    order = random.Random(0)
-    for _ in range(args.rounds):
-        names = list(decoders)
-        order.shuffle(names)
-        for name in names:
-            rounds[name].append(step_ms(decoders[name], prompt, args.steps))
+    rounds = interleaved_rounds({name: (lambda d=decoder: step_ms(d, prompt, args.steps)) for name, decoder in decoders.items()}, args.rounds)
     results = {}
     for name in args.configs:
         fused, unfused, fp32 = (np.array(rounds[key]) for key in (name, f"{name} unfused", "fp32"))

@@ -17,7 +17,6 @@ Writes bench/results/launch_inputs.json and .md.
 from __future__ import annotations
 
 import argparse
-import random
 import subprocess
 import tempfile
 import time
@@ -28,7 +27,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
-from _common import load_info, md_table, provenance, write_results
+from _common import interleaved_rounds, load_info, md_table, provenance, write_results
 from gscore.kernels.build import compiler
 
 SOURCE = """#include <cstdint>
@@ -69,18 +68,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         graphs = {n: ms.jit(Chain(op, args.ops, n).construct) for n in args.inputs}
         for graph in graphs.values():
             graph(x).asnumpy()  # compile before timing
-        samples: dict[int, list[float]] = {n: [] for n in args.inputs}
-        order = random.Random(0)
-        for _ in range(args.rounds):
-            inputs = list(graphs)
-            order.shuffle(inputs)
-            for n in inputs:
-                calls = []
-                for _ in range(args.calls):
-                    start = time.perf_counter()
-                    graphs[n](x).asnumpy()
-                    calls.append(time.perf_counter() - start)
-                samples[n].append(float(np.median(calls)) * 1e6)
+
+        def median_call_us(graph: Any) -> float:
+            calls = []
+            for _ in range(args.calls):
+                start = time.perf_counter()
+                graph(x).asnumpy()
+                calls.append(time.perf_counter() - start)
+            return float(np.median(calls)) * 1e6
+
+        samples = interleaved_rounds({n: (lambda g=graph: median_call_us(g)) for n, graph in graphs.items()}, args.rounds)
     medians = {n: float(np.median(s)) for n, s in samples.items()}
     slope, intercept = np.polyfit(list(medians), list(medians.values()), 1)
     return {
