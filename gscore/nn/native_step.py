@@ -11,7 +11,8 @@ calls and native steps share one cache): the logits are bit-identical to the gra
 
 The views are only valid while each parameter keeps its storage; a checkpoint load or
 ``set_data`` may move it. Every step therefore compares each parameter's data pointer with the
-one its view was made from and rebuilds the calls when any moved (about 0.3 µs a parameter).
+one its view was made from and rebuilds the calls when any moved (a fraction of a microsecond
+a parameter).
 """
 
 from __future__ import annotations
