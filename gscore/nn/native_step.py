@@ -35,8 +35,9 @@ class NativeStep:
     ``capacity`` positions; ``step(token, start)`` gives the logits ``[1, 1, vocab]``.
 
     Build it with :meth:`for_network`, which returns None for a network it cannot run (a block
-    not fused into one operator, a head that is not the float ``f32_linear`` kernel, entry or
-    exit rotations, a MindSpore that gives copies of parameters); the caller keeps its graph then.
+    not fused into one operator, a head that is neither the float ``f32_linear`` kernel nor a
+    quantized linear on one kernel call, entry or exit rotations, a MindSpore that gives copies
+    of parameters); the caller keeps its graph then.
     :attr:`calls` are the step's kernel calls in order (what ``bench/decode_floor.py`` times alone)."""
 
     def __init__(self, network: Any, capacity: int) -> None:
@@ -56,7 +57,7 @@ class NativeStep:
     def for_network(cls, network: Any, capacity: int) -> NativeStep | None:
         """A native step for ``network`` if every part of its step is a native kernel, else None."""
         model = getattr(network, "model", None)
-        if model is None or not kernels.enabled() or getattr(network, "head_kernel", None) is None or network.head_is_linear:
+        if model is None or not kernels.enabled() or not _native_head(network):
             return None
         if model.entry_rotation is not None or model.exit_rotation is not None or model.norm.norm.native is None:
             return None
@@ -87,7 +88,11 @@ class NativeStep:
             self.calls.append(Call("decoder_layer", level, inputs, [self.x[(i + 1) % 2]]))
         hidden = self.x[len(model.layers) % 2]
         self.calls.append(Call("rms_norm", level, [hidden, self._view(model.norm.weight), model.norm.norm.eps_tensor.asnumpy()], [self.normed]))
-        self.calls.append(Call("f32_linear", level, [self.normed, self._view(self.network.head_table())], [self.logits]))
+        if self.network.head_is_linear:  # a quantized head: its own kernel call, as QuantLinear.project_native makes it
+            head = self.network.lm_head
+            self.calls.append(Call(head.kernel, level, [self.normed, *(self._view(t) for t in head.kernel_inputs())], [self.logits]))
+        else:
+            self.calls.append(Call("f32_linear", level, [self.normed, self._view(self.network.head_table())], [self.logits]))
         self.table = self._view(model.embed_tokens.embedding_table)
         self.pointers = tuple(p.data_ptr() for p in self.parameters)
 
@@ -119,3 +124,13 @@ class NativeStep:
         for call in self.calls:
             call.run()
         return Tensor(self.logits.reshape(1, 1, -1))
+
+
+def _native_head(network: Any) -> bool:
+    """Whether the output head is one kernel call: the float head on ``f32_linear``, or a linear
+    head deployed on a native kernel with nothing around the call (no bias, activation or smooth
+    scale applied outside it)."""
+    if not network.head_is_linear:
+        return getattr(network, "head_kernel", None) is not None
+    head = network.lm_head
+    return getattr(head, "native", None) is not None and head.groupable and not head.has_bias
