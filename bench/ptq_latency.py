@@ -381,7 +381,7 @@ def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         f"## Decode: {args.prompt}-token prompt, then {args.new} greedy tokens (compiled, median of {args.rounds} rounds)",
         "",
         "`CompiledDecoder` as generation uses it: the prompt through the compiled graph; where every block is one operator and the head "
-        "the float kernel, each single-token step runs those kernels without the graph (`gscore.nn.native_step`, bit-identical logits). "
+        "one kernel call (the float head, or an int8 one), each single-token step runs those kernels without the graph (`gscore.nn.native_step`, bit-identical logits). "
         f"Copy bandwidth {report['copy_bandwidth_gb_s']:.1f} GB/s (numpy, this run). Limit = bandwidth / parameter bytes per token.",
         "",
         md_table(
