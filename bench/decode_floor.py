@@ -8,9 +8,9 @@ back to back through ctypes (:class:`gscore.kernels.direct.Call`) on the network
 (numpy views of its parameters, no copies; its KV caches written in place, each pass from the
 prompt's length, and the graph's next pass refills them): that is the step's kernel floor. The
 rest of the graph step (launch, binding every operator's inputs, output allocation, the Python
-loop with its position inputs and argmax) is what the framework costs. The default decoder runs single-token steps as
-:class:`gscore.nn.native_step.NativeStep` (the same kernels without the graph, bit-identical):
-its step is measured too, as greedy decoding runs it.
+loop with its position inputs and argmax) is what the framework costs. The default decoder runs
+single-token steps as :class:`gscore.nn.native_step.NativeStep` (the same kernels without the
+graph, bit-identical): its step is measured too, as greedy decoding runs it.
 
 Per round, in a new seeded random order: FP32's graph step (for context) and, per preset, the
 graph step, the native step (a second network deployed alike) and the kernel floor, each the
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import Any, Callable
 
 import mindspore as ms
 import numpy as np
@@ -70,23 +70,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     weights, model_config, tokenizer, calibration, evaluation = load_inputs(512, 8)
     prompt = token_windows(tokenizer, evaluation, 512, 1)[:, : args.prompt]
     capacity = args.prompt + args.steps
+
     def decoder(name: str, native_steps: bool) -> CompiledDecoder:
         return CompiledDecoder(build(name, model_config, weights, tokenizer, calibration)[0], capacity, native_steps=native_steps)
 
-    runs: dict[str, Any] = {"fp32 graph": decoder("fp32", False)}
+    def greedy_steps(run_: CompiledDecoder) -> Callable[[int], list[float]]:
+        return lambda count: greedy(run_, prompt, count)[1]
+
+    steps: dict[str, Callable[[int], list[float]]] = {"fp32 graph": greedy_steps(decoder("fp32", False))}  # seconds of each of `count` steps
     for name in args.configs:
         graph, native = decoder(name, False), decoder(name, True)
         if native.native is None:
             raise SystemExit(f"{name}: the decoder cannot run its steps natively (blocks not fused into one operator, or a head or rotation it does not run)")
-        runs |= {f"{name} graph": graph, f"{name} native": native, f"{name} floor": KernelFloor(graph.network, capacity, args.prompt)}
-    for run_ in runs.values():  # compile the graphs before timing
-        run_.steps(2) if isinstance(run_, KernelFloor) else greedy(run_, prompt, 2)
-
-    def median_step_ms(run_: Any) -> float:
-        seconds = run_.steps(args.steps) if isinstance(run_, KernelFloor) else greedy(run_, prompt, args.steps)[1]
-        return float(np.median(seconds) * 1e3)
-
-    timed = interleaved_rounds({key: (lambda r=run_: median_step_ms(r)) for key, run_ in runs.items()}, args.rounds)
+        steps |= {f"{name} graph": greedy_steps(graph), f"{name} native": greedy_steps(native), f"{name} floor": KernelFloor(graph.network, capacity, args.prompt).steps}
+    for run_steps in steps.values():
+        run_steps(2)  # compile the graphs before timing
+    timed = interleaved_rounds({key: (lambda s=run_steps: float(np.median(s(args.steps)) * 1e3)) for key, run_steps in steps.items()}, args.rounds)
     fp32 = np.array(timed["fp32 graph"])
     results = {}
     for name in args.configs:

@@ -283,13 +283,20 @@ class VersionedConfig:
     def __delattr__(self, name: str) -> None:
         raise ConfigFrozenError(f"{type(self).__name__} is immutable; its field {name!r} cannot be deleted")
 
-    def warn_without_effect(self, names: tuple[str, ...], reason: str) -> None:
-        """Warn (GscoreWarning) about each of ``names`` set to a non-default value: it does nothing because ``reason``."""
+    def changed_fields(self, names: tuple[str, ...]) -> list[str]:
+        """Those of ``names`` (in field order) set to something other than their default."""
+        changed = []
         for f in fields(self):
             if f.name in names:
                 default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
                 if getattr(self, f.name) != default:
-                    warnings.warn(f"{type(self).__name__}.{f.name}={thaw(getattr(self, f.name))!r} has no effect: {reason}", GscoreWarning, stacklevel=5)
+                    changed.append(f.name)
+        return changed
+
+    def warn_without_effect(self, names: tuple[str, ...], reason: str) -> None:
+        """Warn (GscoreWarning) about each of ``names`` set to a non-default value: it does nothing because ``reason``."""
+        for name in self.changed_fields(names):
+            warnings.warn(f"{type(self).__name__}.{name}={thaw(getattr(self, name))!r} has no effect: {reason}", GscoreWarning, stacklevel=5)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, versioned dict (enums and dtypes as strings) that :meth:`from_dict` reads back."""

@@ -72,19 +72,13 @@ class NativeStep:
         """The calls of one step, on views of the parameters as they are stored now."""
         level = kernels.level()
         model = self.network.model
-        placeholders = {"x": Tensor(self.x[0]), "cos": Tensor(self.cos), "sin": Tensor(self.sin), "mask": Tensor(self.mask)}
-        buffers = {id(placeholders["cos"]): self.cos, id(placeholders["sin"]): self.sin, id(placeholders["mask"]): self.mask}
+        x, cos, sin, mask = (Tensor(a) for a in (self.x[0], self.cos, self.sin, self.mask))  # stand-ins, found by identity
+        own = {id(cos): self.cos, id(sin): self.sin, id(mask): self.mask}
         self.calls: list[Call] = []
         self.parameters: list[Parameter] = []
         for i, layer in enumerate(model.layers):
-            inputs = []
-            for tensor in layer.block_inputs(placeholders["x"], placeholders["cos"], placeholders["sin"], placeholders["mask"]):
-                if tensor is placeholders["x"]:
-                    inputs.append(self.x[i % 2])
-                elif id(tensor) in buffers:
-                    inputs.append(buffers[id(tensor)])
-                else:
-                    inputs.append(self._view(tensor))
+            own[id(x)] = self.x[i % 2]  # the hidden state flips between the two buffers
+            inputs = [own[id(t)] if id(t) in own else self._view(t) for t in layer.block_inputs(x, cos, sin, mask)]
             self.calls.append(Call("decoder_layer", level, inputs, [self.x[(i + 1) % 2]]))
         hidden = self.x[len(model.layers) % 2]
         self.calls.append(Call("rms_norm", level, [hidden, self._view(model.norm.weight), model.norm.norm.eps_tensor.asnumpy()], [self.normed]))

@@ -57,7 +57,7 @@ allowed):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from gscore.config import StrictEnum, VersionedConfig, check_names, check_number, coerce_enum
 from gscore.errors import ConfigError
@@ -128,7 +128,7 @@ class SCOPConfig(VersionedConfig):
                 "ranking='reconstruction' chooses channels for the least-squares refit: it needs reconstruct_images > 0 "
                 "(to prune without the refit, use ranking='knockoff')"
             )
-        stray = [f"{name}={getattr(self, name)!r}" for name in KNOCKOFF_ONLY if getattr(self, name) != _default(type(self), name)]
+        stray = [f"{name}={getattr(self, name)!r}" for name in self.changed_fields(KNOCKOFF_ONLY)]
         if stray:
             raise ConfigError(
                 f"{', '.join(stray)}: options of the knockoff stage, which ranking='reconstruction' (SCOPConfig's default) does not run; "
@@ -142,8 +142,3 @@ class KnockoffSCOPConfig(SCOPConfig):
     Golden Stick's ``PrunerKfCompressAlgo`` / ``PrunerFtCompressAlgo`` compute."""
 
     ranking: Ranking = Ranking.KNOCKOFF
-
-
-def _default(cls: type, name: str) -> object:
-    """The default value of dataclass field ``name`` of ``cls``."""
-    return next(f.default for f in fields(cls) if f.name == name)
